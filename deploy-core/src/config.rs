@@ -1,0 +1,960 @@
+//! `deploy.toml`: parsing and validation into the domain's clusters, services and environments.
+//!
+//! Parsing takes the file's text (the caller reads the file); every error names the
+//! file, line and column and says how to fix it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::{RepoLocation, SyncMode};
+
+/// A configuration error at a place in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    /// The file's path as given.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// A cluster Argo CD deploys to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Name; also the `{cluster}` placeholder and the Argo CD cluster name.
+    pub name: String,
+    /// AWS region it runs in.
+    pub region: String,
+}
+
+/// A service: one image per release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// ECR repository, without the environment's prefix.
+    pub repository: String,
+    /// Pushed last by CI; watched for new tags.
+    pub sentinel: bool,
+}
+
+/// How the release is written into an Application.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ImageOverride {
+    /// A Helm parameter holding the tag.
+    Helm {
+        /// Parameter name, e.g. `image.tag`.
+        parameter: String,
+    },
+    /// `spec.source.kustomize.images`, one entry per service.
+    Kustomize,
+}
+
+/// How the newest tag is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TagStrategy {
+    /// Most recently pushed; ties broken by the tag, highest first.
+    #[default]
+    Newest,
+    /// Highest semantic version (a leading `v` is allowed); other tags are ignored.
+    Semver,
+    /// Highest tag in byte order.
+    Lexical,
+}
+
+/// Which tags count as releases and how to pick the newest.
+#[derive(Debug, Clone, Default)]
+pub struct TagPolicy {
+    /// Strategy.
+    pub strategy: TagStrategy,
+    /// Only tags matching this.
+    pub allow: Option<Regex>,
+    /// Never tags matching this.
+    pub ignore: Option<Regex>,
+}
+
+impl TagPolicy {
+    /// Whether `tag` passes the allow and ignore patterns.
+    pub fn admits(&self, tag: &str) -> bool {
+        self.allow.as_ref().is_none_or(|r| r.is_match(tag))
+            && !self.ignore.as_ref().is_some_and(|r| r.is_match(tag))
+    }
+}
+
+impl PartialEq for TagPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        let src = |r: &Option<Regex>| r.as_ref().map(|r| r.as_str().to_owned());
+        self.strategy == other.strategy
+            && src(&self.allow) == src(&other.allow)
+            && src(&self.ignore) == src(&other.ignore)
+    }
+}
+
+/// An environment's image registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// AWS account id.
+    pub account: String,
+    /// Regions holding a copy of every image; the first is the primary.
+    pub regions: Vec<String>,
+    /// Prefix before every repository name, e.g. `staging/`.
+    pub repository_prefix: String,
+    /// AWS profile to reach it with.
+    pub aws_profile: Option<String>,
+}
+
+/// A deployment environment (debug, staging, prod).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    /// Name.
+    pub name: String,
+    /// Branch whose pushes build releases for this environment.
+    pub branch: Option<String>,
+    /// Where its images live.
+    pub registry: RegistryConfig,
+    /// Automated or manual sync.
+    pub sync: SyncMode,
+    /// Sync with prune.
+    pub prune: bool,
+    /// Application name template.
+    pub application: String,
+    /// ApplicationSet name.
+    pub application_set: Option<String>,
+    /// How the release is written into the Applications.
+    pub image_override: ImageOverride,
+    /// Tag selection.
+    pub tags: TagPolicy,
+    /// Environment whose live release is promoted here.
+    pub promote_from: Option<String>,
+    /// Clusters by wave.
+    pub waves: Vec<Vec<String>>,
+    /// How long to watch health after a wave.
+    pub soak: Duration,
+    /// Per-wave limit.
+    pub timeout: Duration,
+}
+
+/// The Argo CD connection settings (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgoCdConfig {
+    /// Server: host, host:port or URL.
+    pub server: Option<String>,
+    /// No TLS.
+    pub plaintext: bool,
+    /// Skip TLS verification.
+    pub insecure: bool,
+    /// Namespace of the Application objects.
+    pub namespace: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Application name (`{app}`).
+    pub app: String,
+    /// Argo CD.
+    pub argocd: ArgoCdConfig,
+    /// Clusters, in file order.
+    pub clusters: Vec<Cluster>,
+    /// Services, in file order.
+    pub services: Vec<Service>,
+    /// Environments by name.
+    pub environments: BTreeMap<String, Environment>,
+}
+
+impl Config {
+    /// Parses and validates `text`, read from `file` (used in messages only).
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let at = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = line_col(text, span.map_or(0, |s| s.start));
+            ConfigError {
+                file: file.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| at(e.span(), explain_toml_error(e.message())))?;
+        raw.validate()
+            .map_err(|(span, message)| at(Some(span), message))
+    }
+
+    /// The environment `name`, or an error listing the known ones.
+    pub fn environment(&self, name: &str) -> Result<&Environment, String> {
+        self.environments.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.environments.keys().map(String::as_str).collect();
+            format!(
+                "no environment {name:?} in the configuration; known: {}",
+                known.join(", ")
+            )
+        })
+    }
+
+    /// The cluster `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The sentinel service.
+    pub fn sentinel(&self) -> &Service {
+        self.services
+            .iter()
+            .find(|s| s.sentinel)
+            .expect("validated: exactly one sentinel")
+    }
+
+    /// Environments with sources before the environments promoted from them, then by name.
+    pub fn environments_in_order<'a>(&'a self) -> Vec<&'a Environment> {
+        let depth = |mut e: &'a Environment| {
+            let mut d = 0;
+            while let Some(src) = e
+                .promote_from
+                .as_deref()
+                .and_then(|s| self.environments.get(s))
+            {
+                d += 1;
+                e = src;
+            }
+            d
+        };
+        let mut envs: Vec<&Environment> = self.environments.values().collect();
+        envs.sort_by_key(|e| (depth(e), e.name.clone()));
+        envs
+    }
+
+    /// The Application name of `env` on `cluster`.
+    pub fn application_name(&self, env: &Environment, cluster: &Cluster) -> String {
+        expand(&env.application, &self.app, &env.name, Some(cluster))
+    }
+
+    /// The ApplicationSet name of `env`, if configured.
+    pub fn application_set_name(&self, env: &Environment) -> Option<String> {
+        env.application_set
+            .as_deref()
+            .map(|t| expand(t, &self.app, &env.name, None))
+    }
+}
+
+impl Environment {
+    /// Where `service`'s image lives in `region`.
+    pub fn location(&self, service: &Service, region: &str) -> RepoLocation {
+        RepoLocation {
+            account: self.registry.account.clone(),
+            region: region.to_owned(),
+            repository: format!("{}{}", self.registry.repository_prefix, service.repository),
+        }
+    }
+
+    /// The region `cluster` pulls from: its own when listed, else the first.
+    pub fn pull_region<'a>(&'a self, cluster: &'a Cluster) -> &'a str {
+        if self.registry.regions.contains(&cluster.region) {
+            &cluster.region
+        } else {
+            &self.registry.regions[0]
+        }
+    }
+
+    /// The image names (without tag) `cluster` runs, one per service, in service order.
+    pub fn image_names(&self, services: &[Service], cluster: &Cluster) -> Vec<String> {
+        services
+            .iter()
+            .map(|s| self.location(s, self.pull_region(cluster)).image_name())
+            .collect()
+    }
+}
+
+fn expand(template: &str, app: &str, env: &str, cluster: Option<&Cluster>) -> String {
+    let mut out = template.replace("{app}", app).replace("{env}", env);
+    if let Some(c) = cluster {
+        out = out
+            .replace("{cluster}", &c.name)
+            .replace("{region}", &c.region);
+    }
+    out
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+const SECRET_WORDS: [&str; 6] = ["token", "secret", "password", "credential", "auth", "key"];
+
+/// Adds the fix to serde's message; an unknown secret-looking key gets its own explanation.
+fn explain_toml_error(message: &str) -> String {
+    let message = message.trim_end();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let lower = field.to_ascii_lowercase();
+        if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+            return format!(
+                "`{field}` looks like a secret, and secrets never live in deploy.toml; remove it and \
+                 set ARGOCD_AUTH_TOKEN for Argo CD, or use the AWS credential chain (profiles, SSO, OIDC) for ECR"
+            );
+        }
+        return format!("{message}; remove or rename the key");
+    }
+    message.to_owned()
+}
+
+// ---------------------------------------------------------------- raw file shape
+
+type Span = Range<usize>;
+type Invalid = (Span, String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    app: Spanned<String>,
+    #[serde(default)]
+    argocd: RawArgoCd,
+    #[serde(default)]
+    clusters: Vec<Spanned<RawCluster>>,
+    #[serde(default)]
+    services: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    environments: BTreeMap<Spanned<String>, Spanned<RawEnvironment>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawArgoCd {
+    server: Option<String>,
+    #[serde(default)]
+    plaintext: bool,
+    #[serde(default)]
+    insecure: bool,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Spanned<String>,
+    region: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    repository: Spanned<String>,
+    #[serde(default)]
+    sentinel: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    account: Spanned<String>,
+    regions: Spanned<Vec<Spanned<String>>>,
+    repository_prefix: Option<Spanned<String>>,
+    aws_profile: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawSync {
+    Automated,
+    Manual,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTags {
+    #[serde(default)]
+    strategy: TagStrategy,
+    allow: Option<Spanned<String>>,
+    ignore: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    branch: Option<String>,
+    registry: RawRegistry,
+    sync: RawSync,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    self_heal: Option<bool>,
+    application: Spanned<String>,
+    application_set: Option<Spanned<String>>,
+    image_override: ImageOverride,
+    #[serde(default)]
+    tags: RawTags,
+    promote_from: Option<Spanned<String>>,
+    waves: Option<Spanned<Vec<Vec<Spanned<String>>>>>,
+    soak: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+fn nonempty(s: &Spanned<String>, what: &str) -> Result<String, Invalid> {
+    let v = s.get_ref().trim();
+    if v.is_empty() {
+        return Err((s.span(), format!("{what} cannot be empty")));
+    }
+    Ok(v.to_owned())
+}
+
+fn unique<'a>(items: impl Iterator<Item = &'a Spanned<String>>, what: &str) -> Result<(), Invalid> {
+    let mut seen = BTreeSet::new();
+    for item in items {
+        if !seen.insert(item.get_ref().as_str()) {
+            return Err((
+                item.span(),
+                format!(
+                    "{what} {:?} is defined twice; names must be unique",
+                    item.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn duration(
+    s: &Option<Spanned<String>>,
+    default: Duration,
+    what: &str,
+) -> Result<Duration, Invalid> {
+    match s {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s.get_ref()).map_err(|e| {
+            (
+                s.span(),
+                format!(
+                    "{what} {:?} is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\"",
+                    s.get_ref()
+                ),
+            )
+        }),
+    }
+}
+
+fn regex(s: &Option<Spanned<String>>, what: &str) -> Result<Option<Regex>, Invalid> {
+    s.as_ref()
+        .map(|s| {
+            Regex::new(s.get_ref()).map_err(|e| {
+                (
+                    s.span(),
+                    format!("{what} is not a valid regular expression: {e}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn template(s: &Spanned<String>, what: &str, allowed: &[&str]) -> Result<String, Invalid> {
+    let t = nonempty(s, what)?;
+    let mut rest = t.as_str();
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err((s.span(), format!("{what} {t:?} has a '{{' without '}}'")));
+        };
+        let name = &rest[open + 1..open + close];
+        if !allowed.contains(&name) {
+            let list: Vec<String> = allowed.iter().map(|a| format!("{{{a}}}")).collect();
+            return Err((
+                s.span(),
+                format!(
+                    "{what} {t:?} uses unknown placeholder {{{name}}}; use {}",
+                    list.join(" ")
+                ),
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    Ok(t)
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Invalid> {
+        let app = nonempty(&self.app, "app")?;
+        if self.clusters.is_empty() {
+            return Err((
+                0..0,
+                "no [[clusters]]: add at least one with name and region".into(),
+            ));
+        }
+        if self.services.is_empty() {
+            return Err((
+                0..0,
+                "no [[services]]: add at least one with name and repository".into(),
+            ));
+        }
+        unique(self.clusters.iter().map(|c| &c.get_ref().name), "cluster")?;
+        unique(self.services.iter().map(|s| &s.get_ref().name), "service")?;
+        let clusters = self
+            .clusters
+            .iter()
+            .map(|c| {
+                let c = c.get_ref();
+                Ok(Cluster {
+                    name: nonempty(&c.name, "cluster name")?,
+                    region: nonempty(&c.region, "cluster region")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Invalid>>()?;
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                let r = s.get_ref();
+                Ok(Service {
+                    name: nonempty(&r.name, "service name")?,
+                    repository: nonempty(&r.repository, "service repository")?,
+                    sentinel: r.sentinel,
+                })
+            })
+            .collect::<Result<Vec<_>, Invalid>>()?;
+        let sentinels: Vec<_> = self
+            .services
+            .iter()
+            .filter(|s| s.get_ref().sentinel)
+            .collect();
+        match sentinels.as_slice() {
+            [_] => {}
+            [] => {
+                return Err((
+                    self.services[0].span(),
+                    "no service has `sentinel = true`; mark exactly one (the image CI pushes last)"
+                        .into(),
+                ));
+            }
+            [_, second, ..] => {
+                return Err((
+                    second.span(),
+                    "more than one service has `sentinel = true`; keep exactly one".into(),
+                ));
+            }
+        }
+        if self.environments.is_empty() {
+            return Err((0..0, "no [environments.NAME]: add at least one".into()));
+        }
+        let names: BTreeSet<&str> = self
+            .environments
+            .keys()
+            .map(|k| k.get_ref().as_str())
+            .collect();
+        let mut environments = BTreeMap::new();
+        for (name, env) in &self.environments {
+            let e = env.get_ref();
+            let env_name = nonempty(name, "environment name")?;
+            if let Some(src) = &e.promote_from {
+                if src.get_ref() == &env_name {
+                    return Err((
+                        src.span(),
+                        format!("environment {env_name:?} cannot promote from itself"),
+                    ));
+                }
+                if !names.contains(src.get_ref().as_str()) {
+                    return Err((
+                        src.span(),
+                        format!(
+                            "promote_from = {:?} names no environment; known: {}",
+                            src.get_ref(),
+                            names.iter().copied().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+            environments.insert(env_name.clone(), e.validate(&env_name, &clusters)?);
+        }
+        // A promotion chain must end: no cycles through promote_from.
+        for (name, env) in &self.environments {
+            let mut seen = BTreeSet::from([name.get_ref().clone()]);
+            let mut cur = env.get_ref();
+            while let Some(src) = &cur.promote_from {
+                if !seen.insert(src.get_ref().clone()) {
+                    return Err((
+                        src.span(),
+                        format!("promote_from forms a cycle through {:?}", src.get_ref()),
+                    ));
+                }
+                cur = self
+                    .environments
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == src.get_ref())
+                    .map(|(_, v)| v.get_ref())
+                    .expect("checked");
+            }
+        }
+        let argocd = ArgoCdConfig {
+            server: self.argocd.server.filter(|s| !s.trim().is_empty()),
+            plaintext: self.argocd.plaintext,
+            insecure: self.argocd.insecure,
+            namespace: self.argocd.namespace.unwrap_or_else(|| "argocd".into()),
+        };
+        Ok(Config {
+            app,
+            argocd,
+            clusters,
+            services,
+            environments,
+        })
+    }
+}
+
+impl RawEnvironment {
+    fn validate(&self, name: &str, clusters: &[Cluster]) -> Result<Environment, Invalid> {
+        let reg = &self.registry;
+        let account = reg.account.get_ref();
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err((
+                reg.account.span(),
+                format!("registry account {account:?} must be a 12-digit AWS account id"),
+            ));
+        }
+        if reg.regions.get_ref().is_empty() {
+            return Err((
+                reg.regions.span(),
+                "registry regions cannot be empty; list at least one AWS region".into(),
+            ));
+        }
+        unique(reg.regions.get_ref().iter(), "region")?;
+        let regions = reg
+            .regions
+            .get_ref()
+            .iter()
+            .map(|r| nonempty(r, "region"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let prefix = reg
+            .repository_prefix
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_default();
+        if let Some(p) = reg
+            .repository_prefix
+            .as_ref()
+            .filter(|p| p.get_ref().starts_with('/'))
+        {
+            return Err((p.span(), "repository_prefix cannot start with '/'".into()));
+        }
+        let application = template(
+            &self.application,
+            "application",
+            &["app", "env", "cluster", "region"],
+        )?;
+        if !application.contains("{cluster}")
+            && !application.contains("{region}")
+            && clusters.len() > 1
+        {
+            return Err((
+                self.application.span(),
+                format!(
+                    "application {application:?} must contain {{cluster}} (or {{region}}): there is one Application per cluster"
+                ),
+            ));
+        }
+        let application_set = self
+            .application_set
+            .as_ref()
+            .map(|s| template(s, "application_set", &["app", "env"]))
+            .transpose()?;
+        if let ImageOverride::Helm { parameter } = &self.image_override
+            && parameter.trim().is_empty()
+        {
+            return Err((
+                self.application.span(),
+                "image_override.parameter cannot be empty".into(),
+            ));
+        }
+        let waves = match &self.waves {
+            None => clusters.iter().map(|c| vec![c.name.clone()]).collect(),
+            Some(w) => {
+                let mut seen = BTreeSet::new();
+                for wave in w.get_ref() {
+                    if wave.is_empty() {
+                        return Err((w.span(), "a wave cannot be empty".into()));
+                    }
+                    for c in wave {
+                        if !clusters.iter().any(|k| &k.name == c.get_ref()) {
+                            let known: Vec<&str> =
+                                clusters.iter().map(|k| k.name.as_str()).collect();
+                            return Err((
+                                c.span(),
+                                format!(
+                                    "wave names unknown cluster {:?}; known: {}",
+                                    c.get_ref(),
+                                    known.join(", ")
+                                ),
+                            ));
+                        }
+                        if !seen.insert(c.get_ref().clone()) {
+                            return Err((
+                                c.span(),
+                                format!(
+                                    "cluster {:?} is in more than one wave; list it once",
+                                    c.get_ref()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if let Some(missing) = clusters.iter().find(|c| !seen.contains(&c.name)) {
+                    return Err((
+                        w.span(),
+                        format!(
+                            "waves do not include cluster {:?}; every cluster must be in exactly one wave",
+                            missing.name
+                        ),
+                    ));
+                }
+                w.get_ref()
+                    .iter()
+                    .map(|wave| wave.iter().map(|c| c.get_ref().clone()).collect())
+                    .collect()
+            }
+        };
+        let sync = match self.sync {
+            RawSync::Automated => SyncMode::Automated {
+                prune: self.prune,
+                self_heal: self.self_heal.unwrap_or(true),
+            },
+            RawSync::Manual => SyncMode::Manual,
+        };
+        let timeout = duration(&self.timeout, Duration::from_secs(15 * 60), "timeout")?;
+        if timeout.is_zero() {
+            return Err((
+                self.timeout.as_ref().map_or(0..0, Spanned::span),
+                "timeout must be more than zero".into(),
+            ));
+        }
+        Ok(Environment {
+            name: name.to_owned(),
+            branch: self.branch.clone(),
+            registry: RegistryConfig {
+                account: account.clone(),
+                regions,
+                repository_prefix: prefix,
+                aws_profile: reg.aws_profile.clone(),
+            },
+            sync,
+            prune: self.prune,
+            application,
+            application_set,
+            image_override: self.image_override.clone(),
+            tags: TagPolicy {
+                strategy: self.tags.strategy,
+                allow: regex(&self.tags.allow, "tags.allow")?,
+                ignore: regex(&self.tags.ignore, "tags.ignore")?,
+            },
+            promote_from: self.promote_from.as_ref().map(|s| s.get_ref().clone()),
+            waves,
+            soak: duration(&self.soak, Duration::ZERO, "soak")?,
+            timeout,
+        })
+    }
+}
+
+impl fmt::Display for TagStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Newest => "newest",
+            Self::Semver => "semver",
+            Self::Lexical => "lexical",
+        })
+    }
+}
+
+/// The example configuration shipped in `examples/deploy.toml`, used by the demo and tests.
+pub const EXAMPLE: &str = include_str!("../../examples/deploy.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses() {
+        let c = Config::parse("examples/deploy.toml", EXAMPLE).unwrap();
+        assert_eq!(c.clusters.len(), 3);
+        assert_eq!(c.sentinel().name, "logserver");
+        let prod = c.environment("prod").unwrap();
+        assert_eq!(
+            prod.waves,
+            vec![
+                vec!["us-west-2".to_string()],
+                vec!["us-east-1".into(), "eu-west-1".into()]
+            ]
+        );
+        assert_eq!(prod.soak, Duration::from_secs(300));
+        assert_eq!(prod.sync, SyncMode::Manual);
+        assert_eq!(
+            c.application_name(prod, &c.clusters[2]),
+            "myapp-prod-eu-west-1"
+        );
+        let staging = c.environment("staging").unwrap();
+        assert_eq!(
+            staging.image_names(&c.services, &c.clusters[1])[0],
+            "111111111111.dkr.ecr.us-west-2.amazonaws.com/staging/logserver"
+        );
+        let order: Vec<&str> = c
+            .environments_in_order()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(order, ["debug", "staging", "prod"]);
+    }
+
+    /// Replaces `from` by `to` in the example and returns the error, as `line:col: message`.
+    fn error_of(from: &str, to: &str) -> String {
+        assert!(EXAMPLE.contains(from), "the example has no {from:?}");
+        let text = EXAMPLE.replacen(from, to, 1);
+        let e = Config::parse("deploy.toml", &text).expect_err("must be rejected");
+        format!("{}:{}: {}", e.line, e.column, e.message)
+    }
+
+    #[track_caller]
+    fn check(from: &str, to: &str, expect: &str) {
+        let got = error_of(from, to);
+        assert!(
+            got.contains(expect),
+            "replacing {from:?} by {to:?}:\n got: {got}\nwant: …{expect}…"
+        );
+    }
+
+    #[test]
+    fn errors() {
+        check(
+            "app = \"myapp\"",
+            "app = \"myapp\"\ncolour = 1",
+            "unknown field `colour`",
+        );
+        check(
+            "plaintext = false",
+            "plaintext = false\ntoken = \"abc\"",
+            "looks like a secret",
+        );
+        check(
+            "namespace = \"argocd\"",
+            "namespace = \"argocd\"\npassword = \"x\"",
+            "ARGOCD_AUTH_TOKEN",
+        );
+        check(
+            "sentinel = true",
+            "sentinel = false",
+            "no service has `sentinel = true`",
+        );
+        check(
+            "repository = \"api\"",
+            "repository = \"api\"\nsentinel = true",
+            "more than one service",
+        );
+        check(
+            "name = \"us-east-1\"",
+            "name = \"us-west-2\"",
+            "cluster \"us-west-2\" is defined twice",
+        );
+        check(
+            "name = \"api\"",
+            "name = \"logserver\"",
+            "service \"logserver\" is defined twice",
+        );
+        check(
+            "[[\"us-west-2\"], [\"us-east-1\", \"eu-west-1\"]]",
+            "[[\"us-west-2\"], [\"us-east-1\"]]",
+            "do not include cluster \"eu-west-1\"",
+        );
+        check(
+            "[[\"us-west-2\"], [\"us-east-1\", \"eu-west-1\"]]",
+            "[[\"us-west-2\"], [\"us-west-2\", \"us-east-1\", \"eu-west-1\"]]",
+            "more than one wave",
+        );
+        check(
+            "[[\"us-west-2\"], [\"us-east-1\", \"eu-west-1\"]]",
+            "[[\"us-west-2\"], [\"mars-1\", \"us-east-1\", \"eu-west-1\"]]",
+            "unknown cluster \"mars-1\"",
+        );
+        check(
+            "promote_from = \"staging\"",
+            "promote_from = \"stagin\"",
+            "names no environment",
+        );
+        check(
+            "promote_from = \"staging\"",
+            "promote_from = \"prod\"",
+            "cannot promote from itself",
+        );
+        check(
+            "application = \"myapp-prod-{cluster}\"",
+            "application = \"myapp-prod-{clustr}\"",
+            "unknown placeholder {clustr}",
+        );
+        check(
+            "application = \"myapp-prod-{cluster}\"",
+            "application = \"myapp-prod\"",
+            "must contain {cluster}",
+        );
+        check(
+            "application_set = \"myapp-prod\"",
+            "application_set = \"myapp-{cluster}\"",
+            "unknown placeholder {cluster}",
+        );
+        check(
+            "allow = \"^[0-9a-f]{7,40}$\"",
+            "allow = \"^[0-9a-f\"",
+            "not a valid regular expression",
+        );
+        check("soak = \"5m\"", "soak = \"5 parsecs\"", "is not a duration");
+        check("timeout = \"15m\"", "timeout = \"0s\"", "more than zero");
+        check(
+            "sync = \"manual\"",
+            "sync = \"sometimes\"",
+            "unknown variant `sometimes`",
+        );
+        check(
+            "account = \"222222222222\"",
+            "account = \"22\"",
+            "12-digit AWS account id",
+        );
+        check(
+            "strategy = \"newest\"",
+            "strategy = \"oldest\"",
+            "unknown variant `oldest`",
+        );
+        check(
+            "kind = \"helm\", parameter = \"image.tag\" }\npromote_from",
+            "kind = \"helm\" }\npromote_from",
+            "missing field `parameter`",
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_line() {
+        let text = EXAMPLE.replacen("soak = \"5m\"", "soak = \"forever\"", 1);
+        let line = text.lines().position(|l| l.starts_with("soak =")).unwrap() + 1;
+        let e = Config::parse("deploy.toml", &text).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.column),
+            ("deploy.toml", line, 8),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cycles_are_rejected() {
+        let text = EXAMPLE.replacen(
+            "branch = \"staging\"",
+            "branch = \"staging\"\npromote_from = \"prod\"",
+            1,
+        );
+        let e = Config::parse("deploy.toml", &text).unwrap_err();
+        assert!(e.message.contains("cycle"), "{e}");
+    }
+}

@@ -1,0 +1,15 @@
+//! The pure domain of `deploy`: releases, configuration, planners, ports, in-memory
+//! backends and the promotion engine.
+//!
+//! This crate decides; the adapters act. It performs no network or file I/O.
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod port;
+pub mod trail;
+
+pub use error::{Error, Result};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;

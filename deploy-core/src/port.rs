@@ -1,0 +1,556 @@
+//! The ports: small async traits the engine and planners are written against.
+//!
+//! Each port has an in-memory backend in [`crate::memory`] and real adapters in
+//! `deploy-aws` (registry) and `deploy-argocd` (Argo CD, lock). The contract of each
+//! method is stated here and checked by [`crate::conformance`].
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::{Digest, RepoLocation, SyncMode, Tag};
+
+// ---------------------------------------------------------------- registry
+
+/// One image as the registry describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDetail {
+    /// The manifest digest.
+    pub digest: Digest,
+    /// Every tag on this digest.
+    pub tags: Vec<Tag>,
+    /// When the image was pushed.
+    pub pushed_at: Timestamp,
+}
+
+/// The answer to "does this repository have this tag".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ImageLookup {
+    /// The tag exists.
+    Found(ImageDetail),
+    /// The repository exists but has no image with this tag.
+    ImageMissing,
+    /// The repository itself does not exist.
+    RepositoryMissing,
+}
+
+/// Replication of one image to one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// Destination account.
+    pub account: String,
+    /// Destination region.
+    pub region: String,
+    /// Where it stands.
+    pub state: ReplicationState,
+}
+
+/// State of one replication (ECR `ReplicationStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum ReplicationState {
+    /// The image is in the destination.
+    Complete,
+    /// Copying.
+    InProgress,
+    /// Replication failed; `reason` is the registry's failure code.
+    Failed {
+        /// The registry's failure code or message.
+        reason: String,
+    },
+}
+
+/// A registry replication rule (ECR `ReplicationRule`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationRule {
+    /// Where images are copied: (account, region).
+    pub destinations: Vec<(String, String)>,
+    /// Repository name prefixes the rule applies to; empty means every repository.
+    pub repository_prefixes: Vec<String>,
+}
+
+impl ReplicationRule {
+    /// Whether this rule copies `repository` to `(account, region)`.
+    pub fn covers(&self, repository: &str, account: &str, region: &str) -> bool {
+        let filtered = self.repository_prefixes.is_empty()
+            || self
+                .repository_prefixes
+                .iter()
+                .any(|p| repository.starts_with(p.as_str()));
+        filtered
+            && self
+                .destinations
+                .iter()
+                .any(|(a, r)| a == account && r == region)
+    }
+}
+
+/// Settings of a repository that the audit looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryInfo {
+    /// Whether tags can be moved to another digest.
+    pub tag_mutable: bool,
+}
+
+/// A container registry (Amazon ECR in production).
+///
+/// Every call names the account explicitly (ECR `registryId`).
+#[async_trait]
+pub trait Registry: Send + Sync + Debug {
+    /// The image of `repo` tagged `tag`.
+    ///
+    /// A missing tag or repository is an answer, not an error.
+    async fn image(&self, repo: &RepoLocation, tag: &Tag) -> Result<ImageLookup>;
+
+    /// Every tagged image of `repo`, one entry per tag, in no particular order.
+    ///
+    /// A missing repository is [`crate::Error::NotFound`].
+    async fn tagged_images(&self, repo: &RepoLocation) -> Result<Vec<TaggedImage>>;
+
+    /// Replication of `repo:tag` to each destination the source registry replicates to.
+    ///
+    /// A missing image is [`crate::Error::NotFound`].
+    async fn replication_status(
+        &self,
+        repo: &RepoLocation,
+        tag: &Tag,
+    ) -> Result<Vec<ReplicationStatus>>;
+
+    /// The replication rules of the registry of `account` in `region`.
+    async fn replication_rules(&self, account: &str, region: &str) -> Result<Vec<ReplicationRule>>;
+
+    /// Settings of `repo`; a missing repository is [`crate::Error::NotFound`].
+    async fn repository(&self, repo: &RepoLocation) -> Result<RepositoryInfo>;
+}
+
+/// One tag of a repository with the image it points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaggedImage {
+    /// The tag.
+    pub tag: Tag,
+    /// The image digest.
+    pub digest: Digest,
+    /// When the image was pushed.
+    pub pushed_at: Timestamp,
+}
+
+// ---------------------------------------------------------------- Argo CD
+
+/// `status.sync.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SyncStatus {
+    /// Live state matches the desired state.
+    Synced,
+    /// It does not.
+    OutOfSync,
+    /// Not compared yet.
+    #[default]
+    Unknown,
+}
+
+/// `status.health.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Health {
+    /// Everything is up.
+    Healthy,
+    /// Rolling out.
+    Progressing,
+    /// Something failed.
+    Degraded,
+    /// Paused.
+    Suspended,
+    /// Resources do not exist.
+    Missing,
+    /// Not assessed.
+    #[default]
+    Unknown,
+}
+
+/// `status.operationState.phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperationPhase {
+    /// Running.
+    Running,
+    /// Being terminated.
+    Terminating,
+    /// Finished well.
+    Succeeded,
+    /// Finished with a failed sync.
+    Failed,
+    /// Finished with an error.
+    Error,
+}
+
+impl OperationPhase {
+    /// Succeeded, Failed or Error.
+    pub fn is_completed(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Error)
+    }
+}
+
+/// The info key that marks an operation started by `deploy`; its value is the operation id.
+pub const OPERATION_INFO_KEY: &str = "deploy.operation";
+
+/// `status.operationState`: the last or current operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationState {
+    /// Phase.
+    pub phase: OperationPhase,
+    /// Message, e.g. "successfully synced (all tasks run)".
+    pub message: String,
+    /// When it started.
+    pub started_at: Option<Timestamp>,
+    /// When it finished; `None` while running.
+    pub finished_at: Option<Timestamp>,
+    /// Who started it (`initiatedBy.username`), or "automated".
+    pub initiated_by: Option<String>,
+    /// `operation.info` as name → value.
+    pub info: BTreeMap<String, String>,
+}
+
+impl OperationState {
+    /// The deploy operation id carried in `info`, if `deploy` started it.
+    pub fn deploy_operation(&self) -> Option<&str> {
+        self.info.get(OPERATION_INFO_KEY).map(String::as_str)
+    }
+}
+
+/// One `status.history` entry: a successful full sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// History id (increases by one per sync).
+    pub id: i64,
+    /// Git revision.
+    pub revision: String,
+    /// When it was deployed.
+    pub deployed_at: Option<Timestamp>,
+    /// The image override in force for that sync, when the source carried one.
+    pub override_value: Option<OverrideValue>,
+}
+
+/// The image override of an Application's source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum OverrideValue {
+    /// One Helm parameter (`spec.source.helm.parameters[name]`).
+    Helm {
+        /// Parameter name, e.g. `image.tag`.
+        parameter: String,
+        /// Its value: the tag.
+        value: String,
+    },
+    /// Kustomize image overrides (`spec.source.kustomize.images`), `name:tag` each.
+    Kustomize {
+        /// The entries for our images.
+        images: Vec<String>,
+    },
+}
+
+impl OverrideValue {
+    /// The tag(s) this override points at, deduplicated and sorted.
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = match self {
+            Self::Helm { value, .. } => vec![value.clone()],
+            Self::Kustomize { images } => images
+                .iter()
+                .filter_map(|i| image_tag(i))
+                .map(str::to_owned)
+                .collect(),
+        };
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+}
+
+/// The tag of an image reference `name:tag` or `name:tag@digest`; `None` when untagged.
+pub fn image_tag(image: &str) -> Option<&str> {
+    let image = image.split_once('@').map_or(image, |(n, _)| n);
+    let (_, last) = image.rsplit_once('/').unwrap_or(("", image));
+    last.split_once(':').map(|(_, tag)| tag)
+}
+
+/// The name of an image reference without tag or digest.
+pub fn image_name(image: &str) -> &str {
+    let image = image.split_once('@').map_or(image, |(n, _)| n);
+    match image.rsplit_once('/') {
+        Some((head, last)) => {
+            &image[..head.len() + 1 + last.split_once(':').map_or(last.len(), |(n, _)| n.len())]
+        }
+        None => image.split_once(':').map_or(image, |(n, _)| n),
+    }
+}
+
+/// The part of an Argo CD Application that `deploy` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.project`.
+    pub project: String,
+    /// `metadata.annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// Destination cluster: `spec.destination.name`, else `.server`.
+    pub destination: String,
+    /// `spec.syncPolicy.automated` (enabled) or manual.
+    pub sync_mode: SyncMode,
+    /// `spec.source.helm.parameters` as name → value.
+    pub helm_parameters: BTreeMap<String, String>,
+    /// `spec.source.kustomize.images`.
+    pub kustomize_images: Vec<String>,
+    /// `status.sync.status`.
+    pub sync_status: SyncStatus,
+    /// `status.health.status`.
+    pub health: Health,
+    /// `status.health.message` or a degraded resource's message.
+    pub health_message: Option<String>,
+    /// True while the top-level `operation` is set (requested or running).
+    pub operation_pending: bool,
+    /// `status.operationState`.
+    pub operation_state: Option<OperationState>,
+    /// `status.reconciledAt`.
+    pub reconciled_at: Option<Timestamp>,
+    /// `status.summary.images`: what runs.
+    pub images: Vec<String>,
+    /// `status.history`, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: String,
+}
+
+impl Application {
+    /// The image override as configured by `kind`, if the Application has one.
+    pub fn override_value(
+        &self,
+        kind: &crate::config::ImageOverride,
+        image_names: &[String],
+    ) -> Option<OverrideValue> {
+        match kind {
+            crate::config::ImageOverride::Helm { parameter } => self
+                .helm_parameters
+                .get(parameter)
+                .map(|value| OverrideValue::Helm {
+                    parameter: parameter.clone(),
+                    value: value.clone(),
+                }),
+            crate::config::ImageOverride::Kustomize => {
+                let images: Vec<String> = self
+                    .kustomize_images
+                    .iter()
+                    .filter(|i| image_names.iter().any(|n| kustomize_name(i) == n))
+                    .cloned()
+                    .collect();
+                (!images.is_empty()).then_some(OverrideValue::Kustomize { images })
+            }
+        }
+    }
+}
+
+/// The image name a Kustomize override entry matches: `old=new:tag` → `old`, `name:tag` → `name`.
+pub fn kustomize_name(entry: &str) -> &str {
+    match entry.split_once('=') {
+        Some((old, _)) => old,
+        None => image_name(entry),
+    }
+}
+
+/// A request to sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Delete resources no longer in git.
+    pub prune: bool,
+    /// Our operation id, written to the operation's info under [`OPERATION_INFO_KEY`].
+    pub operation_id: String,
+}
+
+/// One `spec.ignoreApplicationDifferences` entry of an ApplicationSet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IgnoreDifferences {
+    /// Application names it applies to; empty means all.
+    pub name: Option<String>,
+    /// JSON pointers, e.g. `/spec/source/helm/parameters`.
+    pub json_pointers: Vec<String>,
+    /// jq path expressions.
+    pub jq_path_expressions: Vec<String>,
+}
+
+/// The part of an ApplicationSet that `deploy` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationSet {
+    /// `metadata.name`.
+    pub name: String,
+    /// The template's sync policy.
+    pub sync_mode: SyncMode,
+    /// `spec.ignoreApplicationDifferences`.
+    pub ignore_differences: Vec<IgnoreDifferences>,
+    /// `metadata.annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: String,
+}
+
+/// A cluster registered in Argo CD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Cluster name.
+    pub name: String,
+    /// API server URL.
+    pub server: String,
+    /// `connectionState.status` is Successful.
+    pub connected: bool,
+    /// `connectionState.message`.
+    pub message: Option<String>,
+}
+
+/// A stream of Application snapshots: the current state first, then every change.
+pub type AppStream = BoxStream<'static, Result<Application>>;
+
+/// Control of Argo CD.
+#[async_trait]
+pub trait ArgoCd: Send + Sync + Debug {
+    /// One Application; [`crate::Error::NotFound`] when missing.
+    async fn application(&self, name: &str) -> Result<Application>;
+
+    /// Applications matching a label selector (`k=v,k2=v2`), or all.
+    async fn applications(&self, selector: Option<&str>) -> Result<Vec<Application>>;
+
+    /// Sets the image override in the Application's source, keeping every other
+    /// Helm parameter or Kustomize image. Returns the updated Application.
+    async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<Application>;
+
+    /// Starts a sync. [`crate::Error::Collision`] when another operation runs.
+    async fn sync(&self, name: &str, request: &SyncRequest) -> Result<()>;
+
+    /// The Application's state now, then every change, until dropped.
+    /// Backends reconnect on their own; the stream ends only with an error.
+    async fn watch(&self, name: &str) -> Result<AppStream>;
+
+    /// Asks Argo CD to terminate the running operation.
+    async fn terminate(&self, name: &str) -> Result<()>;
+
+    /// Rolls back to the history entry `id` (a sync to that entry's source).
+    async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> Result<()>;
+
+    /// Merges `annotations` into `metadata.annotations`.
+    async fn annotate(&self, name: &str, annotations: &BTreeMap<String, String>) -> Result<()>;
+
+    /// Every ApplicationSet.
+    async fn application_sets(&self) -> Result<Vec<ApplicationSet>>;
+
+    /// Every cluster Argo CD knows, with its connection state.
+    async fn clusters(&self) -> Result<Vec<ClusterInfo>>;
+}
+
+// ---------------------------------------------------------------- lock
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The lock's name, e.g. `deploy-myapp-prod`.
+    pub key: String,
+    /// Who holds it.
+    pub holder: String,
+    /// When it expires unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// A lock with expiry, so a crashed run does not block forever.
+#[async_trait]
+pub trait Lock: Send + Sync + Debug {
+    /// Takes `key` for `ttl`; an expired lease is taken over.
+    /// [`crate::Error::LockHeld`] when someone else holds it.
+    async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Lease>;
+
+    /// Extends a lease we hold; [`crate::Error::LockHeld`] if it was lost.
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
+
+    /// Releases a lease we hold (a lease already lost is not an error).
+    async fn release(&self, lease: &Lease) -> Result<()>;
+}
+
+// ---------------------------------------------------------------- audit
+
+/// Appends and reads audit records; records are never rewritten.
+#[async_trait]
+pub trait AuditLog: Send + Sync + Debug {
+    /// Appends one record.
+    async fn append(&self, record: &crate::trail::AuditRecord) -> Result<()>;
+
+    /// Every record, oldest first.
+    async fn records(&self) -> Result<Vec<crate::trail::AuditRecord>>;
+}
+
+/// Wall-clock time, injected so tests run on tokio's paused clock.
+pub trait Clock: Send + Sync + Debug {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that starts at a fixed time and advances with tokio's clock (paused or not).
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    base: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Starts at `base`.
+    pub fn new(base: Timestamp) -> Self {
+        Self {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        let elapsed = jiff::SignedDuration::try_from(self.start.elapsed())
+            .unwrap_or(jiff::SignedDuration::MAX);
+        self.base.checked_add(elapsed).unwrap_or(Timestamp::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_parts() {
+        let check = |s: &str, name: &str, tag: Option<&str>| {
+            assert_eq!(image_name(s), name, "{s}");
+            assert_eq!(image_tag(s), tag, "{s}");
+        };
+        check(
+            "1.dkr.ecr.us-west-2.amazonaws.com/staging/api:abc1234",
+            "1.dkr.ecr.us-west-2.amazonaws.com/staging/api",
+            Some("abc1234"),
+        );
+        check("localhost:5000/api:v1", "localhost:5000/api", Some("v1"));
+        check("localhost:5000/api", "localhost:5000/api", None);
+        check("api", "api", None);
+        check("api:v2", "api", Some("v2"));
+        check("r/api:v2@sha256:abc", "r/api", Some("v2"));
+        assert_eq!(kustomize_name("old=new:v1"), "old");
+        assert_eq!(kustomize_name("r/api:v1"), "r/api");
+    }
+}

@@ -1,0 +1,88 @@
+//! The audit trail: one record per promotion or rollback (who, what, where, when, outcome).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Release;
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// `deploy promote`.
+    Promote,
+    /// `deploy rollback`.
+    Rollback,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every application runs the release, Healthy.
+    Succeeded,
+    /// Nothing to do: every application already ran the release, Healthy.
+    UpToDate,
+    /// A cluster failed; what this run changed was returned to the previous release.
+    RolledBack,
+    /// A cluster failed and the run stopped without rollback (or the rollback failed).
+    Failed,
+    /// Stopped by a signal; re-running resumes.
+    Interrupted,
+}
+
+impl Outcome {
+    /// Succeeded or up to date.
+    pub fn is_success(self) -> bool {
+        matches!(self, Self::Succeeded | Self::UpToDate)
+    }
+}
+
+/// Who started a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Actor {
+    /// The OS user.
+    pub os_user: String,
+    /// The Argo CD user, when known.
+    pub argocd_user: Option<String>,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.argocd_user {
+            Some(a) if a != &self.os_user => write!(f, "{} ({a})", self.os_user),
+            _ => f.write_str(&self.os_user),
+        }
+    }
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The run's id.
+    pub run_id: String,
+    /// Promote or rollback.
+    pub kind: RunKind,
+    /// Environment.
+    pub environment: String,
+    /// Who.
+    pub actor: Actor,
+    /// The release deployed, with every digest.
+    pub release: Release,
+    /// Cluster → the tag it ran before this run changed it.
+    pub previous: BTreeMap<String, Option<String>>,
+    /// Clusters this run synced.
+    pub changed: Vec<String>,
+    /// Clusters already at the release.
+    pub skipped: Vec<String>,
+    /// When the run started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why, in one line.
+    pub message: String,
+}
