@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod memory;
 pub mod model;
 pub mod port;
 pub mod trail;

@@ -5,47 +5,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use super::Check;
 use crate::ensure;
 use crate::error::Error;
+pub use crate::memory::argocd::{AppSeed, Script};
 use crate::model::SyncMode;
 use crate::port::{
     Application, ArgoCd, Health, OperationPhase, OverrideValue, SyncRequest, SyncStatus,
 };
-
-/// An Application to create: Synced and Healthy, running `image_names` at `tag`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppSeed {
-    /// Name.
-    pub name: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Destination cluster name.
-    pub destination: String,
-    /// Sync policy.
-    pub sync_mode: SyncMode,
-    /// Helm parameters; the one named `tag_parameter` holds the tag.
-    pub helm_parameters: BTreeMap<String, String>,
-    /// The Helm parameter holding the tag.
-    pub tag_parameter: String,
-    /// Image names (without tag) the Application runs.
-    pub image_names: Vec<String>,
-}
-
-/// How the next operation on an Application ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Script {
-    /// Succeeded, then Healthy.
-    Healthy,
-    /// Succeeded, then Degraded.
-    Degraded,
-    /// The sync fails (phase Failed), app stays on its old images.
-    Failed,
-    /// Runs until terminated.
-    Hang,
-}
 
 /// Seeds an Argo CD backend.
 #[async_trait]

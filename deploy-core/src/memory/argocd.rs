@@ -1,0 +1,756 @@
+//! An in-memory Argo CD: Applications whose operations run for a configurable time and end
+//! Succeeded or Failed, health that moves Progressing → Healthy or Degraded, collisions,
+//! history and rollback, automated sync, ApplicationSets and clusters.
+//!
+//! State moves lazily: every call first advances each Application to the clock's "now",
+//! so the backend needs no background task and its state can be saved between commands.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::SyncMode;
+use crate::port::{
+    AppStream, Application, ApplicationSet, ArgoCd, Clock, ClusterInfo, Health, HistoryEntry,
+    OPERATION_INFO_KEY, OperationPhase, OperationState, OverrideValue, SyncRequest, SyncStatus,
+    kustomize_name,
+};
+
+/// An Application to create: Synced and Healthy, running `image_names` at `tag`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSeed {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Destination cluster name.
+    pub destination: String,
+    /// Sync policy.
+    pub sync_mode: SyncMode,
+    /// Helm parameters; the one named `tag_parameter` holds the tag.
+    pub helm_parameters: BTreeMap<String, String>,
+    /// The Helm parameter holding the tag.
+    pub tag_parameter: String,
+    /// Image names (without tag) the Application runs.
+    pub image_names: Vec<String>,
+}
+
+/// How the next operation on an Application ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Script {
+    /// Succeeded, then Healthy.
+    Healthy,
+    /// Succeeded, then Degraded.
+    Degraded,
+    /// The sync fails (phase Failed), app stays on its old images.
+    Failed,
+    /// Runs until terminated.
+    Hang,
+}
+
+/// How long simulated operations take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// From sync request to operation finished.
+    pub sync: Duration,
+    /// From operation finished to Healthy or Degraded.
+    pub health: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            sync: Duration::from_secs(2),
+            health: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum RunKind {
+    /// Sync to the spec's override.
+    Sync,
+    /// Sync to a history entry's override.
+    Rollback(Option<OverrideValue>),
+    /// Someone else's operation, ending at the given time or when finished by hand.
+    Foreign(Option<Timestamp>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Run {
+    kind: RunKind,
+    script: Script,
+    started_at: Timestamp,
+    info: BTreeMap<String, String>,
+    initiated_by: String,
+    terminating: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SimApp {
+    app: Application,
+    image_names: Vec<String>,
+    tag_parameter: Option<String>,
+    scripts: VecDeque<Script>,
+    run: Option<Run>,
+    /// Progressing until this time, then the given health.
+    settles: Option<(Timestamp, Health)>,
+    timing: Option<Timing>,
+}
+
+/// The whole state, serializable so the sandbox can keep it between commands.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ArgoCdState {
+    apps: BTreeMap<String, SimApp>,
+    app_sets: BTreeMap<String, ApplicationSet>,
+    clusters: BTreeMap<String, ClusterInfo>,
+    timing: Timing,
+    version: u64,
+}
+
+/// An in-memory Argo CD.
+#[derive(Debug, Clone)]
+pub struct InMemoryArgoCd {
+    state: Arc<Mutex<ArgoCdState>>,
+    clock: Arc<dyn Clock>,
+    poll: Duration,
+    user: String,
+}
+
+impl InMemoryArgoCd {
+    /// An empty Argo CD on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::from_state(ArgoCdState::default(), clock)
+    }
+
+    /// An Argo CD with `state` (e.g. loaded by the sandbox).
+    pub fn from_state(state: ArgoCdState, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock,
+            poll: Duration::from_millis(50),
+            user: "admin".into(),
+        }
+    }
+
+    /// A copy of the state.
+    pub fn state(&self) -> ArgoCdState {
+        self.settled().clone()
+    }
+
+    /// Default timing of operations.
+    pub fn set_timing(&self, timing: Timing) {
+        self.state.lock().expect("poisoned").timing = timing;
+    }
+
+    /// Timing of one Application's operations.
+    pub fn set_app_timing(&self, name: &str, timing: Timing) {
+        if let Some(a) = self.state.lock().expect("poisoned").apps.get_mut(name) {
+            a.timing = Some(timing);
+        }
+    }
+
+    /// Creates (or replaces) an Application, Synced and Healthy at its seed's tag.
+    pub fn create_application(&self, seed: &AppSeed) {
+        let now = self.clock.now();
+        let mut s = self.state.lock().expect("poisoned");
+        s.version += 1;
+        let tag = seed
+            .helm_parameters
+            .get(&seed.tag_parameter)
+            .cloned()
+            .unwrap_or_default();
+        let override_value = OverrideValue::Helm {
+            parameter: seed.tag_parameter.clone(),
+            value: tag.clone(),
+        };
+        let app = Application {
+            name: seed.name.clone(),
+            project: "default".into(),
+            annotations: BTreeMap::new(),
+            labels: seed.labels.clone(),
+            destination: seed.destination.clone(),
+            sync_mode: seed.sync_mode,
+            helm_parameters: seed.helm_parameters.clone(),
+            kustomize_images: Vec::new(),
+            sync_status: SyncStatus::Synced,
+            health: Health::Healthy,
+            health_message: None,
+            operation_pending: false,
+            operation_state: None,
+            reconciled_at: Some(now),
+            images: seed
+                .image_names
+                .iter()
+                .map(|n| format!("{n}:{tag}"))
+                .collect(),
+            history: vec![HistoryEntry {
+                id: 0,
+                revision: "HEAD".into(),
+                deployed_at: Some(now),
+                override_value: Some(override_value),
+            }],
+            resource_version: s.version.to_string(),
+        };
+        let sim = SimApp {
+            app,
+            image_names: seed.image_names.clone(),
+            tag_parameter: Some(seed.tag_parameter.clone()),
+            scripts: VecDeque::new(),
+            run: None,
+            settles: None,
+            timing: None,
+        };
+        s.apps.insert(seed.name.clone(), sim);
+    }
+
+    /// Creates (or replaces) an ApplicationSet.
+    pub fn put_application_set(&self, set: ApplicationSet) {
+        self.state
+            .lock()
+            .expect("poisoned")
+            .app_sets
+            .insert(set.name.clone(), set);
+    }
+
+    /// Registers (or replaces) a cluster.
+    pub fn put_cluster(&self, cluster: ClusterInfo) {
+        self.state
+            .lock()
+            .expect("poisoned")
+            .clusters
+            .insert(cluster.name.clone(), cluster);
+    }
+
+    /// Queues how the next operation of `name` ends.
+    pub fn push_script(&self, name: &str, script: Script) {
+        if let Some(a) = self.state.lock().expect("poisoned").apps.get_mut(name) {
+            a.scripts.push_back(script);
+        }
+    }
+
+    /// Starts someone else's operation on `name`, lasting `duration` (or until finished by hand).
+    pub fn start_foreign(&self, name: &str, duration: Option<Duration>) {
+        let now = self.clock.now();
+        let mut s = self.settled();
+        let s = &mut *s;
+        s.version += 1;
+        if let Some(a) = s.apps.get_mut(name) {
+            let ends = duration.map(|d| now.checked_add(d).unwrap_or(now));
+            a.run = Some(Run {
+                kind: RunKind::Foreign(ends),
+                script: Script::Healthy,
+                started_at: now,
+                info: BTreeMap::new(),
+                initiated_by: "alice@example.com".into(),
+                terminating: false,
+            });
+            a.app.operation_pending = true;
+            a.app.operation_state = Some(running_state(now, "alice@example.com", BTreeMap::new()));
+            a.app.resource_version = s.version.to_string();
+        }
+    }
+
+    /// Finishes someone else's operation now.
+    pub fn finish_foreign(&self, name: &str) {
+        let now = self.clock.now();
+        let mut s = self.settled();
+        if let Some(run) = s.apps.get_mut(name).and_then(|a| a.run.as_mut())
+            && matches!(run.kind, RunKind::Foreign(_))
+        {
+            run.kind = RunKind::Foreign(Some(now));
+        }
+        drop(s);
+        drop(self.settled());
+    }
+
+    /// Every Application advanced to now.
+    fn settled(&self) -> std::sync::MutexGuard<'_, ArgoCdState> {
+        let now = self.clock.now();
+        let mut guard = self.state.lock().expect("poisoned");
+        let s = &mut *guard;
+        let default_timing = s.timing;
+        for sim in s.apps.values_mut() {
+            if advance(sim, now, sim.timing.unwrap_or(default_timing)) {
+                s.version += 1;
+                sim.app.resource_version = s.version.to_string();
+            }
+        }
+        guard
+    }
+
+    fn with_app<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut SimApp, Timestamp) -> Result<T>,
+    ) -> Result<T> {
+        let now = self.clock.now();
+        let mut s = self.settled();
+        let s = &mut *s;
+        let sim = s
+            .apps
+            .get_mut(name)
+            .ok_or_else(|| Error::not_found(format!("application {name}")))?;
+        let before = sim.app.clone();
+        let out = f(sim, now)?;
+        if sim.app != before {
+            s.version += 1;
+            sim.app.resource_version = s.version.to_string();
+        }
+        Ok(out)
+    }
+
+    fn start(
+        &self,
+        sim: &mut SimApp,
+        now: Timestamp,
+        kind: RunKind,
+        info: BTreeMap<String, String>,
+        by: &str,
+    ) {
+        let script = sim.scripts.pop_front().unwrap_or(Script::Healthy);
+        sim.run = Some(Run {
+            kind,
+            script,
+            started_at: now,
+            info: info.clone(),
+            initiated_by: by.to_owned(),
+            terminating: false,
+        });
+        sim.app.operation_pending = true;
+        sim.app.operation_state = Some(running_state(now, by, info));
+    }
+}
+
+fn running_state(now: Timestamp, by: &str, info: BTreeMap<String, String>) -> OperationState {
+    OperationState {
+        phase: OperationPhase::Running,
+        message: "one or more tasks are running".into(),
+        started_at: Some(now),
+        finished_at: None,
+        initiated_by: Some(by.to_owned()),
+        info,
+    }
+}
+
+/// The images `value` makes the Application run.
+fn images_for(sim: &SimApp, value: Option<&OverrideValue>) -> Vec<String> {
+    match value {
+        Some(OverrideValue::Helm { value, .. }) => sim
+            .image_names
+            .iter()
+            .map(|n| format!("{n}:{value}"))
+            .collect(),
+        Some(OverrideValue::Kustomize { images }) => sim
+            .image_names
+            .iter()
+            .map(|n| {
+                images
+                    .iter()
+                    .find(|i| kustomize_name(i) == n)
+                    .map(|i| {
+                        i.split_once('=')
+                            .map_or(i.as_str(), |(_, new)| new)
+                            .to_owned()
+                    })
+                    .unwrap_or_else(|| n.clone())
+            })
+            .collect(),
+        None => sim.app.images.clone(),
+    }
+}
+
+/// The override in the spec.
+fn spec_override(sim: &SimApp) -> Option<OverrideValue> {
+    if !sim.app.kustomize_images.is_empty() {
+        return Some(OverrideValue::Kustomize {
+            images: sim.app.kustomize_images.clone(),
+        });
+    }
+    let p = sim.tag_parameter.as_ref()?;
+    sim.app.helm_parameters.get(p).map(|v| OverrideValue::Helm {
+        parameter: p.clone(),
+        value: v.clone(),
+    })
+}
+
+fn compare(sim: &mut SimApp) {
+    let want = images_for(sim, spec_override(sim).as_ref());
+    sim.app.sync_status = if want == sim.app.images {
+        SyncStatus::Synced
+    } else {
+        SyncStatus::OutOfSync
+    };
+}
+
+/// Advances one Application to `now`; true if anything changed.
+fn advance(sim: &mut SimApp, now: Timestamp, timing: Timing) -> bool {
+    let before = sim.app.clone();
+    if let Some(run) = sim.run.clone() {
+        let ends = match &run.kind {
+            RunKind::Foreign(end) => *end,
+            _ if run.terminating => Some(run.started_at),
+            _ if run.script == Script::Hang => None,
+            _ => run.started_at.checked_add(timing.sync).ok(),
+        };
+        if let Some(end) = ends.filter(|e| *e <= now) {
+            let end = end.max(run.started_at);
+            let (phase, message) = if run.terminating {
+                (OperationPhase::Failed, "Operation terminated".to_owned())
+            } else if run.script == Script::Failed {
+                (OperationPhase::Failed, "one or more objects failed to apply, reason: admission webhook denied the request".to_owned())
+            } else {
+                (
+                    OperationPhase::Succeeded,
+                    "successfully synced (all tasks run)".to_owned(),
+                )
+            };
+            if phase == OperationPhase::Succeeded && !matches!(run.kind, RunKind::Foreign(_)) {
+                let value = match &run.kind {
+                    RunKind::Rollback(v) => v.clone(),
+                    _ => spec_override(sim),
+                };
+                let images = images_for(sim, value.as_ref());
+                let changed = images != sim.app.images;
+                sim.app.images = images;
+                let id = sim.app.history.last().map_or(0, |h| h.id + 1);
+                sim.app.history.push(HistoryEntry {
+                    id,
+                    revision: "HEAD".into(),
+                    deployed_at: Some(end),
+                    override_value: value,
+                });
+                if sim.app.history.len() > 10 {
+                    sim.app.history.remove(0);
+                }
+                let final_health = if run.script == Script::Degraded {
+                    Health::Degraded
+                } else {
+                    Health::Healthy
+                };
+                if changed || final_health != sim.app.health {
+                    sim.app.health = Health::Progressing;
+                    sim.app.health_message = Some(
+                        "Waiting for rollout to finish: 1 old replicas are pending termination"
+                            .into(),
+                    );
+                    sim.settles =
+                        Some((end.checked_add(timing.health).unwrap_or(end), final_health));
+                }
+            }
+            sim.app.operation_pending = false;
+            sim.app.operation_state = Some(OperationState {
+                phase,
+                message,
+                started_at: Some(run.started_at),
+                finished_at: Some(end),
+                initiated_by: Some(run.initiated_by.clone()),
+                info: run.info.clone(),
+            });
+            sim.app.reconciled_at = Some(end);
+            sim.run = None;
+            compare(sim);
+        }
+    }
+    if let Some((at, health)) = sim.settles
+        && at <= now
+    {
+        sim.app.health = health;
+        sim.app.health_message = (health == Health::Degraded)
+            .then(|| "Deployment \"api\" exceeded its progress deadline".to_owned());
+        sim.app.reconciled_at = Some(at);
+        sim.settles = None;
+    }
+    // Automated sync: Argo CD starts a sync by itself when the app is OutOfSync.
+    if sim.run.is_none()
+        && sim.app.sync_mode.is_automated()
+        && sim.app.sync_status == SyncStatus::OutOfSync
+    {
+        let script = sim.scripts.pop_front().unwrap_or(Script::Healthy);
+        sim.run = Some(Run {
+            kind: RunKind::Sync,
+            script,
+            started_at: now,
+            info: BTreeMap::new(),
+            initiated_by: "automated".into(),
+            terminating: false,
+        });
+        sim.app.operation_pending = true;
+        sim.app.operation_state = Some(running_state(now, "automated", BTreeMap::new()));
+    }
+    sim.app != before
+}
+
+fn matches_selector(app: &Application, selector: &str) -> bool {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => {
+                app.labels.get(k.trim_end_matches('!')).map(String::as_str)
+                    == Some(v.trim_start_matches('='))
+            }
+            None => app.labels.contains_key(term),
+        })
+}
+
+#[async_trait]
+impl ArgoCd for InMemoryArgoCd {
+    async fn application(&self, name: &str) -> Result<Application> {
+        self.settled()
+            .apps
+            .get(name)
+            .map(|a| a.app.clone())
+            .ok_or_else(|| Error::not_found(format!("application {name}")))
+    }
+
+    async fn applications(&self, selector: Option<&str>) -> Result<Vec<Application>> {
+        Ok(self
+            .settled()
+            .apps
+            .values()
+            .filter(|a| selector.is_none_or(|s| matches_selector(&a.app, s)))
+            .map(|a| a.app.clone())
+            .collect())
+    }
+
+    async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<Application> {
+        self.with_app(name, |sim, now| {
+            match value {
+                OverrideValue::Helm { parameter, value } => {
+                    sim.app
+                        .helm_parameters
+                        .insert(parameter.clone(), value.clone());
+                    sim.tag_parameter = Some(parameter.clone());
+                }
+                OverrideValue::Kustomize { images } => {
+                    sim.app.kustomize_images.retain(|i| {
+                        !images
+                            .iter()
+                            .any(|n| kustomize_name(n) == kustomize_name(i))
+                    });
+                    sim.app.kustomize_images.extend(images.iter().cloned());
+                }
+            }
+            compare(sim);
+            let timing = sim.timing.unwrap_or_default();
+            advance(sim, now, timing);
+            Ok(sim.app.clone())
+        })
+    }
+
+    async fn sync(&self, name: &str, request: &SyncRequest) -> Result<()> {
+        let user = self.user.clone();
+        self.with_app(name, |sim, now| {
+            if sim.run.is_some() {
+                return Err(Error::Collision {
+                    what: format!("application {name}"),
+                });
+            }
+            let info =
+                BTreeMap::from([(OPERATION_INFO_KEY.to_owned(), request.operation_id.clone())]);
+            self.start(sim, now, RunKind::Sync, info, &user);
+            Ok(())
+        })
+    }
+
+    async fn watch(&self, name: &str) -> Result<AppStream> {
+        let first = self.application(name).await?;
+        let this = self.clone();
+        let name = name.to_owned();
+        let stream = futures::stream::unfold(
+            (this, name, Some(first), String::new()),
+            |(this, name, first, seen)| async move {
+                if let Some(app) = first {
+                    let rv = app.resource_version.clone();
+                    return Some((Ok(app), (this, name, None, rv)));
+                }
+                loop {
+                    tokio::time::sleep(this.poll).await;
+                    match this.application(&name).await {
+                        Ok(app) if app.resource_version == seen => continue,
+                        Ok(app) => {
+                            let rv = app.resource_version.clone();
+                            return Some((Ok(app), (this, name, None, rv)));
+                        }
+                        Err(e) => return Some((Err(e), (this, name, None, seen))),
+                    }
+                }
+            },
+        );
+        Ok(stream.boxed())
+    }
+
+    async fn terminate(&self, name: &str) -> Result<()> {
+        self.with_app(name, |sim, _| {
+            match sim.run.as_mut() {
+                Some(run) => {
+                    run.terminating = true;
+                    if let Some(s) = sim.app.operation_state.as_mut() {
+                        s.phase = OperationPhase::Terminating;
+                    }
+                }
+                None => {
+                    return Err(Error::invalid(format!(
+                        "application {name} has no operation to terminate"
+                    )));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> Result<()> {
+        let user = self.user.clone();
+        self.with_app(name, |sim, now| {
+            if sim.app.sync_mode.is_automated() {
+                return Err(Error::Refused {
+                    message: format!("rollback of {name} refused: automated sync is enabled"),
+                });
+            }
+            if sim.run.is_some() {
+                return Err(Error::Collision {
+                    what: format!("application {name}"),
+                });
+            }
+            let entry = sim.app.history.iter().find(|h| h.id == id).ok_or_else(|| {
+                Error::not_found(format!("history id {id} of application {name}"))
+            })?;
+            let value = entry.override_value.clone();
+            let info = BTreeMap::from([(OPERATION_INFO_KEY.to_owned(), operation_id.to_owned())]);
+            self.start(sim, now, RunKind::Rollback(value), info, &user);
+            Ok(())
+        })
+    }
+
+    async fn annotate(&self, name: &str, annotations: &BTreeMap<String, String>) -> Result<()> {
+        self.with_app(name, |sim, _| {
+            sim.app
+                .annotations
+                .extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(())
+        })
+    }
+
+    async fn application_sets(&self) -> Result<Vec<ApplicationSet>> {
+        Ok(self
+            .state
+            .lock()
+            .expect("poisoned")
+            .app_sets
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn clusters(&self) -> Result<Vec<ClusterInfo>> {
+        Ok(self
+            .state
+            .lock()
+            .expect("poisoned")
+            .clusters
+            .values()
+            .cloned()
+            .collect())
+    }
+}
+
+impl InMemoryArgoCd {
+    /// Sets an Application's sync policy, as a person editing it would.
+    pub fn set_sync_mode(&self, name: &str, mode: SyncMode) {
+        let _ = self.with_app(name, |sim, _| {
+            sim.app.sync_mode = mode;
+            Ok(())
+        });
+    }
+}
+
+#[cfg(feature = "conformance")]
+#[async_trait]
+impl crate::conformance::argocd::ArgoCdFixture for InMemoryArgoCd {
+    async fn create_application(&self, seed: &AppSeed) {
+        InMemoryArgoCd::create_application(self, seed);
+    }
+    async fn script(&self, name: &str, script: Script) {
+        self.push_script(name, script);
+    }
+    async fn start_foreign_operation(&self, name: &str) {
+        self.start_foreign(name, None);
+    }
+    async fn finish_foreign_operation(&self, name: &str) {
+        self.finish_foreign(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::TokioClock;
+
+    fn argocd() -> InMemoryArgoCd {
+        InMemoryArgoCd::new(Arc::new(TokioClock::new(Timestamp::UNIX_EPOCH)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn conformance() {
+        let a = argocd();
+        crate::conformance::argocd::run_all(&a, &a, "mem")
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn automated_apps_sync_themselves() {
+        let a = argocd();
+        let mut seed = crate::conformance::argocd::seed("auto", "v1");
+        seed.sync_mode = SyncMode::Automated {
+            prune: false,
+            self_heal: true,
+        };
+        a.create_application(&seed);
+        a.set_override(
+            "auto",
+            &OverrideValue::Helm {
+                parameter: "image.tag".into(),
+                value: "v2".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let app = a.application("auto").await.unwrap();
+        assert!(app.operation_pending);
+        assert_eq!(
+            app.operation_state.unwrap().initiated_by.as_deref(),
+            Some("automated")
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let app = a.application("auto").await.unwrap();
+        assert_eq!(
+            (app.sync_status, app.health),
+            (SyncStatus::Synced, Health::Healthy)
+        );
+        assert!(app.images[0].ends_with(":v2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_survives_serialization() {
+        let a = argocd();
+        a.create_application(&crate::conformance::argocd::seed("s", "v1"));
+        let json = serde_json::to_string(&a.state()).unwrap();
+        let b = InMemoryArgoCd::from_state(
+            serde_json::from_str(&json).unwrap(),
+            Arc::new(TokioClock::new(Timestamp::UNIX_EPOCH)),
+        );
+        assert_eq!(
+            a.application("s").await.unwrap(),
+            b.application("s").await.unwrap()
+        );
+    }
+}
