@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod memory;
 pub mod model;
+pub mod plan;
 pub mod port;
 pub mod trail;
 

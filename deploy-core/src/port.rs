@@ -530,6 +530,30 @@ impl Clock for TokioClock {
     }
 }
 
+/// A bare Application running `images`, for tests.
+#[cfg(test)]
+pub(crate) fn test_app(name: &str, images: &[&str]) -> Application {
+    Application {
+        name: name.into(),
+        project: "default".into(),
+        annotations: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        destination: "in-cluster".into(),
+        sync_mode: SyncMode::Manual,
+        helm_parameters: BTreeMap::new(),
+        kustomize_images: Vec::new(),
+        sync_status: SyncStatus::Synced,
+        health: Health::Healthy,
+        health_message: None,
+        operation_pending: false,
+        operation_state: None,
+        reconciled_at: None,
+        images: images.iter().map(|s| s.to_string()).collect(),
+        history: Vec::new(),
+        resource_version: "1".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,436 @@
+//! `deploy audit`: policy findings from observed state (sync policies, ApplicationSet
+//! ignore rules, replication coverage, tag mutability, cluster registration).
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Environment, ImageOverride};
+use crate::error::Result;
+use crate::model::SyncMode;
+use crate::port::{
+    Application, ApplicationSet, ArgoCd, ClusterInfo, Registry, ReplicationRule, RepositoryInfo,
+};
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth a look.
+    Warning,
+    /// Breaks the process.
+    Error,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Severity.
+    pub severity: Severity,
+    /// Environment.
+    pub environment: String,
+    /// The object concerned.
+    pub subject: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// What the audit of one environment looks at.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AuditInput {
+    /// Applications by cluster (`None` when missing).
+    pub apps: BTreeMap<String, Option<Application>>,
+    /// The environment's ApplicationSet, if configured and found.
+    pub application_set: Option<ApplicationSet>,
+    /// Whether the configured ApplicationSet was looked for and not found.
+    pub application_set_missing: bool,
+    /// Replication rules of the source registry, by source region.
+    pub source_rules: BTreeMap<String, Vec<ReplicationRule>>,
+    /// Repository settings by repository name and region (`None` when missing).
+    pub repositories: BTreeMap<(String, String), Option<RepositoryInfo>>,
+    /// Clusters registered in Argo CD.
+    pub clusters: Vec<ClusterInfo>,
+}
+
+/// Reads the audit input of `env`.
+pub async fn observe(
+    config: &Config,
+    env: &Environment,
+    registry: &dyn Registry,
+    argocd: &dyn ArgoCd,
+) -> Result<AuditInput> {
+    let mut input = AuditInput::default();
+    for cluster in &config.clusters {
+        let app = match argocd
+            .application(&config.application_name(env, cluster))
+            .await
+        {
+            Ok(a) => Some(a),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        input.apps.insert(cluster.name.clone(), app);
+    }
+    if let Some(name) = config.application_set_name(env) {
+        let sets = argocd.application_sets().await?;
+        input.application_set = sets.into_iter().find(|s| s.name == name);
+        input.application_set_missing = input.application_set.is_none();
+    }
+    if let Some(src) = env
+        .promote_from
+        .as_deref()
+        .and_then(|s| config.environments.get(s))
+    {
+        for region in &src.registry.regions {
+            input.source_rules.insert(
+                region.clone(),
+                registry
+                    .replication_rules(&src.registry.account, region)
+                    .await?,
+            );
+        }
+    }
+    let locations: Vec<_> = config
+        .services
+        .iter()
+        .flat_map(|s| env.registry.regions.iter().map(move |r| env.location(s, r)))
+        .collect();
+    let infos = join_all(locations.iter().map(|l| registry.repository(l))).await;
+    for (loc, info) in locations.into_iter().zip(infos) {
+        let info = match info {
+            Ok(i) => Some(i),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        input
+            .repositories
+            .insert((loc.repository, loc.region), info);
+    }
+    input.clusters = argocd.clusters().await?;
+    Ok(input)
+}
+
+/// The JSON pointer of the override field the ApplicationSet must ignore.
+pub fn override_pointer(kind: &ImageOverride) -> &'static str {
+    match kind {
+        ImageOverride::Helm { .. } => "/spec/source/helm/parameters",
+        ImageOverride::Kustomize => "/spec/source/kustomize/images",
+    }
+}
+
+fn ignores(set: &ApplicationSet, pointer: &str) -> bool {
+    let jq = pointer.replace('/', ".");
+    set.ignore_differences
+        .iter()
+        .filter(|d| d.name.is_none())
+        .any(|d| {
+            d.json_pointers.iter().any(|p| {
+                pointer == p || pointer.starts_with(&format!("{}/", p.trim_end_matches('/')))
+            }) || d
+                .jq_path_expressions
+                .iter()
+                .any(|e| jq == *e || jq.starts_with(&format!("{e}.")))
+        })
+}
+
+/// Findings for `env` from `input`. Pure.
+pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut add = |severity, subject: String, message: String| {
+        out.push(Finding {
+            severity,
+            environment: env.name.clone(),
+            subject,
+            message,
+        })
+    };
+    let manual = env.sync == SyncMode::Manual;
+    for cluster in &config.clusters {
+        let name = config.application_name(env, cluster);
+        match input.apps.get(&cluster.name).and_then(Option::as_ref) {
+            None => add(Severity::Error, name, "Application not found in Argo CD; apply the ApplicationSet (deploy render applicationset)".into()),
+            Some(app) if manual && app.sync_mode.is_automated() => add(
+                Severity::Error,
+                name,
+                format!("automated sync in manual environment {}: a tag change deploys without gates; remove spec.syncPolicy.automated", env.name),
+            ),
+            Some(app) if !manual && !app.sync_mode.is_automated() => {
+                add(Severity::Warning, name, format!("no automated sync in automated environment {}: new releases will not deploy", env.name))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(set) = &input.application_set {
+        if manual && set.sync_mode.is_automated() {
+            add(
+                Severity::Error,
+                format!("applicationset/{}", set.name),
+                "template has automated sync in a manual environment; remove it".into(),
+            );
+        }
+        if !manual && !set.sync_mode.is_automated() {
+            add(
+                Severity::Warning,
+                format!("applicationset/{}", set.name),
+                "template has no automated sync in an automated environment".into(),
+            );
+        }
+        let pointer = override_pointer(&env.image_override);
+        if !ignores(set, pointer) {
+            add(
+                Severity::Error,
+                format!("applicationset/{}", set.name),
+                format!(
+                    "{pointer} is not in ignoreApplicationDifferences: the ApplicationSet controller reverts every image override; add {{jsonPointers: [{pointer}]}}"
+                ),
+            );
+        }
+    } else if input.application_set_missing {
+        let name = config.application_set_name(env).unwrap_or_default();
+        add(
+            Severity::Error,
+            format!("applicationset/{name}"),
+            "ApplicationSet not found in Argo CD".into(),
+        );
+    }
+    if let Some(src) = env
+        .promote_from
+        .as_deref()
+        .and_then(|s| config.environments.get(s))
+    {
+        for service in &config.services {
+            for region in &env.registry.regions {
+                let dest = env.location(service, region);
+                let source = src.location(service, &src.registry.regions[0]);
+                if source == dest {
+                    continue;
+                }
+                let covered = input
+                    .source_rules
+                    .values()
+                    .flatten()
+                    .any(|r| r.covers(&source.repository, &dest.account, region));
+                if !covered {
+                    add(
+                        Severity::Error,
+                        dest.image_name(),
+                        format!(
+                            "no replication rule of {} copies {} to {}/{region}; add one (ECR PutReplicationConfiguration)",
+                            src.name, source.repository, dest.account
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for ((repository, region), info) in &input.repositories {
+        let subject = format!(
+            "{}.dkr.ecr.{region}.amazonaws.com/{repository}",
+            env.registry.account
+        );
+        match info {
+            None if env.promote_from.is_none() => add(Severity::Error, subject, "repository does not exist".into()),
+            None => {}
+            Some(i) if i.tag_mutable && manual => add(
+                Severity::Warning,
+                subject,
+                "tags are mutable: a tag could point at other bytes later; set imageTagMutability to IMMUTABLE".into(),
+            ),
+            Some(_) => {}
+        }
+    }
+    for cluster in &config.clusters {
+        match input.clusters.iter().find(|c| c.name == cluster.name) {
+            None => add(
+                Severity::Error,
+                format!("cluster/{}", cluster.name),
+                "not registered in Argo CD (argocd cluster add)".into(),
+            ),
+            Some(c) if !c.connected => add(
+                Severity::Error,
+                format!("cluster/{}", cluster.name),
+                format!(
+                    "not connected: {}",
+                    c.message.as_deref().unwrap_or("no message")
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    out.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.subject.cmp(&b.subject))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EXAMPLE;
+    use crate::port::{IgnoreDifferences, test_app};
+
+    fn healthy_input(config: &Config, env: &Environment) -> AuditInput {
+        let mut input = AuditInput::default();
+        for c in &config.clusters {
+            let mut app = test_app(&config.application_name(env, c), &[]);
+            app.sync_mode = env.sync;
+            input.apps.insert(c.name.clone(), Some(app));
+            input.clusters.push(ClusterInfo {
+                name: c.name.clone(),
+                server: "https://k".into(),
+                connected: true,
+                message: None,
+            });
+        }
+        input.application_set = Some(ApplicationSet {
+            name: config.application_set_name(env).unwrap(),
+            sync_mode: env.sync,
+            ignore_differences: vec![IgnoreDifferences {
+                json_pointers: vec!["/spec/source/helm/parameters".into()],
+                ..Default::default()
+            }],
+            annotations: BTreeMap::new(),
+            resource_version: "1".into(),
+        });
+        input.source_rules.insert(
+            "us-west-2".into(),
+            vec![ReplicationRule {
+                destinations: env
+                    .registry
+                    .regions
+                    .iter()
+                    .map(|r| (env.registry.account.clone(), r.clone()))
+                    .collect(),
+                repository_prefixes: vec!["staging/".into()],
+            }],
+        );
+        for s in &config.services {
+            for r in &env.registry.regions {
+                input.repositories.insert(
+                    (env.location(s, r).repository, r.clone()),
+                    Some(RepositoryInfo { tag_mutable: false }),
+                );
+            }
+        }
+        input
+    }
+
+    #[track_caller]
+    fn check(change: impl FnOnce(&mut AuditInput), want: &[(Severity, &str)]) {
+        let config = Config::parse("x", EXAMPLE).unwrap();
+        let prod = config.environment("prod").unwrap();
+        let mut input = healthy_input(&config, prod);
+        change(&mut input);
+        let got = findings(&config, prod, &input);
+        let got: Vec<(Severity, String)> = got
+            .iter()
+            .map(|f| (f.severity, format!("{}: {}", f.subject, f.message)))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for ((gs, gm), (ws, wm)) in got.iter().zip(want) {
+            assert!(
+                gs == ws && gm.contains(wm),
+                "got {gs:?} {gm}, want {ws:?} …{wm}…"
+            );
+        }
+    }
+
+    #[test]
+    fn audit_cases() {
+        check(|_| {}, &[]);
+        check(
+            |i| {
+                i.apps
+                    .get_mut("us-east-1")
+                    .unwrap()
+                    .as_mut()
+                    .unwrap()
+                    .sync_mode = SyncMode::Automated {
+                    prune: false,
+                    self_heal: false,
+                }
+            },
+            &[(
+                Severity::Error,
+                "myapp-prod-us-east-1: automated sync in manual environment",
+            )],
+        );
+        check(
+            |i| {
+                i.application_set
+                    .as_mut()
+                    .unwrap()
+                    .ignore_differences
+                    .clear()
+            },
+            &[(Severity::Error, "not in ignoreApplicationDifferences")],
+        );
+        check(
+            |i| {
+                i.application_set.as_mut().unwrap().ignore_differences[0].json_pointers =
+                    vec!["/spec/source".into()]
+            },
+            &[],
+        );
+        check(
+            |i| {
+                let s = i.application_set.as_mut().unwrap();
+                s.ignore_differences[0].json_pointers.clear();
+                s.ignore_differences[0].jq_path_expressions =
+                    vec![".spec.source.helm.parameters".into()];
+            },
+            &[],
+        );
+        check(
+            |i| {
+                i.source_rules.get_mut("us-west-2").unwrap()[0]
+                    .destinations
+                    .retain(|(_, r)| r != "eu-west-1")
+            },
+            &[
+                (
+                    Severity::Error,
+                    "eu-west-1.amazonaws.com/staging/api: no replication rule",
+                ),
+                (
+                    Severity::Error,
+                    "eu-west-1.amazonaws.com/staging/logserver: no replication rule",
+                ),
+                (
+                    Severity::Error,
+                    "eu-west-1.amazonaws.com/staging/worker: no replication rule",
+                ),
+            ],
+        );
+        check(
+            |i| {
+                i.repositories
+                    .insert(
+                        ("staging/api".into(), "us-east-1".into()),
+                        Some(RepositoryInfo { tag_mutable: true }),
+                    )
+                    .map(|_| ())
+                    .unwrap_or(())
+            },
+            &[(Severity::Warning, "tags are mutable")],
+        );
+        check(
+            |i| i.clusters.retain(|c| c.name != "eu-west-1"),
+            &[(Severity::Error, "cluster/eu-west-1: not registered")],
+        );
+        check(
+            |i| i.clusters[0].connected = false,
+            &[(Severity::Error, "not connected")],
+        );
+        check(
+            |i| *i.apps.get_mut("us-west-2").unwrap() = None,
+            &[(
+                Severity::Error,
+                "myapp-prod-us-west-2: Application not found",
+            )],
+        );
+    }
+}

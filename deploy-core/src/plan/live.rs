@@ -1,0 +1,151 @@
+//! What an Application runs and what it is told to run, in release terms.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Environment, ImageOverride};
+use crate::model::Tag;
+use crate::port::{Application, Health, OverrideValue, SyncStatus, image_name, image_tag};
+
+/// The tag an Application runs (or is told to run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum LiveTag {
+    /// Every service image has this tag.
+    Tag(String),
+    /// Services run different tags (service → tag; `None` when the image is absent).
+    Mixed(BTreeMap<String, Option<String>>),
+    /// None of our images is there.
+    Unknown,
+}
+
+impl LiveTag {
+    /// The single tag, if there is one.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Self::Tag(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LiveTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tag(t) => f.write_str(t),
+            Self::Unknown => f.write_str("-"),
+            Self::Mixed(by) => {
+                let parts: Vec<String> = by
+                    .iter()
+                    .map(|(s, t)| format!("{s}={}", t.as_deref().unwrap_or("?")))
+                    .collect();
+                write!(f, "mixed({})", parts.join(","))
+            }
+        }
+    }
+}
+
+/// The live tag from `status.summary.images`, matching each service's image name.
+pub fn live_tag(app: &Application, services: &[(String, String)]) -> LiveTag {
+    let by: BTreeMap<String, Option<String>> = services
+        .iter()
+        .map(|(service, name)| {
+            let tag = app
+                .images
+                .iter()
+                .find(|i| image_name(i) == name)
+                .and_then(|i| image_tag(i))
+                .map(str::to_owned);
+            (service.clone(), tag)
+        })
+        .collect();
+    summarize(by)
+}
+
+fn summarize(by: BTreeMap<String, Option<String>>) -> LiveTag {
+    let mut tags = by.values();
+    match tags.next() {
+        None => LiveTag::Unknown,
+        Some(first) if by.values().all(|t| t == first) => {
+            first.clone().map_or(LiveTag::Unknown, LiveTag::Tag)
+        }
+        Some(_) if by.values().all(Option::is_none) => LiveTag::Unknown,
+        Some(_) => LiveTag::Mixed(by),
+    }
+}
+
+/// The tag the image override points at.
+pub fn desired_tag(value: Option<&OverrideValue>) -> LiveTag {
+    match value.map(OverrideValue::tags).as_deref() {
+        Some([t]) => LiveTag::Tag(t.clone()),
+        Some([]) | None => LiveTag::Unknown,
+        Some(many) => LiveTag::Mixed(many.iter().map(|t| (t.clone(), Some(t.clone()))).collect()),
+    }
+}
+
+/// (service, image name) pairs a cluster of `env` runs.
+pub fn service_images(
+    config: &Config,
+    env: &Environment,
+    cluster: &crate::config::Cluster,
+) -> Vec<(String, String)> {
+    config
+        .services
+        .iter()
+        .map(|s| s.name.clone())
+        .zip(env.image_names(&config.services, cluster))
+        .collect()
+}
+
+/// The override that makes a cluster of `env` run `tag`.
+pub fn override_for(env: &Environment, image_names: &[String], tag: &Tag) -> OverrideValue {
+    match &env.image_override {
+        ImageOverride::Helm { parameter } => OverrideValue::Helm {
+            parameter: parameter.clone(),
+            value: tag.to_string(),
+        },
+        ImageOverride::Kustomize => OverrideValue::Kustomize {
+            images: image_names.iter().map(|n| format!("{n}:{tag}")).collect(),
+        },
+    }
+}
+
+/// Whether `app` runs `tag` on every image, Synced and Healthy, with no operation pending.
+pub fn is_at(app: &Application, services: &[(String, String)], tag: &Tag) -> bool {
+    live_tag(app, services).tag() == Some(tag.as_str())
+        && app.sync_status == SyncStatus::Synced
+        && app.health == Health::Healthy
+        && !app.operation_pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(images: &[&str]) -> Application {
+        crate::port::test_app("a", images)
+    }
+
+    #[test]
+    fn live_tags() {
+        let services = vec![
+            ("api".to_string(), "r/api".to_string()),
+            ("worker".into(), "r/worker".into()),
+        ];
+        let check = |images: &[&str], want: &str| {
+            assert_eq!(
+                live_tag(&app(images), &services).to_string(),
+                want,
+                "{images:?}"
+            )
+        };
+        check(&["r/api:v1", "r/worker:v1", "other:x"], "v1");
+        check(&["r/api:v1", "r/worker:v2"], "mixed(api=v1,worker=v2)");
+        check(&["r/api:v1"], "mixed(api=v1,worker=?)");
+        check(&[], "-");
+        check(&["r/api", "r/worker"], "-");
+        check(&["r/api:v1@sha256:abc", "r/worker:v1"], "v1");
+    }
+}

@@ -1,0 +1,8 @@
+//! Planners: pure functions from observed state to a decision, plus the small async
+//! `observe` helpers that read that state through the ports.
+
+pub mod build;
+pub mod findings;
+pub mod live;
+pub mod promotion;
+pub mod release;

@@ -1,0 +1,701 @@
+//! The promotion plan: which release, the gates it must pass, and what each wave changes.
+//!
+//! [`observe`] reads the state the gates need through the ports; [`plan`] is a pure
+//! function from that observation to a [`PromotionPlan`].
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use super::live::{LiveTag, desired_tag, is_at, live_tag, override_for, service_images};
+use super::release::{ReleaseCheck, check_release};
+use crate::config::{Config, Environment};
+use crate::error::{Error, Result};
+use crate::model::{Release, SyncMode, Tag};
+use crate::port::{
+    Application, ArgoCd, Health, OverrideValue, Registry, ReplicationState, SyncStatus,
+};
+
+/// Promote (from the source environment) or roll back (to an earlier release).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Intent {
+    /// `deploy promote`: `--tag`, else the release live in `promote_from`.
+    Promote {
+        /// `--tag`.
+        tag: Option<Tag>,
+    },
+    /// `deploy rollback`: to this release (digests known from the audit trail, if any).
+    Rollback {
+        /// The release to return to.
+        tag: Tag,
+        /// Its digests as recorded when it was promoted.
+        recorded: Option<Release>,
+    },
+}
+
+/// Everything the gates look at, read through the ports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// What was asked.
+    pub intent: Intent,
+    /// The clusters in scope (all, or `--cluster`).
+    pub clusters: Vec<String>,
+    /// Source environment's Applications by cluster (when promoting from one without `--tag`).
+    pub source_apps: BTreeMap<String, Option<Application>>,
+    /// The target tag in the source registry.
+    pub source_check: Option<ReleaseCheck>,
+    /// The target tag in the target registries.
+    pub target_check: Option<ReleaseCheck>,
+    /// Replication of each service's image to each target region, where the registry says.
+    pub replication: BTreeMap<String, BTreeMap<String, ReplicationState>>,
+    /// Target Applications by cluster (`None` when missing).
+    pub target_apps: BTreeMap<String, Option<Application>>,
+}
+
+/// Reads what [`plan`] needs. Only reads: nothing is changed.
+pub async fn observe(
+    config: &Config,
+    env: &Environment,
+    intent: Intent,
+    only_cluster: Option<&str>,
+    registry: &dyn Registry,
+    argocd: &dyn ArgoCd,
+) -> Result<Observation> {
+    let clusters: Vec<String> = config
+        .clusters
+        .iter()
+        .filter(|c| only_cluster.is_none_or(|o| o == c.name))
+        .map(|c| c.name.clone())
+        .collect();
+    if clusters.is_empty() {
+        return Err(Error::invalid(format!(
+            "no cluster named {:?} in the configuration",
+            only_cluster.unwrap_or_default()
+        )));
+    }
+    let source = env
+        .promote_from
+        .as_deref()
+        .map(|s| config.environment(s).map_err(Error::invalid))
+        .transpose()?;
+    let mut source_apps = BTreeMap::new();
+    let tag = match &intent {
+        Intent::Promote { tag: Some(t) } | Intent::Rollback { tag: t, .. } => Some(t.clone()),
+        Intent::Promote { tag: None } => {
+            let src = source.ok_or_else(|| {
+                Error::invalid(format!(
+                    "environment {} has no promote_from: give the release with --tag",
+                    env.name
+                ))
+            })?;
+            source_apps = read_apps(
+                config,
+                src,
+                argocd,
+                &config
+                    .clusters
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+            source_target(config, src, &source_apps).ok()
+        }
+    };
+    let mut obs = Observation {
+        intent,
+        clusters: clusters.clone(),
+        source_apps,
+        source_check: None,
+        target_check: None,
+        replication: BTreeMap::new(),
+        target_apps: read_apps(config, env, argocd, &clusters).await?,
+    };
+    if let Some(tag) = tag {
+        if let (Some(src), Intent::Promote { .. }) = (source, &obs.intent) {
+            obs.source_check = Some(check_release(registry, config, src, &tag).await?);
+        }
+        let target = check_release(registry, config, env, &tag).await?;
+        if let Some(src) = source.filter(|_| !target.is_complete()) {
+            obs.replication = replication(registry, config, src, env, &tag).await;
+        }
+        obs.target_check = Some(target);
+    }
+    Ok(obs)
+}
+
+async fn read_apps(
+    config: &Config,
+    env: &Environment,
+    argocd: &dyn ArgoCd,
+    clusters: &[String],
+) -> Result<BTreeMap<String, Option<Application>>> {
+    let names: Vec<(String, String)> = clusters
+        .iter()
+        .filter_map(|c| config.cluster(c))
+        .map(|c| (c.name.clone(), config.application_name(env, c)))
+        .collect();
+    let apps = join_all(names.iter().map(|(_, n)| argocd.application(n))).await;
+    let mut out = BTreeMap::new();
+    for ((cluster, _), app) in names.into_iter().zip(apps) {
+        let app = match app {
+            Ok(a) => Some(a),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        out.insert(cluster, app);
+    }
+    Ok(out)
+}
+
+/// Replication status of every service image from the source's primary region; unknown where the API says nothing.
+async fn replication(
+    registry: &dyn Registry,
+    config: &Config,
+    src: &Environment,
+    env: &Environment,
+    tag: &Tag,
+) -> BTreeMap<String, BTreeMap<String, ReplicationState>> {
+    let region = &src.registry.regions[0];
+    let locations: Vec<_> = config
+        .services
+        .iter()
+        .map(|s| src.location(s, region))
+        .collect();
+    let answers = join_all(
+        locations
+            .iter()
+            .map(|l| registry.replication_status(l, tag)),
+    )
+    .await;
+    config
+        .services
+        .iter()
+        .zip(answers)
+        .filter_map(|(s, a)| a.ok().map(|a| (s, a)))
+        .map(|(s, statuses)| {
+            let by_region = statuses
+                .into_iter()
+                .filter(|st| {
+                    st.account == env.registry.account && env.registry.regions.contains(&st.region)
+                })
+                .map(|st| (st.region, st.state))
+                .collect();
+            (s.name.clone(), by_region)
+        })
+        .collect()
+}
+
+/// The release live in every source cluster, or why there is none.
+fn source_target(
+    config: &Config,
+    src: &Environment,
+    apps: &BTreeMap<String, Option<Application>>,
+) -> Result<Tag, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut tags = BTreeMap::new();
+    for cluster in &config.clusters {
+        let name = config.application_name(src, cluster);
+        match apps.get(&cluster.name).and_then(Option::as_ref) {
+            None => problems.push(format!("{name}: not found in Argo CD")),
+            Some(app) => {
+                let live = live_tag(app, &service_images(config, src, cluster));
+                if app.sync_status != SyncStatus::Synced || app.health != Health::Healthy {
+                    problems.push(format!(
+                        "{name}: {:?}/{:?}, not Synced and Healthy",
+                        app.sync_status, app.health
+                    ));
+                }
+                match live {
+                    LiveTag::Tag(t) => {
+                        tags.insert(t, name);
+                    }
+                    other => problems.push(format!("{name}: runs {other}, not one release")),
+                }
+            }
+        }
+    }
+    if tags.len() > 1 {
+        let list: Vec<String> = tags.iter().map(|(t, a)| format!("{a} runs {t}")).collect();
+        problems.push(format!("source clusters disagree: {}", list.join(", ")));
+    }
+    match (problems.is_empty(), tags.into_keys().next()) {
+        (true, Some(t)) => Tag::new(t).map_err(|e| vec![e.to_string()]),
+        (true, None) => Err(vec!["no source cluster".into()]),
+        (false, _) => Err(problems),
+    }
+}
+
+/// The four gates of DESIGN §5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateName {
+    /// 1. Which release.
+    Target,
+    /// 2. Complete in the source registry.
+    SourceComplete,
+    /// 3. Same digests in every target region.
+    TargetDigests,
+    /// 4. Applications exist with the right sync policy.
+    Applications,
+}
+
+impl std::fmt::Display for GateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Target => "target release",
+            Self::SourceComplete => "complete in source registry",
+            Self::TargetDigests => "same digests in every target region",
+            Self::Applications => "applications and sync policy",
+        })
+    }
+}
+
+/// One gate's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gate {
+    /// Which gate.
+    pub name: GateName,
+    /// Passed.
+    pub passed: bool,
+    /// One line.
+    pub summary: String,
+    /// Every reason, one a line.
+    pub details: Vec<String>,
+}
+
+/// What the engine does to one Application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Action {
+    /// Already at the release, Synced and Healthy.
+    Skip,
+    /// Bring it to the release.
+    Deploy {
+        /// Write this override first (None: it is already set).
+        set_override: Option<OverrideValue>,
+        /// Start a sync (false for automated environments, where Argo CD syncs by itself).
+        sync: bool,
+    },
+}
+
+/// One Application in a wave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppPlan {
+    /// Cluster.
+    pub cluster: String,
+    /// Application name.
+    pub application: String,
+    /// What it runs now.
+    pub live: LiveTag,
+    /// The override in force before this run, to return to on rollback.
+    pub previous: Option<OverrideValue>,
+    /// (service, image name) pairs it runs, to compare with the release.
+    pub images: Vec<(String, String)>,
+    /// Someone else's operation is running on it (reported and waited out).
+    pub foreign_operation: Option<String>,
+    /// What to do.
+    pub action: Action,
+}
+
+/// One wave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WavePlan {
+    /// 1-based.
+    pub number: usize,
+    /// Its Applications.
+    pub apps: Vec<AppPlan>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionPlan {
+    /// Target environment.
+    pub environment: String,
+    /// Promote or rollback.
+    pub intent: Intent,
+    /// The release, once gate 1–3 know it.
+    pub release: Option<Release>,
+    /// The gates, in order.
+    pub gates: Vec<Gate>,
+    /// Waves with their Applications (empty when a gate failed before the apps were known).
+    pub waves: Vec<WavePlan>,
+    /// Soak after each wave.
+    pub soak: std::time::Duration,
+    /// Per-wave limit.
+    pub timeout: std::time::Duration,
+    /// Sync with prune.
+    pub prune: bool,
+}
+
+impl PromotionPlan {
+    /// Every gate passed.
+    pub fn is_go(&self) -> bool {
+        self.gates.iter().all(|g| g.passed) && self.release.is_some()
+    }
+
+    /// The first failed gate.
+    pub fn failed_gate(&self) -> Option<&Gate> {
+        self.gates.iter().find(|g| !g.passed)
+    }
+
+    /// Applications the run would change.
+    pub fn changes(&self) -> usize {
+        self.waves
+            .iter()
+            .flat_map(|w| &w.apps)
+            .filter(|a| a.action != Action::Skip)
+            .count()
+    }
+}
+
+fn gate(name: GateName, problems: Vec<String>, ok: impl Into<String>) -> Gate {
+    let passed = problems.is_empty();
+    let summary = if passed {
+        ok.into()
+    } else {
+        problems.first().cloned().unwrap_or_default()
+    };
+    Gate {
+        name,
+        passed,
+        summary,
+        details: problems,
+    }
+}
+
+fn check_problems(check: &ReleaseCheck) -> Vec<String> {
+    let mut out: Vec<String> = check
+        .missing
+        .iter()
+        .map(|m| {
+            let what = match m.kind {
+                super::release::MissingKind::Image => "image missing",
+                super::release::MissingKind::Repository => "repository missing",
+            };
+            format!("{what}: {}:{}", m.image, check.tag)
+        })
+        .collect();
+    out.extend(check.inconsistent.iter().map(|s| {
+        format!(
+            "{s}: digests differ between regions of {}",
+            check.environment
+        )
+    }));
+    out
+}
+
+/// The plan for `obs`: gates in order, then waves. Pure.
+pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionPlan {
+    let mut gates = Vec::new();
+    let mut release = None;
+    let mut out = PromotionPlan {
+        environment: env.name.clone(),
+        intent: obs.intent.clone(),
+        release: None,
+        gates: Vec::new(),
+        waves: Vec::new(),
+        soak: env.soak,
+        timeout: env.timeout,
+        prune: env.prune,
+    };
+
+    // Gate 1: the target release.
+    let tag = match &obs.intent {
+        Intent::Promote { tag: Some(t) } => {
+            gates.push(gate(
+                GateName::Target,
+                vec![],
+                format!("{t} (given with --tag)"),
+            ));
+            Some(t.clone())
+        }
+        Intent::Rollback { tag, .. } => {
+            gates.push(gate(GateName::Target, vec![], format!("{tag} (rollback)")));
+            Some(tag.clone())
+        }
+        Intent::Promote { tag: None } => {
+            let src = env
+                .promote_from
+                .as_deref()
+                .and_then(|s| config.environments.get(s));
+            match src.map(|s| source_target(config, s, &obs.source_apps)) {
+                Some(Ok(t)) => {
+                    gates.push(gate(
+                        GateName::Target,
+                        vec![],
+                        format!(
+                            "{t}, live in every {} cluster",
+                            env.promote_from.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                    Some(t)
+                }
+                Some(Err(problems)) => {
+                    gates.push(gate(GateName::Target, problems, ""));
+                    None
+                }
+                None => {
+                    gates.push(gate(
+                        GateName::Target,
+                        vec![format!("{} has no promote_from; give --tag", env.name)],
+                        "",
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    let Some(_) = tag else {
+        out.gates = gates;
+        return out;
+    };
+
+    // Gate 2: complete in the source registry (promotion) or recorded digests (rollback).
+    let source_release = match (&obs.intent, &obs.source_check) {
+        (Intent::Promote { .. }, Some(check)) => {
+            let problems = check_problems(check);
+            gates.push(gate(
+                GateName::SourceComplete,
+                problems,
+                format!(
+                    "{} images in {} ({})",
+                    check.found.len(),
+                    check.environment,
+                    check.tag
+                ),
+            ));
+            check.release()
+        }
+        (
+            Intent::Rollback {
+                recorded: Some(r), ..
+            },
+            _,
+        ) => {
+            gates.push(gate(
+                GateName::SourceComplete,
+                vec![],
+                "digests recorded in the audit trail".to_string(),
+            ));
+            Some(r.clone())
+        }
+        _ => {
+            gates.push(gate(
+                GateName::SourceComplete,
+                vec![],
+                "no source environment: checked in the target registries".to_string(),
+            ));
+            obs.target_check.as_ref().and_then(ReleaseCheck::release)
+        }
+    };
+
+    // Gate 3: same digests in every target region.
+    let Some(target) = &obs.target_check else {
+        out.gates = gates;
+        return out;
+    };
+    let mut problems = check_problems(target);
+    for p in problems.iter_mut() {
+        if let Some(m) = target.missing.iter().find(|m| p.contains(&m.image))
+            && let Some(state) = obs
+                .replication
+                .get(&m.service)
+                .and_then(|r| r.get(&m.region))
+        {
+            p.push_str(&format!(" (replication {})", replication_text(state)));
+        }
+    }
+    if let Some(src) = &source_release {
+        for (service, by_region) in &target.found {
+            for (region, digest) in by_region {
+                match src.digests.get(service) {
+                    Some(want) if want != digest => problems.push(format!(
+                        "{service} in {region}: digest {} differs from the source's {}",
+                        digest.short(),
+                        want.short()
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let regions = env.registry.regions.len();
+    gates.push(gate(
+        GateName::TargetDigests,
+        problems,
+        format!(
+            "{} services × {regions} regions, same digests",
+            config.services.len()
+        ),
+    ));
+    if gates.iter().all(|g| g.passed) {
+        release = target.release();
+    }
+
+    // Gate 4: Applications exist with the environment's sync policy.
+    let mut problems = Vec::new();
+    let mut waits = 0;
+    for cluster in &obs.clusters {
+        let name = config
+            .cluster(cluster)
+            .map(|c| config.application_name(env, c))
+            .unwrap_or_default();
+        match obs.target_apps.get(cluster).and_then(Option::as_ref) {
+            None => problems.push(format!(
+                "{name}: not found in Argo CD (is the ApplicationSet applied?)"
+            )),
+            Some(app) => {
+                match (env.sync, app.sync_mode) {
+                    (SyncMode::Manual, SyncMode::Automated { .. }) => problems.push(format!(
+                        "{name}: has automated sync but {} is manual; remove spec.syncPolicy.automated (in the ApplicationSet)",
+                        env.name
+                    )),
+                    (SyncMode::Automated { .. }, SyncMode::Manual) => {
+                        problems.push(format!("{name}: has no automated sync but {} is automated", env.name))
+                    }
+                    _ => {}
+                }
+                if app.operation_pending {
+                    waits += 1;
+                }
+            }
+        }
+    }
+    let ok = if waits > 0 {
+        format!(
+            "{} applications, {waits} busy with another operation (will wait)",
+            obs.clusters.len()
+        )
+    } else {
+        format!("{} applications, sync {}", obs.clusters.len(), env.sync)
+    };
+    gates.push(gate(GateName::Applications, problems, ok));
+
+    out.gates = gates;
+    let Some(release) = release else { return out };
+    out.waves = waves(config, env, obs, &release.tag);
+    out.release = Some(release);
+    out
+}
+
+fn replication_text(state: &ReplicationState) -> String {
+    match state {
+        ReplicationState::Complete => "complete".into(),
+        ReplicationState::InProgress => "in progress".into(),
+        ReplicationState::Failed { reason } => format!("failed: {reason}"),
+    }
+}
+
+fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Vec<WavePlan> {
+    let mut out = Vec::new();
+    for wave in &env.waves {
+        let apps: Vec<AppPlan> = wave
+            .iter()
+            .filter(|c| obs.clusters.contains(c))
+            .filter_map(|c| config.cluster(c))
+            .filter_map(|cluster| {
+                let app = obs.target_apps.get(&cluster.name)?.as_ref()?;
+                let images = service_images(config, env, cluster);
+                let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+                let want = override_for(env, &names, tag);
+                let previous = app.override_value(&env.image_override, &names);
+                let action = if is_at(app, &images, tag) && previous.as_ref() == Some(&want) {
+                    Action::Skip
+                } else {
+                    Action::Deploy {
+                        set_override: (previous.as_ref() != Some(&want)).then_some(want),
+                        sync: !env.sync.is_automated(),
+                    }
+                };
+                let foreign_operation = app.operation_pending.then(|| {
+                    app.operation_state
+                        .as_ref()
+                        .and_then(|s| s.initiated_by.clone())
+                        .unwrap_or_else(|| "someone".into())
+                });
+                Some(AppPlan {
+                    cluster: cluster.name.clone(),
+                    application: app.name.clone(),
+                    live: live_tag(app, &images),
+                    previous,
+                    images,
+                    foreign_operation,
+                    action,
+                })
+            })
+            .collect();
+        if !apps.is_empty() {
+            out.push(WavePlan {
+                number: out.len() + 1,
+                apps,
+            });
+        }
+    }
+    out
+}
+
+/// The tag an environment ran before `current`: from the audit trail's successful runs,
+/// else from the Applications' history. Pure.
+pub fn previous_release(
+    records: &[crate::trail::AuditRecord],
+    env: &str,
+    current: Option<&str>,
+    apps: &[&Application],
+    kind: &crate::config::ImageOverride,
+) -> Option<(Tag, Option<Release>)> {
+    let recorded = records
+        .iter()
+        .rev()
+        .filter(|r| r.environment == env && r.outcome.is_success())
+        .find(|r| Some(r.release.tag.as_str()) != current)
+        .map(|r| (r.release.tag.clone(), Some(r.release.clone())));
+    recorded.or_else(|| {
+        // Newest history entry, across apps, whose override is another single tag.
+        let mut entries: Vec<(jiff::Timestamp, String)> = apps
+            .iter()
+            .flat_map(|a| a.history.iter())
+            .filter_map(|h| {
+                let tags = h
+                    .override_value
+                    .as_ref()
+                    .filter(|v| same_kind(v, kind))?
+                    .tags();
+                let [t] = tags.as_slice() else { return None };
+                Some((
+                    h.deployed_at.unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                    t.clone(),
+                ))
+            })
+            .filter(|(_, t)| Some(t.as_str()) != current)
+            .collect();
+        entries.sort();
+        entries
+            .pop()
+            .and_then(|(_, t)| Tag::new(t).ok())
+            .map(|t| (t, None))
+    })
+}
+
+fn same_kind(v: &OverrideValue, kind: &crate::config::ImageOverride) -> bool {
+    matches!(
+        (v, kind),
+        (
+            OverrideValue::Helm { .. },
+            crate::config::ImageOverride::Helm { .. }
+        ) | (
+            OverrideValue::Kustomize { .. },
+            crate::config::ImageOverride::Kustomize
+        )
+    )
+}
+
+/// The desired (override) tag of an Application, for status.
+pub fn desired(app: &Application, env: &Environment, image_names: &[String]) -> LiveTag {
+    desired_tag(
+        app.override_value(&env.image_override, image_names)
+            .as_ref(),
+    )
+}
