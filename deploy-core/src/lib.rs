@@ -4,6 +4,7 @@
 //! This crate decides; the adapters act. It performs no network or file I/O.
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod memory;
 pub mod model;

@@ -5,8 +5,10 @@ pub mod argocd;
 pub mod audit;
 pub mod lock;
 pub mod registry;
+pub mod world;
 
 pub use argocd::{ArgoCdState, InMemoryArgoCd, Timing};
 pub use audit::InMemoryAuditLog;
 pub use lock::InMemoryLock;
 pub use registry::{InMemoryRegistry, RegistryState, digest_of};
+pub use world::{World, WorldState, build_digest};

@@ -127,6 +127,17 @@ impl InMemoryRegistry {
             .insert(registry_key(account, region), rules);
     }
 
+    /// The replication rules of the registry of `account` in `region`.
+    pub fn replication_rules_of(&self, account: &str, region: &str) -> Vec<ReplicationRule> {
+        self.state
+            .lock()
+            .expect("poisoned")
+            .rules
+            .get(&registry_key(account, region))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Pushes `digest` under `tag`, creating the repository if needed, and schedules
     /// replication by the source registry's rules.
     pub fn push(&self, repo: &RepoLocation, tag: &Tag, digest: &Digest) {

@@ -1,0 +1,1043 @@
+//! The promotion engine: executes a [`PromotionPlan`] over the ports, wave by wave, with
+//! health waits, soak, halt, rollback, the lock, annotations and the audit record, and
+//! reports progress as a stream of typed [`Event`]s.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::model::{Release, Tag};
+use crate::plan::live::{LiveTag, live_tag};
+use crate::plan::promotion::{Action, AppPlan, Gate, Intent, PromotionPlan};
+use crate::port::{
+    Application, ArgoCd, AuditLog, Clock, Health, Lock, OperationPhase, OverrideValue, SyncRequest,
+    SyncStatus,
+};
+use crate::trail::{Actor, AuditRecord, Outcome, RunKind};
+
+/// Annotation written on every Application a run deployed: the release tag.
+pub const ANNOTATION_RELEASE: &str = "deploy/release";
+/// Annotation: the run id.
+pub const ANNOTATION_RUN: &str = "deploy/run";
+/// Annotation: who ran it.
+pub const ANNOTATION_BY: &str = "deploy/promoted-by";
+/// Annotation: when.
+pub const ANNOTATION_AT: &str = "deploy/promoted-at";
+
+/// The ports the engine drives.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports<'a> {
+    /// Argo CD.
+    pub argocd: &'a dyn ArgoCd,
+    /// The promotion lock.
+    pub lock: &'a dyn Lock,
+    /// The audit trail.
+    pub audit: &'a dyn AuditLog,
+    /// Wall-clock time for records and leases.
+    pub clock: &'a dyn Clock,
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Unique id of this run (goes into operation infos, annotations and the record).
+    pub run_id: String,
+    /// Who runs it.
+    pub actor: Actor,
+    /// The lock holder identity, e.g. `alice@laptop pid 4242`.
+    pub holder: String,
+    /// The lock's name.
+    pub lock_key: String,
+    /// Return what this run changed on failure.
+    pub rollback_on_failure: bool,
+    /// Set to true to stop: no new sync starts; running ones get `grace` to finish.
+    pub cancel: Option<watch::Receiver<bool>>,
+    /// How long running syncs may finish after a cancel.
+    pub grace: Duration,
+}
+
+/// What happened, as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// The run began.
+    Started {
+        /// Run id.
+        run_id: String,
+        /// Environment.
+        environment: String,
+        /// The release.
+        release: Release,
+        /// Clusters by wave.
+        waves: Vec<Vec<String>>,
+    },
+    /// A gate's verdict (repeated from the plan so the stream is complete).
+    Gate(Gate),
+    /// The lock is ours.
+    LockAcquired {
+        /// Lock name.
+        key: String,
+        /// Expiry (RFC 3339).
+        expires_at: String,
+    },
+    /// A wave began.
+    WaveStarted {
+        /// 1-based.
+        wave: usize,
+        /// Its clusters.
+        clusters: Vec<String>,
+    },
+    /// An Application already ran the release.
+    AppSkipped {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+    },
+    /// Waiting for someone else's operation on the Application.
+    AppWaiting {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// Who started it.
+        operation_by: String,
+    },
+    /// Our sync was accepted.
+    AppSyncing {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// From this tag.
+        from: String,
+        /// To this tag.
+        to: String,
+    },
+    /// Observed state changed.
+    AppProgress {
+        /// Cluster.
+        cluster: String,
+        /// Operation phase, if any.
+        phase: Option<OperationPhase>,
+        /// Sync status.
+        sync: SyncStatus,
+        /// Health.
+        health: Health,
+    },
+    /// The Application runs the release, Synced and Healthy.
+    AppHealthy {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// Milliseconds from our first write.
+        elapsed_ms: u64,
+    },
+    /// The Application failed.
+    AppFailed {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// Why.
+        reason: String,
+    },
+    /// Soak began.
+    SoakStarted {
+        /// Wave.
+        wave: usize,
+        /// Milliseconds.
+        duration_ms: u64,
+    },
+    /// Soak ended well.
+    SoakFinished {
+        /// Wave.
+        wave: usize,
+    },
+    /// The run stopped on a failure.
+    Halted {
+        /// Why.
+        reason: String,
+    },
+    /// Returning changed Applications to their previous release.
+    RollingBack {
+        /// Clusters.
+        clusters: Vec<String>,
+    },
+    /// One Application's rollback ended.
+    AppRolledBack {
+        /// Cluster.
+        cluster: String,
+        /// To this tag.
+        to: String,
+        /// It is Healthy at the previous release.
+        ok: bool,
+        /// Why not, if not.
+        reason: Option<String>,
+    },
+    /// A stop was requested; no new sync starts.
+    Interrupting,
+    /// The run ended.
+    Finished {
+        /// Outcome.
+        outcome: Outcome,
+        /// One line.
+        message: String,
+    },
+}
+
+/// Where one Application ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum AppState {
+    /// Already at the release.
+    Skipped,
+    /// Now at the release, Healthy.
+    Deployed,
+    /// Failed (and not rolled back).
+    Failed(String),
+    /// Failed or part of a failed run, returned to its previous release.
+    RolledBack,
+    /// Rollback did not reach the previous release.
+    RollbackFailed(String),
+    /// The run stopped before reaching it.
+    NotStarted,
+    /// Stopped while in flight.
+    Interrupted,
+}
+
+/// One Application's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppReport {
+    /// Wave (1-based).
+    pub wave: usize,
+    /// Cluster.
+    pub cluster: String,
+    /// Application.
+    pub application: String,
+    /// Tag before.
+    pub from: String,
+    /// Release tag.
+    pub to: String,
+    /// Where it ended.
+    pub state: AppState,
+    /// Milliseconds spent.
+    pub elapsed_ms: u64,
+}
+
+/// The run's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: String,
+    /// Environment.
+    pub environment: String,
+    /// Release.
+    pub release: Release,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// One line.
+    pub message: String,
+    /// Per Application, in wave order.
+    pub apps: Vec<AppReport>,
+}
+
+/// Why a run did not start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A gate failed; nothing was changed.
+    #[error("gate \"{}\" failed: {}", .0.name, .0.summary)]
+    GateFailed(Gate),
+    /// Another run holds the lock; nothing was changed.
+    #[error(
+        "another promotion of {environment} is running: {holder} holds the lock until {expires_at}"
+    )]
+    Locked {
+        /// Environment.
+        environment: String,
+        /// Holder.
+        holder: String,
+        /// Expiry.
+        expires_at: String,
+    },
+    /// A port failed before anything was changed.
+    #[error(transparent)]
+    Port(#[from] Error),
+}
+
+/// How one Application's deployment ended.
+enum Deployed {
+    Skipped,
+    Healthy,
+    Failed { reason: String, touched: bool },
+    Interrupted { touched: bool },
+}
+
+/// The engine: a plan, the ports, options and an event sink.
+pub struct Engine<'a> {
+    ports: Ports<'a>,
+    opts: RunOptions,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl std::fmt::Debug for Engine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("run_id", &self.opts.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Engine<'a> {
+    /// An engine sending its events to `events`.
+    pub fn new(ports: Ports<'a>, opts: RunOptions, events: mpsc::UnboundedSender<Event>) -> Self {
+        Self {
+            ports,
+            opts,
+            events,
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        // A closed receiver only means nobody is watching.
+        let _ = self.events.send(e);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.opts.cancel.as_ref().is_some_and(|c| *c.borrow())
+    }
+
+    /// Resolves when a cancel was requested and the grace period has passed.
+    async fn grace_expired(&self) {
+        let Some(mut rx) = self.opts.cancel.clone() else {
+            return std::future::pending().await;
+        };
+        if rx.wait_for(|c| *c).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(self.opts.grace).await;
+    }
+
+    /// Resolves as soon as a cancel is requested.
+    async fn cancel_requested(&self) {
+        let Some(mut rx) = self.opts.cancel.clone() else {
+            return std::future::pending().await;
+        };
+        if rx.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Executes `plan`. Gate failures and a held lock return an error and change nothing;
+    /// every run that took the lock returns a report, whatever its outcome.
+    pub async fn run(&self, plan: &PromotionPlan) -> Result<RunReport, EngineError> {
+        if let Some(g) = plan.failed_gate() {
+            for g in &plan.gates {
+                self.emit(Event::Gate(g.clone()));
+            }
+            return Err(EngineError::GateFailed(g.clone()));
+        }
+        let release = plan
+            .release
+            .clone()
+            .ok_or_else(|| Error::invalid("the plan has no release"))?;
+        let ttl = plan.timeout + plan.soak + Duration::from_secs(600);
+        let lease = match self
+            .ports
+            .lock
+            .acquire(&self.opts.lock_key, &self.opts.holder, ttl)
+            .await
+        {
+            Ok(l) => l,
+            Err(Error::LockHeld {
+                holder, expires_at, ..
+            }) => {
+                return Err(EngineError::Locked {
+                    environment: plan.environment.clone(),
+                    holder,
+                    expires_at,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let started_at = self.ports.clock.now();
+        self.emit(Event::Started {
+            run_id: self.opts.run_id.clone(),
+            environment: plan.environment.clone(),
+            release: release.clone(),
+            waves: plan
+                .waves
+                .iter()
+                .map(|w| w.apps.iter().map(|a| a.cluster.clone()).collect())
+                .collect(),
+        });
+        for g in &plan.gates {
+            self.emit(Event::Gate(g.clone()));
+        }
+        self.emit(Event::LockAcquired {
+            key: lease.key.clone(),
+            expires_at: lease.expires_at.to_string(),
+        });
+
+        let mut lease = lease;
+        let mut reports: BTreeMap<String, AppReport> = BTreeMap::new();
+        let mut changed: Vec<&AppPlan> = Vec::new();
+        let mut failure: Option<String> = None;
+        let mut interrupted = false;
+        for wave in &plan.waves {
+            for a in &wave.apps {
+                reports.insert(
+                    a.cluster.clone(),
+                    report(wave.number, a, &release.tag, AppState::NotStarted, 0),
+                );
+            }
+        }
+        'waves: for wave in &plan.waves {
+            if self.cancelled() {
+                interrupted = true;
+                break;
+            }
+            match self.ports.lock.renew(&lease, ttl).await {
+                Ok(l) => lease = l,
+                Err(e) => {
+                    failure = Some(format!("lost the promotion lock: {e}"));
+                    break;
+                }
+            }
+            self.emit(Event::WaveStarted {
+                wave: wave.number,
+                clusters: wave.apps.iter().map(|a| a.cluster.clone()).collect(),
+            });
+            let deadline = Instant::now() + plan.timeout;
+            let started = Instant::now();
+            let outcomes = join_all(
+                wave.apps
+                    .iter()
+                    .map(|a| self.deploy(plan, a, &release.tag, deadline)),
+            )
+            .await;
+            let mut deployed_any = false;
+            for (a, outcome) in wave.apps.iter().zip(outcomes) {
+                let elapsed = started.elapsed().as_millis() as u64;
+                let state = match outcome {
+                    Deployed::Skipped => AppState::Skipped,
+                    Deployed::Healthy => {
+                        changed.push(a);
+                        deployed_any = true;
+                        AppState::Deployed
+                    }
+                    Deployed::Failed { reason, touched } => {
+                        if touched {
+                            changed.push(a);
+                        }
+                        failure.get_or_insert_with(|| format!("{}: {reason}", a.cluster));
+                        AppState::Failed(reason)
+                    }
+                    Deployed::Interrupted { touched } => {
+                        if touched {
+                            changed.push(a);
+                        }
+                        interrupted = true;
+                        AppState::Interrupted
+                    }
+                };
+                reports.insert(
+                    a.cluster.clone(),
+                    report(wave.number, a, &release.tag, state, elapsed),
+                );
+            }
+            if failure.is_some() || interrupted {
+                break 'waves;
+            }
+            if deployed_any && !plan.soak.is_zero() {
+                match self.soak(plan, wave.number, &wave.apps, &release.tag).await {
+                    Ok(()) => {}
+                    Err(Soak::Interrupted) => {
+                        interrupted = true;
+                        break 'waves;
+                    }
+                    Err(Soak::Failed(cluster, reason)) => {
+                        if let Some(r) = reports.get_mut(&cluster) {
+                            r.state = AppState::Failed(reason.clone());
+                        }
+                        failure = Some(format!("{cluster}: {reason} during soak"));
+                        break 'waves;
+                    }
+                }
+            }
+        }
+
+        let (outcome, message) = if let Some(reason) = failure {
+            self.emit(Event::Halted {
+                reason: reason.clone(),
+            });
+            if self.opts.rollback_on_failure && !changed.is_empty() {
+                if let Ok(l) = self.ports.lock.renew(&lease, ttl).await {
+                    lease = l;
+                }
+                let all_ok = self.roll_back(plan, &changed, &mut reports).await;
+                if all_ok {
+                    (
+                        Outcome::RolledBack,
+                        format!(
+                            "{reason}; rolled back {} application(s) to their previous release",
+                            changed.len()
+                        ),
+                    )
+                } else {
+                    (
+                        Outcome::Failed,
+                        format!("{reason}; rollback did not complete, see the table"),
+                    )
+                }
+            } else if changed.is_empty() {
+                (
+                    Outcome::Failed,
+                    format!("{reason}; nothing had been changed"),
+                )
+            } else {
+                (
+                    Outcome::Failed,
+                    format!("{reason}; not rolled back (--no-rollback)"),
+                )
+            }
+        } else if interrupted {
+            (
+                Outcome::Interrupted,
+                "interrupted; run the same command again to resume".to_owned(),
+            )
+        } else if changed.is_empty() {
+            (
+                Outcome::UpToDate,
+                format!("every application already runs {}", release.tag),
+            )
+        } else {
+            (
+                Outcome::Succeeded,
+                format!("{} runs on {} cluster(s)", release.tag, reports.len()),
+            )
+        };
+
+        let deployed: Vec<&AppPlan> = changed
+            .iter()
+            .copied()
+            .filter(|a| {
+                reports
+                    .get(&a.cluster)
+                    .is_some_and(|r| r.state == AppState::Deployed)
+            })
+            .collect();
+        let now = self.ports.clock.now();
+        let annotations = BTreeMap::from([
+            (ANNOTATION_RELEASE.to_owned(), release.tag.to_string()),
+            (ANNOTATION_RUN.to_owned(), self.opts.run_id.clone()),
+            (ANNOTATION_BY.to_owned(), self.opts.actor.to_string()),
+            (ANNOTATION_AT.to_owned(), now.to_string()),
+        ]);
+        for a in &deployed {
+            // The deployment stands whether or not the annotation lands; the audit record is authoritative.
+            let _ = self
+                .ports
+                .argocd
+                .annotate(&a.application, &annotations)
+                .await;
+        }
+        let mut apps: Vec<AppReport> = reports.into_values().collect();
+        apps.sort_by_key(|r| (r.wave, r.cluster.clone()));
+        let record = AuditRecord {
+            run_id: self.opts.run_id.clone(),
+            kind: match plan.intent {
+                Intent::Promote { .. } => RunKind::Promote,
+                Intent::Rollback { .. } => RunKind::Rollback,
+            },
+            environment: plan.environment.clone(),
+            actor: self.opts.actor.clone(),
+            release: release.clone(),
+            previous: plan
+                .waves
+                .iter()
+                .flat_map(|w| &w.apps)
+                .map(|a| (a.cluster.clone(), a.live.tag().map(str::to_owned)))
+                .collect(),
+            changed: changed.iter().map(|a| a.cluster.clone()).collect(),
+            skipped: apps
+                .iter()
+                .filter(|r| r.state == AppState::Skipped)
+                .map(|r| r.cluster.clone())
+                .collect(),
+            started_at,
+            finished_at: now,
+            outcome,
+            message: message.clone(),
+        };
+        let audit = self.ports.audit.append(&record).await;
+        let _ = self.ports.lock.release(&lease).await;
+        audit?;
+        self.emit(Event::Finished {
+            outcome,
+            message: message.clone(),
+        });
+        Ok(RunReport {
+            run_id: self.opts.run_id.clone(),
+            environment: plan.environment.clone(),
+            release,
+            outcome,
+            message,
+            apps,
+        })
+    }
+
+    /// Brings one Application to `tag`, within `deadline`.
+    async fn deploy(
+        &self,
+        plan: &PromotionPlan,
+        a: &AppPlan,
+        tag: &Tag,
+        deadline: Instant,
+    ) -> Deployed {
+        let Action::Deploy { set_override, sync } = &a.action else {
+            self.emit(Event::AppSkipped {
+                cluster: a.cluster.clone(),
+                application: a.application.clone(),
+            });
+            return Deployed::Skipped;
+        };
+        let touched = AtomicBool::new(false);
+        let op_id = format!("{}/{}", self.opts.run_id, a.cluster);
+        let work = self.bring_to(
+            a,
+            set_override.as_ref(),
+            *sync,
+            tag,
+            plan.prune,
+            &op_id,
+            &touched,
+        );
+        let result = tokio::select! {
+            r = tokio::time::timeout_at(deadline, work) => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!("timed out after {} (the wave's timeout)", humantime::format_duration(plan.timeout))),
+            },
+            () = self.grace_expired() => Err(INTERRUPTED.into()),
+        };
+        let touched = touched.load(Ordering::Relaxed);
+        match result {
+            Ok(()) => Deployed::Healthy,
+            Err(reason) if reason == INTERRUPTED => Deployed::Interrupted { touched },
+            Err(reason) => {
+                self.emit(Event::AppFailed {
+                    cluster: a.cluster.clone(),
+                    application: a.application.clone(),
+                    reason: reason.clone(),
+                });
+                Deployed::Failed { reason, touched }
+            }
+        }
+    }
+
+    /// Waits out foreign operations, writes the override, syncs, and waits for our operation,
+    /// Synced, Healthy and the release's images. `touched` is set once we changed something.
+    async fn bring_to(
+        &self,
+        a: &AppPlan,
+        value: Option<&OverrideValue>,
+        sync: bool,
+        tag: &Tag,
+        prune: bool,
+        op_id: &str,
+        touched: &AtomicBool,
+    ) -> Result<(), String> {
+        let argocd = self.ports.argocd;
+        let started = Instant::now();
+        let since = self.ports.clock.now();
+        let mut reported_wait = false;
+        loop {
+            let current = argocd
+                .application(&a.application)
+                .await
+                .map_err(|e| e.to_string())?;
+            if current.operation_pending {
+                if !reported_wait {
+                    reported_wait = true;
+                    let by = current
+                        .operation_state
+                        .as_ref()
+                        .and_then(|s| s.initiated_by.clone())
+                        .unwrap_or_else(|| "someone".into());
+                    self.emit(Event::AppWaiting {
+                        cluster: a.cluster.clone(),
+                        application: a.application.clone(),
+                        operation_by: by,
+                    });
+                }
+                self.wait(&a.application, |app| !app.operation_pending)
+                    .await?;
+                continue;
+            }
+            if self.cancelled() {
+                return Err(INTERRUPTED.into());
+            }
+            if let Some(v) = value
+                && current
+                    .override_value(
+                        &override_kind(v),
+                        &a.images.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>(),
+                    )
+                    .as_ref()
+                    != Some(v)
+            {
+                argocd
+                    .set_override(&a.application, v)
+                    .await
+                    .map_err(|e| format!("setting the image override: {e}"))?;
+                touched.store(true, Ordering::Relaxed);
+            }
+            if !sync {
+                touched.store(true, Ordering::Relaxed);
+                break;
+            }
+            match argocd
+                .sync(
+                    &a.application,
+                    &SyncRequest {
+                        prune,
+                        operation_id: op_id.to_owned(),
+                    },
+                )
+                .await
+            {
+                Ok(()) => {
+                    touched.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Err(Error::Collision { .. }) => continue,
+                Err(e) => return Err(format!("sync refused: {e}")),
+            }
+        }
+        self.emit(Event::AppSyncing {
+            cluster: a.cluster.clone(),
+            application: a.application.clone(),
+            from: a.live.to_string(),
+            to: tag.to_string(),
+        });
+        let mut last = None;
+        let op = sync.then_some(op_id);
+        let verdict = self
+            .wait(&a.application, |app| {
+                let key = (
+                    app.operation_state.as_ref().map(|s| s.phase),
+                    app.sync_status,
+                    app.health,
+                );
+                if last != Some(key) {
+                    last = Some(key);
+                    self.emit(Event::AppProgress {
+                        cluster: a.cluster.clone(),
+                        phase: key.0,
+                        sync: key.1,
+                        health: key.2,
+                    });
+                }
+                assess(app, op, since, &a.images, tag) != Assessment::Pending
+            })
+            .await?;
+        match assess(&verdict, op, since, &a.images, tag) {
+            Assessment::Done => {
+                self.emit(Event::AppHealthy {
+                    cluster: a.cluster.clone(),
+                    application: a.application.clone(),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                });
+                Ok(())
+            }
+            Assessment::Failed(reason) => Err(reason),
+            Assessment::Pending => unreachable!("wait returns only on a verdict"),
+        }
+    }
+
+    /// Follows the Application until `done` holds; returns that state.
+    async fn wait(
+        &self,
+        name: &str,
+        mut done: impl FnMut(&Application) -> bool,
+    ) -> Result<Application, String> {
+        let mut stream = self
+            .ports
+            .argocd
+            .watch(name)
+            .await
+            .map_err(|e| format!("watching {name}: {e}"))?;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(app) if done(&app) => return Ok(app),
+                Ok(_) => {}
+                Err(e @ Error::Transient { .. }) => {
+                    // The backend already retried; get a fresh stream.
+                    tracing::debug!("watch of {name} broke: {e}; re-watching");
+                    stream = self
+                        .ports
+                        .argocd
+                        .watch(name)
+                        .await
+                        .map_err(|e| format!("watching {name}: {e}"))?;
+                }
+                Err(e) => return Err(format!("watching {name}: {e}")),
+            }
+        }
+        Err(format!("the watch of {name} ended"))
+    }
+
+    /// Watches the wave's Applications for `plan.soak`; any leaving Healthy at the release fails it.
+    async fn soak(
+        &self,
+        plan: &PromotionPlan,
+        wave: usize,
+        apps: &[AppPlan],
+        tag: &Tag,
+    ) -> Result<(), Soak> {
+        self.emit(Event::SoakStarted {
+            wave,
+            duration_ms: plan.soak.as_millis() as u64,
+        });
+        let watched: Vec<&AppPlan> = apps.iter().filter(|a| a.action != Action::Skip).collect();
+        let mut streams = Vec::new();
+        for a in &watched {
+            match self.ports.argocd.watch(&a.application).await {
+                Ok(s) => streams.push(s.map(move |r| (*a, r)).boxed()),
+                Err(e) => {
+                    return Err(Soak::Failed(
+                        a.cluster.clone(),
+                        format!("cannot watch: {e}"),
+                    ));
+                }
+            }
+        }
+        let mut merged = futures::stream::select_all(streams);
+        let watch = async {
+            while let Some((a, item)) = merged.next().await {
+                let Ok(app) = item else { continue };
+                if app.health == Health::Degraded || app.health == Health::Missing {
+                    let msg = app.health_message.clone().unwrap_or_default();
+                    return Err(Soak::Failed(
+                        a.cluster.clone(),
+                        format!("{:?} {msg}", app.health).trim().to_owned(),
+                    ));
+                }
+                if live_tag(&app, &a.images).tag() != Some(tag.as_str()) {
+                    return Err(Soak::Failed(
+                        a.cluster.clone(),
+                        format!("no longer runs {tag}"),
+                    ));
+                }
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            r = tokio::time::timeout(plan.soak, watch) => r.unwrap_or(Ok(()))?,
+            () = self.cancel_requested() => return Err(Soak::Interrupted),
+        }
+        self.emit(Event::SoakFinished { wave });
+        Ok(())
+    }
+
+    /// Returns every changed Application to the override it had before this run; true if all made it.
+    async fn roll_back(
+        &self,
+        plan: &PromotionPlan,
+        changed: &[&AppPlan],
+        reports: &mut BTreeMap<String, AppReport>,
+    ) -> bool {
+        self.emit(Event::RollingBack {
+            clusters: changed.iter().map(|a| a.cluster.clone()).collect(),
+        });
+        let results = join_all(changed.iter().map(|a| async move {
+            let Some(previous) = &a.previous else {
+                return (
+                    a,
+                    Err("it had no image override before this run".to_owned()),
+                );
+            };
+            let Some(prev_tag) = previous
+                .tags()
+                .first()
+                .and_then(|t| Tag::new(t.clone()).ok())
+            else {
+                return (a, Err("its previous override has no tag".to_owned()));
+            };
+            let argocd = self.ports.argocd;
+            let r = async {
+                if argocd
+                    .application(&a.application)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .operation_pending
+                    && argocd.terminate(&a.application).await.is_ok()
+                {
+                    self.wait(&a.application, |app| !app.operation_pending)
+                        .await?;
+                }
+                let rollback = AppPlan {
+                    action: Action::Deploy {
+                        set_override: Some(previous.clone()),
+                        sync: true,
+                    },
+                    foreign_operation: None,
+                    live: LiveTag::Unknown,
+                    ..(*a).clone()
+                };
+                let touched = AtomicBool::new(false);
+                let sync = matches!(a.action, Action::Deploy { sync: true, .. });
+                let op_id = format!("{}/rollback/{}", self.opts.run_id, a.cluster);
+                tokio::time::timeout(
+                    plan.timeout,
+                    self.bring_to(
+                        &rollback,
+                        Some(previous),
+                        sync,
+                        &prev_tag,
+                        plan.prune,
+                        &op_id,
+                        &touched,
+                    ),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "timed out after {}",
+                        humantime::format_duration(plan.timeout)
+                    ))
+                })
+            }
+            .await;
+            (a, r.map(|()| prev_tag))
+        }))
+        .await;
+        let mut all_ok = true;
+        for (a, r) in results {
+            let (state, to, ok, reason) = match r {
+                Ok(t) => (AppState::RolledBack, t.to_string(), true, None),
+                Err(e) => {
+                    all_ok = false;
+                    (
+                        AppState::RollbackFailed(e.clone()),
+                        a.live.to_string(),
+                        false,
+                        Some(e),
+                    )
+                }
+            };
+            self.emit(Event::AppRolledBack {
+                cluster: a.cluster.clone(),
+                to,
+                ok,
+                reason,
+            });
+            if let Some(rep) = reports.get_mut(&a.cluster) {
+                rep.state = state;
+            }
+        }
+        all_ok
+    }
+}
+
+const INTERRUPTED: &str = "interrupted before the sync started";
+
+enum Soak {
+    Failed(String, String),
+    Interrupted,
+}
+
+fn override_kind(v: &OverrideValue) -> crate::config::ImageOverride {
+    match v {
+        OverrideValue::Helm { parameter, .. } => crate::config::ImageOverride::Helm {
+            parameter: parameter.clone(),
+        },
+        OverrideValue::Kustomize { .. } => crate::config::ImageOverride::Kustomize,
+    }
+}
+
+fn report(wave: usize, a: &AppPlan, tag: &Tag, state: AppState, elapsed_ms: u64) -> AppReport {
+    AppReport {
+        wave,
+        cluster: a.cluster.clone(),
+        application: a.application.clone(),
+        from: a.live.to_string(),
+        to: tag.to_string(),
+        state,
+        elapsed_ms,
+    }
+}
+
+/// Where an Application stands against a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assessment {
+    /// Keep waiting.
+    Pending,
+    /// Our operation Succeeded; Synced, Healthy, running the release.
+    Done,
+    /// It will not get there.
+    Failed(String),
+}
+
+/// Judges `app` against a deployment of `tag` that we started at `since` with operation `op`
+/// (`None` for automated environments, where Argo CD starts the operation). Pure.
+///
+/// Our operation is finished only when `operation` is cleared, `finishedAt` is set, the
+/// app was reconciled after it, and it carries our id; then it succeeded only if the phase
+/// is Succeeded, the app is Synced and Healthy, and it runs the release. Degraded fails fast.
+pub fn assess(
+    app: &Application,
+    op: Option<&str>,
+    since: jiff::Timestamp,
+    images: &[(String, String)],
+    tag: &Tag,
+) -> Assessment {
+    if app.operation_pending {
+        return Assessment::Pending;
+    }
+    let state = app.operation_state.as_ref();
+    match op {
+        Some(op) => {
+            let Some(s) = state.filter(|s| s.deploy_operation() == Some(op)) else {
+                return Assessment::Pending;
+            };
+            let Some(finished) = s.finished_at.filter(|_| s.phase.is_completed()) else {
+                return Assessment::Pending;
+            };
+            if app.reconciled_at.is_none_or(|r| r < finished) {
+                return Assessment::Pending;
+            }
+            if s.phase != OperationPhase::Succeeded {
+                return Assessment::Failed(format!("sync {:?}: {}", s.phase, s.message));
+            }
+        }
+        None => {
+            if let Some(s) =
+                state.filter(|s| s.started_at.is_some_and(|t| t >= since) && s.phase.is_completed())
+                && s.phase != OperationPhase::Succeeded
+            {
+                return Assessment::Failed(format!("automated sync {:?}: {}", s.phase, s.message));
+            }
+        }
+    }
+    if app.health == Health::Degraded {
+        let msg = app.health_message.as_deref().unwrap_or("no message");
+        return Assessment::Failed(format!("Degraded: {msg}"));
+    }
+    if app.sync_status == SyncStatus::Synced
+        && app.health == Health::Healthy
+        && live_tag(app, images).tag() == Some(tag.as_str())
+    {
+        return Assessment::Done;
+    }
+    Assessment::Pending
+}

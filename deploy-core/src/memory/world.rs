@@ -1,0 +1,214 @@
+//! A whole in-memory world seeded from a configuration: registries with replication rules,
+//! Argo CD with one Application per environment and cluster, ApplicationSets and clusters.
+//! It backs the demo, the sandbox, the engine tests and the benchmarks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ArgoCdState, InMemoryArgoCd, InMemoryAuditLog, InMemoryLock, InMemoryRegistry, RegistryState,
+    digest_of,
+};
+use crate::config::{Config, Environment};
+use crate::model::{Digest, Release, Tag};
+use crate::plan::build::push_order;
+use crate::plan::findings::override_pointer;
+use crate::plan::live::{override_for, service_images};
+use crate::port::{
+    ApplicationSet, ArgoCd as _, Clock, ClusterInfo, IgnoreDifferences, Lease, ReplicationRule,
+};
+use crate::trail::AuditRecord;
+
+/// Every backend, sharing one clock.
+#[derive(Debug, Clone)]
+pub struct World {
+    /// Registries of every account and region.
+    pub registry: InMemoryRegistry,
+    /// Argo CD.
+    pub argocd: InMemoryArgoCd,
+    /// Locks.
+    pub lock: InMemoryLock,
+    /// Audit trail.
+    pub audit: InMemoryAuditLog,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The state of a [`World`], serializable (the sandbox keeps it in `.deploy-sandbox/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorldState {
+    /// Registries.
+    pub registry: RegistryState,
+    /// Argo CD.
+    pub argocd: ArgoCdState,
+    /// Held leases.
+    pub leases: BTreeMap<String, Lease>,
+    /// Audit records.
+    pub audit: Vec<AuditRecord>,
+}
+
+/// The digest the world gives `service` built at `tag`.
+pub fn build_digest(service: &str, tag: &Tag) -> Digest {
+    digest_of(&format!("{{\"service\":\"{service}\",\"tag\":\"{tag}\"}}"))
+}
+
+impl World {
+    /// An empty world.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            registry: InMemoryRegistry::new(clock.clone()),
+            argocd: InMemoryArgoCd::new(clock.clone()),
+            lock: InMemoryLock::new(clock.clone()),
+            audit: InMemoryAuditLog::default(),
+            clock,
+        }
+    }
+
+    /// A world restored from `state`.
+    pub fn from_state(state: WorldState, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            registry: InMemoryRegistry::from_state(state.registry, clock.clone()),
+            argocd: InMemoryArgoCd::from_state(state.argocd, clock.clone()),
+            lock: InMemoryLock::from_state(state.leases, clock.clone()),
+            audit: InMemoryAuditLog::from_state(state.audit),
+            clock,
+        }
+    }
+
+    /// The state, to save.
+    pub fn state(&self) -> WorldState {
+        WorldState {
+            registry: self.registry.state(),
+            argocd: self.argocd.state(),
+            leases: self.lock.state(),
+            audit: self.audit.state(),
+        }
+    }
+
+    /// A world as a team has it set up: repositories, replication from each source to its
+    /// promotion targets, connected clusters, ApplicationSets that ignore the override, and
+    /// every Application Synced and Healthy at `initial` (pushed and replicated already).
+    pub fn seeded(config: &Config, clock: Arc<dyn Clock>, initial: &Tag) -> Self {
+        let world = Self::new(clock);
+        for cluster in &config.clusters {
+            world.argocd.put_cluster(ClusterInfo {
+                name: cluster.name.clone(),
+                server: format!("https://{}.eks.amazonaws.com", cluster.name),
+                connected: true,
+                message: None,
+            });
+        }
+        for env in config.environments.values() {
+            let manual = !env.sync.is_automated();
+            for service in &config.services {
+                for region in &env.registry.regions {
+                    world
+                        .registry
+                        .create_repository(&env.location(service, region), !manual);
+                }
+            }
+            if let Some(src) = env
+                .promote_from
+                .as_deref()
+                .and_then(|s| config.environments.get(s))
+            {
+                let key = (&src.registry.account, &src.registry.regions[0]);
+                let mut rules = world.registry.replication_rules_of(key.0, key.1);
+                rules.push(ReplicationRule {
+                    destinations: env
+                        .registry
+                        .regions
+                        .iter()
+                        .map(|r| (env.registry.account.clone(), r.clone()))
+                        .collect(),
+                    repository_prefixes: vec![src.registry.repository_prefix.clone()],
+                });
+                world.registry.set_replication_rules(key.0, key.1, rules);
+            }
+            if let Some(name) = config.application_set_name(env) {
+                world.argocd.put_application_set(ApplicationSet {
+                    name,
+                    sync_mode: env.sync,
+                    ignore_differences: vec![IgnoreDifferences {
+                        json_pointers: vec![override_pointer(&env.image_override).to_owned()],
+                        ..Default::default()
+                    }],
+                    annotations: BTreeMap::new(),
+                    resource_version: "1".into(),
+                });
+            }
+        }
+        for env in config.environments_in_order() {
+            if env.promote_from.is_none() {
+                world.ci_push(config, env, initial);
+            }
+        }
+        for env in config.environments.values() {
+            for cluster in &config.clusters {
+                let images = service_images(config, env, cluster);
+                let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+                let parameter = match &env.image_override {
+                    crate::config::ImageOverride::Helm { parameter } => parameter.as_str(),
+                    crate::config::ImageOverride::Kustomize => "image.tag",
+                };
+                let seed = seed_for(config, env, cluster, parameter, initial);
+                world.argocd.create_application(&seed);
+                if env.image_override == crate::config::ImageOverride::Kustomize {
+                    let value = override_for(env, &names, initial);
+                    futures::executor::block_on(world.argocd.set_override(&seed.name, &value))
+                        .expect("the app was just created");
+                }
+            }
+        }
+        world
+    }
+
+    /// CI's push of `tag` to `env`: every service into the primary region, sentinel last,
+    /// each with the digest [`build_digest`] gives it. Returns the release.
+    pub fn ci_push(&self, config: &Config, env: &Environment, tag: &Tag) -> Release {
+        let plan = push_order(config, env, tag);
+        let mut digests = BTreeMap::new();
+        for (push, service) in plan.pushes.iter().zip(ordered_services(config)) {
+            let digest = build_digest(&service, tag);
+            self.registry.push(&push.location, tag, &digest);
+            digests.insert(service, digest);
+        }
+        Release {
+            tag: tag.clone(),
+            digests,
+        }
+    }
+}
+
+fn ordered_services(config: &Config) -> Vec<String> {
+    let mut services: Vec<_> = config.services.iter().collect();
+    services.sort_by_key(|s| s.sentinel);
+    services.into_iter().map(|s| s.name.clone()).collect()
+}
+
+fn seed_for(
+    config: &Config,
+    env: &Environment,
+    cluster: &crate::config::Cluster,
+    parameter: &str,
+    tag: &Tag,
+) -> super::argocd::AppSeed {
+    super::argocd::AppSeed {
+        name: config.application_name(env, cluster),
+        labels: BTreeMap::from([
+            ("app.kubernetes.io/part-of".into(), config.app.clone()),
+            ("deploy/environment".into(), env.name.clone()),
+            ("deploy/cluster".into(), cluster.name.clone()),
+        ]),
+        destination: cluster.name.clone(),
+        sync_mode: env.sync,
+        helm_parameters: BTreeMap::from([
+            (parameter.to_owned(), tag.to_string()),
+            ("replicaCount".into(), "3".into()),
+        ]),
+        tag_parameter: parameter.to_owned(),
+        image_names: env.image_names(&config.services, cluster),
+    }
+}

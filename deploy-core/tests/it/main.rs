@@ -1,0 +1,6 @@
+//! Integration tests of deploy-core: engine scenarios over the in-memory world, and
+//! planner invariants with proptest.
+
+mod engine;
+mod invariants;
+mod support;
