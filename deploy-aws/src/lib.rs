@@ -1,1 +1,39 @@
-//! Amazon ECR adapter for the registry port of deploy-core (filled in by the ECR issue).
+//! Amazon ECR adapter for the registry port of deploy-core.
+//!
+//! [`EcrRegistry`] implements [`deploy_core::port::Registry`] with `aws-sdk-ecr`.
+//! It serves every environment of a [`deploy_core::config::Config`]: the account of each
+//! [`deploy_core::model::RepoLocation`] selects the `aws_profile` to reach it with, and
+//! every call passes that account as the ECR `registryId`.
+//!
+//! Credentials and endpoints come from the standard AWS chain (environment, profiles,
+//! SSO, web identity for CI OIDC, IRSA / container credentials, instance metadata),
+//! including a profile's `endpoint_url`, `AWS_ENDPOINT_URL_ECR` and `AWS_ENDPOINT_URL`.
+//! Clients are created on first use, one per (profile, region), and share one
+//! credentials cache per profile. Calls to one account's registry in one region are
+//! bounded by [`EcrOptions::concurrency_per_region`], and throttling and transient
+//! failures are retried by the SDK as [`EcrOptions`] configures.
+//!
+//! Failures come back as [`deploy_core::Error`] with a one-line message that names the
+//! account, region and profile and says what to do (log in, grant a permission, retry).
+//!
+//! ```no_run
+//! # async fn example(config: &deploy_core::config::Config) -> deploy_core::Result<()> {
+//! use deploy_core::port::Registry;
+//! let registry = deploy_aws::EcrRegistry::new(config)?;
+//! let prod = config.environment("prod").map_err(deploy_core::Error::invalid)?;
+//! let sentinel = config.sentinel();
+//! for region in &prod.registry.regions {
+//!     let found = registry
+//!         .image(&prod.location(sentinel, region), &"abc1234".parse().expect("tag"))
+//!         .await?;
+//!     tracing::info!(?found, region, "sentinel");
+//! }
+//! # Ok(()) }
+//! ```
+
+mod clients;
+mod errors;
+mod registry;
+
+pub use clients::{EcrOptions, RetryMode};
+pub use registry::EcrRegistry;

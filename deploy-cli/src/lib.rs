@@ -1,1 +1,139 @@
-//! Library of the `deploy` command line.
+//! The `deploy` command line as a library: parse, wire backends, run a command, render.
+//!
+//! `deploy-cli` is glue: deciding lives in deploy-core, talking to ECR and Argo CD in the
+//! adapters. [`run`] is what the binary and `cargo xtask deploy` call.
+
+#![allow(clippy::print_stderr)]
+
+pub mod backends;
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod output;
+pub mod progress;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::backends::{Backends, load_config};
+use crate::cli::{BuildCommand, Cli, Command, ReleaseCommand, RenderCommand, SandboxCommand};
+use crate::exit::{Exit, UsageError};
+use crate::output::Output;
+
+/// Parses `args` (the first is the program name), runs the command and returns the exit code.
+pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            });
+        }
+    };
+    init_logging(&cli);
+    let out = Output {
+        format: cli.global.output,
+        quiet: cli.global.quiet,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Failed.code());
+        }
+    };
+    let exit = match runtime.block_on(run(&cli, out)) {
+        Ok(exit) => exit,
+        Err(e) => {
+            let exit = Exit::of_error(&e);
+            if out.json() {
+                out.result(
+                    &serde_json::json!({ "error": format!("{e:#}"), "exit_code": exit.code() }),
+                );
+            }
+            eprintln!("error: {e:#}");
+            exit
+        }
+    };
+    ExitCode::from(exit.code())
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Runs one parsed command.
+pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Demo { pace } => return commands::demo::run(out, *pace).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "deploy",
+                &mut std::io::stdout(),
+            );
+            return Ok(Exit::Success);
+        }
+        _ => {}
+    }
+    let (_path, mut config) = load_config(&cli.global)?;
+    if let Command::Build(BuildCommand::Plan { env, sha, branch }) = &cli.command {
+        return commands::build::plan(&config, out, env, sha, branch.as_deref());
+    }
+    if let Command::Sandbox(SandboxCommand::Reset) = &cli.command {
+        return commands::sandbox::run(&config, None, out, &SandboxCommand::Reset);
+    }
+    if let Command::Render(RenderCommand::Applicationset { .. }) = &cli.command {
+        return Err(UsageError("render is not wired into this build yet".into()).into());
+    }
+    let backends = Backends::open(&cli.global, &mut config)?;
+    if backends.sandbox.is_some() {
+        out.note("sandbox: in-memory backends, state in .deploy-sandbox/, soak and timeouts compressed 60×");
+    }
+    let exit = match &cli.command {
+        Command::Status { env } => {
+            commands::status::run(&config, &backends, out, env.as_deref()).await
+        }
+        Command::Release(ReleaseCommand::Check { env, tag }) => {
+            commands::release::check(&config, &backends, out, env, tag).await
+        }
+        Command::Release(ReleaseCommand::Latest { env }) => {
+            commands::release::latest(&config, &backends, out, env).await
+        }
+        Command::Plan(args) => commands::promote::plan_cmd(&config, &backends, out, args).await,
+        Command::Promote(args) => commands::promote::promote(&config, &backends, out, args).await,
+        Command::Rollback(args) => commands::promote::rollback(&config, &backends, out, args).await,
+        Command::Audit { env } => {
+            commands::audit::run(&config, &backends, out, env.as_deref()).await
+        }
+        Command::Watch(args) => commands::watch::run(&config, &backends, out, args).await,
+        Command::Sandbox(cmd) => commands::sandbox::run(&config, Some(&backends), out, cmd),
+        Command::Render(_)
+        | Command::Build(_)
+        | Command::Demo { .. }
+        | Command::Completions { .. } => unreachable!("handled above"),
+    }?;
+    backends.save()?;
+    Ok(exit)
+}

@@ -644,6 +644,7 @@ impl<'a> Engine<'a> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Waits out foreign operations, writes the override, syncs, and waits for our operation,
     /// Synced, Healthy and the release's images. `touched` is set once we changed something.
     async fn bring_to(
@@ -891,7 +892,12 @@ impl<'a> Engine<'a> {
                         sync: true,
                     },
                     foreign_operation: None,
-                    live: LiveTag::Unknown,
+                    live: LiveTag::Tag(
+                        plan.release
+                            .as_ref()
+                            .map(|r| r.tag.to_string())
+                            .unwrap_or_default(),
+                    ),
                     ..(*a).clone()
                 };
                 let touched = AtomicBool::new(false);

@@ -1,0 +1,591 @@
+//! A stateful Argo CD API server on wiremock: Applications whose operations run, then succeed
+//! or fail, health that moves Progressing → Healthy or Degraded, collisions, history, terminate,
+//! the NDJSON watch stream, ApplicationSets, clusters and the session. It answers as Argo CD
+//! does (403 for a missing app without a project, code 9 for a collision, `{}` for terminate).
+//!
+//! Time is simulated: the "controller" advances an Application by one step each time it is
+//! observed (a GET or a watch stream), so no test waits on the wall clock.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
+use deploy_core::model::SyncMode;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// The token the fake accepts.
+pub const TOKEN: &str = "argocd-test-token-9f8e7d6c";
+
+#[derive(Debug)]
+struct AppSim {
+    obj: Value,
+    script: Script,
+    tag_parameter: String,
+    image_names: Vec<String>,
+    /// Observations since the operation started.
+    running: u32,
+    /// Health to reach after the Progressing step.
+    health_next: Option<&'static str>,
+    foreign: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    apps: BTreeMap<String, AppSim>,
+    rv: u64,
+    clock: i64,
+    /// Changes the controller makes per watch stream connection before the server cuts it.
+    steps_per_stream: usize,
+}
+
+impl State {
+    fn now(&mut self) -> String {
+        self.clock += 1;
+        Timestamp::from_second(1_780_000_000 + self.clock)
+            .expect("valid time")
+            .to_string()
+    }
+
+    fn bump(&mut self, name: &str) {
+        self.rv += 1;
+        let rv = self.rv.to_string();
+        if let Some(app) = self.apps.get_mut(name) {
+            app.obj["metadata"]["resourceVersion"] = json!(rv);
+        }
+    }
+
+    /// One controller step for `name`; true if the Application changed.
+    fn tick(&mut self, name: &str) -> bool {
+        let now = self.now();
+        let Some(app) = self.apps.get_mut(name) else {
+            return false;
+        };
+        let obj = &mut app.obj;
+        let phase = obj["status"]["operationState"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let changed = if phase == "Terminating" {
+            finish(obj, "Failed", "Operation terminated", &now);
+            obj["status"]["sync"]["status"] = json!("OutOfSync");
+            true
+        } else if phase == "Running" && !app.foreign {
+            app.running += 1;
+            if app.running < 2 || app.script == Script::Hang {
+                false
+            } else {
+                let script = std::mem::replace(&mut app.script, Script::Healthy);
+                match script {
+                    Script::Failed => {
+                        finish(obj, "Failed", "one or more objects failed to apply", &now);
+                        obj["status"]["sync"]["status"] = json!("OutOfSync");
+                    }
+                    _ => {
+                        let op = obj["status"]["operationState"]["operation"].clone();
+                        let revision = op["sync"]["revision"]
+                            .as_str()
+                            .filter(|r| !r.is_empty())
+                            .unwrap_or("4b1f0c2a")
+                            .to_owned();
+                        finish(
+                            obj,
+                            "Succeeded",
+                            "successfully synced (all tasks run)",
+                            &now,
+                        );
+                        let tag = obj["spec"]["source"]["helm"]["parameters"]
+                            .as_array()
+                            .and_then(|ps| {
+                                ps.iter().find(|p| p["name"] == json!(app.tag_parameter))
+                            })
+                            .and_then(|p| p["value"].as_str())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let images: Vec<String> = app
+                            .image_names
+                            .iter()
+                            .map(|n| format!("{n}:{tag}"))
+                            .collect();
+                        obj["status"]["summary"] = json!({ "images": images });
+                        obj["status"]["sync"] = json!({ "status": "Synced", "revision": revision });
+                        obj["status"]["health"] = json!({ "status": "Progressing" });
+                        let history = obj["status"]["history"]
+                            .as_array_mut()
+                            .expect("history is an array");
+                        let id = history.last().and_then(|h| h["id"].as_i64()).unwrap_or(-1) + 1;
+                        let source = obj["spec"]["source"].clone();
+                        obj["status"]["history"]
+                            .as_array_mut()
+                            .expect("history is an array")
+                            .push(json!({
+                                "id": id, "revision": revision, "deployedAt": now,
+                                "deployStartedAt": now, "source": source,
+                                "initiatedBy": op["initiatedBy"].clone(),
+                            }));
+                        app.health_next = Some(if script == Script::Degraded {
+                            "Degraded"
+                        } else {
+                            "Healthy"
+                        });
+                    }
+                }
+                true
+            }
+        } else if let Some(health) = app.health_next.take() {
+            obj["status"]["health"] = json!({ "status": health });
+            if health == "Degraded" {
+                obj["status"]["resources"] = json!([{
+                    "group": "apps", "version": "v1", "kind": "Deployment", "namespace": "app",
+                    "name": "api", "status": "Synced",
+                    "health": { "status": "Degraded", "message": "Deployment \"api\" exceeded its progress deadline" }
+                }]);
+            }
+            obj["status"]["reconciledAt"] = json!(now);
+            true
+        } else {
+            false
+        };
+        if changed {
+            self.bump(name);
+        }
+        changed
+    }
+}
+
+fn finish(obj: &mut Value, phase: &str, message: &str, now: &str) {
+    let state = &mut obj["status"]["operationState"];
+    state["phase"] = json!(phase);
+    state["message"] = json!(message);
+    state["finishedAt"] = json!(now);
+    obj.as_object_mut()
+        .expect("an application is an object")
+        .remove("operation");
+    obj["status"]["reconciledAt"] = json!(now);
+}
+
+fn error(status: u16, code: i32, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "error": message, "code": code, "message": message, "details": []
+    }))
+}
+
+fn permission_denied() -> ResponseTemplate {
+    // Without `project`, Argo CD answers a missing app like a forbidden one.
+    error(403, 7, "permission denied")
+}
+
+/// Which endpoint a responder serves.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Get,
+    List,
+    Patch,
+    Sync,
+    Terminate,
+    Stream,
+    AppSets,
+    Clusters,
+    UserInfo,
+}
+
+/// The stateful responder.
+#[derive(Debug, Clone)]
+struct Responder {
+    state: Arc<Mutex<State>>,
+    route: Route,
+}
+
+fn app_name(request: &Request) -> String {
+    request
+        .url
+        .path_segments()
+        .and_then(|mut s| s.nth(3))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn labels_match(obj: &Value, selector: &str) -> bool {
+    selector.split(',').all(|term| {
+        let (k, v) = term.split_once('=').unwrap_or((term, ""));
+        obj["metadata"]["labels"][k.trim()].as_str() == Some(v.trim_start_matches('=').trim())
+    })
+}
+
+impl Respond for Responder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let authorized = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(format!("Bearer {TOKEN}").as_str());
+        if !authorized {
+            return error(401, 16, "invalid session: token signature is invalid");
+        }
+        let mut state = self.state.lock().expect("fake state");
+        let name = app_name(request);
+        match self.route {
+            Route::Get => {
+                if !state.apps.contains_key(&name) {
+                    return permission_denied();
+                }
+                state.tick(&name);
+                ResponseTemplate::new(200).set_body_json(&state.apps[&name].obj)
+            }
+            Route::List => {
+                let selector = request
+                    .url
+                    .query_pairs()
+                    .find(|(k, _)| k == "selector")
+                    .map(|(_, v)| v.into_owned());
+                let items: Vec<&Value> = state
+                    .apps
+                    .values()
+                    .map(|a| &a.obj)
+                    .filter(|o| selector.as_deref().is_none_or(|s| labels_match(o, s)))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "metadata": { "resourceVersion": state.rv.to_string() }, "items": items
+                }))
+            }
+            Route::Patch => {
+                if !state.apps.contains_key(&name) {
+                    return permission_denied();
+                }
+                let body: Value = match serde_json::from_slice(&request.body) {
+                    Ok(b) => b,
+                    Err(e) => return error(400, 3, &e.to_string()),
+                };
+                if body["patchType"] != json!("merge") {
+                    return error(400, 3, "Patch type 'x' is not supported");
+                }
+                let patch: Value = match body["patch"].as_str().map(serde_json::from_str) {
+                    Some(Ok(p)) => p,
+                    _ => return error(400, 3, "invalid patch"),
+                };
+                let app = state.apps.get_mut(&name).expect("checked above");
+                // The server applies the patch to the latest object and keeps only the spec,
+                // labels and annotations of the result.
+                let mut patched = app.obj.clone();
+                deploy_argocd::wire::merge_patch(&mut patched, &patch);
+                app.obj["spec"] = patched["spec"].clone();
+                app.obj["metadata"]["labels"] = patched["metadata"]["labels"].clone();
+                app.obj["metadata"]["annotations"] = patched["metadata"]["annotations"].clone();
+                for key in ["labels", "annotations"] {
+                    if app.obj["metadata"][key].is_null() {
+                        app.obj["metadata"]
+                            .as_object_mut()
+                            .expect("object")
+                            .remove(key);
+                    }
+                }
+                state.bump(&name);
+                ResponseTemplate::new(200).set_body_json(&state.apps[&name].obj)
+            }
+            Route::Sync => {
+                if !state.apps.contains_key(&name) {
+                    return permission_denied();
+                }
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+                let now = state.now();
+                let app = state.apps.get_mut(&name).expect("checked above");
+                if app.obj.get("operation").is_some() {
+                    return error(
+                        400,
+                        9,
+                        "error setting app operation: rpc error: code = FailedPrecondition desc = another operation is already in progress",
+                    );
+                }
+                let mut sync = json!({ "prune": body["prune"].as_bool().unwrap_or(false) });
+                if let Some(r) = body["revision"].as_str() {
+                    sync["revision"] = json!(r);
+                }
+                let op = json!({
+                    "sync": sync,
+                    "initiatedBy": { "username": "ci-bot" },
+                    "info": body["infos"].clone(),
+                });
+                app.obj["operation"] = op.clone();
+                // The controller picks the operation up at once.
+                app.obj["status"]["operationState"] = json!({
+                    "phase": "Running", "message": "", "startedAt": now, "operation": op,
+                });
+                app.running = 0;
+                state.bump(&name);
+                ResponseTemplate::new(200).set_body_json(&state.apps[&name].obj)
+            }
+            Route::Terminate => {
+                let Some(app) = state.apps.get_mut(&name) else {
+                    return permission_denied();
+                };
+                let running = app.obj.get("operation").is_some()
+                    && app.obj["status"]["operationState"]["phase"] == json!("Running");
+                if !running {
+                    return error(
+                        400,
+                        3,
+                        "Unable to terminate operation. No operation is in progress",
+                    );
+                }
+                app.obj["status"]["operationState"]["phase"] = json!("Terminating");
+                state.bump(&name);
+                ResponseTemplate::new(200).set_body_json(json!({}))
+            }
+            Route::Stream => {
+                let name = request
+                    .url
+                    .query_pairs()
+                    .find(|(k, _)| k == "name")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                if !state.apps.contains_key(&name) {
+                    return ResponseTemplate::new(200).set_body_raw(Vec::new(), "application/json");
+                }
+                let mut lines = vec![
+                    json!({"result": {"type": "ADDED", "application": state.apps[&name].obj}}),
+                ];
+                for _ in 0..state.steps_per_stream {
+                    if state.tick(&name) {
+                        lines.push(json!({"result": {"type": "MODIFIED", "application": state.apps[&name].obj}}));
+                    }
+                }
+                let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                // The body ends here: the stream is cut, as a load balancer does.
+                ResponseTemplate::new(200).set_body_raw(body, "application/json")
+            }
+            Route::AppSets => ResponseTemplate::new(200).set_body_json(json!({
+                "metadata": {}, "items": [application_set()]
+            })),
+            Route::Clusters => ResponseTemplate::new(200).set_body_json(json!({
+                "metadata": {}, "items": clusters()
+            })),
+            Route::UserInfo => ResponseTemplate::new(200).set_body_json(json!({
+                "loggedIn": true, "username": "ci-bot", "iss": "argocd", "groups": []
+            })),
+        }
+    }
+}
+
+/// The ApplicationSet the fake serves.
+pub fn application_set() -> Value {
+    json!({
+        "metadata": { "name": "myapp-prod", "namespace": "argocd", "resourceVersion": "11",
+                      "annotations": { "team": "platform" } },
+        "spec": {
+            "goTemplate": true,
+            "generators": [{ "list": { "elements": [{ "cluster": "us-west-2" }, { "cluster": "eu-west-1" }] } }],
+            "template": {
+                "metadata": { "name": "myapp-prod-{{.cluster}}" },
+                "spec": {
+                    "project": "default",
+                    "source": { "repoURL": "https://git.example.com/myapp.git", "path": "chart", "targetRevision": "HEAD" },
+                    "destination": { "name": "{{.cluster}}", "namespace": "myapp" },
+                    "syncPolicy": { "syncOptions": ["CreateNamespace=true"] }
+                }
+            },
+            "ignoreApplicationDifferences": [{ "jsonPointers": ["/spec/source/helm/parameters"] }]
+        }
+    })
+}
+
+/// The clusters the fake serves.
+pub fn clusters() -> Value {
+    json!([
+        { "name": "us-west-2", "server": "https://a.eks.amazonaws.com",
+          "info": { "connectionState": { "status": "Successful", "attemptedAt": "2026-01-01T00:00:00Z" } } },
+        { "name": "eu-west-1", "server": "https://b.eks.amazonaws.com",
+          "connectionState": { "status": "Failed", "message": "dial tcp: i/o timeout" } }
+    ])
+}
+
+/// The Application object of `seed`, as Argo CD serves it.
+pub fn application(seed: &AppSeed, rv: u64, now: &str) -> Value {
+    let tag = &seed.helm_parameters[&seed.tag_parameter];
+    let parameters: Vec<Value> = seed
+        .helm_parameters
+        .iter()
+        .map(|(k, v)| json!({ "name": k, "value": v }))
+        .collect();
+    let source = json!({
+        "repoURL": "https://git.example.com/myapp.git", "path": "chart", "targetRevision": "HEAD",
+        "helm": { "valueFiles": ["values.yaml"], "parameters": parameters }
+    });
+    let mut spec = json!({
+        "project": "default",
+        "source": source,
+        "destination": { "name": seed.destination, "namespace": "myapp" },
+    });
+    if let SyncMode::Automated { prune, self_heal } = seed.sync_mode {
+        spec["syncPolicy"] = json!({ "automated": { "prune": prune, "selfHeal": self_heal } });
+    }
+    let images: Vec<String> = seed
+        .image_names
+        .iter()
+        .map(|n| format!("{n}:{tag}"))
+        .collect();
+    json!({
+        "metadata": {
+            "name": seed.name, "namespace": "argocd", "labels": seed.labels,
+            "resourceVersion": rv.to_string(), "uid": format!("uid-{}", seed.name),
+            "creationTimestamp": now, "generation": 1
+        },
+        "spec": spec,
+        "status": {
+            "sync": { "status": "Synced", "revision": "4b1f0c2a" },
+            "health": { "status": "Healthy" },
+            "reconciledAt": now,
+            "summary": { "images": images },
+            "history": [{ "id": 0, "revision": "4b1f0c2a", "deployedAt": now, "deployStartedAt": now, "source": source }],
+            "sourceType": "Helm"
+        }
+    })
+}
+
+/// The fake Argo CD: a wiremock server and its state.
+pub struct FakeArgo {
+    /// The server.
+    pub server: MockServer,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeArgo {
+    /// Starts a server answering every endpoint the client uses.
+    pub async fn start() -> Self {
+        Self::start_with(2).await
+    }
+
+    /// Starts a server whose watch streams carry at most `steps` controller steps each.
+    pub async fn start_with(steps: usize) -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State {
+            apps: BTreeMap::new(),
+            rv: 100,
+            clock: 0,
+            steps_per_stream: steps,
+        }));
+        let app = r"^/api/v1/applications/[^/]+$";
+        let routes: Vec<(&str, String, Route)> = vec![
+            ("GET", app.into(), Route::Get),
+            ("GET", "^/api/v1/applications$".into(), Route::List),
+            ("PATCH", app.into(), Route::Patch),
+            (
+                "POST",
+                r"^/api/v1/applications/[^/]+/sync$".into(),
+                Route::Sync,
+            ),
+            (
+                "DELETE",
+                r"^/api/v1/applications/[^/]+/operation$".into(),
+                Route::Terminate,
+            ),
+            ("GET", "^/api/v1/stream/applications$".into(), Route::Stream),
+            ("GET", "^/api/v1/applicationsets$".into(), Route::AppSets),
+            ("GET", "^/api/v1/clusters$".into(), Route::Clusters),
+            ("GET", "^/api/v1/session/userinfo$".into(), Route::UserInfo),
+        ];
+        for (verb, regex, route) in routes {
+            Mock::given(method(verb))
+                .and(path_regex(regex))
+                .respond_with(Responder {
+                    state: Arc::clone(&state),
+                    route,
+                })
+                // Counts are asserted per test from the received requests.
+                .expect(0..)
+                .mount(&server)
+                .await;
+        }
+        // The client never uses Argo CD's rollback endpoint (it cannot carry operation info).
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/api/v1/applications/[^/]+/rollback$"))
+            .respond_with(ResponseTemplate::new(500))
+            .expect(0)
+            .mount(&server)
+            .await;
+        Self { server, state }
+    }
+
+    /// The Application objects served, as JSON.
+    pub fn objects(&self) -> Vec<Value> {
+        let state = self.state.lock().expect("fake state");
+        state.apps.values().map(|a| a.obj.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl ArgoCdFixture for FakeArgo {
+    async fn create_application(&self, seed: &AppSeed) {
+        let mut state = self.state.lock().expect("fake state");
+        let now = state.now();
+        state.rv += 1;
+        let obj = application(seed, state.rv, &now);
+        state.apps.insert(
+            seed.name.clone(),
+            AppSim {
+                obj,
+                script: Script::Healthy,
+                tag_parameter: seed.tag_parameter.clone(),
+                image_names: seed.image_names.clone(),
+                running: 0,
+                health_next: None,
+                foreign: false,
+            },
+        );
+    }
+
+    async fn script(&self, name: &str, script: Script) {
+        let mut state = self.state.lock().expect("fake state");
+        state.apps.get_mut(name).expect("known app").script = script;
+    }
+
+    async fn start_foreign_operation(&self, name: &str) {
+        let mut state = self.state.lock().expect("fake state");
+        let now = state.now();
+        let app = state.apps.get_mut(name).expect("known app");
+        let op =
+            json!({ "sync": { "revision": "4b1f0c2a" }, "initiatedBy": { "username": "alice" } });
+        app.obj["operation"] = op.clone();
+        app.obj["status"]["operationState"] = json!({
+            "phase": "Running", "message": "", "startedAt": now, "operation": op,
+        });
+        app.foreign = true;
+        state.bump(name);
+    }
+
+    async fn finish_foreign_operation(&self, name: &str) {
+        let mut state = self.state.lock().expect("fake state");
+        let now = state.now();
+        let app = state.apps.get_mut(name).expect("known app");
+        app.foreign = false;
+        finish(
+            &mut app.obj,
+            "Succeeded",
+            "successfully synced (all tasks run)",
+            &now,
+        );
+        state.bump(name);
+    }
+}
+
+/// A client of `server` with fast test timings.
+pub fn client(server: &MockServer) -> deploy_argocd::rest::RestArgoCd {
+    client_with(server, deploy_argocd::rest::RestOptions::fast())
+}
+
+/// A client of `server` with `options`.
+pub fn client_with(
+    server: &MockServer,
+    options: deploy_argocd::rest::RestOptions,
+) -> deploy_argocd::rest::RestArgoCd {
+    let config = deploy_core::config::ArgoCdConfig {
+        server: Some(server.uri()),
+        plaintext: false,
+        insecure: false,
+        namespace: "argocd".into(),
+    };
+    deploy_argocd::rest::RestArgoCd::with_options(&config, TOKEN.to_owned().into(), options)
+        .expect("client")
+}

@@ -1,0 +1,189 @@
+//! The REST backend against the stateful fake Argo CD: the deploy-core conformance suite, the
+//! requests one promotion of one Application costs, and the calls the suite does not make.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deploy_core::Error;
+use deploy_core::conformance::argocd::{ArgoCdFixture, finished, seed, wait_for};
+use deploy_core::model::SyncMode;
+use deploy_core::port::{ArgoCd, Health, OverrideValue, SyncRequest, SyncStatus};
+use wiremock::Request;
+
+use crate::fake::{FakeArgo, client};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn helm(tag: &str) -> OverrideValue {
+    OverrideValue::Helm {
+        parameter: "image.tag".into(),
+        value: tag.into(),
+    }
+}
+
+fn count(requests: &[Request], verb: &str, path_end: &str) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.method.as_str() == verb && r.url.path().ends_with(path_end))
+        .count()
+}
+
+#[tokio::test]
+async fn conformance() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    deploy_core::conformance::argocd::run_all(&port, &fake, "rest")
+        .await
+        .unwrap();
+    let requests = fake.server.received_requests().await.expect("recording");
+    assert_eq!(count(&requests, "POST", "/rollback"), 0);
+    assert!(count(&requests, "GET", "/stream/applications") > 0);
+}
+
+/// One promotion step of one Application: set the override, sync, wait until our operation
+/// finished and the app is Healthy. The figure goes to BENCHMARKS.md.
+#[tokio::test]
+async fn requests_per_application_for_one_sync_and_wait() {
+    // A stream that stays open long enough to carry the whole operation, as a real one does.
+    let fake = FakeArgo::start_with(8).await;
+    // A long reconnect delay keeps the count exact: the cut after the last event is not
+    // followed by a reconnect before the test has its answer.
+    let mut options = deploy_argocd::rest::RestOptions::fast();
+    options.reconnect_delay = Duration::from_secs(30);
+    let port = crate::fake::client_with(&fake.server, options);
+    fake.create_application(&seed("count", "v1")).await;
+    let before = fake.server.received_requests().await.unwrap().len();
+    port.set_override("count", &helm("v2")).await.unwrap();
+    port.sync(
+        "count",
+        &SyncRequest {
+            prune: false,
+            operation_id: "op-count".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let done = wait_for(&port, "count", LIMIT, |a| {
+        finished("op-count")(a) && a.health == Health::Healthy
+    })
+    .await
+    .unwrap();
+    assert_eq!(done.sync_status, SyncStatus::Synced);
+    let requests = fake.server.received_requests().await.unwrap();
+    let used: Vec<String> = requests[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert_eq!(
+        used,
+        [
+            "GET /api/v1/applications/count",
+            "PATCH /api/v1/applications/count",
+            "POST /api/v1/applications/count/sync",
+            "GET /api/v1/applications/count",
+            "GET /api/v1/stream/applications",
+        ],
+        "requests for one sync and wait"
+    );
+}
+
+#[tokio::test]
+async fn set_override_that_is_already_in_place_writes_nothing() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    fake.create_application(&seed("same", "v1")).await;
+    let app = port.set_override("same", &helm("v1")).await.unwrap();
+    assert_eq!(app.helm_parameters["image.tag"], "v1");
+    let requests = fake.server.received_requests().await.unwrap();
+    assert_eq!(count(&requests, "PATCH", "/same"), 0);
+}
+
+#[tokio::test]
+async fn rollback_refuses_an_automated_application() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    let mut s = seed("auto", "v1");
+    s.sync_mode = SyncMode::Automated {
+        prune: true,
+        self_heal: false,
+    };
+    fake.create_application(&s).await;
+    let got = port.rollback("auto", 0, "op").await;
+    assert!(
+        matches!(&got, Err(Error::Refused { message }) if message.contains("auto-sync")),
+        "{got:?}"
+    );
+    let got = port.rollback("missing", 0, "op").await;
+    assert!(matches!(&got, Err(e) if e.is_not_found()), "{got:?}");
+}
+
+#[tokio::test]
+async fn rollback_to_an_unknown_history_id_is_not_found() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    fake.create_application(&seed("hist", "v1")).await;
+    let got = port.rollback("hist", 42, "op").await;
+    assert!(
+        matches!(&got, Err(Error::NotFound { what, .. }) if what.contains("history entry 42")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn application_sets_clusters_and_user() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    let sets = port.application_sets().await.unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].name, "myapp-prod");
+    assert_eq!(sets[0].sync_mode, SyncMode::Manual);
+    assert_eq!(
+        sets[0].ignore_differences[0].json_pointers,
+        ["/spec/source/helm/parameters"]
+    );
+    let clusters = port.clusters().await.unwrap();
+    let state: BTreeMap<&str, bool> = clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.connected))
+        .collect();
+    assert_eq!(
+        state,
+        BTreeMap::from([("eu-west-1", false), ("us-west-2", true)])
+    );
+    assert_eq!(port.username().await.unwrap(), "ci-bot");
+}
+
+#[tokio::test]
+async fn watch_ends_with_not_found_for_a_missing_application() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    let got = port.watch("nope").await;
+    assert!(
+        matches!(&got, Err(e) if e.is_not_found()),
+        "watch of a missing app"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_token_says_how_to_log_in() {
+    let fake = FakeArgo::start().await;
+    let config = deploy_core::config::ArgoCdConfig {
+        server: Some(fake.server.uri()),
+        plaintext: false,
+        insecure: false,
+        namespace: "argocd".into(),
+    };
+    let port = deploy_argocd::rest::RestArgoCd::with_options(
+        &config,
+        "wrong".to_owned().into(),
+        deploy_argocd::rest::RestOptions::fast(),
+    )
+    .unwrap();
+    let got = port.applications(None).await;
+    assert!(
+        matches!(&got, Err(Error::Permission { message }) if message.contains("ARGOCD_AUTH_TOKEN") && message.contains("argocd account generate-token")),
+        "{got:?}"
+    );
+    let requests = fake.server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "a 401 is not retried");
+}

@@ -1,0 +1,246 @@
+//! ECR clients: built from the standard AWS chain on first use, cached per (profile,
+//! region), with a concurrency bound per (account, region).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
+use aws_sdk_ecr::config::Region;
+use aws_sdk_ecr::config::retry::RetryConfig;
+use aws_sdk_ecr::config::timeout::TimeoutConfig;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+
+use crate::errors::Call;
+
+/// How the SDK retries throttled and transient failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryMode {
+    /// Exponential backoff with jitter (the SDK's `standard` mode).
+    #[default]
+    Standard,
+    /// Standard, plus a client-side rate limiter that slows down after throttling
+    /// (the SDK's `adaptive` mode); suits long-running loops such as `deploy watch`.
+    Adaptive,
+}
+
+/// Retry, timeout and concurrency settings of [`crate::EcrRegistry`].
+///
+/// Start from [`EcrOptions::default`] and change the fields you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EcrOptions {
+    /// Retry mode.
+    pub retry_mode: RetryMode,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the first retry (jittered, then doubled per retry).
+    pub initial_backoff: Duration,
+    /// Longest backoff between two attempts.
+    pub max_backoff: Duration,
+    /// Limit on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Limit on one attempt, response included.
+    pub attempt_timeout: Duration,
+    /// Limit on one call, all attempts and backoffs included.
+    pub operation_timeout: Duration,
+    /// Calls in flight at once to one account's registry in one region.
+    ///
+    /// ECR throttles per account and region; a release check asks for every image of
+    /// every region at once, so this bounds the burst each region sees.
+    pub concurrency_per_region: usize,
+    /// Use this AWS config file instead of `$AWS_CONFIG_FILE` / `~/.aws/config`.
+    pub config_file: Option<PathBuf>,
+    /// Use this AWS credentials file instead of `$AWS_SHARED_CREDENTIALS_FILE` /
+    /// `~/.aws/credentials`.
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl Default for EcrOptions {
+    fn default() -> Self {
+        Self {
+            retry_mode: RetryMode::Standard,
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(20),
+            operation_timeout: Duration::from_secs(90),
+            concurrency_per_region: 8,
+            config_file: None,
+            credentials_file: None,
+        }
+    }
+}
+
+impl EcrOptions {
+    fn retry_config(&self) -> RetryConfig {
+        let base = match self.retry_mode {
+            RetryMode::Standard => RetryConfig::standard(),
+            RetryMode::Adaptive => RetryConfig::adaptive(),
+        };
+        base.with_max_attempts(self.max_attempts.max(1))
+            .with_initial_backoff(self.initial_backoff)
+            .with_max_backoff(self.max_backoff)
+    }
+
+    fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+
+    fn profile_files(&self) -> Option<EnvConfigFiles> {
+        if self.config_file.is_none() && self.credentials_file.is_none() {
+            return None;
+        }
+        let mut files = EnvConfigFiles::builder();
+        match &self.config_file {
+            Some(path) => files = files.with_file(EnvConfigFileKind::Config, path),
+            None => files = files.include_default_config_file(true),
+        }
+        match &self.credentials_file {
+            Some(path) => files = files.with_file(EnvConfigFileKind::Credentials, path),
+            None => files = files.include_default_credentials_file(true),
+        }
+        Some(files.build())
+    }
+}
+
+/// A client ready for one call, holding one of its region's permits until dropped.
+pub(crate) struct Lease<'a> {
+    pub(crate) client: aws_sdk_ecr::Client,
+    pub(crate) call: Call<'a>,
+    _permit: OwnedSemaphorePermit,
+}
+
+type Profile = Option<String>;
+
+/// The clients of every (profile, region), created on first use.
+#[derive(Debug)]
+pub(crate) struct Clients {
+    options: EcrOptions,
+    /// Account → the AWS profile that reaches it (`None`: the default chain).
+    profiles: BTreeMap<String, Profile>,
+    /// One loaded AWS configuration (credentials chain, endpoint) per profile.
+    shared: Mutex<HashMap<Profile, Arc<OnceCell<SdkConfig>>>>,
+    clients: Mutex<HashMap<(Profile, String), aws_sdk_ecr::Client>>,
+    permits: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+}
+
+impl Clients {
+    pub(crate) fn new(options: EcrOptions, profiles: BTreeMap<String, Profile>) -> Self {
+        Self {
+            options,
+            profiles,
+            shared: Mutex::default(),
+            clients: Mutex::default(),
+            permits: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn options(&self) -> &EcrOptions {
+        &self.options
+    }
+
+    pub(crate) fn profiles(&self) -> &BTreeMap<String, Profile> {
+        &self.profiles
+    }
+
+    /// The profile of `account`; an account no environment names uses the default chain.
+    pub(crate) fn profile(&self, account: &str) -> Option<&str> {
+        self.profiles.get(account).and_then(|p| p.as_deref())
+    }
+
+    /// Waits for a permit of (`account`, `region`), then returns the client to call it with.
+    pub(crate) async fn lease<'a>(
+        &'a self,
+        operation: &'static str,
+        account: &'a str,
+        region: &'a str,
+    ) -> Lease<'a> {
+        let semaphore = lock(&self.permits)
+            .entry((account.to_owned(), region.to_owned()))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.options.concurrency_per_region.max(1))))
+            .clone();
+        let permit = semaphore
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let profile = self.profile(account);
+        let client = self.client(profile, region).await;
+        Lease {
+            client,
+            call: Call {
+                operation,
+                account,
+                region,
+                profile,
+                max_attempts: self.options.max_attempts.max(1),
+            },
+            _permit: permit,
+        }
+    }
+
+    async fn client(&self, profile: Option<&str>, region: &str) -> aws_sdk_ecr::Client {
+        let key = (profile.map(str::to_owned), region.to_owned());
+        if let Some(client) = lock(&self.clients).get(&key) {
+            return client.clone();
+        }
+        let shared = self.shared_config(profile, region).await;
+        let config = aws_sdk_ecr::config::Builder::from(&shared)
+            .region(Region::new(region.to_owned()))
+            .retry_config(self.options.retry_config())
+            .timeout_config(self.options.timeout_config())
+            .build();
+        tracing::debug!(profile, region, "created ECR client");
+        lock(&self.clients)
+            .entry(key)
+            .or_insert_with(|| aws_sdk_ecr::Client::from_conf(config))
+            .clone()
+    }
+
+    /// The AWS configuration of `profile`, loaded once: its credentials provider and
+    /// identity cache are shared by the clients of every region.
+    ///
+    /// Credential providers that call AWS (SSO, STS for web identity and assumed roles)
+    /// use the region of the profile or environment; when neither sets one, they use
+    /// `fallback_region`, the region of the first call.
+    async fn shared_config(&self, profile: Option<&str>, fallback_region: &str) -> SdkConfig {
+        let cell = lock(&self.shared)
+            .entry(profile.map(str::to_owned))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            let loader = || {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest());
+                if let Some(profile) = profile {
+                    loader = loader.profile_name(profile);
+                }
+                if let Some(files) = self.options.profile_files() {
+                    loader = loader.profile_files(files);
+                }
+                loader
+            };
+            let config = loader().load().await;
+            if config.region().is_some() {
+                return config;
+            }
+            loader()
+                .region(Region::new(fallback_region.to_owned()))
+                .load()
+                .await
+        })
+        .await
+        .clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps stay consistent even if a holder panicked: every update is one insert.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

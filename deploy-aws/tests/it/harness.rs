@@ -1,0 +1,311 @@
+//! Test harness: moto servers started and stopped by the tests, AWS config files, and
+//! a fixture that seeds ECR state through aws-sdk-ecr.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ecr::types::{
+    ImageTagMutability, ReplicationConfiguration, ReplicationDestination,
+    ReplicationRule as EcrRule, RepositoryFilter, RepositoryFilterType,
+};
+use deploy_aws::EcrOptions;
+use deploy_core::conformance::registry::RegistryFixture;
+use deploy_core::model::{Digest, RepoLocation, Tag};
+use deploy_core::port::ReplicationRule;
+use sha2::{Digest as _, Sha256};
+
+/// A `moto_server` process for one account, killed on drop.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts moto for `account` on a free loopback port and waits until it listens.
+    ///
+    /// `None` when moto is not installed and `CI` is not `true` (the caller skips);
+    /// under `CI=true` a missing moto fails the test.
+    pub fn start(account: &str) -> Option<Moto> {
+        let candidates: [(&str, &[&str]); 2] = [
+            ("moto_server", &["-H", "127.0.0.1", "-p", "0"]),
+            (
+                "python3",
+                &["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+            ),
+        ];
+        let mut tried = Vec::new();
+        for (program, args) in candidates {
+            let spawned = Command::new(program)
+                .args(args)
+                .env("MOTO_ACCOUNT_ID", account)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn();
+            let mut child = match spawned {
+                Ok(child) => child,
+                Err(e) => {
+                    tried.push(format!("{program}: {e}"));
+                    continue;
+                }
+            };
+            // werkzeug prints " * Running on http://127.0.0.1:PORT" once the socket is
+            // bound; a thread reads it (and keeps draining stderr so moto never blocks).
+            let stderr = child.stderr.take().expect("piped stderr");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                let mut seen = String::new();
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(url) = line.split("Running on ").nth(1) {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(Ok(url.trim().to_owned()));
+                        }
+                    } else if tx.is_some() {
+                        seen.push_str(&line);
+                        seen.push('\n');
+                    }
+                }
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err(seen));
+                }
+            });
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(Ok(endpoint)) => return Some(Moto { child, endpoint }),
+                Ok(Err(output)) => tried.push(format!("{program}: exited: {}", output.trim())),
+                Err(e) => tried.push(format!("{program}: no answer within 60 s ({e})")),
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let message = format!(
+            "moto is not available ({}); install it with: pip install 'moto[server]'",
+            tried.join("; ")
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{message}");
+        }
+        skip(&message);
+        None
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn skip(message: &str) {
+    eprintln!("skipping: {message}");
+}
+
+/// An AWS config and credentials file pair in a temporary directory.
+pub struct AwsFiles {
+    _dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    /// The credentials file.
+    pub credentials: PathBuf,
+}
+
+impl AwsFiles {
+    /// Profiles `(name, endpoint_url)` with region us-west-2 and dummy static credentials,
+    /// plus any extra config text.
+    pub fn new(profiles: &[(&str, &str)], extra_config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = String::new();
+        let mut credentials = String::new();
+        for (name, endpoint) in profiles {
+            config.push_str(&format!(
+                "[profile {name}]\nregion = us-west-2\nendpoint_url = {endpoint}\n\n"
+            ));
+            credentials.push_str(&format!(
+                "[{name}]\naws_access_key_id = AKIDTEST{name}\naws_secret_access_key = secret\n\n"
+            ));
+        }
+        config.push_str(extra_config);
+        let files = Self {
+            config: dir.path().join("config"),
+            credentials: dir.path().join("credentials"),
+            _dir: dir,
+        };
+        std::fs::write(&files.config, config).expect("write config");
+        std::fs::write(&files.credentials, credentials).expect("write credentials");
+        files
+    }
+
+    /// Options reading these files, with fast retries for tests.
+    pub fn options(&self) -> EcrOptions {
+        let mut options = fast_options();
+        options.config_file = Some(self.config.clone());
+        options.credentials_file = Some(self.credentials.clone());
+        options
+    }
+}
+
+/// Default options with tiny backoffs and short timeouts.
+pub fn fast_options() -> EcrOptions {
+    let mut options = EcrOptions::default();
+    options.max_attempts = 3;
+    options.initial_backoff = Duration::from_millis(1);
+    options.max_backoff = Duration::from_millis(5);
+    options.connect_timeout = Duration::from_secs(2);
+    options.attempt_timeout = Duration::from_secs(10);
+    options.operation_timeout = Duration::from_secs(30);
+    options
+}
+
+/// `sha256:<hex>` of `text`.
+pub fn sha256(text: &str) -> Digest {
+    let hex: String = Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Digest::new(format!("sha256:{hex}")).expect("valid digest")
+}
+
+/// Seeds moto through plain aws-sdk-ecr clients, independent of the code under test.
+pub struct EcrFixture {
+    /// Account → moto endpoint.
+    endpoints: Vec<(String, String)>,
+}
+
+impl EcrFixture {
+    /// A fixture for `(account, endpoint)` pairs.
+    pub fn new(endpoints: &[(&str, &str)]) -> Self {
+        Self {
+            endpoints: endpoints
+                .iter()
+                .map(|(a, e)| ((*a).to_owned(), (*e).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// A client for `account` in `region`.
+    pub fn client(&self, account: &str, region: &str) -> aws_sdk_ecr::Client {
+        let endpoint = self
+            .endpoints
+            .iter()
+            .find(|(a, _)| a == account)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("no moto server for account {account}"));
+        let config = aws_sdk_ecr::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(Credentials::new(
+                "AKIDFIXTURE",
+                "secret",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(endpoint)
+            .build();
+        aws_sdk_ecr::Client::from_conf(config)
+    }
+}
+
+#[async_trait]
+impl RegistryFixture for EcrFixture {
+    async fn create_repository(&self, repo: &RepoLocation, tag_mutable: bool) {
+        let mutability = if tag_mutable {
+            ImageTagMutability::Mutable
+        } else {
+            ImageTagMutability::Immutable
+        };
+        let result = self
+            .client(&repo.account, &repo.region)
+            .create_repository()
+            .registry_id(&repo.account)
+            .repository_name(&repo.repository)
+            .image_tag_mutability(mutability)
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_repository_already_exists_exception()) => {}
+            Err(e) => panic!("CreateRepository {repo}: {e:?}"),
+        }
+    }
+
+    async fn push(&self, repo: &RepoLocation, tag: &Tag, manifest: &str) -> Digest {
+        // moto derives digests from the layer digests, not from the manifest; real ECR
+        // uses sha256 of the manifest, so pass that and check moto kept it.
+        let digest = sha256(manifest);
+        let out = self
+            .client(&repo.account, &repo.region)
+            .put_image()
+            .registry_id(&repo.account)
+            .repository_name(&repo.repository)
+            .image_manifest(manifest)
+            .image_tag(tag.as_str())
+            .image_digest(digest.as_str())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PutImage {repo}:{tag}: {e:?}"));
+        let got = out
+            .image()
+            .and_then(|i| i.image_id())
+            .and_then(|i| i.image_digest())
+            .expect("PutImage returns the digest");
+        assert_eq!(got, digest.as_str(), "moto must keep the manifest digest");
+        digest
+    }
+
+    async fn put_replication_rules(&self, account: &str, region: &str, rules: &[ReplicationRule]) {
+        let rules = rules
+            .iter()
+            .map(|r| {
+                EcrRule::builder()
+                    .set_destinations(Some(
+                        r.destinations
+                            .iter()
+                            .map(|(a, reg)| {
+                                ReplicationDestination::builder()
+                                    .registry_id(a)
+                                    .region(reg)
+                                    .build()
+                                    .expect("destination")
+                            })
+                            .collect(),
+                    ))
+                    .set_repository_filters(Some(
+                        r.repository_prefixes
+                            .iter()
+                            .map(|p| {
+                                RepositoryFilter::builder()
+                                    .filter(p)
+                                    .filter_type(RepositoryFilterType::PrefixMatch)
+                                    .build()
+                                    .expect("filter")
+                            })
+                            .collect(),
+                    ))
+                    .build()
+                    .expect("rule")
+            })
+            .collect();
+        self.client(account, region)
+            .put_replication_configuration()
+            .replication_configuration(
+                ReplicationConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .expect("configuration"),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PutReplicationConfiguration {account} {region}: {e:?}"));
+    }
+}

@@ -1,0 +1,320 @@
+//! The command line, as clap derive types; the doc comments are the help.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Safe, observable Argo CD deployments: a release (a tag plus every service's digest) is
+/// the unit, production is gated on the same digests in every region, and promotion is an
+/// ordered, health-gated rollout over waves of clusters with soak, halt, rollback and resume.
+#[derive(Debug, Parser)]
+#[command(
+    name = "deploy",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: $DEPLOY_CONFIG, else ./deploy.toml]
+    #[arg(long, global = true, env = "DEPLOY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Output format: text for people, json for JSON Lines ({"type","data"} per line, the last of type "result")
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// More logs on stderr (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr, no progress
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Argo CD server: host, host:port or URL (overrides [argocd].server)
+    #[arg(long, global = true, env = "ARGOCD_SERVER", value_name = "SERVER")]
+    pub argocd_server: Option<String>,
+
+    /// Talk to Argo CD without TLS
+    #[arg(long, global = true)]
+    pub plaintext: bool,
+
+    /// Skip TLS certificate verification (warned; for test servers only)
+    #[arg(long, global = true)]
+    pub insecure: bool,
+
+    /// Run against in-memory backends seeded from the config, with state kept in .deploy-sandbox/
+    #[arg(long, global = true)]
+    pub sandbox: bool,
+}
+
+/// Text or JSON Lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and progress for people.
+    Text,
+    /// JSON Lines on stdout.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Which release runs where: environment × cluster → application, desired and live tag, sync, health, operation
+    Status {
+        /// Only this environment
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Releases in the registries
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// The gates and waves `promote` would run; changes nothing
+    Plan(PlanArgs),
+    /// Gated, wave-by-wave rollout of a release to an environment
+    Promote(PromoteArgs),
+    /// Re-promote the previous (or given) release, with the same gates and waits
+    Rollback(RollbackArgs),
+    /// Live policy findings: sync policies, ApplicationSet ignore rules, replication, tag mutability, clusters
+    Audit {
+        /// Only this environment
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// The image-updater loop: write each new complete release into an automated environment
+    Watch(WatchArgs),
+    /// Print manifests
+    #[command(subcommand)]
+    Render(RenderCommand),
+    /// CI helpers
+    #[command(subcommand)]
+    Build(BuildCommand),
+    /// The whole story, end to end, on in-memory backends, in seconds
+    Demo {
+        /// Slow the demo down by this factor (1 = as fast as it reads well)
+        #[arg(long, default_value_t = 1.0)]
+        pace: f64,
+    },
+    /// Manage the sandbox's simulated world (only with --sandbox)
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Shell completions
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `deploy release ...`
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Is release TAG complete in every region registry of ENV: digests per service, what is missing
+    Check {
+        /// Environment
+        #[arg(long)]
+        env: String,
+        /// The release tag
+        #[arg(long)]
+        tag: String,
+    },
+    /// The newest complete release of ENV
+    Latest {
+        /// Environment
+        #[arg(long)]
+        env: String,
+    },
+}
+
+/// `deploy plan`
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Environment
+    #[arg(long)]
+    pub env: String,
+    /// Release tag [default: the release live in the environment's promote_from]
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+/// `deploy promote`
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Environment and tag.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Confirmation and dry run.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Leave failed clusters as they are instead of returning them to the previous release
+    #[arg(long)]
+    pub no_rollback: bool,
+}
+
+/// Confirmation and dry run.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Do not ask for confirmation (for CI)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Show the plan and exit
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `deploy rollback`
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Environment
+    #[arg(long)]
+    pub env: String,
+    /// Release tag to return to [default: the previous release, from the audit trail or Argo CD history]
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this cluster
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Confirmation and dry run.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `deploy watch`
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Environment (must be automated)
+    #[arg(long)]
+    pub env: String,
+    /// Check once and exit (for cron)
+    #[arg(long)]
+    pub once: bool,
+    /// Time between polls of the sentinel repository
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    pub interval: Duration,
+}
+
+/// `deploy render ...`
+#[derive(Debug, Subcommand)]
+pub enum RenderCommand {
+    /// The ApplicationSet of ENV as YAML, valid against the upstream CRD schema
+    Applicationset {
+        /// Environment
+        #[arg(long)]
+        env: String,
+    },
+}
+
+/// `deploy build ...`
+#[derive(Debug, Subcommand)]
+pub enum BuildCommand {
+    /// The release tag and the ordered push list for CI, sentinel last
+    Plan {
+        /// Environment
+        #[arg(long)]
+        env: String,
+        /// The commit being built
+        #[arg(long)]
+        sha: String,
+        /// The branch being built (checked against the environment's branch)
+        #[arg(long, env = "GITHUB_REF_NAME")]
+        branch: Option<String>,
+    },
+}
+
+/// `deploy sandbox ...`
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Forget the sandbox's state; the next command seeds a fresh world
+    Reset,
+    /// Act as CI: push every service image of TAG to ENV's registry, sentinel last
+    Push {
+        /// Environment
+        #[arg(long)]
+        env: String,
+        /// Tag
+        #[arg(long)]
+        tag: String,
+        /// Leave this service out (an incomplete release)
+        #[arg(long)]
+        skip: Vec<String>,
+    },
+    /// Make the next operation of one Application end badly
+    Break {
+        /// Environment
+        #[arg(long)]
+        env: String,
+        /// Cluster
+        #[arg(long)]
+        cluster: String,
+        /// How it ends
+        #[arg(long, value_enum, default_value_t = Breakage::Degraded)]
+        how: Breakage,
+    },
+}
+
+/// How a sandbox operation ends badly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Breakage {
+    /// The sync succeeds, then the app goes Degraded.
+    Degraded,
+    /// The sync fails.
+    Failed,
+    /// The sync never finishes.
+    Hang,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 30s or 5m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_every_command() {
+        let ok = |args: &str| {
+            let argv = std::iter::once("deploy").chain(args.split_whitespace());
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args}: {e}"))
+        };
+        ok("status");
+        ok("--sandbox status --env prod");
+        ok("release check --env prod --tag abc1234");
+        ok("release latest --env staging --output json");
+        ok("plan --env prod --tag abc1234");
+        ok("promote --env prod --yes --no-rollback");
+        ok("promote --env prod --dry-run");
+        ok("rollback --env prod --to abc1234 --cluster us-east-1 --yes");
+        ok("audit --env prod");
+        ok("watch --env staging --once --interval 1m");
+        ok("render applicationset --env prod");
+        ok("build plan --env staging --sha 0123456789abcdef");
+        ok("demo");
+        ok("sandbox push --env staging --tag abc1234 --skip api");
+        ok("completions bash");
+        assert!(
+            Cli::try_parse_from(["deploy", "promote"]).is_err(),
+            "--env is required"
+        );
+        assert!(
+            Cli::try_parse_from(["deploy", "watch", "--env", "s", "--interval", "soon"]).is_err()
+        );
+    }
+}

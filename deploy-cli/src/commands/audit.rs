@@ -1,0 +1,58 @@
+//! `deploy audit`: live policy findings.
+
+use anyhow::{Context, Result};
+
+use deploy_core::config::Config;
+use deploy_core::plan::findings::{Severity, findings, observe};
+
+use crate::backends::Backends;
+use crate::exit::{Exit, UsageError};
+use crate::output::{Output, table};
+
+/// Prints every finding; exit 1 when there is an error finding.
+pub async fn run(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    only: Option<&str>,
+) -> Result<Exit> {
+    let envs: Vec<_> = match only {
+        Some(e) => vec![config.environment(e).map_err(UsageError)?],
+        None => config.environments_in_order(),
+    };
+    let mut all = Vec::new();
+    for env in envs {
+        let input = observe(config, env, &*backends.registry, &*backends.argocd)
+            .await
+            .with_context(|| format!("reading the state of {}", env.name))?;
+        for f in findings(config, env, &input) {
+            out.record("finding", &f);
+            all.push(f);
+        }
+    }
+    let errors = all.iter().filter(|f| f.severity == Severity::Error).count();
+    if all.is_empty() {
+        out.text("no findings: sync policies, ignore rules, replication, tag mutability and clusters are as the configuration says");
+    } else {
+        let mut t = table(&["SEVERITY", "ENV", "SUBJECT", "FINDING"]);
+        for f in &all {
+            t.add_row(vec![
+                format!("{:?}", f.severity).to_lowercase(),
+                f.environment.clone(),
+                f.subject.clone(),
+                f.message.clone(),
+            ]);
+        }
+        out.text(t);
+        out.text(format!(
+            "{errors} error(s), {} warning(s)",
+            all.len() - errors
+        ));
+    }
+    out.result(&serde_json::json!({ "findings": all, "errors": errors }));
+    Ok(if errors > 0 {
+        Exit::Failed
+    } else {
+        Exit::Success
+    })
+}

@@ -1,0 +1,264 @@
+//! `deploy demo`: the whole story on the in-memory backends, narrated, in seconds.
+//!
+//! It runs the same library code as the real commands (planners, engine, watch logic)
+//! over a seeded in-memory world with compressed time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+
+use deploy_core::config::{Config, EXAMPLE};
+use deploy_core::engine::{Engine, Ports, RunOptions};
+use deploy_core::memory::{Timing, World};
+use deploy_core::model::Tag;
+use deploy_core::plan::build::{build_tag, push_order};
+use deploy_core::plan::live::{is_at, service_images};
+use deploy_core::plan::promotion::{Intent, observe, plan};
+use deploy_core::plan::release::{check_release, newest_complete};
+use deploy_core::port::{ArgoCd, Clock, SystemClock};
+use deploy_core::trail::Actor;
+
+use super::promote::{print_plan, print_summary};
+use super::release::print_check;
+use crate::backends::{Backends, image_updater_writes};
+use crate::exit::Exit;
+use crate::output::Output;
+
+/// Runs the demo; `pace` stretches every simulated duration.
+pub async fn run(out: Output, pace: f64) -> Result<Exit> {
+    let started = Instant::now();
+    let pace = if pace.is_finite() && pace > 0.0 {
+        pace
+    } else {
+        1.0
+    };
+    let scaled = |ms: u64| Duration::from_millis((ms as f64 * pace) as u64);
+    let mut config = Config::parse("examples/deploy.toml", EXAMPLE)?;
+    for env in config.environments.values_mut() {
+        env.soak = env.soak.min(scaled(1500));
+        env.timeout = scaled(20_000);
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let first = Tag::new("5e1f00d0c0de")?;
+    let world = World::seeded(&config, clock.clone(), &first);
+    world.argocd.set_timing(Timing {
+        sync: scaled(600),
+        health: scaled(700),
+    });
+    world.registry.set_replication_delay(scaled(1200));
+    let backends = Backends {
+        registry: Arc::new(world.registry.clone()),
+        argocd: Arc::new(world.argocd.clone()),
+        lock: Arc::new(world.lock.clone()),
+        audit: Arc::new(world.audit.clone()),
+        clock,
+        sandbox: None,
+    };
+    let say = |s: &str| out.text(s);
+    let staging = config
+        .environment("staging")
+        .map_err(anyhow::Error::msg)?
+        .clone();
+    let prod = config
+        .environment("prod")
+        .map_err(anyhow::Error::msg)?
+        .clone();
+
+    say(
+        "deploy demo: one application (myapp) of 3 services (api, worker, and the sentinel logserver)",
+    );
+    say(
+        "on 3 EKS clusters (us-west-2, us-east-1, eu-west-1), one Argo CD, environments debug, staging and prod.",
+    );
+    say(&format!(
+        "Everything runs {first}. Time is compressed: a sync takes ~1s, soak 1.5s, replication ~1s.\n"
+    ));
+
+    for (round, sha, broken) in [
+        (1, "7f3a9c1e2b4d5a6f7788", None),
+        (2, "9b8c7d6e5f4a3b2c1d0e", Some("eu-west-1")),
+    ] {
+        say(&format!(
+            "── Release {round} ──────────────────────────────────────────────────────────"
+        ));
+        let tag = build_tag(&staging, sha, Some("staging")).map_err(anyhow::Error::msg)?;
+        say(&format!(
+            "1. CI builds commit {sha} on branch staging: `deploy build plan` gives tag {tag} and the push order,"
+        ));
+        say(
+            "   the sentinel last, so that an image updater watching logserver only ever sees finished pushes.",
+        );
+        let pushes = push_order(&config, &staging, &tag);
+        let release = world.ci_push(&config, &staging, &tag);
+        for p in &pushes.pushes {
+            let service = config
+                .services
+                .iter()
+                .find(|s| p.location.repository.ends_with(&s.repository))
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            say(&format!(
+                "   pushed {p}  {}",
+                release
+                    .digests
+                    .get(&service)
+                    .map(|d| d.short())
+                    .unwrap_or("")
+            ));
+        }
+
+        say(
+            "\n2. `deploy watch --env staging` polls the sentinel, sees the new tag and checks the whole release:",
+        );
+        let (found, _) = newest_complete(&*backends.registry, &config, &staging).await?;
+        let check = found.ok_or_else(|| anyhow::anyhow!("the demo's release is incomplete"))?;
+        print_check(out, &config, &check);
+        say(
+            "   complete, so it writes the tag into the 3 staging Applications; their sync is automated, so Argo CD deploys.",
+        );
+        image_updater_writes(&world, &config, &staging, &tag);
+        wait_until(&world, &config, &staging, &tag).await;
+        say("   staging runs the release on all 3 clusters, Synced and Healthy.\n");
+
+        say(
+            "3. ECR replication copies the staging images into the prod registry (account 222222222222) in 3 regions.",
+        );
+        let in_flight = check_release(&*backends.registry, &config, &prod, &tag).await?;
+        say(&format!(
+            "   right after the push, {} of 9 prod images are still missing; prod must wait.",
+            in_flight.missing.len()
+        ));
+        tokio::time::sleep(scaled(1300)).await;
+        let landed = check_release(&*backends.registry, &config, &prod, &tag).await?;
+        print_check(out, &config, &landed);
+
+        say(
+            "\n4. `deploy plan --env prod`: the release live in staging, and four gates; then the waves.",
+        );
+        let obs = observe(
+            &config,
+            &prod,
+            Intent::Promote { tag: None },
+            None,
+            &*backends.registry,
+            &*backends.argocd,
+        )
+        .await?;
+        let p = plan(&config, &prod, &obs);
+        print_plan(out, &p);
+
+        if let Some(cluster) = broken {
+            let app =
+                config.application_name(&prod, config.cluster(cluster).expect("example cluster"));
+            world
+                .argocd
+                .push_script(&app, deploy_core::memory::argocd::Script::Degraded);
+            say(&format!(
+                "\n   (this time a bad config makes the new pods in {cluster} crash-loop: its sync will go Degraded)"
+            ));
+        }
+        say(
+            "\n5. `deploy promote --env prod --yes`: wave by wave; each wave waits for our sync to finish, Synced,",
+        );
+        say("   Healthy and running the release's images, then soaks while watching health.");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            os_user: "demo".into(),
+            argocd_user: Some("ci-bot".into()),
+        };
+        let opts = RunOptions {
+            run_id: format!("demo-{round}"),
+            holder: "demo".into(),
+            actor,
+            lock_key: "deploy-myapp-prod".into(),
+            rollback_on_failure: true,
+            cancel: None,
+            grace: Duration::ZERO,
+        };
+        let ports = Ports {
+            argocd: &*backends.argocd,
+            lock: &*backends.lock,
+            audit: &*backends.audit,
+            clock: &*backends.clock,
+        };
+        let engine = Engine::new(ports, opts, tx);
+        let printer = async {
+            while let Some(e) = rx.recv().await {
+                out.record("event", &e);
+                if matches!(
+                    e,
+                    deploy_core::engine::Event::Gate(_)
+                        | deploy_core::engine::Event::LockAcquired { .. }
+                ) {
+                    continue;
+                }
+                if let Some(line) = crate::progress::describe(&e) {
+                    say(&format!("   {line}"));
+                }
+            }
+        };
+        let run = async {
+            let r = engine.run(&p).await;
+            drop(engine);
+            r
+        };
+        let (report, ()) = tokio::join!(run, printer);
+        let report = report?;
+        print_summary(out, &report);
+
+        say("\n6. `deploy status`: which release runs where.");
+        super::status::run(
+            &config,
+            &backends,
+            Output {
+                format: out.format,
+                quiet: true,
+            },
+            None,
+        )
+        .await?;
+        let _ = release;
+        say("");
+    }
+    let records = world.audit.state();
+    say(&format!(
+        "The audit trail holds {} records (who, which release with digests, which clusters, when, outcome); the last: {:?}, {}.",
+        records.len(),
+        records.last().map(|r| r.outcome),
+        records.last().map(|r| r.message.as_str()).unwrap_or("")
+    ));
+    say(&format!(
+        "Demo finished in {:.1}s. Try it on your own config: deploy --sandbox --config examples/deploy.toml status",
+        started.elapsed().as_secs_f64()
+    ));
+    out.result(
+        &serde_json::json!({ "seconds": started.elapsed().as_secs_f64(), "audit": records }),
+    );
+    Ok(Exit::Success)
+}
+
+/// Waits (on the in-memory clock) until every Application of `env` runs `tag`, Healthy.
+async fn wait_until(
+    world: &World,
+    config: &Config,
+    env: &deploy_core::config::Environment,
+    tag: &Tag,
+) {
+    loop {
+        let mut all = true;
+        for c in &config.clusters {
+            let app = world
+                .argocd
+                .application(&config.application_name(env, c))
+                .await
+                .expect("seeded app");
+            all &= is_at(&app, &service_images(config, env, c), tag);
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,10 @@
+//! One module per command.
+
+pub mod audit;
+pub mod build;
+pub mod demo;
+pub mod promote;
+pub mod release;
+pub mod sandbox;
+pub mod status;
+pub mod watch;

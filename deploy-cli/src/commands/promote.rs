@@ -1,0 +1,425 @@
+//! `deploy plan`, `deploy promote` and `deploy rollback`: observe, plan, confirm, run the
+//! engine with live progress, summarize.
+
+#![allow(clippy::print_stderr)]
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{mpsc, watch};
+
+use deploy_core::config::{Config, Environment};
+use deploy_core::engine::{AppState, Engine, Event, Ports, RunOptions, RunReport};
+use deploy_core::plan::live::{LiveTag, live_tag, service_images};
+use deploy_core::plan::promotion::{
+    Action, Intent, PromotionPlan, observe, plan, previous_release,
+};
+use deploy_core::trail::{Actor, Outcome};
+
+use super::release::parse_tag;
+use crate::backends::Backends;
+use crate::cli::{PlanArgs, PromoteArgs, RollbackArgs, RunArgs};
+use crate::exit::{Exit, UsageError};
+use crate::output::{Output, table};
+
+/// How long running syncs may finish after Ctrl-C.
+pub const GRACE: Duration = Duration::from_secs(30);
+
+async fn make_plan(
+    config: &Config,
+    backends: &Backends,
+    env: &Environment,
+    intent: Intent,
+    cluster: Option<&str>,
+) -> Result<PromotionPlan> {
+    let obs = observe(
+        config,
+        env,
+        intent,
+        cluster,
+        &*backends.registry,
+        &*backends.argocd,
+    )
+    .await
+    .with_context(|| format!("reading the state of {}", env.name))?;
+    Ok(plan(config, env, &obs))
+}
+
+/// Prints the gates, the release's digests and the waves.
+pub fn print_plan(out: Output, p: &PromotionPlan) {
+    let verb = match &p.intent {
+        Intent::Promote { .. } => "promote",
+        Intent::Rollback { .. } => "roll back",
+    };
+    let tag = p
+        .release
+        .as_ref()
+        .map_or("?".to_owned(), |r| r.tag.to_string());
+    out.text(format!("plan: {verb} {} to {tag}", p.environment));
+    for (i, g) in p.gates.iter().enumerate() {
+        out.text(format!(
+            "  {} gate {}: {}: {}",
+            if g.passed { "✓" } else { "✗" },
+            i + 1,
+            g.name,
+            g.summary
+        ));
+        if !g.passed {
+            for d in g.details.iter().skip(1) {
+                out.text(format!("        {d}"));
+            }
+        }
+    }
+    if let Some(r) = &p.release {
+        let digests: Vec<String> = r
+            .digests
+            .iter()
+            .map(|(s, d)| format!("{s} {}", d.short()))
+            .collect();
+        out.text(format!("  release {}: {}", r.tag, digests.join(", ")));
+    }
+    if !p.waves.is_empty() {
+        let mut t = table(&["WAVE", "CLUSTER", "APPLICATION", "NOW", "ACTION"]);
+        for w in &p.waves {
+            for a in &w.apps {
+                let mut action = match &a.action {
+                    Action::Skip => "skip: already runs it, Healthy".to_owned(),
+                    Action::Deploy {
+                        set_override: Some(_),
+                        sync: true,
+                    } => format!("set image override to {tag}, sync, wait"),
+                    Action::Deploy {
+                        set_override: None,
+                        sync: true,
+                    } => "sync, wait".to_owned(),
+                    Action::Deploy {
+                        set_override: Some(_),
+                        sync: false,
+                    } => format!("set image override to {tag}, wait for auto-sync"),
+                    Action::Deploy {
+                        set_override: None,
+                        sync: false,
+                    } => "wait for auto-sync".to_owned(),
+                };
+                if let Some(by) = &a.foreign_operation {
+                    action.push_str(&format!(" (after {by}'s operation)"));
+                }
+                t.add_row(vec![
+                    w.number.to_string(),
+                    a.cluster.clone(),
+                    a.application.clone(),
+                    a.live.to_string(),
+                    action,
+                ]);
+            }
+        }
+        out.text(t);
+        out.text(format!(
+            "  {} change(s); per wave: timeout {}, soak {}",
+            p.changes(),
+            humantime::format_duration(p.timeout),
+            humantime::format_duration(p.soak)
+        ));
+    }
+}
+
+/// `deploy plan`: exit 0 when every gate passes, 3 when one fails.
+pub async fn plan_cmd(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    args: &PlanArgs,
+) -> Result<Exit> {
+    let env = config.environment(&args.env).map_err(UsageError)?;
+    let tag = args.tag.as_deref().map(parse_tag).transpose()?;
+    let p = make_plan(config, backends, env, Intent::Promote { tag }, None).await?;
+    print_plan(out, &p);
+    out.result(&p);
+    Ok(if p.is_go() {
+        Exit::Success
+    } else {
+        Exit::GateNotMet
+    })
+}
+
+/// `deploy promote`.
+pub async fn promote(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    args: &PromoteArgs,
+) -> Result<Exit> {
+    let env = config.environment(&args.plan.env).map_err(UsageError)?;
+    let tag = args.plan.tag.as_deref().map(parse_tag).transpose()?;
+    let p = make_plan(config, backends, env, Intent::Promote { tag }, None).await?;
+    execute(config, backends, out, env, p, &args.run, !args.no_rollback).await
+}
+
+/// `deploy rollback`.
+pub async fn rollback(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    args: &RollbackArgs,
+) -> Result<Exit> {
+    let env = config.environment(&args.env).map_err(UsageError)?;
+    if let Some(c) = &args.cluster
+        && config.cluster(c).is_none()
+    {
+        return Err(UsageError(format!("no cluster {c:?} in the configuration")).into());
+    }
+    let (tag, recorded) = match &args.to {
+        Some(t) => {
+            let tag = parse_tag(t)?;
+            let records = backends
+                .audit
+                .records()
+                .await
+                .context("reading the audit trail")?;
+            let recorded = records
+                .iter()
+                .rev()
+                .find(|r| r.environment == env.name && r.release.tag == tag)
+                .map(|r| r.release.clone());
+            (tag, recorded)
+        }
+        None => {
+            let records = backends
+                .audit
+                .records()
+                .await
+                .context("reading the audit trail")?;
+            let mut apps = Vec::new();
+            let mut live = Vec::new();
+            for c in &config.clusters {
+                if let Ok(app) = backends
+                    .argocd
+                    .application(&config.application_name(env, c))
+                    .await
+                {
+                    live.push(live_tag(&app, &service_images(config, env, c)));
+                    apps.push(app);
+                }
+            }
+            let current = match live.first() {
+                Some(LiveTag::Tag(t)) if live.iter().all(|l| l == &live[0]) => Some(t.clone()),
+                _ => None,
+            };
+            previous_release(&records, &env.name, current.as_deref(), &apps.iter().collect::<Vec<_>>(), &env.image_override).ok_or_else(
+                || UsageError(format!("no earlier release of {} is known (audit trail and Argo CD history are empty); give one with --to", env.name)),
+            )?
+        }
+    };
+    let p = make_plan(
+        config,
+        backends,
+        env,
+        Intent::Rollback { tag, recorded },
+        args.cluster.as_deref(),
+    )
+    .await?;
+    execute(config, backends, out, env, p, &args.run, true).await
+}
+
+async fn execute(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    env: &Environment,
+    p: PromotionPlan,
+    run: &RunArgs,
+    rollback: bool,
+) -> Result<Exit> {
+    print_plan(out, &p);
+    out.record("plan", &p);
+    if let Some(g) = p.failed_gate() {
+        out.text(format!(
+            "not promoted: gate \"{}\" is not met; nothing was changed",
+            g.name
+        ));
+        out.result(&serde_json::json!({ "outcome": "gate_failed", "gate": g, "changed": 0 }));
+        return Ok(Exit::GateNotMet);
+    }
+    if run.dry_run {
+        out.text("dry run: nothing was changed");
+        out.result(&serde_json::json!({ "outcome": "dry_run", "plan": p }));
+        return Ok(Exit::Success);
+    }
+    let release = p.release.clone().expect("a go plan has a release");
+    if p.changes() == 0 {
+        out.text(format!(
+            "nothing to do: every application of {} already runs {}, Healthy",
+            env.name, release.tag
+        ));
+        out.result(&serde_json::json!({ "outcome": Outcome::UpToDate, "release": release }));
+        return Ok(Exit::Success);
+    }
+    if !env.sync.is_automated() && !run.yes && !confirm(out, &p)? {
+        out.text("not confirmed: nothing was changed");
+        out.result(&serde_json::json!({ "outcome": "not_confirmed" }));
+        return Ok(Exit::Success);
+    }
+
+    let actor = actor();
+    let run_id = format!(
+        "{}-{}",
+        backends.clock.now().strftime("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    );
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let opts = RunOptions {
+        run_id,
+        holder: format!("{} pid {}", actor.os_user, std::process::id()),
+        actor,
+        lock_key: format!("deploy-{}-{}", config.app, env.name),
+        rollback_on_failure: rollback,
+        cancel: Some(cancel_rx),
+        grace: GRACE,
+    };
+    let ports = Ports {
+        argocd: &*backends.argocd,
+        lock: &*backends.lock,
+        audit: &*backends.audit,
+        clock: &*backends.clock,
+    };
+    let signals_tx = tx.clone();
+    let engine = Engine::new(ports, opts, tx);
+    let save = || {
+        if let Err(e) = backends.save() {
+            tracing::warn!("saving the sandbox: {e:#}");
+        }
+    };
+    let renderer = crate::progress::render(out, rx, save);
+    let signals = async move {
+        wait_for_signal().await;
+        let _ = signals_tx.send(Event::Interrupting);
+        let _ = cancel_tx.send(true);
+        wait_for_signal().await;
+        eprintln!(
+            "second interrupt: aborting now; run `deploy status` to see where each cluster stands, then the same command again to resume"
+        );
+        std::process::exit(i32::from(Exit::Interrupted.code()));
+    };
+    let run = async {
+        let r = engine.run(&p).await;
+        drop(engine);
+        r
+    };
+    let (result, ()) = tokio::select! {
+        r = async { tokio::join!(run, renderer) } => r,
+        () = signals => unreachable!("the signal task exits the process"),
+    };
+    backends.save()?;
+    let report = result?;
+    print_summary(out, &report);
+    if report.outcome == Outcome::Interrupted {
+        out.note(format!(
+            "interrupted: run `deploy {} --env {}` again to resume; finished clusters are skipped",
+            verb(&p),
+            env.name
+        ));
+    }
+    out.result(&report);
+    Ok(Exit::of_outcome(report.outcome))
+}
+
+fn verb(p: &PromotionPlan) -> &'static str {
+    match p.intent {
+        Intent::Promote { .. } => "promote",
+        Intent::Rollback { .. } => "rollback",
+    }
+}
+
+/// Prints the per-cluster summary table.
+pub fn print_summary(out: Output, report: &RunReport) {
+    let mut t = table(&[
+        "WAVE",
+        "CLUSTER",
+        "APPLICATION",
+        "FROM",
+        "TO",
+        "RESULT",
+        "TIME",
+    ]);
+    for a in &report.apps {
+        let state = match &a.state {
+            AppState::Skipped => "skipped (already there)".to_owned(),
+            AppState::Deployed => "deployed, Healthy".to_owned(),
+            AppState::Failed(r) => format!("FAILED: {r}"),
+            AppState::RolledBack => format!("rolled back to {}", a.from),
+            AppState::RollbackFailed(r) => format!("ROLLBACK FAILED: {r}"),
+            AppState::NotStarted => "not started".to_owned(),
+            AppState::Interrupted => "interrupted".to_owned(),
+        };
+        t.add_row(vec![
+            a.wave.to_string(),
+            a.cluster.clone(),
+            a.application.clone(),
+            a.from.clone(),
+            a.to.clone(),
+            state,
+            format!("{:.1}s", a.elapsed_ms as f64 / 1000.0),
+        ]);
+    }
+    out.text(t);
+    out.text(format!("{:?}: {}", report.outcome, report.message));
+}
+
+fn confirm(out: Output, p: &PromotionPlan) -> Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() || out.json() {
+        return Err(UsageError(format!(
+            "{} is a manual environment: confirm on a terminal, or pass --yes (CI) after reviewing `deploy plan --env {}`",
+            p.environment, p.environment
+        ))
+        .into());
+    }
+    let tag = p
+        .release
+        .as_ref()
+        .map(|r| r.tag.to_string())
+        .unwrap_or_default();
+    eprint!(
+        "{} {} application(s) of {} to {tag} in {} wave(s)? Type yes to go on: ",
+        verb(p),
+        p.changes(),
+        p.environment,
+        p.waves.len()
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the confirmation")?;
+    Ok(answer.trim().eq_ignore_ascii_case("yes") || answer.trim().eq_ignore_ascii_case("y"))
+}
+
+/// Who runs this: the OS user.
+pub fn actor() -> Actor {
+    let os_user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    Actor {
+        os_user,
+        argocd_user: None,
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,85 @@
+//! `deploy sandbox ...`: act on the sandbox's simulated world (CI pushes, breakage, reset).
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use deploy_core::config::Config;
+use deploy_core::memory::argocd::Script;
+use deploy_core::memory::build_digest;
+use deploy_core::plan::build::push_order;
+
+use super::release::parse_tag;
+use crate::backends::{Backends, SANDBOX_DIR, Sandbox};
+use crate::cli::{Breakage, SandboxCommand};
+use crate::exit::{Exit, UsageError};
+use crate::output::Output;
+
+/// Runs a sandbox command.
+pub fn run(
+    config: &Config,
+    backends: Option<&Backends>,
+    out: Output,
+    cmd: &SandboxCommand,
+) -> Result<Exit> {
+    if let SandboxCommand::Reset = cmd {
+        Sandbox::reset(Path::new(SANDBOX_DIR))?;
+        out.text(format!("sandbox reset: the next --sandbox command seeds a fresh world from the configuration into {SANDBOX_DIR}/"));
+        out.result(&serde_json::json!({ "reset": true }));
+        return Ok(Exit::Success);
+    }
+    let Some(sandbox) = backends.and_then(|b| b.sandbox.as_ref()) else {
+        return Err(
+            UsageError("`deploy sandbox` acts on the sandbox only: add --sandbox".into()).into(),
+        );
+    };
+    let world = &sandbox.world;
+    match cmd {
+        SandboxCommand::Reset => unreachable!("handled above"),
+        SandboxCommand::Push { env, tag, skip } => {
+            let env = config.environment(env).map_err(UsageError)?;
+            let tag = parse_tag(tag)?;
+            if let Some(s) = skip
+                .iter()
+                .find(|s| !config.services.iter().any(|c| &c.name == *s))
+            {
+                return Err(UsageError(format!("--skip {s}: no such service")).into());
+            }
+            let plan = push_order(config, env, &tag);
+            let mut services: Vec<_> = config.services.iter().collect();
+            services.sort_by_key(|s| s.sentinel);
+            let mut pushed = Vec::new();
+            for (image, service) in plan.pushes.iter().zip(services) {
+                if skip.contains(&service.name) {
+                    out.text(format!("skipped {image} (as a failed CI job would)"));
+                    continue;
+                }
+                let digest = build_digest(&service.name, &tag);
+                world.registry.push(&image.location, &tag, &digest);
+                out.text(format!("pushed {image} {digest}"));
+                pushed.push(image.to_string());
+            }
+            sandbox.save()?;
+            out.result(&serde_json::json!({ "pushed": pushed }));
+        }
+        SandboxCommand::Break { env, cluster, how } => {
+            let env = config.environment(env).map_err(UsageError)?;
+            let c = config
+                .cluster(cluster)
+                .ok_or_else(|| UsageError(format!("no cluster {cluster:?}")))?;
+            let name = config.application_name(env, c);
+            let script = match how {
+                Breakage::Degraded => Script::Degraded,
+                Breakage::Failed => Script::Failed,
+                Breakage::Hang => Script::Hang,
+            };
+            world.argocd.push_script(&name, script);
+            sandbox.save()?;
+            out.text(format!("the next operation of {name} will end {how:?}"));
+            out.result(
+                &serde_json::json!({ "application": name, "next_operation": format!("{how:?}") }),
+            );
+        }
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,165 @@
+//! `deploy status`: which release runs where.
+
+use anyhow::Result;
+use futures::future::join_all;
+use serde::Serialize;
+
+use deploy_core::config::Config;
+use deploy_core::engine::{ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE};
+use deploy_core::plan::live::{live_tag, service_images};
+use deploy_core::plan::promotion::desired;
+use deploy_core::plan::release::newest_complete;
+
+use crate::backends::Backends;
+use crate::exit::Exit;
+use crate::output::{Output, table};
+
+/// One environment × cluster.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    environment: String,
+    cluster: String,
+    application: String,
+    desired: Option<String>,
+    live: Option<String>,
+    sync: Option<String>,
+    health: Option<String>,
+    operation: Option<String>,
+    promoted_by: Option<String>,
+    promoted_at: Option<String>,
+    promoted_release: Option<String>,
+}
+
+/// One environment's registry summary.
+#[derive(Debug, Serialize)]
+pub struct EnvSummary {
+    environment: String,
+    sync: String,
+    newest_complete_release: Option<String>,
+    registry_error: Option<String>,
+}
+
+/// Reads every Application of the chosen environments and prints the table.
+pub async fn run(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    only: Option<&str>,
+) -> Result<Exit> {
+    let envs: Vec<_> = match only {
+        Some(e) => vec![config.environment(e).map_err(crate::exit::UsageError)?],
+        None => config.environments_in_order(),
+    };
+    let mut rows = Vec::new();
+    let mut summaries = Vec::new();
+    for env in envs {
+        let names: Vec<String> = config
+            .clusters
+            .iter()
+            .map(|c| config.application_name(env, c))
+            .collect();
+        let apps = join_all(names.iter().map(|n| backends.argocd.application(n))).await;
+        for ((cluster, name), app) in config.clusters.iter().zip(names).zip(apps) {
+            let row = match app {
+                Ok(app) => {
+                    let images = service_images(config, env, cluster);
+                    let image_names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+                    let op = app.operation_state.as_ref().map(|s| {
+                        let by = s.initiated_by.as_deref().unwrap_or("?");
+                        if app.operation_pending {
+                            format!("{:?} ({by})", s.phase)
+                        } else {
+                            format!("{:?}", s.phase)
+                        }
+                    });
+                    Row {
+                        environment: env.name.clone(),
+                        cluster: cluster.name.clone(),
+                        application: name,
+                        desired: Some(desired(&app, env, &image_names).to_string()),
+                        live: Some(live_tag(&app, &images).to_string()),
+                        sync: Some(format!("{:?}", app.sync_status)),
+                        health: Some(format!("{:?}", app.health)),
+                        operation: op,
+                        promoted_by: app.annotations.get(ANNOTATION_BY).cloned(),
+                        promoted_at: app.annotations.get(ANNOTATION_AT).cloned(),
+                        promoted_release: app.annotations.get(ANNOTATION_RELEASE).cloned(),
+                    }
+                }
+                Err(e) if e.is_not_found() => Row {
+                    environment: env.name.clone(),
+                    cluster: cluster.name.clone(),
+                    application: name,
+                    desired: None,
+                    live: None,
+                    sync: None,
+                    health: Some("not found".into()),
+                    operation: None,
+                    promoted_by: None,
+                    promoted_at: None,
+                    promoted_release: None,
+                },
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("reading application {name}")));
+                }
+            };
+            out.record("application", &row);
+            rows.push(row);
+        }
+        let (newest, registry_error) = match newest_complete(&*backends.registry, config, env).await
+        {
+            Ok((c, _)) => (c.map(|c| c.tag.to_string()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        summaries.push(EnvSummary {
+            environment: env.name.clone(),
+            sync: env.sync.to_string(),
+            newest_complete_release: newest,
+            registry_error,
+        });
+    }
+
+    let mut t = table(&[
+        "ENV",
+        "CLUSTER",
+        "APPLICATION",
+        "DESIRED",
+        "LIVE",
+        "SYNC",
+        "HEALTH",
+        "OPERATION",
+        "PROMOTED",
+    ]);
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    for r in &rows {
+        let promoted = match (&r.promoted_by, &r.promoted_at) {
+            (Some(by), Some(at)) => format!("{by}, {}", at.split('.').next().unwrap_or(at)),
+            _ => "-".into(),
+        };
+        t.add_row(vec![
+            r.environment.clone(),
+            r.cluster.clone(),
+            r.application.clone(),
+            dash(&r.desired),
+            dash(&r.live),
+            dash(&r.sync),
+            dash(&r.health),
+            dash(&r.operation),
+            promoted,
+        ]);
+    }
+    out.text(t);
+    for s in &summaries {
+        let newest = match (&s.newest_complete_release, &s.registry_error) {
+            (_, Some(e)) => format!("registry unreachable: {e}"),
+            (Some(t), None) => t.clone(),
+            (None, None) => "none".into(),
+        };
+        out.text(format!(
+            "{}: sync {}, newest complete release in its registry: {newest}",
+            s.environment, s.sync
+        ));
+    }
+    out.result(&serde_json::json!({ "applications": rows, "environments": summaries }));
+    Ok(Exit::Success)
+}

@@ -1,0 +1,70 @@
+//! Where results go: text tables on stdout, or JSON Lines (`{"type","data"}`, the last of
+//! type `result`). Progress and logs go to stderr.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{IsTerminal, Write};
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+
+/// The output channel of one command.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// Text or JSON.
+    pub format: OutputFormat,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+impl Output {
+    /// JSON Lines?
+    pub fn json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
+    /// Whether to draw live progress (text mode, stderr a terminal, not quiet).
+    pub fn live(&self) -> bool {
+        !self.json() && !self.quiet && std::io::stderr().is_terminal()
+    }
+
+    /// One JSON line `{"type": kind, "data": data}` on stdout (JSON mode only).
+    pub fn record(&self, kind: &str, data: &impl Serialize) {
+        if self.json() {
+            let line = serde_json::json!({ "type": kind, "data": data });
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    /// The final `result` line (JSON) — call exactly once per command.
+    pub fn result(&self, data: &impl Serialize) {
+        self.record("result", data);
+    }
+
+    /// Text on stdout (text mode only).
+    pub fn text(&self, s: impl std::fmt::Display) {
+        if !self.json() {
+            println!("{s}");
+        }
+    }
+
+    /// A note on stderr for people (text mode, not quiet).
+    pub fn note(&self, s: impl std::fmt::Display) {
+        if !self.json() && !self.quiet {
+            eprintln!("{s}");
+        }
+    }
+}
+
+/// A table in the house style.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    t.set_header(header.to_vec());
+    t
+}

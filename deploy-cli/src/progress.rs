@@ -1,0 +1,161 @@
+//! Renders engine events: one live line per cluster on a terminal, plain lines on stderr
+//! otherwise, or JSON Lines (`{"type":"event","data":...}`) on stdout.
+
+#![allow(clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deploy_core::engine::Event;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+
+use crate::output::Output;
+
+/// Consumes events until the sender is dropped; calls `on_event` after each (the sandbox saves there).
+pub async fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>, on_event: impl Fn()) {
+    let live = out.live();
+    let multi = MultiProgress::new();
+    let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    let style =
+        ProgressStyle::with_template("{spinner:.cyan} {prefix:<12} {elapsed:>4} {wide_msg}")
+            .expect("valid template");
+    while let Some(event) = rx.recv().await {
+        on_event();
+        if out.json() {
+            out.record("event", &event);
+            continue;
+        }
+        if out.quiet {
+            continue;
+        }
+        let line = describe(&event);
+        if !live {
+            if let Some(l) = line {
+                eprintln!("{l}");
+            }
+            continue;
+        }
+        match &event {
+            Event::Started { waves, .. } => {
+                for (i, wave) in waves.iter().enumerate() {
+                    for c in wave {
+                        let bar = multi.add(ProgressBar::new_spinner());
+                        bar.set_style(style.clone());
+                        bar.set_prefix(c.clone());
+                        bar.set_message(format!("waits for wave {}", i + 1));
+                        bars.insert(c.clone(), bar);
+                    }
+                }
+                if let Some(l) = line {
+                    let _ = multi.println(l);
+                }
+            }
+            Event::AppSyncing {
+                cluster, from, to, ..
+            } => {
+                if let Some(b) = bars.get(cluster) {
+                    b.reset_elapsed();
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b.set_message(format!("syncing {from} → {to}"));
+                }
+            }
+            Event::AppWaiting {
+                cluster,
+                operation_by,
+                ..
+            } => {
+                if let Some(b) = bars.get(cluster) {
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b.set_message(format!("waiting for an operation by {operation_by}"));
+                }
+            }
+            Event::AppProgress {
+                cluster,
+                phase,
+                sync,
+                health,
+            } => {
+                if let Some(b) = bars.get(cluster) {
+                    let phase = phase.map_or("-".to_owned(), |p| format!("{p:?}"));
+                    b.set_message(format!("operation {phase}, {sync:?}, {health:?}"));
+                }
+            }
+            Event::AppHealthy {
+                cluster,
+                elapsed_ms,
+                ..
+            } => {
+                if let Some(b) = bars.get(cluster) {
+                    b.finish_with_message(format!(
+                        "✓ Synced and Healthy in {:.1}s",
+                        *elapsed_ms as f64 / 1000.0
+                    ));
+                }
+            }
+            Event::AppSkipped { cluster, .. } => {
+                if let Some(b) = bars.get(cluster) {
+                    b.finish_with_message("= already runs the release, Healthy");
+                }
+            }
+            Event::AppFailed {
+                cluster, reason, ..
+            } => {
+                if let Some(b) = bars.get(cluster) {
+                    b.abandon_with_message(format!("✗ {reason}"));
+                }
+            }
+            Event::AppRolledBack {
+                cluster,
+                to,
+                ok,
+                reason,
+                ..
+            } => {
+                let msg = if *ok {
+                    format!("↩ rolled back to {to}, Healthy")
+                } else {
+                    format!("✗ rollback failed: {}", reason.as_deref().unwrap_or(""))
+                };
+                let _ = multi.println(format!("  {cluster}: {msg}"));
+            }
+            _ => {
+                if let Some(l) = line {
+                    let _ = multi.println(l);
+                }
+            }
+        }
+    }
+    for b in bars.values() {
+        if !b.is_finished() {
+            b.abandon();
+        }
+    }
+}
+
+/// One human line per event (None for events the live view shows in place).
+pub fn describe(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Started { run_id, environment, release, waves } => {
+            format!("promoting {} to {environment} in {} wave(s) (run {run_id})", release.tag, waves.len())
+        }
+        Event::Gate(g) => format!("  gate {}: {} — {}", g.name, if g.passed { "passed" } else { "FAILED" }, g.summary),
+        Event::LockAcquired { key, expires_at } => format!("  lock {key} taken (expires {expires_at} unless renewed)"),
+        Event::WaveStarted { wave, clusters } => format!("wave {wave}: {}", clusters.join(", ")),
+        Event::AppSkipped { cluster, .. } => format!("  {cluster}: already runs the release, Healthy; skipped"),
+        Event::AppWaiting { cluster, operation_by, .. } => format!("  {cluster}: waiting for an operation started by {operation_by}"),
+        Event::AppSyncing { cluster, from, to, .. } => format!("  {cluster}: syncing {from} → {to}"),
+        Event::AppProgress { .. } => return None,
+        Event::AppHealthy { cluster, elapsed_ms, .. } => format!("  {cluster}: Synced and Healthy in {:.1}s", *elapsed_ms as f64 / 1000.0),
+        Event::AppFailed { cluster, reason, .. } => format!("  {cluster}: FAILED: {reason}"),
+        Event::SoakStarted { wave, duration_ms } => format!("  soak after wave {wave}: watching health for {:.0}s", *duration_ms as f64 / 1000.0),
+        Event::SoakFinished { wave } => format!("  wave {wave} soaked: still Healthy"),
+        Event::Halted { reason } => format!("halted: {reason}"),
+        Event::RollingBack { clusters } => format!("rolling back {}", clusters.join(", ")),
+        Event::AppRolledBack { cluster, to, ok, reason } => {
+            if *ok { format!("  {cluster}: rolled back to {to}, Healthy") } else { format!("  {cluster}: rollback FAILED: {}", reason.as_deref().unwrap_or("")) }
+        }
+        Event::Interrupting => "interrupt received: no new sync starts; waiting for running ones (Ctrl-C again to abort now)".into(),
+        Event::Finished { outcome, message } => format!("finished: {outcome:?}: {message}"),
+    })
+}
