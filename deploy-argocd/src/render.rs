@@ -30,7 +30,7 @@
 //! against the upstream CRD schema either way (the tests check it), so it can be applied as
 //! soon as the source is filled in.
 
-use deploy_core::config::{Config, Environment, ImageOverride};
+use deploy_core::config::{Config, Environment};
 use deploy_core::model::SyncMode;
 use serde_json::{Value, json};
 
@@ -73,13 +73,7 @@ pub const ENVIRONMENT_LABEL: &str = "deploy/environment";
 /// The label on generated Applications naming the cluster.
 pub const CLUSTER_LABEL: &str = "deploy/cluster";
 
-/// The JSON pointer of the Application field that holds the image override of `kind`.
-pub fn override_pointer(kind: &ImageOverride) -> &'static str {
-    match kind {
-        ImageOverride::Helm { .. } => "/spec/source/helm/parameters",
-        ImageOverride::Kustomize => "/spec/source/kustomize/images",
-    }
-}
+pub use deploy_core::plan::findings::override_pointer;
 
 /// The Application name template of `env` as a goTemplate expression over the list
 /// generator's parameters.
@@ -146,8 +140,18 @@ pub fn application_set_value(config: &Config, env: &Environment, source: &Source
             "ignoreApplicationDifferences": [
                 { "jsonPointers": [override_pointer(&env.image_override)] }
             ],
+            // The controller rewrites generated Applications' annotations and keeps only
+            // these: without them it would erase the release annotations and the lock.
+            "preservedFields": { "annotations": preserved_annotations() },
         },
     })
+}
+
+/// The annotations `deploy` writes on Applications, which the ApplicationSet must preserve.
+pub fn preserved_annotations() -> Vec<&'static str> {
+    let mut names = deploy_core::engine::ANNOTATIONS.to_vec();
+    names.push(crate::rest::lock::LOCK_ANNOTATION);
+    names
 }
 
 /// The ApplicationSet of `env` as YAML, with a leading comment naming the fields to fill in

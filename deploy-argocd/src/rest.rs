@@ -30,6 +30,8 @@ use tracing::{debug, trace, warn};
 
 use crate::wire::{self, TagParameters};
 
+pub mod lock;
+
 /// How the client times out, retries and watches. The defaults suit a production server.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

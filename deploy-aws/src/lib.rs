@@ -16,6 +16,9 @@
 //! Failures come back as [`deploy_core::Error`] with a one-line message that names the
 //! account, region and profile and says what to do (log in, grant a permission, retry).
 //!
+//! With the `moto` feature, [`moto`] is the test harness that runs ECR on moto servers, for
+//! the tests of this crate and of the crates above it.
+//!
 //! ```no_run
 //! # async fn example(config: &deploy_core::config::Config) -> deploy_core::Result<()> {
 //! use deploy_core::port::Registry;
@@ -33,6 +36,8 @@
 
 mod clients;
 mod errors;
+#[cfg(feature = "moto")]
+pub mod moto;
 mod registry;
 
 pub use clients::{EcrOptions, RetryMode};

@@ -49,28 +49,152 @@ pub struct Backends {
     pub registry: Arc<dyn Registry>,
     /// Argo CD.
     pub argocd: Arc<dyn ArgoCd>,
-    /// Promotion lock.
-    pub lock: Arc<dyn Lock>,
+    /// Promotion locks.
+    pub locks: Locks,
     /// Audit trail.
     pub audit: Arc<dyn AuditLog>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
     /// The sandbox, when `--sandbox`.
     pub sandbox: Option<Sandbox>,
+    /// The REST client, when Argo CD is reached through its API.
+    pub rest: Option<Arc<deploy_argocd::rest::RestArgoCd>>,
+}
+
+/// Where the promotion lock lives.
+#[derive(Debug, Clone)]
+pub enum Locks {
+    /// One lock backend for every environment (sandbox, Kubernetes Lease).
+    Shared(Arc<dyn Lock>),
+    /// An annotation on each environment's first Application (REST API).
+    PerApplication,
+}
+
+/// The Helm parameters that hold the tag, across environments.
+pub fn tag_parameters(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .environments
+        .values()
+        .filter_map(|e| match &e.image_override {
+            deploy_core::config::ImageOverride::Helm { parameter } => Some(parameter.clone()),
+            deploy_core::config::ImageOverride::Kustomize => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 impl Backends {
-    /// The backends for `global`: the sandbox, or the real adapters.
-    pub fn open(global: &Global, config: &mut Config) -> Result<Self> {
+    /// The backends for `global`: the sandbox, or the real adapters (ECR; Argo CD over its
+    /// REST API, or over the Kubernetes API with `--core`).
+    pub async fn open(global: &Global, config: &mut Config) -> Result<Self> {
         if global.sandbox {
             let sandbox = Sandbox::open(Path::new(SANDBOX_DIR), config)?;
             compress_time(config);
             return Ok(sandbox.backends());
         }
-        Err(UsageError(
-            "the real ECR and Argo CD backends are not wired into this build yet; run with --sandbox".into(),
+        let registry =
+            Arc::new(deploy_aws::EcrRegistry::new(config).context("setting up the ECR clients")?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let audit_path = global.audit_log.clone().or_else(crate::audit_log::default_path).ok_or_else(|| {
+            UsageError("no place for the audit trail: set --audit-log, DEPLOY_AUDIT_LOG, XDG_STATE_HOME or HOME".into())
+        })?;
+        let audit: Arc<dyn AuditLog> = Arc::new(crate::audit_log::FileAuditLog::new(audit_path));
+        let tag_parameters = tag_parameters(config);
+        if global.core {
+            let client = deploy_argocd::kube::client()
+                .await
+                .context("connecting to Kubernetes (--core)")?;
+            let ns = &config.argocd.namespace;
+            let argocd = deploy_argocd::kube::KubeArgoCd::new(client.clone(), ns)
+                .with_username(crate::commands::promote::actor().os_user)
+                .with_tag_parameters(tag_parameters);
+            let lock = deploy_argocd::kube::LeaseLock::new(client, ns).with_clock(clock.clone());
+            return Ok(Self {
+                registry,
+                argocd: Arc::new(argocd),
+                locks: Locks::Shared(Arc::new(lock)),
+                audit,
+                clock,
+                sandbox: None,
+                rest: None,
+            });
+        }
+        let mut argocd_config = config.argocd.clone();
+        if let Some(server) = &global.argocd_server {
+            argocd_config.server = Some(server.clone());
+        }
+        argocd_config.plaintext |= global.plaintext;
+        argocd_config.insecure |= global.insecure;
+        if argocd_config.server.is_none() {
+            return Err(UsageError("no Argo CD server: set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server".into()).into());
+        }
+        let token = std::env::var("ARGOCD_AUTH_TOKEN").ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+            UsageError(
+                "ARGOCD_AUTH_TOKEN is not set: create a token (argocd account generate-token, or a project role token: \
+                 argocd proj role create-token PROJECT ROLE) and export it; deploy never reads tokens from files"
+                    .into(),
+            )
+        })?;
+        let rest = deploy_argocd::rest::RestArgoCd::with_options(
+            &argocd_config,
+            secrecy::SecretString::from(token),
+            deploy_argocd::rest::RestOptions::default().with_tag_parameters(tag_parameters),
         )
-        .into())
+        .context("setting up the Argo CD client")?;
+        let rest = Arc::new(rest);
+        Ok(Self {
+            registry,
+            argocd: rest.clone(),
+            locks: Locks::PerApplication,
+            audit,
+            clock,
+            sandbox: None,
+            rest: Some(rest),
+        })
+    }
+
+    /// The promotion lock for `env`: shared (sandbox, Lease), or an annotation on the
+    /// environment's first Application in wave order (REST API).
+    pub fn lock_for(
+        &self,
+        config: &Config,
+        env: &deploy_core::config::Environment,
+    ) -> Result<Arc<dyn Lock>> {
+        match (&self.locks, &self.rest) {
+            (Locks::Shared(l), _) => Ok(l.clone()),
+            (Locks::PerApplication, Some(rest)) => {
+                let first = env
+                    .waves
+                    .first()
+                    .and_then(|w| w.first())
+                    .and_then(|c| config.cluster(c))
+                    .expect("validated: waves cover every cluster");
+                Ok(Arc::new(
+                    deploy_argocd::rest::lock::ApplicationLock::new(
+                        (**rest).clone(),
+                        config.application_name(env, first),
+                    )
+                    .with_clock(self.clock.clone()),
+                ))
+            }
+            (Locks::PerApplication, None) => {
+                unreachable!("per-application locks come with the REST client")
+            }
+        }
+    }
+
+    /// Who is logged in to Argo CD, when the backend can say.
+    pub async fn argocd_user(&self) -> Option<String> {
+        match &self.rest {
+            Some(rest) => rest
+                .username()
+                .await
+                .map_err(|e| tracing::debug!("userinfo: {e}"))
+                .ok(),
+            None => None,
+        }
     }
 
     /// Saves the sandbox's state (no-op for real backends).
@@ -145,10 +269,11 @@ impl Sandbox {
         Backends {
             registry: Arc::new(w.registry),
             argocd: Arc::new(w.argocd),
-            lock: Arc::new(w.lock),
+            locks: Locks::Shared(Arc::new(w.lock)),
             audit: Arc::new(w.audit),
             clock: w.clock,
             sandbox: Some(self),
+            rest: None,
         }
     }
 }

@@ -56,8 +56,17 @@ pub struct Global {
     pub insecure: bool,
 
     /// Run against in-memory backends seeded from the config, with state kept in .deploy-sandbox/
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "core")]
     pub sandbox: bool,
+
+    /// Reach Argo CD through the Kubernetes API (kubeconfig) instead of its REST API, as `argocd --core` does;
+    /// the promotion lock is then a coordination.k8s.io Lease
+    #[arg(long, global = true)]
+    pub core: bool,
+
+    /// Audit trail file (JSON Lines, appended) [default: $XDG_STATE_HOME/deploy/audit.jsonl]
+    #[arg(long, global = true, env = "DEPLOY_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Text or JSON Lines.

@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stderr)]
 
+pub mod audit_log;
 pub mod backends;
 pub mod cli;
 pub mod commands;
@@ -104,10 +105,17 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
     if let Command::Sandbox(SandboxCommand::Reset) = &cli.command {
         return commands::sandbox::run(&config, None, out, &SandboxCommand::Reset);
     }
-    if let Command::Render(RenderCommand::Applicationset { .. }) = &cli.command {
-        return Err(UsageError("render is not wired into this build yet".into()).into());
+    if let Command::Render(RenderCommand::Applicationset { env }) = &cli.command {
+        let env = config.environment(env).map_err(UsageError)?;
+        let source = deploy_argocd::render::SourceTemplate::placeholder(&config);
+        let yaml = deploy_argocd::render::application_set(&config, env, &source);
+        out.text(yaml.trim_end());
+        out.result(&deploy_argocd::render::application_set_value(
+            &config, env, &source,
+        ));
+        return Ok(Exit::Success);
     }
-    let backends = Backends::open(&cli.global, &mut config)?;
+    let backends = Backends::open(&cli.global, &mut config).await?;
     if backends.sandbox.is_some() {
         out.note("sandbox: in-memory backends, state in .deploy-sandbox/, soak and timeouts compressed 60×");
     }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::model::{Release, Tag};
-use crate::plan::live::{LiveTag, live_tag};
+use crate::plan::live::{LiveTag, is_at, live_tag};
 use crate::plan::promotion::{Action, AppPlan, Gate, Intent, PromotionPlan};
 use crate::port::{
     Application, ArgoCd, AuditLog, Clock, Health, Lock, OperationPhase, OverrideValue, SyncRequest,
@@ -30,6 +30,14 @@ pub const ANNOTATION_RUN: &str = "deploy/run";
 pub const ANNOTATION_BY: &str = "deploy/promoted-by";
 /// Annotation: when.
 pub const ANNOTATION_AT: &str = "deploy/promoted-at";
+
+/// Every annotation the engine writes.
+pub const ANNOTATIONS: [&str; 4] = [
+    ANNOTATION_RELEASE,
+    ANNOTATION_RUN,
+    ANNOTATION_BY,
+    ANNOTATION_AT,
+];
 
 /// The ports the engine drives.
 #[derive(Debug, Clone, Copy)]
@@ -551,8 +559,13 @@ impl<'a> Engine<'a> {
                 .annotate(&a.application, &annotations)
                 .await;
         }
-        let mut apps: Vec<AppReport> = reports.into_values().collect();
-        apps.sort_by_key(|r| (r.wave, r.cluster.clone()));
+        // In plan order: wave by wave, clusters as configured.
+        let apps: Vec<AppReport> = plan
+            .waves
+            .iter()
+            .flat_map(|w| &w.apps)
+            .filter_map(|a| reports.remove(&a.cluster))
+            .collect();
         let record = AuditRecord {
             run_id: self.opts.run_id.clone(),
             kind: match plan.intent {
@@ -683,6 +696,26 @@ impl<'a> Engine<'a> {
                 self.wait(&a.application, |app| !app.operation_pending)
                     .await?;
                 continue;
+            }
+            // The operation we waited for (e.g. an interrupted run's sync) may have brought it there.
+            if reported_wait
+                && is_at(&current, &a.images, tag)
+                && value.is_none_or(|v| {
+                    current
+                        .override_value(
+                            &override_kind(v),
+                            &a.images.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>(),
+                        )
+                        .as_ref()
+                        == Some(v)
+                })
+            {
+                self.emit(Event::AppHealthy {
+                    cluster: a.cluster.clone(),
+                    application: a.application.clone(),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                });
+                return Ok(());
             }
             if self.cancelled() {
                 return Err(INTERRUPTED.into());

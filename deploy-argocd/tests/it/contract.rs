@@ -12,7 +12,7 @@ use deploy_core::port::{ArgoCd, OverrideValue};
 use serde_json::{Value, json};
 use wiremock::Request;
 
-use crate::fake::{FakeArgo, client};
+use deploy_argocd::fake::{FakeArgo, client};
 
 fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -51,17 +51,17 @@ fn strict(schema: &mut Value) {
     }
 }
 
-struct Swagger {
+pub(crate) struct Swagger {
     doc: Value,
 }
 
 impl Swagger {
-    fn load() -> Self {
+    pub(crate) fn load() -> Self {
         let doc: Value = serde_json::from_str(&fixture("swagger.json")).expect("swagger.json");
         Self { doc }
     }
 
-    fn validator(&self, schema: &Value) -> jsonschema::Validator {
+    pub(crate) fn validator(&self, schema: &Value) -> jsonschema::Validator {
         let mut definitions = self.doc["definitions"].clone();
         for (name, definition) in definitions.as_object_mut().expect("definitions") {
             // Free-form JSON, modelled in swagger by its protobuf wrapper (`{raw: bytes}`).
@@ -79,12 +79,12 @@ impl Swagger {
             .expect("swagger schema compiles")
     }
 
-    fn definition(&self, name: &str) -> jsonschema::Validator {
+    pub(crate) fn definition(&self, name: &str) -> jsonschema::Validator {
         self.validator(&json!({ "$ref": format!("#/definitions/{name}") }))
     }
 
     /// The swagger path template and operation of a request.
-    fn operation(&self, verb: &str, path: &str) -> Option<(String, &Value)> {
+    pub(crate) fn operation(&self, verb: &str, path: &str) -> Option<(String, &Value)> {
         let mut candidates: Vec<(&String, &Value)> = self.doc["paths"]
             .as_object()
             .expect("paths")
@@ -109,7 +109,7 @@ fn matches_template(template: &str, path: &str) -> bool {
             .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
 }
 
-fn errors(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
+pub(crate) fn errors(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
     validator
         .iter_errors(value)
         .map(|e| format!("{e} at {}", e.instance_path))
@@ -117,7 +117,7 @@ fn errors(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
 }
 
 /// Checks one request against swagger; returns its `METHOD template`.
-fn check_request(swagger: &Swagger, request: &Request) -> Result<String, String> {
+pub(crate) fn check_request(swagger: &Swagger, request: &Request) -> Result<String, String> {
     let verb = request.method.as_str();
     let path = request.url.path();
     let (template, op) = swagger
@@ -275,7 +275,7 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
             "Application vs CRD: {found:#?}\n{resource:#}"
         );
     }
-    let set = crate::fake::application_set();
+    let set = deploy_argocd::fake::application_set();
     let found = errors(&swagger.definition("v1alpha1ApplicationSet"), &set);
     assert!(found.is_empty(), "ApplicationSet vs swagger: {found:#?}");
     let found = errors(
@@ -283,7 +283,7 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
         &as_resource(set, "ApplicationSet"),
     );
     assert!(found.is_empty(), "ApplicationSet vs CRD: {found:#?}");
-    for cluster in crate::fake::clusters().as_array().unwrap() {
+    for cluster in deploy_argocd::fake::clusters().as_array().unwrap() {
         let found = errors(&swagger.definition("v1alpha1Cluster"), cluster);
         assert!(found.is_empty(), "Cluster vs swagger: {found:#?}");
     }

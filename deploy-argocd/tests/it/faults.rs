@@ -14,7 +14,7 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::fake::{FakeArgo, TOKEN, client, client_with};
+use deploy_argocd::fake::{FakeArgo, TOKEN, client, client_with};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -26,7 +26,7 @@ fn request(op: &str) -> SyncRequest {
 }
 
 fn app_json(name: &str) -> serde_json::Value {
-    crate::fake::application(&seed(name, "v1"), 7, "2026-06-01T00:00:00Z")
+    deploy_argocd::fake::application(&seed(name, "v1"), 7, "2026-06-01T00:00:00Z")
 }
 
 async fn sync_and_finish(

@@ -10,7 +10,7 @@ use deploy_core::model::SyncMode;
 use deploy_core::port::{ArgoCd, Health, OverrideValue, SyncRequest, SyncStatus};
 use wiremock::Request;
 
-use crate::fake::{FakeArgo, client};
+use deploy_argocd::fake::{FakeArgo, client};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -50,7 +50,7 @@ async fn requests_per_application_for_one_sync_and_wait() {
     // followed by a reconnect before the test has its answer.
     let mut options = deploy_argocd::rest::RestOptions::fast();
     options.reconnect_delay = Duration::from_secs(30);
-    let port = crate::fake::client_with(&fake.server, options);
+    let port = deploy_argocd::fake::client_with(&fake.server, options);
     fake.create_application(&seed("count", "v1")).await;
     let before = fake.server.received_requests().await.unwrap().len();
     port.set_override("count", &helm("v2")).await.unwrap();

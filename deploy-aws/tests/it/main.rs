@@ -1,6 +1,6 @@
 //! Integration tests of deploy-aws: the registry conformance suite against moto, and the
 //! ECR wire protocol (awsJson1_1) against wiremock for what moto does not emulate.
+//! The moto harness is the library's `deploy_aws::moto` (feature `moto`).
 
-mod harness;
 mod moto;
 mod wire;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::harness::{AwsFiles, sha256};
+use deploy_aws::moto::{AwsFiles, sha256};
 
 const ACCOUNT: &str = "111111111111";
 const JSON: &str = "application/x-amz-json-1.1";
@@ -664,7 +664,7 @@ const PROBE_EXPECT: &str = "DEPLOY_AWS_PROBE_EXPECT";
 #[ignore = "run in a child process by the environment tests"]
 async fn probe() {
     let expect = std::env::var(PROBE_EXPECT).expect("run by the environment tests");
-    let mut options = crate::harness::fast_options();
+    let mut options = deploy_aws::moto::fast_options();
     options.max_attempts = 1;
     let registry = EcrRegistry::for_accounts([(ACCOUNT.to_owned(), None)], options);
     let got = registry.image(&repo("us-west-2", "api"), &tag("v1")).await;

@@ -51,10 +51,11 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
     let backends = Backends {
         registry: Arc::new(world.registry.clone()),
         argocd: Arc::new(world.argocd.clone()),
-        lock: Arc::new(world.lock.clone()),
+        locks: crate::backends::Locks::Shared(Arc::new(world.lock.clone())),
         audit: Arc::new(world.audit.clone()),
         clock,
         sandbox: None,
+        rest: None,
     };
     let say = |s: &str| out.text(s);
     let staging = config
@@ -179,7 +180,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         };
         let ports = Ports {
             argocd: &*backends.argocd,
-            lock: &*backends.lock,
+            lock: &world.lock,
             audit: &*backends.audit,
             clock: &*backends.clock,
         };

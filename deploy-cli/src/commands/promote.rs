@@ -10,11 +10,12 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
-use deploy_core::engine::{AppState, Engine, Event, Ports, RunOptions, RunReport};
+use deploy_core::engine::{AppState, Engine, EngineError, Event, Ports, RunOptions, RunReport};
 use deploy_core::plan::live::{LiveTag, live_tag, service_images};
 use deploy_core::plan::promotion::{
     Action, Intent, PromotionPlan, observe, plan, previous_release,
 };
+use deploy_core::port::Lease;
 use deploy_core::trail::{Actor, Outcome};
 
 use super::release::parse_tag;
@@ -261,7 +262,9 @@ async fn execute(
         return Ok(Exit::Success);
     }
 
-    let actor = actor();
+    let mut actor = actor();
+    actor.argocd_user = backends.argocd_user().await;
+    let lock = backends.lock_for(config, env)?;
     let run_id = format!(
         "{}-{}",
         backends.clock.now().strftime("%Y%m%dT%H%M%SZ"),
@@ -269,22 +272,24 @@ async fn execute(
     );
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let (tx, rx) = mpsc::unbounded_channel();
+    let lock_key = format!("deploy-{}-{}", config.app, env.name);
     let opts = RunOptions {
         run_id,
-        holder: format!("{} pid {}", actor.os_user, std::process::id()),
+        holder: holder(&actor),
         actor,
-        lock_key: format!("deploy-{}-{}", config.app, env.name),
+        lock_key: lock_key.clone(),
         rollback_on_failure: rollback,
         cancel: Some(cancel_rx),
         grace: GRACE,
     };
     let ports = Ports {
         argocd: &*backends.argocd,
-        lock: &*backends.lock,
+        lock: &*lock,
         audit: &*backends.audit,
         clock: &*backends.clock,
     };
-    let signals_tx = tx.clone();
+    // Weak, so that the renderer ends when the engine drops its sender.
+    let signals_tx = tx.downgrade();
     let engine = Engine::new(ports, opts, tx);
     let save = || {
         if let Err(e) = backends.save() {
@@ -294,7 +299,9 @@ async fn execute(
     let renderer = crate::progress::render(out, rx, save);
     let signals = async move {
         wait_for_signal().await;
-        let _ = signals_tx.send(Event::Interrupting);
+        if let Some(tx) = signals_tx.upgrade() {
+            let _ = tx.send(Event::Interrupting);
+        }
         let _ = cancel_tx.send(true);
         wait_for_signal().await;
         eprintln!(
@@ -303,7 +310,23 @@ async fn execute(
         std::process::exit(i32::from(Exit::Interrupted.code()));
     };
     let run = async {
-        let r = engine.run(&p).await;
+        let mut r = engine.run(&p).await;
+        if let Err(EngineError::Locked {
+            holder, expires_at, ..
+        }) = &r
+            && holder_is_gone(holder)
+        {
+            // A run on this machine was killed and left its lease behind: take it over.
+            tracing::warn!("the lock holder ({holder}) is no longer running; taking over its lock");
+            let stale = Lease {
+                key: lock_key.clone(),
+                holder: holder.clone(),
+                expires_at: expires_at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            };
+            if lock.release(&stale).await.is_ok() {
+                r = engine.run(&p).await;
+            }
+        }
         drop(engine);
         r
     };
@@ -397,6 +420,38 @@ fn confirm(out: Output, p: &PromotionPlan) -> Result<bool> {
     Ok(answer.trim().eq_ignore_ascii_case("yes") || answer.trim().eq_ignore_ascii_case("y"))
 }
 
+/// This host's name.
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The lock holder identity of this process: `user@host pid N`.
+pub fn holder(actor: &Actor) -> String {
+    format!("{}@{} pid {}", actor.os_user, host(), std::process::id())
+}
+
+/// Whether `holder` names a process on this host that no longer exists.
+pub fn holder_is_gone(holder: &str) -> bool {
+    let Some((who, pid)) = holder.split_once(" pid ") else {
+        return false;
+    };
+    let Some((_, h)) = who.rsplit_once('@') else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<u32>() else {
+        return false;
+    };
+    cfg!(target_os = "linux")
+        && h == host()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Who runs this: the OS user.
 pub fn actor() -> Actor {
     let os_user = std::env::var("USER")
@@ -421,5 +476,23 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_holders() {
+        let me = holder(&actor());
+        assert!(!holder_is_gone(&me), "this process is alive");
+        let dead = me.replace(&format!("pid {}", std::process::id()), "pid 4294967295");
+        assert_eq!(holder_is_gone(&dead), cfg!(target_os = "linux"));
+        assert!(
+            !holder_is_gone("bob@elsewhere pid 4294967295"),
+            "another host is never judged"
+        );
+        assert!(!holder_is_gone("garbage"));
     }
 }

@@ -100,7 +100,9 @@ pub async fn run(
                     promoted_release: None,
                 },
                 Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!("reading application {name}")));
+                    return Err(
+                        anyhow::Error::new(e).context(format!("reading application {name}"))
+                    );
                 }
             };
             out.record("application", &row);

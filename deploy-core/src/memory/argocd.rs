@@ -272,11 +272,20 @@ impl InMemoryArgoCd {
 
     /// Every Application advanced to now.
     fn settled(&self) -> std::sync::MutexGuard<'_, ArgoCdState> {
+        self.settled_only(None)
+    }
+
+    /// Advances one Application (or all, for `None`) to now; per-app calls stay linear in
+    /// the number of Applications watched, not quadratic.
+    fn settled_only(&self, name: Option<&str>) -> std::sync::MutexGuard<'_, ArgoCdState> {
         let now = self.clock.now();
         let mut guard = self.state.lock().expect("poisoned");
         let s = &mut *guard;
         let default_timing = s.timing;
-        for sim in s.apps.values_mut() {
+        for (n, sim) in s.apps.iter_mut() {
+            if name.is_some_and(|only| only != n) {
+                continue;
+            }
             if advance(sim, now, sim.timing.unwrap_or(default_timing)) {
                 s.version += 1;
                 sim.app.resource_version = s.version.to_string();
@@ -291,7 +300,7 @@ impl InMemoryArgoCd {
         f: impl FnOnce(&mut SimApp, Timestamp) -> Result<T>,
     ) -> Result<T> {
         let now = self.clock.now();
-        let mut s = self.settled();
+        let mut s = self.settled_only(Some(name));
         let s = &mut *s;
         let sim = s
             .apps
@@ -299,6 +308,8 @@ impl InMemoryArgoCd {
             .ok_or_else(|| Error::not_found(format!("application {name}")))?;
         let before = sim.app.clone();
         let out = f(sim, now)?;
+        // A change may start an automated sync at once, as Argo CD would.
+        advance(sim, now, sim.timing.unwrap_or(s.timing));
         if sim.app != before {
             s.version += 1;
             sim.app.resource_version = s.version.to_string();
@@ -504,7 +515,7 @@ fn matches_selector(app: &Application, selector: &str) -> bool {
 #[async_trait]
 impl ArgoCd for InMemoryArgoCd {
     async fn application(&self, name: &str) -> Result<Application> {
-        self.settled()
+        self.settled_only(Some(name))
             .apps
             .get(name)
             .map(|a| a.app.clone())
@@ -522,7 +533,7 @@ impl ArgoCd for InMemoryArgoCd {
     }
 
     async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<Application> {
-        self.with_app(name, |sim, now| {
+        self.with_app(name, |sim, _| {
             match value {
                 OverrideValue::Helm { parameter, value } => {
                     sim.app
@@ -540,8 +551,6 @@ impl ArgoCd for InMemoryArgoCd {
                 }
             }
             compare(sim);
-            let timing = sim.timing.unwrap_or_default();
-            advance(sim, now, timing);
             Ok(sim.app.clone())
         })
     }

@@ -49,16 +49,23 @@ impl fmt::Display for LiveTag {
 
 /// The live tag from `status.summary.images`, matching each service's image name.
 pub fn live_tag(app: &Application, services: &[(String, String)]) -> LiveTag {
+    // One pass over the images, then one lookup per service: linear in both.
+    let running: std::collections::HashMap<&str, Option<&str>> = app
+        .images
+        .iter()
+        .map(|i| (image_name(i), image_tag(i)))
+        .collect();
     let by: BTreeMap<String, Option<String>> = services
         .iter()
         .map(|(service, name)| {
-            let tag = app
-                .images
-                .iter()
-                .find(|i| image_name(i) == name)
-                .and_then(|i| image_tag(i))
-                .map(str::to_owned);
-            (service.clone(), tag)
+            (
+                service.clone(),
+                running
+                    .get(name.as_str())
+                    .copied()
+                    .flatten()
+                    .map(str::to_owned),
+            )
         })
         .collect();
     summarize(by)

@@ -159,10 +159,9 @@ pub fn order_candidates(images: &[TaggedImage], policy: &TagPolicy) -> Vec<Tag> 
         TagStrategy::Lexical => admitted.sort_by(|a, b| b.tag.cmp(&a.tag)),
         TagStrategy::Semver => {
             admitted.retain(|i| semver_of(i.tag.as_str()).is_some());
-            admitted.sort_by(|a, b| {
-                semver_of(b.tag.as_str())
-                    .cmp(&semver_of(a.tag.as_str()))
-                    .then_with(|| b.tag.cmp(&a.tag))
+            // Parse each version once, not once per comparison.
+            admitted.sort_by_cached_key(|i| {
+                std::cmp::Reverse((semver_of(i.tag.as_str()), i.tag.clone()))
             });
         }
     }

@@ -1,5 +1,18 @@
-//! Test harness: moto servers started and stopped by the tests, AWS config files, and
-//! a fixture that seeds ECR state through aws-sdk-ecr.
+//! Test support, not for production use: moto servers (one per AWS account) started and
+//! stopped by tests, AWS config and credentials files whose profiles point at them, and
+//! [`EcrFixture`], which seeds ECR state through plain aws-sdk-ecr clients.
+//!
+//! Compiled only with the `moto` feature, so that every crate's tests share this one
+//! harness (deploy-aws's own tests enable it through a dev-dependency on itself):
+//!
+//! ```toml
+//! [dev-dependencies]
+//! deploy-aws = { workspace = true, features = ["moto"] }
+//! ```
+//!
+//! moto is `pip install 'moto[server]'`; [`Moto::start`] runs `moto_server` (or
+//! `python3 -m moto.server`). Where it is missing the caller skips its test, except under
+//! `CI=true`, where a missing moto fails it (DESIGN §6).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -7,13 +20,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::EcrOptions;
 use async_trait::async_trait;
 use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ecr::types::{
     ImageTagMutability, ReplicationConfiguration, ReplicationDestination,
     ReplicationRule as EcrRule, RepositoryFilter, RepositoryFilterType,
 };
-use deploy_aws::EcrOptions;
 use deploy_core::conformance::registry::RegistryFixture;
 use deploy_core::model::{Digest, RepoLocation, Tag};
 use deploy_core::port::ReplicationRule;
@@ -29,9 +42,9 @@ pub struct Moto {
 impl Moto {
     /// Starts moto for `account` on a free loopback port and waits until it listens.
     ///
-    /// `None` when moto is not installed and `CI` is not `true` (the caller skips);
-    /// under `CI=true` a missing moto fails the test.
-    pub fn start(account: &str) -> Option<Moto> {
+    /// [`Unavailable`] when moto is not installed and `CI` is not `true` (the caller skips
+    /// its test and says why); under `CI=true` a missing moto panics, failing the test.
+    pub fn start(account: &str) -> Result<Moto, Unavailable> {
         let candidates: [(&str, &[&str]); 2] = [
             ("moto_server", &["-H", "127.0.0.1", "-p", "0"]),
             (
@@ -77,7 +90,7 @@ impl Moto {
                 }
             });
             match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(Ok(endpoint)) => return Some(Moto { child, endpoint }),
+                Ok(Ok(endpoint)) => return Ok(Moto { child, endpoint }),
                 Ok(Err(output)) => tried.push(format!("{program}: exited: {}", output.trim())),
                 Err(e) => tried.push(format!("{program}: no answer within 60 s ({e})")),
             }
@@ -91,8 +104,7 @@ impl Moto {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{message}");
         }
-        skip(&message);
-        None
+        Err(Unavailable(message))
     }
 }
 
@@ -103,10 +115,17 @@ impl Drop for Moto {
     }
 }
 
-#[allow(clippy::print_stderr)]
-fn skip(message: &str) {
-    eprintln!("skipping: {message}");
+/// moto could not be started; the message says what was tried and how to install it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
+
+impl std::error::Error for Unavailable {}
 
 /// An AWS config and credentials file pair in a temporary directory.
 pub struct AwsFiles {

@@ -1,10 +1,21 @@
-//! A stateful Argo CD API server on wiremock: Applications whose operations run, then succeed
-//! or fail, health that moves Progressing → Healthy or Degraded, collisions, history, terminate,
-//! the NDJSON watch stream, ApplicationSets, clusters and the session. It answers as Argo CD
-//! does (403 for a missing app without a project, code 9 for a collision, `{}` for terminate).
+//! Test support, not for production use: a stateful Argo CD API server on wiremock for the
+//! tests of this crate and of the crates above it (compiled only with the `fake` feature).
+//!
+//! [`FakeArgo`] serves Applications whose operations run, then succeed or fail, health that
+//! moves Progressing → Healthy or Degraded, collisions, history, terminate, JSON patches
+//! (RFC 6902, `test` included, as the REST lock writes them), the NDJSON watch stream,
+//! ApplicationSets, clusters and the session. It answers as Argo CD does (403 for a missing
+//! app without a project, code 9 for a collision, `{}` for terminate). It implements
+//! [`ArgoCdFixture`], so the deploy-core conformance suite and end-to-end tests seed it the
+//! same way; every request stays readable through [`FakeArgo::server`] for assertions.
 //!
 //! Time is simulated: the "controller" advances an Application by one step each time it is
 //! observed (a GET or a watch stream), so no test waits on the wall clock.
+//!
+//! ```toml
+//! [dev-dependencies]
+//! deploy-argocd = { workspace = true, features = ["fake"] }
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -31,15 +42,35 @@ struct AppSim {
     /// Health to reach after the Progressing step.
     health_next: Option<&'static str>,
     foreign: bool,
+    /// Observations left before the controller finishes the foreign operation by itself
+    /// (`None`: it runs until [`ArgoCdFixture::finish_foreign_operation`]).
+    foreign_left: Option<u32>,
 }
 
-#[derive(Debug)]
 struct State {
     apps: BTreeMap<String, AppSim>,
     rv: u64,
     clock: i64,
     /// Changes the controller makes per watch stream connection before the server cuts it.
     steps_per_stream: usize,
+    /// Applied to an Application right after the next successful PATCH of it: another
+    /// client's write landing just after ours.
+    after_patch: BTreeMap<String, Edit>,
+}
+
+/// A change to an Application object.
+type Edit = Box<dyn FnOnce(&mut Value) + Send>;
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("apps", &self.apps)
+            .field("rv", &self.rv)
+            .field("clock", &self.clock)
+            .field("steps_per_stream", &self.steps_per_stream)
+            .field("after_patch", &self.after_patch.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl State {
@@ -69,7 +100,23 @@ impl State {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let changed = if phase == "Terminating" {
+        let changed = if phase == "Running" && app.foreign && app.foreign_left.is_some() {
+            let left = app.foreign_left.as_mut().expect("checked above");
+            if *left > 0 {
+                *left -= 1;
+                false
+            } else {
+                app.foreign = false;
+                app.foreign_left = None;
+                finish(
+                    obj,
+                    "Succeeded",
+                    "successfully synced (all tasks run)",
+                    &now,
+                );
+                true
+            }
+        } else if phase == "Terminating" {
             finish(obj, "Failed", "Operation terminated", &now);
             obj["status"]["sync"]["status"] = json!("OutOfSync");
             true
@@ -259,8 +306,13 @@ impl Respond for Responder {
                     Ok(b) => b,
                     Err(e) => return error(400, 3, &e.to_string()),
                 };
-                if body["patchType"] != json!("merge") {
-                    return error(400, 3, "Patch type 'x' is not supported");
+                let patch_type = body["patchType"].as_str().unwrap_or_default().to_owned();
+                if !matches!(patch_type.as_str(), "merge" | "json" | "") {
+                    return error(
+                        400,
+                        3,
+                        &format!("Patch type '{patch_type}' is not supported"),
+                    );
                 }
                 let patch: Value = match body["patch"].as_str().map(serde_json::from_str) {
                     Some(Ok(p)) => p,
@@ -270,7 +322,27 @@ impl Respond for Responder {
                 // The server applies the patch to the latest object and keeps only the spec,
                 // labels and annotations of the result.
                 let mut patched = app.obj.clone();
-                deploy_argocd::wire::merge_patch(&mut patched, &patch);
+                if patch_type == "merge" {
+                    crate::wire::merge_patch(&mut patched, &patch);
+                } else {
+                    // RFC 6902 (`jsonpatch.DecodePatch` + `Apply`); a failed `test` is a plain
+                    // Go error there, so gRPC code Unknown, HTTP 500.
+                    let ops: Vec<json_patch::PatchOperation> = match serde_json::from_value(patch) {
+                        Ok(ops) => ops,
+                        Err(e) => {
+                            return error(500, 2, &format!("error decoding json patch: {e}"));
+                        }
+                    };
+                    if let Err(e) = json_patch::patch(&mut patched, &ops) {
+                        let message = match e.kind {
+                            json_patch::PatchErrorKind::TestFailed => {
+                                format!("testing value {} failed: test failed", e.path)
+                            }
+                            _ => e.to_string(),
+                        };
+                        return error(500, 2, &format!("error applying patch: {message}"));
+                    }
+                }
                 app.obj["spec"] = patched["spec"].clone();
                 app.obj["metadata"]["labels"] = patched["metadata"]["labels"].clone();
                 app.obj["metadata"]["annotations"] = patched["metadata"]["annotations"].clone();
@@ -283,7 +355,13 @@ impl Respond for Responder {
                     }
                 }
                 state.bump(&name);
-                ResponseTemplate::new(200).set_body_json(&state.apps[&name].obj)
+                let response = ResponseTemplate::new(200).set_body_json(&state.apps[&name].obj);
+                if let Some(edit) = state.after_patch.remove(&name) {
+                    let app = state.apps.get_mut(&name).expect("checked above");
+                    edit(&mut app.obj);
+                    state.bump(&name);
+                }
+                response
             }
             Route::Sync => {
                 if !state.apps.contains_key(&name) {
@@ -465,6 +543,7 @@ impl FakeArgo {
             rv: 100,
             clock: 0,
             steps_per_stream: steps,
+            after_patch: BTreeMap::new(),
         }));
         let app = r"^/api/v1/applications/[^/]+$";
         let routes: Vec<(&str, String, Route)> = vec![
@@ -508,6 +587,39 @@ impl FakeArgo {
         Self { server, state }
     }
 
+    /// Changes Application `name` as another client would (its resourceVersion moves).
+    pub fn edit(&self, name: &str, edit: impl FnOnce(&mut Value)) {
+        let mut state = self.state.lock().expect("fake state");
+        edit(&mut state.apps.get_mut(name).expect("known app").obj);
+        state.bump(name);
+    }
+
+    /// Changes Application `name` right after the next successful PATCH of it, before any
+    /// other request is answered.
+    pub fn edit_after_next_patch(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut Value) + Send + 'static,
+    ) {
+        let mut state = self.state.lock().expect("fake state");
+        state.after_patch.insert(name.to_owned(), Box::new(edit));
+    }
+
+    /// Starts an operation as another user (`alice`) that the controller finishes
+    /// (Succeeded) by itself once Application `name` has been observed `observations` more
+    /// times: someone's sync that a run must wait out.
+    pub fn start_foreign_operation_for(&self, name: &str, observations: u32) {
+        let mut state = self.state.lock().expect("fake state");
+        start_foreign(&mut state, name);
+        state.apps.get_mut(name).expect("known app").foreign_left = Some(observations);
+    }
+
+    /// Application `name` as served, as JSON.
+    pub fn object(&self, name: &str) -> Value {
+        let state = self.state.lock().expect("fake state");
+        state.apps[name].obj.clone()
+    }
+
     /// The Application objects served, as JSON.
     pub fn objects(&self) -> Vec<Value> {
         let state = self.state.lock().expect("fake state");
@@ -532,6 +644,7 @@ impl ArgoCdFixture for FakeArgo {
                 running: 0,
                 health_next: None,
                 foreign: false,
+                foreign_left: None,
             },
         );
     }
@@ -543,16 +656,7 @@ impl ArgoCdFixture for FakeArgo {
 
     async fn start_foreign_operation(&self, name: &str) {
         let mut state = self.state.lock().expect("fake state");
-        let now = state.now();
-        let app = state.apps.get_mut(name).expect("known app");
-        let op =
-            json!({ "sync": { "revision": "4b1f0c2a" }, "initiatedBy": { "username": "alice" } });
-        app.obj["operation"] = op.clone();
-        app.obj["status"]["operationState"] = json!({
-            "phase": "Running", "message": "", "startedAt": now, "operation": op,
-        });
-        app.foreign = true;
-        state.bump(name);
+        start_foreign(&mut state, name);
     }
 
     async fn finish_foreign_operation(&self, name: &str) {
@@ -570,22 +674,36 @@ impl ArgoCdFixture for FakeArgo {
     }
 }
 
+/// Starts an operation on `name` as `alice`, running until finished from outside.
+fn start_foreign(state: &mut State, name: &str) {
+    let now = state.now();
+    let app = state.apps.get_mut(name).expect("known app");
+    let op = json!({ "sync": { "revision": "4b1f0c2a" }, "initiatedBy": { "username": "alice" } });
+    app.obj["operation"] = op.clone();
+    app.obj["status"]["operationState"] = json!({
+        "phase": "Running", "message": "", "startedAt": now, "operation": op,
+    });
+    app.foreign = true;
+    app.foreign_left = None;
+    state.bump(name);
+}
+
 /// A client of `server` with fast test timings.
-pub fn client(server: &MockServer) -> deploy_argocd::rest::RestArgoCd {
-    client_with(server, deploy_argocd::rest::RestOptions::fast())
+pub fn client(server: &MockServer) -> crate::rest::RestArgoCd {
+    client_with(server, crate::rest::RestOptions::fast())
 }
 
 /// A client of `server` with `options`.
 pub fn client_with(
     server: &MockServer,
-    options: deploy_argocd::rest::RestOptions,
-) -> deploy_argocd::rest::RestArgoCd {
+    options: crate::rest::RestOptions,
+) -> crate::rest::RestArgoCd {
     let config = deploy_core::config::ArgoCdConfig {
         server: Some(server.uri()),
         plaintext: false,
         insecure: false,
         namespace: "argocd".into(),
     };
-    deploy_argocd::rest::RestArgoCd::with_options(&config, TOKEN.to_owned().into(), options)
+    crate::rest::RestArgoCd::with_options(&config, TOKEN.to_owned().into(), options)
         .expect("client")
 }

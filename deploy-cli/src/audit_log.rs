@@ -1,0 +1,162 @@
+//! The audit trail on disk: JSON Lines, appended, never rewritten.
+//!
+//! Default path: `$XDG_STATE_HOME/deploy/audit.jsonl`, else `~/.local/state/deploy/audit.jsonl`;
+//! `--audit-log PATH` or `$DEPLOY_AUDIT_LOG` override it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use deploy_core::port::AuditLog;
+use deploy_core::trail::AuditRecord;
+use deploy_core::{Error, Result};
+
+/// Where the audit trail lives by default.
+pub fn default_path() -> Option<PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(state.join("deploy").join("audit.jsonl"))
+}
+
+/// A JSON Lines file of audit records.
+#[derive(Debug, Clone)]
+pub struct FileAuditLog {
+    path: PathBuf,
+}
+
+impl FileAuditLog {
+    /// The log at `path` (created on the first append).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::invalid(format!(
+        "{what} the audit log {}: {e}; check the path (--audit-log / DEPLOY_AUDIT_LOG) and its permissions",
+        path.display()
+    ))
+}
+
+#[async_trait]
+impl AuditLog for FileAuditLog {
+    async fn append(&self, record: &AuditRecord) -> Result<()> {
+        let path = self.path.clone();
+        let mut line = serde_json::to_string(record)
+            .map_err(|e| Error::invalid(format!("serializing an audit record: {e}")))?;
+        line.push('\n');
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| io_error(dir, "creating the directory of", e))?;
+            }
+            // O_APPEND: one write per record, so concurrent writers never interleave within a line.
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| io_error(&path, "opening", e))?;
+            f.write_all(line.as_bytes())
+                .map_err(|e| io_error(&path, "appending to", e))?;
+            f.sync_data().map_err(|e| io_error(&path, "syncing", e))
+        })
+        .await
+        .map_err(|e| Error::invalid(format!("the audit writer panicked: {e}")))?
+    }
+
+    async fn records(&self) -> Result<Vec<AuditRecord>> {
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&self.path, "reading", e)),
+        };
+        let mut out = Vec::new();
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            match serde_json::from_str(line) {
+                Ok(r) => out.push(r),
+                // A damaged line (e.g. a crash mid-write) must not hide the others.
+                Err(e) => tracing::warn!(
+                    "{}:{}: skipping an unreadable audit record: {e}",
+                    self.path.display(),
+                    i + 1
+                ),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy_core::model::{Release, Tag};
+    use deploy_core::trail::{Actor, Outcome, RunKind};
+
+    fn record(run: &str) -> AuditRecord {
+        AuditRecord {
+            run_id: run.into(),
+            kind: RunKind::Promote,
+            environment: "prod".into(),
+            actor: Actor {
+                os_user: "alice".into(),
+                argocd_user: Some("alice@corp".into()),
+            },
+            release: Release {
+                tag: Tag::new("abc1234").unwrap(),
+                digests: Default::default(),
+            },
+            previous: Default::default(),
+            changed: vec!["us-west-2".into()],
+            skipped: vec![],
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            finished_at: jiff::Timestamp::UNIX_EPOCH,
+            outcome: Outcome::Succeeded,
+            message: "ok".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_and_never_rewrites() {
+        let dir = std::env::temp_dir().join(format!("deploy-audit-{}", std::process::id()));
+        let log = FileAuditLog::new(dir.join("nested/audit.jsonl"));
+        assert!(log.records().await.unwrap().is_empty());
+        log.append(&record("r1")).await.unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(b"{broken\n")
+            .unwrap();
+        log.append(&record("r2")).await.unwrap();
+        let runs: Vec<String> = log
+            .records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(runs, ["r1", "r2"]);
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            3,
+            "the damaged line stays: nothing is rewritten"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,140 @@
+//! The command line outside promotion: configuration errors, `demo`, `completions` and
+//! `build plan`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::{Sandbox, example_config};
+
+/// Writes the example configuration with `line` inserted after the first line equal to
+/// `after`; returns the path and the 1-based number of the inserted line.
+fn config_with(s: &Sandbox, after: &str, line: &str) -> (std::path::PathBuf, usize) {
+    let example = std::fs::read_to_string(example_config()).expect("reading the example");
+    let mut lines: Vec<&str> = example.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == after)
+        .unwrap_or_else(|| panic!("the example has no line {after:?}"))
+        + 1;
+    lines.insert(at, line);
+    let path = s.scratch("deploy.toml");
+    std::fs::write(&path, lines.join("\n") + "\n").expect("writing the configuration");
+    (path, at + 1)
+}
+
+#[test]
+fn an_unknown_key_is_a_usage_error_naming_file_line_and_column() {
+    // (insert after, the unknown key line, its column)
+    let cases = [
+        ("app = \"myapp\"", "colour = \"blue\"", 1),
+        ("namespace = \"argocd\"", "timeout_secs = 3", 1),
+        ("repository = \"api\"", "  replicas = 3", 3),
+    ];
+    for (after, line, column) in cases {
+        let s = Sandbox::new();
+        let (path, number) = config_with(&s, after, line);
+        let run = s.finish(
+            s.bare(&["--sandbox", "--config", path.to_str().unwrap(), "status"]),
+            &["status (bad config)"],
+            crate::support::DEADLINE,
+        );
+        run.expect_code(2);
+        let key = line.split('=').next().unwrap().trim();
+        let at = format!("{}:{number}:{column}", path.display());
+        assert!(
+            run.stderr.contains(&at) && run.stderr.contains(key),
+            "{line:?}: stderr names {at} and `{key}`:\n{}",
+            run.stderr
+        );
+        assert!(
+            !Path::new(&s.work()).join(".deploy-sandbox").exists(),
+            "a bad configuration seeds no sandbox"
+        );
+    }
+}
+
+#[test]
+fn a_missing_configuration_is_a_usage_error_with_a_hint() {
+    let s = Sandbox::new();
+    let missing = s.scratch("nope.toml");
+    let run = s.finish(
+        s.bare(&["--config", missing.to_str().unwrap(), "status"]),
+        &["--config nope.toml status"],
+        crate::support::DEADLINE,
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("nope.toml") && run.stderr.contains("--config"),
+        "names the file and how to give one: {}",
+        run.stderr
+    );
+    // Without --config nor DEPLOY_CONFIG, ./deploy.toml is looked for (and named).
+    let run = s.finish(
+        s.bare(&["status"]),
+        &["status (no config)"],
+        crate::support::DEADLINE,
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("deploy.toml") && run.stderr.contains("DEPLOY_CONFIG"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn demo_finishes() {
+    let s = Sandbox::new();
+    let started = Instant::now();
+    let run = s.finish(s.bare(&["demo"]), &["demo"], Duration::from_secs(90));
+    let took = started.elapsed();
+    eprintln!("deploy demo took {:.1}s of wall time", took.as_secs_f64());
+    run.expect_code(0);
+    assert!(!run.stdout.trim().is_empty(), "the demo narrates on stdout");
+}
+
+#[test]
+fn completions_for_bash_complete_deploy() {
+    let s = Sandbox::new();
+    let run = s.finish(
+        s.bare(&["completions", "bash"]),
+        &["completions bash"],
+        crate::support::DEADLINE,
+    );
+    run.expect_code(0);
+    assert!(run.stdout.contains("deploy"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("promote"),
+        "the subcommands are completed"
+    );
+}
+
+#[test]
+fn build_plan_prints_the_tag_and_pushes_the_sentinel_last() {
+    let s = Sandbox::new();
+    let run = s.run(&[
+        "build",
+        "plan",
+        "--env",
+        "staging",
+        "--sha",
+        "0123456789abcdef0123",
+    ]);
+    run.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"TAG=0123456789ab"), "{}", run.stdout);
+    let pushes = &lines[1..];
+    assert_eq!(pushes.len(), 3, "one push per service: {pushes:?}");
+    let last = pushes.last().unwrap();
+    assert_eq!(
+        *last, "111111111111.dkr.ecr.us-west-2.amazonaws.com/staging/logserver:0123456789ab",
+        "the sentinel goes last"
+    );
+    assert!(
+        pushes[..2]
+            .iter()
+            .all(|p| !p.contains("logserver") && p.ends_with(":0123456789ab")),
+        "{pushes:?}"
+    );
+}

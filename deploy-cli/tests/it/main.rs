@@ -1,0 +1,9 @@
+//! End-to-end tests of the `deploy` binary over the sandbox (DESIGN §5): every test runs
+//! the real binary in its own temporary directory, so each one starts from a fresh
+//! in-memory world kept in that directory's `.deploy-sandbox/`.
+
+mod cli;
+mod output;
+mod promote;
+mod release;
+mod support;

@@ -1,0 +1,184 @@
+//! `plan`, `promote` and `rollback` of prod over the sandbox: gates, waves, confirmation,
+//! dry run, failure with rollback, and the lock.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{DEADLINE, FIRST, SECOND, Sandbox, changes};
+
+/// A sandbox whose staging runs [`SECOND`] everywhere, Synced and Healthy: prod can be
+/// promoted to it.
+fn staging_ready() -> Sandbox {
+    let s = Sandbox::new();
+    s.wait_staging_healthy(SECOND);
+    s
+}
+
+#[test]
+fn plan_prod_passes_four_gates_and_changes_three_applications() {
+    let s = staging_ready();
+    let run = s.json(&["plan", "--env", "prod"]);
+    run.expect_code(0);
+    let plan = run.result();
+    let gates = plan["gates"].as_array().expect("gates");
+    assert_eq!(gates.len(), 4, "{gates:#?}");
+    assert!(
+        gates.iter().all(|g| g["passed"] == true),
+        "every gate passes: {gates:#?}"
+    );
+    assert_eq!(plan["release"]["tag"], SECOND);
+    assert_eq!(changes(&plan), 3, "{plan:#}");
+    let waves: Vec<usize> = plan["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["apps"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(waves, [1, 2], "the waves of the example configuration");
+    // Planning changes nothing.
+    for r in s.status("prod") {
+        assert_eq!(
+            (r.desired.as_str(), r.live.as_str()),
+            (FIRST, FIRST),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn promote_prod_then_replan_is_a_no_op_and_repromote_is_up_to_date() {
+    let s = staging_ready();
+    let run = s.json(&["promote", "--env", "prod", "--yes"]);
+    run.expect_code(0);
+    let report = run.result();
+    assert_eq!(report["outcome"], "succeeded", "{report:#}");
+    s.assert_runs("prod", SECOND);
+
+    let again = s.json(&["plan", "--env", "prod"]);
+    again.expect_code(0);
+    assert_eq!(
+        changes(&again.result()),
+        0,
+        "re-planning after success is a no-op"
+    );
+
+    let twice = s.json(&["promote", "--env", "prod", "--yes"]);
+    twice.expect_code(0);
+    assert_eq!(twice.result()["outcome"], "up_to_date");
+    s.assert_runs("prod", SECOND);
+}
+
+#[test]
+fn promote_prod_without_yes_off_a_terminal_is_a_usage_error_and_changes_nothing() {
+    let s = staging_ready();
+    let before = s.status("prod");
+    // The harness closes stdin, so it is not a terminal and nobody can confirm.
+    let run = s.run(&["promote", "--env", "prod"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("--yes"),
+        "the error says how to confirm: {}",
+        run.stderr
+    );
+    assert_eq!(
+        s.status("prod").iter().map(|r| &r.raw).collect::<Vec<_>>(),
+        before.iter().map(|r| &r.raw).collect::<Vec<_>>(),
+        "prod is unchanged"
+    );
+}
+
+#[test]
+fn promote_prod_dry_run_changes_nothing() {
+    let s = staging_ready();
+    let before = s.status("prod");
+    let run = s.json(&["promote", "--env", "prod", "--dry-run"]);
+    run.expect_code(0);
+    let result = run.result();
+    assert_eq!(result["outcome"], "dry_run", "{result:#}");
+    assert_eq!(
+        changes(&result["plan"]),
+        3,
+        "the dry run shows what would change"
+    );
+    assert_eq!(
+        s.status("prod").iter().map(|r| &r.raw).collect::<Vec<_>>(),
+        before.iter().map(|r| &r.raw).collect::<Vec<_>>(),
+        "prod is unchanged"
+    );
+}
+
+#[test]
+fn a_degraded_cluster_halts_the_promotion_and_rolls_every_change_back() {
+    let s = staging_ready();
+    s.run(&[
+        "sandbox",
+        "break",
+        "--env",
+        "prod",
+        "--cluster",
+        "eu-west-1",
+        "--how",
+        "degraded",
+    ])
+    .expect_code(0);
+    let run = s.json(&["promote", "--env", "prod", "--yes"]);
+    run.expect_code(1);
+    let report = run.result();
+    assert_eq!(report["outcome"], "rolled_back", "{report:#}");
+    s.assert_runs("prod", FIRST);
+}
+
+#[test]
+fn rollback_after_a_promotion_returns_prod_to_the_previous_release() {
+    let s = staging_ready();
+    s.json(&["promote", "--env", "prod", "--yes"])
+        .expect_code(0);
+    s.assert_runs("prod", SECOND);
+    let run = s.json(&["rollback", "--env", "prod", "--yes"]);
+    run.expect_code(0);
+    let report = run.result();
+    assert_eq!(report["release"]["tag"], FIRST, "{report:#}");
+    s.assert_runs("prod", FIRST);
+}
+
+#[test]
+fn a_second_promotion_while_one_runs_exits_4_and_names_the_holder() {
+    let s = staging_ready();
+    let mut first = s.spawn(
+        s.command(&["--output", "json", "promote", "--env", "prod", "--yes"]),
+        &["promote --env prod --yes (first)"],
+    );
+    // The running promotion saves the sandbox on every engine event, so its lease shows
+    // up in the state file; that happens on the wall clock, hence a bounded poll.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = s
+            .state()
+            .and_then(|st| st["leases"].as_object().map(|l| !l.is_empty()))
+            .unwrap_or(false);
+        if held {
+            break;
+        }
+        assert!(
+            first.running(),
+            "the first promotion ended before taking the lock"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the first promotion's lease never appeared in the sandbox state"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = s.run(&["promote", "--env", "prod", "--yes"]);
+    second.expect_code(4);
+    let pid = format!("pid {}", first.id());
+    assert!(
+        second.stderr.contains(&pid),
+        "the error names the holder ({pid}): {}",
+        second.stderr
+    );
+    // The first promotion is unaffected and finishes.
+    let first = first.wait(DEADLINE);
+    first.expect_code(0);
+    assert_eq!(first.result()["outcome"], "succeeded");
+    s.assert_runs("prod", SECOND);
+}
