@@ -127,19 +127,37 @@ impl Backends {
         }
         argocd_config.plaintext |= global.plaintext;
         argocd_config.insecure |= global.insecure;
-        if argocd_config.server.is_none() {
-            return Err(UsageError("no Argo CD server: set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server".into()).into());
-        }
-        let token = std::env::var("ARGOCD_AUTH_TOKEN").ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-            UsageError(
-                "ARGOCD_AUTH_TOKEN is not set: create a token (argocd account generate-token, or a project role token: \
-                 argocd proj role create-token PROJECT ROLE) and export it; deploy never reads tokens from files"
-                    .into(),
+        // Commands that only read registries (release check/latest) work without Argo CD:
+        // what is missing is reported when Argo CD is first needed.
+        let missing = if argocd_config.server.is_none() {
+            Some(
+                "no Argo CD server: set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server",
             )
-        })?;
+        } else if std::env::var("ARGOCD_AUTH_TOKEN").map_or(true, |t| t.trim().is_empty()) {
+            Some(
+                "ARGOCD_AUTH_TOKEN is not set: create a token (argocd account generate-token, or a project role token: \
+                 argocd proj role create-token PROJECT ROLE) and export it; deploy never reads tokens from files",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = missing {
+            let argocd = Arc::new(Unconfigured(why.to_owned()));
+            return Ok(Self {
+                registry,
+                argocd,
+                locks: Locks::PerApplication,
+                audit,
+                clock,
+                sandbox: None,
+                rest: None,
+            });
+        }
+        let token =
+            secrecy::SecretString::from(std::env::var("ARGOCD_AUTH_TOKEN").unwrap_or_default());
         let rest = deploy_argocd::rest::RestArgoCd::with_options(
             &argocd_config,
-            secrecy::SecretString::from(token),
+            token,
             deploy_argocd::rest::RestOptions::default().with_tag_parameters(tag_parameters),
         )
         .context("setting up the Argo CD client")?;
@@ -179,9 +197,9 @@ impl Backends {
                     .with_clock(self.clock.clone()),
                 ))
             }
-            (Locks::PerApplication, None) => {
-                unreachable!("per-application locks come with the REST client")
-            }
+            (Locks::PerApplication, None) => Err(anyhow::anyhow!(
+                "Argo CD is not configured, so there is no promotion lock"
+            )),
         }
     }
 
@@ -234,19 +252,28 @@ impl Sandbox {
                 })?;
                 World::from_state(state, clock)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh_world(config, clock),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let sandbox = Self {
+                    world: fresh_world(config, clock),
+                    file,
+                };
+                sandbox.save()?;
+                return Ok(sandbox);
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
         };
-        let sandbox = Self { world, file };
-        sandbox.save()?;
-        Ok(sandbox)
+        // Reading commands never write: the state advances with the clock, not with saves.
+        Ok(Self { world, file })
     }
 
     /// Writes the state (atomically: a temporary file renamed over the old one).
     pub fn save(&self) -> Result<()> {
         let dir = self.file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = self.file.with_extension("json.tmp");
+        // One temporary file per process, so that concurrent saves never trample each other.
+        let tmp = self
+            .file
+            .with_extension(format!("json.{}.tmp", std::process::id()));
         let text = serde_json::to_string(&self.world.state()).context("serializing the sandbox")?;
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &self.file)
@@ -319,5 +346,64 @@ pub fn image_updater_writes(
                 .argocd
                 .set_override(&config.application_name(env, c), &value),
         );
+    }
+}
+
+/// Argo CD when it is not configured (no server or no token): every call says what to set.
+#[derive(Debug)]
+struct Unconfigured(String);
+
+impl Unconfigured {
+    fn err(&self) -> deploy_core::Error {
+        deploy_core::Error::Permission {
+            message: self.0.clone(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ArgoCd for Unconfigured {
+    async fn application(&self, _: &str) -> deploy_core::Result<deploy_core::port::Application> {
+        Err(self.err())
+    }
+    async fn applications(
+        &self,
+        _: Option<&str>,
+    ) -> deploy_core::Result<Vec<deploy_core::port::Application>> {
+        Err(self.err())
+    }
+    async fn set_override(
+        &self,
+        _: &str,
+        _: &deploy_core::port::OverrideValue,
+    ) -> deploy_core::Result<deploy_core::port::Application> {
+        Err(self.err())
+    }
+    async fn sync(&self, _: &str, _: &deploy_core::port::SyncRequest) -> deploy_core::Result<()> {
+        Err(self.err())
+    }
+    async fn watch(&self, _: &str) -> deploy_core::Result<deploy_core::port::AppStream> {
+        Err(self.err())
+    }
+    async fn terminate(&self, _: &str) -> deploy_core::Result<()> {
+        Err(self.err())
+    }
+    async fn rollback(&self, _: &str, _: i64, _: &str) -> deploy_core::Result<()> {
+        Err(self.err())
+    }
+    async fn annotate(
+        &self,
+        _: &str,
+        _: &std::collections::BTreeMap<String, String>,
+    ) -> deploy_core::Result<()> {
+        Err(self.err())
+    }
+    async fn application_sets(
+        &self,
+    ) -> deploy_core::Result<Vec<deploy_core::port::ApplicationSet>> {
+        Err(self.err())
+    }
+    async fn clusters(&self) -> deploy_core::Result<Vec<deploy_core::port::ClusterInfo>> {
+        Err(self.err())
     }
 }

@@ -67,11 +67,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
 }
 
 fn init_logging(cli: &Cli) {
+    // The AWS SDK logs its own retries and credential probing at WARN; our errors already
+    // say what failed and what to do, so it speaks only at -vv.
+    const OURS: &str = "deploy_cli={0},deploy_core={0},deploy_aws={0},deploy_argocd={0}";
     let level = match (cli.global.quiet, cli.global.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "debug",
-        (false, _) => "trace",
+        (true, _) => "error".to_owned(),
+        (false, 0) => format!("error,{}", OURS.replace("{0}", "warn")),
+        (false, 1) => format!("warn,{}", OURS.replace("{0}", "debug")),
+        (false, _) => "trace".to_owned(),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -88,12 +91,10 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Demo { pace } => return commands::demo::run(out, *pace).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "deploy",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "deploy", &mut script);
+            // A closed pipe (`| head`) is not an error worth a backtrace.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             return Ok(Exit::Success);
         }
         _ => {}
@@ -142,6 +143,6 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
         | Command::Demo { .. }
         | Command::Completions { .. } => unreachable!("handled above"),
     }?;
-    backends.save()?;
+    // Commands that change the sandbox save it themselves; reading commands leave it alone.
     Ok(exit)
 }

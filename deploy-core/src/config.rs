@@ -203,6 +203,14 @@ impl Config {
         })
     }
 
+    /// `only` (if given) or every environment, sources first.
+    pub fn select_environments(&self, only: Option<&str>) -> Result<Vec<&Environment>, String> {
+        match only {
+            Some(name) => Ok(vec![self.environment(name)?]),
+            None => Ok(self.environments_in_order()),
+        }
+    }
+
     /// The cluster `name`.
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)

@@ -16,10 +16,7 @@ pub async fn run(
     out: Output,
     only: Option<&str>,
 ) -> Result<Exit> {
-    let envs: Vec<_> = match only {
-        Some(e) => vec![config.environment(e).map_err(UsageError)?],
-        None => config.environments_in_order(),
-    };
+    let envs = config.select_environments(only).map_err(UsageError)?;
     let mut all = Vec::new();
     for env in envs {
         let input = observe(config, env, &*backends.registry, &*backends.argocd)

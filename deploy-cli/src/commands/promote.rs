@@ -334,8 +334,8 @@ async fn execute(
         r = async { tokio::join!(run, renderer) } => r,
         () = signals => unreachable!("the signal task exits the process"),
     };
-    backends.save()?;
     let report = result?;
+    backends.save()?;
     print_summary(out, &report);
     if report.outcome == Outcome::Interrupted {
         out.note(format!(

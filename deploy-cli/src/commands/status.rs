@@ -46,10 +46,15 @@ pub async fn run(
     out: Output,
     only: Option<&str>,
 ) -> Result<Exit> {
-    let envs: Vec<_> = match only {
-        Some(e) => vec![config.environment(e).map_err(crate::exit::UsageError)?],
-        None => config.environments_in_order(),
-    };
+    let envs = config
+        .select_environments(only)
+        .map_err(crate::exit::UsageError)?;
+    // The audit trail says who promoted a cluster when the annotations do not (for example
+    // when an ApplicationSet without preservedFields dropped them).
+    let records = backends.audit.records().await.unwrap_or_else(|e| {
+        tracing::warn!("reading the audit trail: {e}");
+        Vec::new()
+    });
     let mut rows = Vec::new();
     let mut summaries = Vec::new();
     for env in envs {
@@ -105,6 +110,18 @@ pub async fn run(
                     );
                 }
             };
+            let mut row = row;
+            if row.promoted_by.is_none()
+                && let Some(r) = records.iter().rev().find(|r| {
+                    r.environment == env.name
+                        && r.outcome.is_success()
+                        && r.changed.contains(&cluster.name)
+                })
+            {
+                row.promoted_by = Some(r.actor.to_string());
+                row.promoted_at = Some(r.finished_at.to_string());
+                row.promoted_release = Some(r.release.tag.to_string());
+            }
             out.record("application", &row);
             rows.push(row);
         }
