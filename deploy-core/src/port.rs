@@ -434,10 +434,12 @@ pub trait ArgoCd: Send + Sync + Debug {
     /// Backends reconnect on their own; the stream ends only with an error.
     async fn watch(&self, name: &str) -> Result<AppStream>;
 
-    /// Asks Argo CD to terminate the running operation.
+    /// Asks Argo CD to terminate the running operation; with none running it is a no-op.
+    /// Termination is asynchronous: watch for the operation to finish.
     async fn terminate(&self, name: &str) -> Result<()>;
 
-    /// Rolls back to the history entry `id` (a sync to that entry's source).
+    /// Rolls back to the history entry `id`: its image override is written back and synced
+    /// with `operation_id` in the operation's info (Argo CD's rollback endpoint cannot carry it).
     async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> Result<()>;
 
     /// Merges `annotations` into `metadata.annotations`.

@@ -498,6 +498,27 @@ fn advance(sim: &mut SimApp, now: Timestamp, timing: Timing) -> bool {
     sim.app != before
 }
 
+/// Writes `value` into the spec, keeping every other parameter or image.
+fn write_override(sim: &mut SimApp, value: &OverrideValue) {
+    match value {
+        OverrideValue::Helm { parameter, value } => {
+            sim.app
+                .helm_parameters
+                .insert(parameter.clone(), value.clone());
+            sim.tag_parameter = Some(parameter.clone());
+        }
+        OverrideValue::Kustomize { images } => {
+            sim.app.kustomize_images.retain(|i| {
+                !images
+                    .iter()
+                    .any(|n| kustomize_name(n) == kustomize_name(i))
+            });
+            sim.app.kustomize_images.extend(images.iter().cloned());
+        }
+    }
+    compare(sim);
+}
+
 fn matches_selector(app: &Application, selector: &str) -> bool {
     selector
         .split(',')
@@ -534,23 +555,7 @@ impl ArgoCd for InMemoryArgoCd {
 
     async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<Application> {
         self.with_app(name, |sim, _| {
-            match value {
-                OverrideValue::Helm { parameter, value } => {
-                    sim.app
-                        .helm_parameters
-                        .insert(parameter.clone(), value.clone());
-                    sim.tag_parameter = Some(parameter.clone());
-                }
-                OverrideValue::Kustomize { images } => {
-                    sim.app.kustomize_images.retain(|i| {
-                        !images
-                            .iter()
-                            .any(|n| kustomize_name(n) == kustomize_name(i))
-                    });
-                    sim.app.kustomize_images.extend(images.iter().cloned());
-                }
-            }
-            compare(sim);
+            write_override(sim, value);
             Ok(sim.app.clone())
         })
     }
@@ -606,11 +611,8 @@ impl ArgoCd for InMemoryArgoCd {
                         s.phase = OperationPhase::Terminating;
                     }
                 }
-                None => {
-                    return Err(Error::invalid(format!(
-                        "application {name} has no operation to terminate"
-                    )));
-                }
+                // Nothing running: terminating is a no-op, as the port says.
+                None => {}
             }
             Ok(())
         })
@@ -633,6 +635,9 @@ impl ArgoCd for InMemoryArgoCd {
                 Error::not_found(format!("history id {id} of application {name}"))
             })?;
             let value = entry.override_value.clone();
+            if let Some(v) = &value {
+                write_override(sim, v);
+            }
             let info = BTreeMap::from([(OPERATION_INFO_KEY.to_owned(), operation_id.to_owned())]);
             self.start(sim, now, RunKind::Rollback(value), info, &user);
             Ok(())
