@@ -10,7 +10,10 @@
 //! same way; every request stays readable through [`FakeArgo::server`] for assertions.
 //!
 //! Time is simulated: the "controller" advances an Application by one step each time it is
-//! observed (a GET or a watch stream), so no test waits on the wall clock.
+//! observed (a GET or a watch stream), so no test waits on the wall clock. Benches can opt in
+//! to the wall clock instead: [`FakeArgo::set_timing`] gives an Application real sync and
+//! health durations (its watch stream then stays open until the next change is due, as Argo
+//! CD's does), and [`FakeArgo::set_request_delay`] delays every answer.
 //!
 //! ```toml
 //! [dev-dependencies]
@@ -19,9 +22,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
+use deploy_core::memory::Timing;
 use deploy_core::model::SyncMode;
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -45,6 +50,31 @@ struct AppSim {
     /// Observations left before the controller finishes the foreign operation by itself
     /// (`None`: it runs until [`ArgoCdFixture::finish_foreign_operation`]).
     foreign_left: Option<u32>,
+    /// Wall-clock durations of our operations ([`FakeArgo::set_timing`]); `None`: one step
+    /// per observation.
+    timing: Option<Timing>,
+    /// When the last sync request arrived.
+    started: Option<Instant>,
+}
+
+impl AppSim {
+    /// When the next step of a timed Application is due (`None`: untimed, or nothing to do).
+    fn next_due(&self) -> Option<Instant> {
+        let (timing, started) = (self.timing?, self.started?);
+        let phase = &self.obj["status"]["operationState"]["phase"];
+        if *phase == json!("Running") && !self.foreign {
+            (self.script != Script::Hang).then(|| started + timing.sync)
+        } else if self.health_next.is_some() {
+            Some(started + timing.sync + timing.health)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the step of a timed Application is due at `at` (always for an untimed one).
+    fn due(&self, at: Instant) -> bool {
+        self.timing.is_none() || self.next_due().is_none_or(|due| due <= at)
+    }
 }
 
 struct State {
@@ -56,6 +86,10 @@ struct State {
     /// Applied to an Application right after the next successful PATCH of it: another
     /// client's write landing just after ours.
     after_patch: BTreeMap<String, Edit>,
+    /// Added to every answer ([`FakeArgo::set_request_delay`]).
+    request_delay: Duration,
+    /// Longest a timed Application's watch stream waits for a change ([`FakeArgo::set_stream_hold`]).
+    stream_hold: Duration,
 }
 
 /// A change to an Application object.
@@ -69,6 +103,8 @@ impl std::fmt::Debug for State {
             .field("clock", &self.clock)
             .field("steps_per_stream", &self.steps_per_stream)
             .field("after_patch", &self.after_patch.keys().collect::<Vec<_>>())
+            .field("request_delay", &self.request_delay)
+            .field("stream_hold", &self.stream_hold)
             .finish()
     }
 }
@@ -91,6 +127,28 @@ impl State {
 
     /// One controller step for `name`; true if the Application changed.
     fn tick(&mut self, name: &str) -> bool {
+        self.tick_at(name, Instant::now())
+    }
+
+    /// Every step of `name` due at `at` (one step for an untimed Application).
+    fn settle_at(&mut self, name: &str, at: Instant) -> Vec<Value> {
+        let timed = self.apps.get(name).is_some_and(|a| a.timing.is_some());
+        let mut changes = Vec::new();
+        // A timed Application has at most a few steps due; an untimed one takes one.
+        for _ in 0..if timed { 4 } else { 1 } {
+            if !self.tick_at(name, at) {
+                break;
+            }
+            changes.push(self.apps[name].obj.clone());
+        }
+        changes
+    }
+
+    /// One controller step for `name`, a timed Application's only if due at `at`.
+    fn tick_at(&mut self, name: &str, at: Instant) -> bool {
+        if self.apps.get(name).is_some_and(|a| !a.due(at)) {
+            return false;
+        }
         let now = self.now();
         let Some(app) = self.apps.get_mut(name) else {
             return false;
@@ -122,7 +180,7 @@ impl State {
             true
         } else if phase == "Running" && !app.foreign {
             app.running += 1;
-            if app.running < 2 || app.script == Script::Hang {
+            if (app.running < 2 && app.timing.is_none()) || app.script == Script::Hang {
                 false
             } else {
                 let script = std::mem::replace(&mut app.script, Script::Healthy);
@@ -264,6 +322,19 @@ fn labels_match(obj: &Value, selector: &str) -> bool {
 
 impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        let answer = self.answer(request);
+        let delay = self.state.lock().expect("fake state").request_delay;
+        // A watch stream's answer carries its own delay (at least `request_delay`).
+        if delay.is_zero() || matches!(self.route, Route::Stream) {
+            answer
+        } else {
+            answer.set_delay(delay)
+        }
+    }
+}
+
+impl Responder {
+    fn answer(&self, request: &Request) -> ResponseTemplate {
         let authorized = request
             .headers
             .get("authorization")
@@ -279,7 +350,7 @@ impl Respond for Responder {
                 if !state.apps.contains_key(&name) {
                     return permission_denied();
                 }
-                state.tick(&name);
+                state.settle_at(&name, Instant::now());
                 ResponseTemplate::new(200).set_body_json(&state.apps[&name].obj)
             }
             Route::List => {
@@ -392,6 +463,7 @@ impl Respond for Responder {
                     "phase": "Running", "message": "", "startedAt": now, "operation": op,
                 });
                 app.running = 0;
+                app.started = Some(Instant::now());
                 state.bump(&name);
                 ResponseTemplate::new(200).set_body_json(&state.apps[&name].obj)
             }
@@ -420,7 +492,12 @@ impl Respond for Responder {
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_default();
                 if !state.apps.contains_key(&name) {
-                    return ResponseTemplate::new(200).set_body_raw(Vec::new(), "application/json");
+                    return ResponseTemplate::new(200)
+                        .set_body_raw(Vec::new(), "application/json")
+                        .set_delay(state.request_delay);
+                }
+                if state.apps[&name].timing.is_some() {
+                    return timed_stream(&mut state, &name);
                 }
                 let mut lines = vec![
                     json!({"result": {"type": "ADDED", "application": state.apps[&name].obj}}),
@@ -432,7 +509,9 @@ impl Respond for Responder {
                 }
                 let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
                 // The body ends here: the stream is cut, as a load balancer does.
-                ResponseTemplate::new(200).set_body_raw(body, "application/json")
+                ResponseTemplate::new(200)
+                    .set_body_raw(body, "application/json")
+                    .set_delay(state.request_delay)
             }
             Route::AppSets => ResponseTemplate::new(200).set_body_json(json!({
                 "metadata": {}, "items": [application_set()]
@@ -445,6 +524,33 @@ impl Respond for Responder {
             })),
         }
     }
+}
+
+/// The watch stream of a timed Application on the wall clock. wiremock cannot send a body in
+/// parts, so the answer is held until the next change is due (at most the stream hold, and
+/// at least the request delay), then carries the current object and that change, and ends:
+/// the client sees each change when it happens and reconnects for the next one.
+fn timed_stream(state: &mut State, name: &str) -> ResponseTemplate {
+    let now = Instant::now();
+    state.settle_at(name, now);
+    let mut lines = vec![json!({"result": {"type": "ADDED", "application": state.apps[name].obj}})];
+    let mut until = now + state.stream_hold;
+    if let Some(due) = state.apps[name].next_due().filter(|d| *d <= until) {
+        // The change is applied now and delivered when due; nothing else observes this
+        // Application meanwhile but its (single) watcher.
+        for obj in state.settle_at(name, due) {
+            lines.push(json!({"result": {"type": "MODIFIED", "application": obj}}));
+        }
+        until = due;
+    }
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    ResponseTemplate::new(200)
+        .set_body_raw(body, "application/json")
+        .set_delay(
+            until
+                .saturating_duration_since(now)
+                .max(state.request_delay),
+        )
 }
 
 /// The ApplicationSet the fake serves.
@@ -544,6 +650,8 @@ impl FakeArgo {
             clock: 0,
             steps_per_stream: steps,
             after_patch: BTreeMap::new(),
+            request_delay: Duration::ZERO,
+            stream_hold: Duration::from_secs(1),
         }));
         let app = r"^/api/v1/applications/[^/]+$";
         let routes: Vec<(&str, String, Route)> = vec![
@@ -614,6 +722,27 @@ impl FakeArgo {
         state.apps.get_mut(name).expect("known app").foreign_left = Some(observations);
     }
 
+    /// Delays every answer by `delay` (network and server time; default none). A watch
+    /// stream's answer is delayed by at least as much.
+    pub fn set_request_delay(&self, delay: Duration) {
+        self.state.lock().expect("fake state").request_delay = delay;
+    }
+
+    /// Runs the operations of Application `name` on the wall clock: a sync finishes
+    /// `timing.sync` after its request arrived, and health moves `timing.health` later, instead
+    /// of one step per observation. Its watch stream then waits for the next change.
+    pub fn set_timing(&self, name: &str, timing: Timing) {
+        let mut state = self.state.lock().expect("fake state");
+        state.apps.get_mut(name).expect("known app").timing = Some(timing);
+    }
+
+    /// How long the watch stream of a timed Application stays open without a change before
+    /// the server ends it (default 1 s; keep it under the client's request timeout, since
+    /// wiremock holds the response head too).
+    pub fn set_stream_hold(&self, hold: Duration) {
+        self.state.lock().expect("fake state").stream_hold = hold;
+    }
+
     /// Application `name` as served, as JSON.
     pub fn object(&self, name: &str) -> Value {
         let state = self.state.lock().expect("fake state");
@@ -645,6 +774,8 @@ impl ArgoCdFixture for FakeArgo {
                 health_next: None,
                 foreign: false,
                 foreign_left: None,
+                timing: None,
+                started: None,
             },
         );
     }

@@ -24,7 +24,7 @@ use crate::EcrOptions;
 use async_trait::async_trait;
 use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ecr::types::{
-    ImageTagMutability, ReplicationConfiguration, ReplicationDestination,
+    ImageIdentifier, ImageTagMutability, ReplicationConfiguration, ReplicationDestination,
     ReplicationRule as EcrRule, RepositoryFilter, RepositoryFilterType,
 };
 use deploy_core::conformance::registry::RegistryFixture;
@@ -173,14 +173,15 @@ impl AwsFiles {
 
 /// Default options with tiny backoffs and short timeouts.
 pub fn fast_options() -> EcrOptions {
-    let mut options = EcrOptions::default();
-    options.max_attempts = 3;
-    options.initial_backoff = Duration::from_millis(1);
-    options.max_backoff = Duration::from_millis(5);
-    options.connect_timeout = Duration::from_secs(2);
-    options.attempt_timeout = Duration::from_secs(10);
-    options.operation_timeout = Duration::from_secs(30);
-    options
+    EcrOptions {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        connect_timeout: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(10),
+        operation_timeout: Duration::from_secs(30),
+        ..EcrOptions::default()
+    }
 }
 
 /// `sha256:<hex>` of `text`.
@@ -230,6 +231,38 @@ impl EcrFixture {
             .endpoint_url(endpoint)
             .build();
         aws_sdk_ecr::Client::from_conf(config)
+    }
+}
+
+impl EcrFixture {
+    /// Deletes `tag` from `repo` (BatchDeleteImage), as a cleanup policy or a person would.
+    pub async fn delete_image(&self, repo: &RepoLocation, tag: &Tag) {
+        let out = self
+            .client(&repo.account, &repo.region)
+            .batch_delete_image()
+            .registry_id(&repo.account)
+            .repository_name(&repo.repository)
+            .image_ids(ImageIdentifier::builder().image_tag(tag.as_str()).build())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("BatchDeleteImage {repo}:{tag}: {e:?}"));
+        assert!(
+            out.failures().is_empty(),
+            "BatchDeleteImage {repo}:{tag}: {:?}",
+            out.failures()
+        );
+    }
+
+    /// Deletes `repo` with every image in it (DeleteRepository with `force`).
+    pub async fn delete_repository(&self, repo: &RepoLocation) {
+        self.client(&repo.account, &repo.region)
+            .delete_repository()
+            .registry_id(&repo.account)
+            .repository_name(&repo.repository)
+            .force(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DeleteRepository {repo}: {e:?}"));
     }
 }
 

@@ -192,10 +192,11 @@ impl Lock for LeaseLock {
                 }
                 Some(mut object) => {
                     let spec = object.spec.take().unwrap_or_default();
-                    if let Some((who, until)) = current_holder(&spec) {
-                        if who != holder && until > now {
-                            return Err(held(key, who, until));
-                        }
+                    if let Some((who, until)) = current_holder(&spec)
+                        && who != holder
+                        && until > now
+                    {
+                        return Err(held(key, who, until));
                     }
                     object.spec = Some(Self::spec_for(holder, now, ttl, Some(&spec)));
                     self.api

@@ -322,10 +322,11 @@ impl Lock for ApplicationLock {
             let snapshot = self.read().await?;
             let now = self.clock.now();
             let current = snapshot.entry(key);
-            if let Some(e) = current {
-                if e.holder != holder && e.expires_at > now {
-                    return Err(e.held_error());
-                }
+            if let Some(e) = current
+                && e.holder != holder
+                && e.expires_at > now
+            {
+                return Err(e.held_error());
             }
             let acquired_at = current
                 .filter(|e| e.holder == holder)

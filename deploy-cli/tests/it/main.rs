@@ -3,6 +3,7 @@
 //! in-memory world kept in that directory's `.deploy-sandbox/`.
 
 mod cli;
+mod e2e;
 mod output;
 mod promote;
 mod release;

@@ -604,15 +604,12 @@ impl ArgoCd for InMemoryArgoCd {
 
     async fn terminate(&self, name: &str) -> Result<()> {
         self.with_app(name, |sim, _| {
-            match sim.run.as_mut() {
-                Some(run) => {
-                    run.terminating = true;
-                    if let Some(s) = sim.app.operation_state.as_mut() {
-                        s.phase = OperationPhase::Terminating;
-                    }
+            // Nothing running: terminating is a no-op, as the port says.
+            if let Some(run) = sim.run.as_mut() {
+                run.terminating = true;
+                if let Some(s) = sim.app.operation_state.as_mut() {
+                    s.phase = OperationPhase::Terminating;
                 }
-                // Nothing running: terminating is a no-op, as the port says.
-                None => {}
             }
             Ok(())
         })

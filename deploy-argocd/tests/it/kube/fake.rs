@@ -492,10 +492,10 @@ impl FakeApiServer {
             return Self::not_found(route, name);
         };
         // A resourceVersion in the patch is a precondition, as in Kubernetes.
-        if let Some(sent) = patch["metadata"]["resourceVersion"].as_str() {
-            if Some(sent) != object["metadata"]["resourceVersion"].as_str() {
-                return Self::conflict(route, name);
-            }
+        if let Some(sent) = patch["metadata"]["resourceVersion"].as_str()
+            && Some(sent) != object["metadata"]["resourceVersion"].as_str()
+        {
+            return Self::conflict(route, name);
         }
         merge(&mut object, patch);
         Self::store(&mut state, key, &mut object, "MODIFIED");

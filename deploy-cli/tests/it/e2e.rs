@@ -1,0 +1,982 @@
+//! End to end on the real adapters (issues 3, 4 and 5): the `deploy` binary WITHOUT
+//! `--sandbox`, reaching ECR in two accounts served by two moto servers (through an AWS config
+//! file whose profiles set `endpoint_url`) and Argo CD served by the stateful fake of
+//! deploy-argocd (`deploy_argocd::fake`, plain HTTP), with the example configuration.
+//!
+//! The world of every test: staging (account 111111111111, us-west-2) holds the old and the
+//! new release; its three Applications are automated and run the new one. Prod (account
+//! 222222222222, three regions) has the old release and, unless a test says otherwise, the
+//! new one "replicated" (moto never replicates: the test pushes the same manifests); its three
+//! Applications are manual and run the old release. Digests are sha256 of the manifests.
+//!
+//! The fake's controller advances an Application each time it is observed, so nothing here
+//! waits on the wall clock except where a test must watch the real `deploy` process reach a
+//! point (then it polls the fake's requests with a deadline; see [`wait_until`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deploy_argocd::fake::{FakeArgo, TOKEN};
+use deploy_aws::moto::{AwsFiles, EcrFixture, Moto};
+use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
+use deploy_core::conformance::registry::{RegistryFixture, manifest};
+use deploy_core::model::{RepoLocation, SyncMode, Tag};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use wait_timeout::ChildExt;
+use wiremock::matchers::method;
+use wiremock::{Mock, Request, ResponseTemplate};
+
+use crate::support::{Run, example_config};
+
+const STAGING: &str = "111111111111";
+const PROD: &str = "222222222222";
+const PROD_REGIONS: [&str; 3] = ["us-west-2", "us-east-1", "eu-west-1"];
+/// Clusters in the example's wave order: wave 1 is us-west-2, wave 2 the other two.
+const CLUSTERS: [&str; 3] = ["us-west-2", "us-east-1", "eu-west-1"];
+const SERVICES: [&str; 3] = ["logserver", "api", "worker"];
+/// The release prod runs.
+const OLD: &str = "0a1b2c3";
+/// The release staging runs, to be promoted.
+const NEW: &str = "9f8e7d6";
+/// Wave 1's Application, which also carries the promotion lock (`deploy/lock`).
+const WAVE1_APP: &str = "myapp-prod-us-west-2";
+/// The OS user the runs report (the lock holder is `e2e@HOST pid N`).
+const USER: &str = "e2e";
+/// How long one `deploy` command may take before the test calls it a hang.
+const DEADLINE: Duration = Duration::from_secs(120);
+/// How long a test may wait for the `deploy` process to reach a point it observes.
+const OBSERVE: Duration = Duration::from_secs(60);
+
+/// What the prod registry holds of the new release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replication {
+    /// Every image in every region, with staging's digests.
+    Complete,
+    /// `staging/api` has not reached us-east-1, and eu-west-1 has no `staging/worker`
+    /// repository at all.
+    Incomplete,
+    /// Everything is there, but `staging/api` in us-east-1 was pushed from another build.
+    OtherDigest,
+}
+
+/// The moto servers, the fake Argo CD, and a temporary directory with the configuration,
+/// the AWS files and the audit trail.
+struct World {
+    _staging: Moto,
+    _prod: Moto,
+    ecr: EcrFixture,
+    argo: FakeArgo,
+    _aws: AwsFiles,
+    aws_config: PathBuf,
+    aws_credentials: PathBuf,
+    dir: TempDir,
+    config: PathBuf,
+    /// Service → digest of the new release in staging.
+    digests: BTreeMap<String, String>,
+}
+
+/// moto for `account`, or `None` (after saying why) when it is not installed outside CI.
+#[allow(clippy::print_stderr)]
+fn moto(account: &str) -> Option<Moto> {
+    Moto::start(account)
+        .map_err(|unavailable| eprintln!("skipping: {unavailable}"))
+        .ok()
+}
+
+fn repo(account: &str, region: &str, service: &str) -> RepoLocation {
+    RepoLocation {
+        account: account.into(),
+        region: region.into(),
+        repository: format!("staging/{service}"),
+    }
+}
+
+fn image(account: &str, region: &str, prefix: &str, service: &str) -> String {
+    format!("{account}.dkr.ecr.{region}.amazonaws.com/{prefix}{service}")
+}
+
+/// The manifest CI built for `service` at `tag`.
+fn build(service: &str, tag: &str) -> String {
+    manifest(&format!("{service}@{tag}"))
+}
+
+fn tag(t: &str) -> Tag {
+    t.parse().expect("valid tag")
+}
+
+impl World {
+    /// Starts everything; `None` when moto is not installed (outside CI).
+    async fn start(replication: Replication) -> Option<World> {
+        let (Some(staging), Some(prod)) = (moto(STAGING), moto(PROD)) else {
+            return None;
+        };
+        let ecr = EcrFixture::new(&[(STAGING, &staging.endpoint), (PROD, &prod.endpoint)]);
+        // The staging registry: both releases, sentinel (logserver) last as CI pushes.
+        let mut digests = BTreeMap::new();
+        for t in [OLD, NEW] {
+            for service in ["api", "worker", "logserver"] {
+                let at = repo(STAGING, "us-west-2", service);
+                ecr.create_repository(&at, false).await;
+                let digest = ecr.push(&at, &tag(t), &build(service, t)).await;
+                if t == NEW {
+                    digests.insert(service.to_owned(), digest.to_string());
+                }
+            }
+        }
+        // The prod registry, as replication left it.
+        for region in PROD_REGIONS {
+            for service in SERVICES {
+                let at = repo(PROD, region, service);
+                let new_missing = match (replication, region, service) {
+                    (Replication::Incomplete, "eu-west-1", "worker") => continue,
+                    (Replication::Incomplete, "us-east-1", "api") => true,
+                    _ => false,
+                };
+                ecr.create_repository(&at, false).await;
+                ecr.push(&at, &tag(OLD), &build(service, OLD)).await;
+                if new_missing {
+                    continue;
+                }
+                let bytes = match (replication, region, service) {
+                    (Replication::OtherDigest, "us-east-1", "api") => build("api-rebuilt", NEW),
+                    _ => build(service, NEW),
+                };
+                ecr.push(&at, &tag(NEW), &bytes).await;
+            }
+        }
+
+        let argo = FakeArgo::start_with(6).await;
+        for cluster in CLUSTERS {
+            argo.create_application(&seed(
+                "staging",
+                cluster,
+                automated(),
+                NEW,
+                (STAGING, "us-west-2", "staging/"),
+            ))
+            .await;
+            argo.create_application(&seed(
+                "debug",
+                cluster,
+                automated(),
+                OLD,
+                (STAGING, "us-west-2", "debug/"),
+            ))
+            .await;
+            argo.create_application(&seed(
+                "prod",
+                cluster,
+                SyncMode::Manual,
+                OLD,
+                (PROD, cluster, "staging/"),
+            ))
+            .await;
+        }
+
+        let dir = tempfile::Builder::new()
+            .prefix("deploy-e2e-")
+            .tempdir()
+            .expect("temporary directory");
+        // The example configuration, pointed at the fake, with a short soak and timeout.
+        let example = std::fs::read_to_string(example_config()).expect("examples/deploy.toml");
+        let mut text = example.clone();
+        for (from, to) in [
+            (
+                r#"server = "argocd.example.com""#,
+                format!(r#"server = "{}""#, argo.server.uri()),
+            ),
+            (r#"soak = "5m""#, r#"soak = "1s""#.to_owned()),
+            (r#"timeout = "15m""#, r#"timeout = "60s""#.to_owned()),
+        ] {
+            assert!(
+                text.contains(from),
+                "examples/deploy.toml no longer has {from}"
+            );
+            text = text.replace(from, &to);
+        }
+        let config = dir.path().join("deploy.toml");
+        std::fs::write(&config, text).expect("write deploy.toml");
+        // `default` is the staging account (staging has no aws_profile), `prod` the prod one.
+        let aws = AwsFiles::new(
+            &[("default", &staging.endpoint), ("prod", &prod.endpoint)],
+            "",
+        );
+        Some(World {
+            _staging: staging,
+            _prod: prod,
+            ecr,
+            argo,
+            aws_config: aws.config.clone(),
+            aws_credentials: aws.credentials.clone(),
+            _aws: aws,
+            dir,
+            config,
+            digests,
+        })
+    }
+
+    /// `deploy --config … --audit-log … ARGS`, with only the environment the test gives it.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--audit-log")
+            .arg(self.audit_log())
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("USER", USER)
+            .env("ARGOCD_AUTH_TOKEN", TOKEN)
+            .env("AWS_CONFIG_FILE", &self.aws_config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &self.aws_credentials)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "warn");
+        if let Some(host) = std::env::var_os("HOSTNAME") {
+            cmd.env("HOSTNAME", host);
+        }
+        cmd
+    }
+
+    fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    /// Runs `deploy ARGS` to the end.
+    async fn run(&self, args: &[&str]) -> Run {
+        self.spawn(args).wait().await
+    }
+
+    /// Starts `deploy ARGS`; its output goes to files in the temporary directory.
+    fn spawn(&self, args: &[&str]) -> Running {
+        let n = std::fs::read_dir(self.dir.path()).map_or(0, Iterator::count);
+        let stdout = self.dir.path().join(format!("stdout-{n}"));
+        let stderr = self.dir.path().join(format!("stderr-{n}"));
+        let child = self
+            .command(args)
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("starting deploy");
+        Running {
+            child: Some(child),
+            args: args.join(" "),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Every request the fake Argo CD received so far.
+    async fn requests(&self) -> Vec<Request> {
+        self.argo
+            .server
+            .received_requests()
+            .await
+            .expect("request recording is on")
+    }
+
+    /// The sync requests sent for `app`.
+    async fn syncs(&self, app: &str) -> usize {
+        let path = format!("/api/v1/applications/{app}/sync");
+        self.requests()
+            .await
+            .iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path() == path)
+            .count()
+    }
+
+    /// Makes every write to Argo CD an expectation that fails the test: mocks with
+    /// `.expect(0)` in front of the fake (verified by [`World::verify_no_writes`]).
+    async fn forbid_writes(&self) {
+        for verb in ["PATCH", "POST", "PUT", "DELETE"] {
+            Mock::given(method(verb))
+                .respond_with(ResponseTemplate::new(500))
+                .with_priority(1)
+                .expect(0)
+                .named(format!("no {verb} to Argo CD"))
+                .mount(&self.argo.server)
+                .await;
+        }
+    }
+
+    /// Asserts that not one write request reached Argo CD, but reads did.
+    async fn verify_no_writes(&self) {
+        let requests = self.requests().await;
+        let writes: Vec<String> = requests
+            .iter()
+            .filter(|r| r.method.as_str() != "GET")
+            .map(|r| format!("{} {}", r.method, r.url.path()))
+            .collect();
+        assert!(writes.is_empty(), "writes reached Argo CD: {writes:#?}");
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.url.path().starts_with("/api/v1/applications/myapp-prod-")),
+            "the prod Applications were never read: the gate did not look at them"
+        );
+        self.argo.server.verify().await;
+    }
+
+    /// The prod Application of `cluster`, as Argo CD serves it.
+    fn prod_app(&self, cluster: &str) -> Value {
+        self.argo.object(&format!("myapp-prod-{cluster}"))
+    }
+
+    /// Asserts that every prod Application runs `tag` (spec and live images), Synced and
+    /// Healthy, with no operation pending.
+    #[track_caller]
+    fn assert_prod_runs(&self, tag: &str) {
+        for cluster in CLUSTERS {
+            let app = self.prod_app(cluster);
+            let name = &app["metadata"]["name"];
+            assert_eq!(tag_parameter(&app), tag, "{name}: spec image.tag");
+            let images: Vec<&str> = app["status"]["summary"]["images"]
+                .as_array()
+                .expect("images")
+                .iter()
+                .map(|i| i.as_str().expect("image"))
+                .collect();
+            let want: Vec<String> = SERVICES
+                .iter()
+                .map(|s| format!("{}:{tag}", image(PROD, cluster, "staging/", s)))
+                .collect();
+            assert_eq!(images, want, "{name}: live images");
+            assert_eq!(app["status"]["health"]["status"], "Healthy", "{name}");
+            assert_eq!(app["status"]["sync"]["status"], "Synced", "{name}");
+            assert!(
+                app.get("operation").is_none(),
+                "{name}: an operation is pending"
+            );
+        }
+    }
+
+    /// The lock annotation on wave 1's Application, if any.
+    fn lock(&self) -> Option<String> {
+        self.argo.object(WAVE1_APP)["metadata"]["annotations"]["deploy/lock"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// The audit trail, one JSON value per line.
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+            .collect()
+    }
+}
+
+fn automated() -> SyncMode {
+    SyncMode::Automated {
+        prune: true,
+        self_heal: true,
+    }
+}
+
+/// The Application of `env` in `cluster`, running `tag` from `(account, region, prefix)`.
+fn seed(
+    env: &str,
+    cluster: &str,
+    sync_mode: SyncMode,
+    tag: &str,
+    (account, region, prefix): (&str, &str, &str),
+) -> AppSeed {
+    AppSeed {
+        name: format!("myapp-{env}-{cluster}"),
+        labels: BTreeMap::from([
+            ("app.kubernetes.io/part-of".into(), "myapp".into()),
+            ("deploy/environment".into(), env.into()),
+            ("deploy/cluster".into(), cluster.into()),
+        ]),
+        destination: cluster.into(),
+        sync_mode,
+        helm_parameters: BTreeMap::from([
+            ("image.tag".into(), tag.into()),
+            ("replicaCount".into(), "3".into()),
+        ]),
+        tag_parameter: "image.tag".into(),
+        image_names: SERVICES
+            .iter()
+            .map(|s| image(account, region, prefix, s))
+            .collect(),
+    }
+}
+
+fn tag_parameter(app: &Value) -> String {
+    app["spec"]["source"]["helm"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "image.tag"))
+        .and_then(|p| p["value"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A `deploy` process started by [`World::spawn`]; killed if the test ends before it.
+struct Running {
+    child: Option<Child>,
+    args: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits for the process to exit (within [`DEADLINE`]).
+    async fn wait(mut self) -> Run {
+        let mut child = self.child.take().expect("running");
+        let args = self.args.clone();
+        let status = tokio::task::spawn_blocking(move || {
+            let status = child.wait_timeout(DEADLINE).expect("waiting for deploy");
+            if status.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            status
+        })
+        .await
+        .expect("the waiting thread");
+        let run = self.output(status.and_then(|s| s.code()));
+        assert!(
+            status.is_some(),
+            "`deploy {args}` did not finish within {DEADLINE:?}\n--- stdout\n{}\n--- stderr\n{}",
+            run.stdout,
+            run.stderr
+        );
+        run
+    }
+
+    /// Kills the process with SIGKILL, as `kill -9` or an OOM killer would, and reaps it.
+    fn kill(mut self) -> Run {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        let status = child.wait().expect("reaping deploy");
+        self.output(status.code())
+    }
+
+    fn output(&self, code: Option<i32>) -> Run {
+        Run {
+            args: self.args.clone(),
+            code,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, failing after [`OBSERVE`]. Only for watching
+/// the real `deploy` process reach a point (a request it sends): the test cannot step it.
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + OBSERVE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    all
+}
+
+const PROMOTE: [&str; 4] = ["promote", "--env", "prod", "--yes"];
+
+// ---------------------------------------------------------------------------------------
+// Issue 5: promotion.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_across_two_waves_records_and_annotates() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(0);
+    assert_eq!(run.result()["outcome"], "succeeded", "{}", run.stdout);
+
+    world.assert_prod_runs(NEW);
+    // One sync per Application, wave 1 before wave 2.
+    let syncs: Vec<String> = world
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/sync"))
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(syncs.len(), 3, "{syncs:#?}");
+    assert_eq!(syncs[0], format!("/api/v1/applications/{WAVE1_APP}/sync"));
+
+    let audit = world.audit();
+    assert_eq!(audit.len(), 1, "one audit record per run: {audit:#?}");
+    let record = &audit[0];
+    assert_eq!(record["environment"], "prod");
+    assert_eq!(record["outcome"], "succeeded");
+    assert_eq!(record["release"]["tag"], NEW);
+    assert_eq!(
+        record["release"]["digests"],
+        json!(world.digests),
+        "the release carries staging's three digests"
+    );
+    let mut changed: Vec<&str> = record["changed"]
+        .as_array()
+        .expect("changed")
+        .iter()
+        .map(|c| c.as_str().expect("cluster"))
+        .collect();
+    changed.sort_unstable();
+    assert_eq!(changed, ["eu-west-1", "us-east-1", "us-west-2"]);
+    assert_eq!(record["actor"]["os_user"], USER, "{record}");
+
+    for cluster in CLUSTERS {
+        let app = world.prod_app(cluster);
+        assert_eq!(
+            app["metadata"]["annotations"]["deploy/release"], NEW,
+            "{cluster}: {:#}",
+            app["metadata"]
+        );
+    }
+    assert_eq!(world.lock(), None, "the lock is released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_replication_changes_nothing() {
+    let Some(world) = World::start(Replication::Incomplete).await else {
+        return;
+    };
+    world.forbid_writes().await;
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(3);
+    let result = run.result();
+    assert_eq!(result["outcome"], "gate_failed", "{result:#}");
+    assert_eq!(result["gate"]["name"], "target_digests", "{result:#}");
+    let details = result["gate"]["details"].to_string();
+    for missing in ["staging/api", "us-east-1", "staging/worker", "eu-west-1"] {
+        assert!(details.contains(missing), "{missing} not named: {details}");
+    }
+    world.verify_no_writes().await;
+    world.assert_prod_runs(OLD);
+    assert!(world.audit().is_empty(), "no run, no audit record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prod_digest_other_than_stagings_changes_nothing() {
+    let Some(world) = World::start(Replication::OtherDigest).await else {
+        return;
+    };
+    world.forbid_writes().await;
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(3);
+    let result = run.result();
+    assert_eq!(result["gate"]["name"], "target_digests", "{result:#}");
+    let details = result["gate"]["details"].to_string();
+    assert!(
+        details.contains("api") && details.contains("us-east-1"),
+        "the mismatch is not named: {details}"
+    );
+    world.verify_no_writes().await;
+    world.assert_prod_runs(OLD);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prod_application_with_automated_sync_changes_nothing() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.argo.edit("myapp-prod-eu-west-1", |app| {
+        app["spec"]["syncPolicy"] = json!({ "automated": { "prune": true, "selfHeal": true } });
+    });
+    world.forbid_writes().await;
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(3);
+    let result = run.result();
+    assert_eq!(result["gate"]["name"], "applications", "{result:#}");
+    assert!(
+        result["gate"]["details"]
+            .to_string()
+            .contains("myapp-prod-eu-west-1"),
+        "{result:#}"
+    );
+    world.verify_no_writes().await;
+    world.assert_prod_runs(OLD);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_in_wave_two_rolls_both_waves_back() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world
+        .argo
+        .script("myapp-prod-eu-west-1", Script::Degraded)
+        .await;
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(1);
+    assert_eq!(run.result()["outcome"], "rolled_back", "{}", run.stdout);
+
+    // Wave 1 was deployed, then returned; wave 2 too; all Healthy on the old release.
+    world.assert_prod_runs(OLD);
+    assert_eq!(
+        world.syncs(WAVE1_APP).await,
+        2,
+        "wave 1: one sync to the release, one back"
+    );
+    for cluster in ["us-east-1", "eu-west-1"] {
+        let app = world.prod_app(cluster);
+        let history = app["status"]["history"].as_array().expect("history");
+        assert!(
+            history.len() >= 3,
+            "{cluster} went to the release and back: {history:#?}"
+        );
+    }
+    let audit = world.audit();
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    assert_eq!(audit[0]["outcome"], "rolled_back");
+    assert_eq!(world.lock(), None, "the lock is released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_operation_is_waited_out() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    // alice's sync runs until Argo CD has been asked about the app a few more times.
+    world
+        .argo
+        .start_foreign_operation_for("myapp-prod-us-east-1", 4);
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(0);
+
+    let plan = run
+        .lines()
+        .into_iter()
+        .find(|l| l["type"] == "plan")
+        .expect("the plan is reported")["data"]
+        .take();
+    let apps: Vec<&Value> = plan["waves"]
+        .as_array()
+        .expect("waves")
+        .iter()
+        .flat_map(|w| w["apps"].as_array().expect("apps"))
+        .collect();
+    let east = apps
+        .iter()
+        .find(|a| a["application"] == "myapp-prod-us-east-1")
+        .expect("us-east-1 is planned");
+    assert_eq!(east["foreign_operation"], "alice", "{east:#}");
+
+    // Not one sync was sent while alice's ran (Argo CD would have refused it, code 9).
+    assert_eq!(world.syncs("myapp-prod-us-east-1").await, 1);
+    world.assert_prod_runs(NEW);
+    let east = world.prod_app("us-east-1");
+    assert_eq!(
+        east["status"]["operationState"]["operation"]["initiatedBy"]["username"], "ci-bot",
+        "the last operation is the promotion's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_in_wave_two_then_run_again_resumes() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    // eu-west-1's sync hangs, so the run is certainly inside wave 2 when it is killed.
+    world
+        .argo
+        .script("myapp-prod-eu-west-1", Script::Hang)
+        .await;
+    let first = world.spawn(&json_args(&PROMOTE));
+    let pid = first.id();
+    wait_until("the sync of wave 2", || async {
+        world.syncs("myapp-prod-eu-west-1").await > 0
+    })
+    .await;
+    let killed = first.kill();
+    assert_eq!(killed.code, None, "killed by a signal: {killed:?}");
+    let lock = world.lock().expect("a killed run leaves its lock behind");
+    assert!(
+        lock.contains(&format!("{USER}@")) && lock.contains(&format!("pid {pid}\"")),
+        "the lock names the killed run: {lock}"
+    );
+    assert_eq!(tag_parameter(&world.prod_app("us-west-2")), NEW);
+
+    // Argo CD finishes the sync the killed run started; the same command runs again.
+    world
+        .argo
+        .script("myapp-prod-eu-west-1", Script::Healthy)
+        .await;
+    let second = world.run(&json_args(&PROMOTE)).await;
+    second.expect_code(0);
+    world.assert_prod_runs(NEW);
+    assert_eq!(
+        world.syncs(WAVE1_APP).await,
+        1,
+        "wave 1 is not synced again"
+    );
+    let report = second.result();
+    let wave1 = report["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .find(|a| a["cluster"] == "us-west-2")
+        .expect("wave 1 in the report")
+        .clone();
+    assert_eq!(wave1["state"]["state"], "skipped", "{wave1:#}");
+    assert_eq!(
+        world.lock(),
+        None,
+        "the dead run's lock was taken over, then released"
+    );
+    let audit = world.audit();
+    assert_eq!(audit.len(), 1, "only the second run finished: {audit:#?}");
+    assert_eq!(audit[0]["outcome"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_promotion_at_once_exits_4_naming_the_holder() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    // The first run holds the lock while wave 1's sync hangs.
+    world.argo.script(WAVE1_APP, Script::Hang).await;
+    let first = world.spawn(&json_args(&PROMOTE));
+    let pid = first.id();
+    wait_until("the first run's sync of wave 1", || async {
+        world.syncs(WAVE1_APP).await > 0
+    })
+    .await;
+    assert!(
+        world
+            .lock()
+            .is_some_and(|l| l.contains(&format!("pid {pid}\""))),
+        "the first run holds the lock: {:?}",
+        world.lock()
+    );
+
+    let second = world.run(&PROMOTE).await;
+    second.expect_code(4);
+    let holder = format!("{USER}@");
+    let said = format!("{}{}", second.stdout, second.stderr);
+    assert!(
+        said.contains(&holder) && said.contains(&format!("pid {pid}")),
+        "the refusal names the holder ({holder}… pid {pid}):\n{said}"
+    );
+    assert_eq!(
+        world.syncs(WAVE1_APP).await,
+        1,
+        "the second run synced nothing"
+    );
+
+    world.argo.script(WAVE1_APP, Script::Healthy).await;
+    first.wait().await.expect_code(0);
+    world.assert_prod_runs(NEW);
+    for cluster in CLUSTERS {
+        assert_eq!(
+            world.syncs(&format!("myapp-prod-{cluster}")).await,
+            1,
+            "{cluster}: synced once, by the first run"
+        );
+    }
+    assert_eq!(world.audit().len(), 1, "one run promoted");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issues 3 and 4: the read commands against moto and the REST server, without --sandbox.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_check_reports_digests_or_exactly_what_is_missing() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    let check = ["release", "check", "--env", "prod", "--tag", NEW];
+
+    let run = world.run(&json_args(&check)).await;
+    run.expect_code(0);
+    let result = run.result();
+    assert_eq!(result["complete"], true, "{result:#}");
+    assert_eq!(result["release"]["tag"], NEW);
+    assert_eq!(result["release"]["digests"], json!(world.digests));
+    for service in SERVICES {
+        for region in PROD_REGIONS {
+            assert_eq!(
+                result["check"]["found"][service][region], world.digests[service],
+                "{service} in {region}"
+            );
+        }
+    }
+
+    // A cleanup removes api's image from us-east-1 and worker's repository from eu-west-1.
+    world
+        .ecr
+        .delete_image(&repo(PROD, "us-east-1", "api"), &tag(NEW))
+        .await;
+    world
+        .ecr
+        .delete_repository(&repo(PROD, "eu-west-1", "worker"))
+        .await;
+    let run = world.run(&json_args(&check)).await;
+    run.expect_code(3);
+    let result = run.result();
+    assert_eq!(result["complete"], false);
+    assert_eq!(result["release"], Value::Null);
+    let mut missing: Vec<Value> = result["check"]["missing"]
+        .as_array()
+        .expect("missing")
+        .clone();
+    missing.sort_by_key(|m| m["service"].to_string());
+    assert_eq!(
+        missing,
+        [
+            json!({ "service": "api", "region": "us-east-1", "kind": "image",
+                    "image": image(PROD, "us-east-1", "staging/", "api") }),
+            json!({ "service": "worker", "region": "eu-west-1", "kind": "repository",
+                    "image": image(PROD, "eu-west-1", "staging/", "worker") }),
+        ]
+    );
+
+    // The same in text: what is missing, one line each, and nothing else called missing.
+    let run = world.run(&check).await;
+    run.expect_code(3);
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("missing:"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "missing: {}:{NEW}",
+                image(PROD, "us-east-1", "staging/", "api")
+            ),
+            format!(
+                "repository missing: {}:{NEW}",
+                image(PROD, "eu-west-1", "staging/", "worker")
+            ),
+        ],
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_plan_read_the_rest_server() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.forbid_writes().await;
+
+    let run = world.run(&json_args(&["status"])).await;
+    run.expect_code(0);
+    let result = run.result();
+    let rows = result["applications"].as_array().expect("applications");
+    let mut seen: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["application"].as_str().expect("name").to_owned(),
+                r["live"].as_str().unwrap_or("-").to_owned(),
+                r["desired"].as_str().unwrap_or("-").to_owned(),
+                r["health"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<(String, String, String, String)> = Vec::new();
+    for (env, t) in [("debug", OLD), ("staging", NEW), ("prod", OLD)] {
+        for cluster in CLUSTERS {
+            want.push((
+                format!("myapp-{env}-{cluster}"),
+                t.into(),
+                t.into(),
+                "Healthy".into(),
+            ));
+        }
+    }
+    want.sort();
+    assert_eq!(seen, want, "{result:#}");
+    let newest: BTreeMap<String, Value> = result["environments"]
+        .as_array()
+        .expect("environments")
+        .iter()
+        .map(|e| {
+            (
+                e["environment"].as_str().expect("name").to_owned(),
+                e["newest_complete_release"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(newest["staging"], NEW, "{result:#}");
+    assert_eq!(newest["prod"], NEW, "{result:#}");
+
+    let run = world.run(&json_args(&["plan", "--env", "prod"])).await;
+    run.expect_code(0);
+    let plan = run.result();
+    assert_eq!(plan["release"]["tag"], NEW, "{plan:#}");
+    assert_eq!(plan["release"]["digests"], json!(world.digests));
+    let gates: Vec<bool> = plan["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .map(|g| g["passed"].as_bool().expect("passed"))
+        .collect();
+    assert_eq!(gates, [true; 4], "{plan:#}");
+    let waves: Vec<Vec<(String, String)>> = plan["waves"]
+        .as_array()
+        .expect("waves")
+        .iter()
+        .map(|w| {
+            w["apps"]
+                .as_array()
+                .expect("apps")
+                .iter()
+                .map(|a| {
+                    (
+                        a["application"].as_str().expect("name").to_owned(),
+                        a["live"].to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(waves.len(), 2, "{plan:#}");
+    assert_eq!(waves[0].len(), 1);
+    assert_eq!(waves[0][0].0, WAVE1_APP);
+    assert_eq!(waves[1].len(), 2);
+    for (app, live) in waves.iter().flatten() {
+        assert_eq!(
+            live,
+            &json!({ "kind": "tag", "value": OLD }).to_string(),
+            "{app} runs {OLD}"
+        );
+    }
+    // The text plan says the same.
+    let run = world.run(&["plan", "--env", "prod"]).await;
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!("plan: promote prod to {NEW}")),
+        "{}",
+        run.stdout
+    );
+    world.verify_no_writes().await;
+}
