@@ -182,3 +182,63 @@ fn a_second_promotion_while_one_runs_exits_4_and_names_the_holder() {
     assert_eq!(first.result()["outcome"], "succeeded");
     s.assert_runs("prod", SECOND);
 }
+
+#[test]
+fn ctrl_c_finishes_the_running_wave_exits_130_and_a_rerun_resumes() {
+    let s = staging_ready();
+    let mut first = s.spawn(
+        s.command(&["--output", "json", "promote", "--env", "prod", "--yes"]),
+        &["promote --env prod --yes (interrupted)"],
+    );
+    // Wait (wall clock: a real process) until wave 1's sync runs: the sandbox state, saved on
+    // every engine event, shows an operation on the us-west-2 Application.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s
+        .state()
+        .is_some_and(|st| st["argocd"]["apps"]["myapp-prod-us-west-2"]["run"].is_object())
+    {
+        assert!(first.running(), "the promotion ended before syncing wave 1");
+        assert!(Instant::now() < deadline, "wave 1 never started syncing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let first = first.wait(DEADLINE);
+    first.expect_code(130);
+    let result = first.result();
+    assert_eq!(result["outcome"], "interrupted", "{result}");
+    let events: Vec<String> = first
+        .lines()
+        .iter()
+        .filter(|l| l["type"] == "event")
+        .map(|l| l["data"]["event"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(events.contains(&"interrupting".to_owned()), "{events:?}");
+    // Wave 1's sync was allowed to finish; wave 2 never started.
+    let apps = result["apps"].as_array().expect("apps");
+    let state = |cluster: &str| {
+        apps.iter()
+            .find(|a| a["cluster"] == cluster)
+            .map(|a| a["state"]["state"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("us-west-2"), "deployed", "{apps:?}");
+    assert_eq!(state("eu-west-1"), "not_started", "{apps:?}");
+
+    // The same command resumes: wave 1 is skipped, wave 2 is deployed.
+    let again = s.json(&["promote", "--env", "prod", "--yes"]);
+    again.expect_code(0);
+    let apps = again.result()["apps"].as_array().expect("apps").clone();
+    let state = |cluster: &str| {
+        apps.iter()
+            .find(|a| a["cluster"] == cluster)
+            .map(|a| a["state"]["state"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("us-west-2"), "skipped", "{apps:?}");
+    assert_eq!(state("us-east-1"), "deployed", "{apps:?}");
+    s.assert_runs("prod", SECOND);
+}
