@@ -551,14 +551,13 @@ impl<'a> Engine<'a> {
             (ANNOTATION_BY.to_owned(), self.opts.actor.to_string()),
             (ANNOTATION_AT.to_owned(), now.to_string()),
         ]);
-        for a in &deployed {
-            // The deployment stands whether or not the annotation lands; the audit record is authoritative.
-            let _ = self
-                .ports
-                .argocd
-                .annotate(&a.application, &annotations)
-                .await;
-        }
+        // The deployment stands whether or not an annotation lands; the audit record is authoritative.
+        join_all(
+            deployed
+                .iter()
+                .map(|a| self.ports.argocd.annotate(&a.application, &annotations)),
+        )
+        .await;
         // In plan order: wave by wave, clusters as configured.
         let apps: Vec<AppReport> = plan
             .waves
