@@ -13,15 +13,15 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deploy_argocd::fake::{FakeArgo, client_with};
 use deploy_argocd::rest::{RestArgoCd, RestOptions};
-use deploy_core::config::{Config, Environment};
-use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture};
+use deploy_core::config::Config;
+use deploy_core::conformance::argocd::ArgoCdFixture;
 use deploy_core::engine::{Engine, Event, Ports, RunOptions};
+use deploy_core::memory::world::{app_seed, generated_config};
 use deploy_core::memory::{Timing, World};
 use deploy_core::model::Tag;
 use deploy_core::plan::promotion::{self, Intent, PromotionPlan};
@@ -33,69 +33,8 @@ use tokio::sync::mpsc;
 const T1: &str = "1111111aaaaa";
 /// The release CI pushes to staging and the bench promotes to prod.
 const T2: &str = "2222222bbbbb";
-/// The regions clusters are spread over, round robin; prod's registry lists all three.
-const REGIONS: [&str; 3] = ["us-west-2", "us-east-1", "eu-west-1"];
-
 fn tag(s: &str) -> Tag {
     Tag::new(s).expect("a valid tag")
-}
-
-/// The `deploy.toml` of deploy-core's engine bench (`benches/common/mod.rs`): `clusters`
-/// clusters, `services` services (the first is the sentinel), an automated staging in one
-/// region and a manual prod in three, promoted from staging in waves of `wave_size`.
-fn config_text(clusters: usize, services: usize, wave_size: usize, soak: &str) -> String {
-    let name = |i: usize| format!("c{i:03}");
-    let mut t = String::from("app = \"bench\"\n\n[argocd]\nserver = \"argocd.example.com\"\n\n");
-    for i in 0..clusters {
-        let _ = writeln!(
-            t,
-            "[[clusters]]\nname = \"{}\"\nregion = \"{}\"\n",
-            name(i),
-            REGIONS[i % REGIONS.len()]
-        );
-    }
-    for j in 0..services {
-        let _ = writeln!(
-            t,
-            "[[services]]\nname = \"svc{j:04}\"\nrepository = \"svc{j:04}\"{}\n",
-            if j == 0 { "\nsentinel = true" } else { "" }
-        );
-    }
-    let waves: Vec<String> = (0..clusters)
-        .collect::<Vec<_>>()
-        .chunks(wave_size.max(1))
-        .map(|w| {
-            let names: Vec<String> = w.iter().map(|&i| format!("\"{}\"", name(i))).collect();
-            format!("[{}]", names.join(", "))
-        })
-        .collect();
-    let regions: Vec<String> = REGIONS.iter().map(|r| format!("\"{r}\"")).collect();
-    let _ = write!(
-        t,
-        r#"[environments.staging]
-branch = "staging"
-registry = {{ account = "111111111111", regions = ["us-west-2"], repository_prefix = "staging/" }}
-sync = "automated"
-application = "{{app}}-{{env}}-{{cluster}}"
-application_set = "{{app}}-{{env}}"
-image_override = {{ kind = "helm", parameter = "image.tag" }}
-tags = {{ strategy = "newest", allow = "^[0-9a-f]{{7,40}}$" }}
-
-[environments.prod]
-registry = {{ account = "222222222222", regions = [{regions}], repository_prefix = "staging/", aws_profile = "prod" }}
-sync = "manual"
-application = "{{app}}-{{env}}-{{cluster}}"
-application_set = "{{app}}-{{env}}"
-image_override = {{ kind = "helm", parameter = "image.tag" }}
-promote_from = "staging"
-waves = [{waves}]
-soak = "{soak}"
-timeout = "15m"
-"#,
-        regions = regions.join(", "),
-        waves = waves.join(", "),
-    );
-    t
 }
 
 /// Services per release: the engine's work grows with clusters, not services.
@@ -128,27 +67,6 @@ fn options() -> RestOptions {
 /// each change costs one stream request.
 const STREAM_HOLD: Duration = Duration::from_secs(5);
 
-/// An Application as [`World::seeded`] makes it, at `t`.
-fn seed(config: &Config, env: &Environment, i: usize, t: &str) -> AppSeed {
-    let cluster = &config.clusters[i];
-    AppSeed {
-        name: config.application_name(env, cluster),
-        labels: BTreeMap::from([
-            ("app.kubernetes.io/part-of".into(), config.app.clone()),
-            ("deploy/environment".into(), env.name.clone()),
-            ("deploy/cluster".into(), cluster.name.clone()),
-        ]),
-        destination: cluster.name.clone(),
-        sync_mode: env.sync,
-        helm_parameters: BTreeMap::from([
-            ("image.tag".into(), t.into()),
-            ("replicaCount".into(), "3".into()),
-        ]),
-        tag_parameter: "image.tag".into(),
-        image_names: env.image_names(&config.services, cluster),
-    }
-}
-
 /// What one run measured.
 struct Measure {
     wall: Duration,
@@ -171,7 +89,7 @@ struct Case {
 
 impl Case {
     fn new(n: usize, delay: Duration) -> Self {
-        let text = config_text(n, SERVICES, wave_size(n), "0s");
+        let text = generated_config(n, SERVICES, wave_size(n), "0s");
         let config = Config::parse("deploy.toml", &text).expect("the generated config is valid");
         Self { n, config, delay }
     }
@@ -212,9 +130,21 @@ impl Case {
 
         let fake = FakeArgo::start().await;
         for i in 0..self.n {
-            fake.create_application(&seed(&self.config, staging, i, T2))
-                .await;
-            let app = seed(&self.config, prod, i, T1);
+            fake.create_application(&app_seed(
+                &self.config,
+                staging,
+                &self.config.clusters[i],
+                "image.tag",
+                &tag(T2),
+            ))
+            .await;
+            let app = app_seed(
+                &self.config,
+                prod,
+                &self.config.clusters[i],
+                "image.tag",
+                &tag(T1),
+            );
             fake.create_application(&app).await;
             fake.set_timing(&app.name, timing(i));
         }

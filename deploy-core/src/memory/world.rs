@@ -3,6 +3,7 @@
 //! It backs the demo, the sandbox, the engine tests and the benchmarks.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -153,7 +154,7 @@ impl World {
                     crate::config::ImageOverride::Helm { parameter } => parameter.as_str(),
                     crate::config::ImageOverride::Kustomize => "image.tag",
                 };
-                let seed = seed_for(config, env, cluster, parameter, initial);
+                let seed = app_seed(config, env, cluster, parameter, initial);
                 world.argocd.create_application(&seed);
                 if env.image_override == crate::config::ImageOverride::Kustomize {
                     let value = override_for(env, &names, initial);
@@ -188,7 +189,8 @@ fn ordered_services(config: &Config) -> Vec<String> {
     services.into_iter().map(|s| s.name.clone()).collect()
 }
 
-fn seed_for(
+/// The Application [`World::seeded`] creates for `env` on `cluster`, running `tag`.
+pub fn app_seed(
     config: &Config,
     env: &Environment,
     cluster: &crate::config::Cluster,
@@ -211,4 +213,75 @@ fn seed_for(
         tag_parameter: parameter.to_owned(),
         image_names: env.image_names(&config.services, cluster),
     }
+}
+
+/// The regions clusters are spread over, round robin; prod's registry lists all three.
+pub const GENERATED_REGIONS: [&str; 3] = ["us-west-2", "us-east-1", "eu-west-1"];
+
+/// The name of cluster `i`.
+pub fn generated_cluster_name(i: usize) -> String {
+    format!("c{i:03}")
+}
+
+/// A `deploy.toml` of any size, for benchmarks and load tests: `clusters` clusters, `services` services (the first is the
+/// sentinel), an automated staging environment in one region and a manual prod
+/// environment in three regions, promoted from staging in waves of `wave_size` clusters.
+pub fn generated_config(clusters: usize, services: usize, wave_size: usize, soak: &str) -> String {
+    let mut t = String::from("app = \"bench\"\n\n[argocd]\nserver = \"argocd.example.com\"\n\n");
+    for i in 0..clusters {
+        let _ = writeln!(
+            t,
+            "[[clusters]]\nname = \"{}\"\nregion = \"{}\"\n",
+            generated_cluster_name(i),
+            GENERATED_REGIONS[i % GENERATED_REGIONS.len()]
+        );
+    }
+    for j in 0..services {
+        let _ = writeln!(
+            t,
+            "[[services]]\nname = \"svc{j:04}\"\nrepository = \"svc{j:04}\"{}\n",
+            if j == 0 { "\nsentinel = true" } else { "" }
+        );
+    }
+    let waves: Vec<String> = (0..clusters)
+        .collect::<Vec<_>>()
+        .chunks(wave_size.max(1))
+        .map(|w| {
+            let names: Vec<String> = w
+                .iter()
+                .map(|&i| format!("\"{}\"", generated_cluster_name(i)))
+                .collect();
+            format!("[{}]", names.join(", "))
+        })
+        .collect();
+    let regions: Vec<String> = GENERATED_REGIONS
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect();
+    let _ = write!(
+        t,
+        r#"[environments.staging]
+branch = "staging"
+registry = {{ account = "111111111111", regions = ["us-west-2"], repository_prefix = "staging/" }}
+sync = "automated"
+application = "{{app}}-{{env}}-{{cluster}}"
+application_set = "{{app}}-{{env}}"
+image_override = {{ kind = "helm", parameter = "image.tag" }}
+tags = {{ strategy = "newest", allow = "^[0-9a-f]{{7,40}}$" }}
+
+[environments.prod]
+registry = {{ account = "222222222222", regions = [{regions}], repository_prefix = "staging/", aws_profile = "prod" }}
+sync = "manual"
+application = "{{app}}-{{env}}-{{cluster}}"
+application_set = "{{app}}-{{env}}"
+image_override = {{ kind = "helm", parameter = "image.tag" }}
+promote_from = "staging"
+waves = [{waves}]
+soak = "{soak}"
+timeout = "15m"
+"#,
+        regions = regions.join(", "),
+        waves = waves.join(", "),
+    );
+    t
 }
