@@ -752,7 +752,13 @@ impl<'a> Engine<'a> {
                     touched.store(true, Ordering::Relaxed);
                     break;
                 }
-                Err(Error::Collision { .. }) => continue,
+                // Someone started an operation between our read and our sync: wait it out.
+                // The pause keeps a backend that reports the collision before it shows the
+                // operation from being asked again and again.
+                Err(Error::Collision { .. }) => {
+                    tokio::time::sleep(COLLISION_PAUSE).await;
+                    continue;
+                }
                 Err(e) => return Err(format!("sync refused: {e}")),
             }
         }
@@ -987,6 +993,9 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// How long to pause after a collision before looking again.
+const COLLISION_PAUSE: Duration = Duration::from_secs(1);
+
 const INTERRUPTED: &str = "interrupted before the sync started";
 
 enum Soak {
@@ -1078,4 +1087,111 @@ pub fn assess(
         return Assessment::Done;
     }
     Assessment::Pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::{OPERATION_INFO_KEY, OperationState, test_app};
+
+    fn ts(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).unwrap()
+    }
+
+    /// An app whose operation `op` (ours when `op == "ours"`) ended in `phase` at t=20.
+    fn app(
+        op: &str,
+        phase: OperationPhase,
+        reconciled: i64,
+        health: Health,
+        tag: &str,
+    ) -> Application {
+        let mut a = test_app("a", &[&format!("r/api:{tag}")]);
+        a.health = health;
+        a.reconciled_at = Some(ts(reconciled));
+        a.operation_state = Some(OperationState {
+            phase,
+            message: "msg".into(),
+            started_at: Some(ts(10)),
+            finished_at: phase.is_completed().then(|| ts(20)),
+            initiated_by: Some("deploy".into()),
+            info: [(OPERATION_INFO_KEY.to_owned(), op.to_owned())].into(),
+        });
+        a
+    }
+
+    #[track_caller]
+    fn check(a: Application, op: Option<&str>, want: &str) {
+        let images = [("api".to_owned(), "r/api".to_owned())];
+        let got = match assess(&a, op, ts(5), &images, &Tag::new("v2").unwrap()) {
+            Assessment::Pending => "pending".to_owned(),
+            Assessment::Done => "done".to_owned(),
+            Assessment::Failed(why) => format!("failed: {why}"),
+        };
+        assert!(got.starts_with(want), "got {got}, want {want}");
+    }
+
+    #[test]
+    fn our_operation_must_finish_reconcile_and_reach_the_release() {
+        use Health::*;
+        use OperationPhase::*;
+        check(
+            app("ours", Succeeded, 20, Healthy, "v2"),
+            Some("ours"),
+            "done",
+        );
+        check(
+            app("ours", Succeeded, 19, Healthy, "v2"),
+            Some("ours"),
+            "pending",
+        ); // reconciledAt < finishedAt
+        check(
+            app("other", Succeeded, 20, Healthy, "v2"),
+            Some("ours"),
+            "pending",
+        ); // not our operation
+        check(
+            app("ours", Running, 20, Healthy, "v2"),
+            Some("ours"),
+            "pending",
+        );
+        check(
+            app("ours", Succeeded, 20, Progressing, "v2"),
+            Some("ours"),
+            "pending",
+        );
+        check(
+            app("ours", Succeeded, 20, Healthy, "v1"),
+            Some("ours"),
+            "pending",
+        ); // old images still run
+        check(
+            app("ours", Failed, 20, Healthy, "v1"),
+            Some("ours"),
+            "failed: sync Failed",
+        );
+        check(
+            app("ours", Error, 20, Healthy, "v1"),
+            Some("ours"),
+            "failed: sync Error",
+        );
+        check(
+            app("ours", Succeeded, 20, Degraded, "v2"),
+            Some("ours"),
+            "failed: Degraded",
+        );
+        let mut pending = app("ours", Succeeded, 20, Healthy, "v2");
+        pending.operation_pending = true;
+        check(pending, Some("ours"), "pending");
+        let mut out_of_sync = app("ours", Succeeded, 20, Healthy, "v2");
+        out_of_sync.sync_status = SyncStatus::OutOfSync;
+        check(out_of_sync, Some("ours"), "pending");
+        // Automated environments: Argo CD's own operation, after our write, decides.
+        check(app("", Succeeded, 20, Healthy, "v2"), None, "done");
+        check(
+            app("", Failed, 20, Healthy, "v1"),
+            None,
+            "failed: automated sync Failed",
+        );
+    }
 }
