@@ -64,7 +64,13 @@ impl Output {
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    // Wrap to the terminal only when its width is known and usable: a pseudo-terminal
+    // without a size reports 0 columns, which would wrap every cell to one character.
+    let arrangement = match t.width() {
+        Some(w) if w >= 60 => comfy_table::ContentArrangement::Dynamic,
+        _ => comfy_table::ContentArrangement::Disabled,
+    };
+    t.set_content_arrangement(arrangement);
     t.set_header(header.to_vec());
     t
 }

@@ -139,8 +139,12 @@ pub fn describe(event: &Event) -> Option<String> {
         Event::Started { run_id, environment, release, waves } => {
             format!("promoting {} to {environment} in {} wave(s) (run {run_id})", release.tag, waves.len())
         }
-        Event::Gate(g) => format!("  gate {}: {} — {}", g.name, if g.passed { "passed" } else { "FAILED" }, g.summary),
-        Event::LockAcquired { key, expires_at } => format!("  lock {key} taken (expires {expires_at} unless renewed)"),
+        // The plan, printed before the run, already shows every gate.
+        Event::Gate(_) => return None,
+        Event::LockAcquired { key, expires_at } => {
+            let until = expires_at.split('.').next().unwrap_or(expires_at).trim_end_matches('Z');
+            format!("  lock {key} taken (until {until}Z unless renewed)")
+        }
         Event::WaveStarted { wave, clusters } => format!("wave {wave}: {}", clusters.join(", ")),
         Event::AppSkipped { cluster, .. } => format!("  {cluster}: already runs the release, Healthy; skipped"),
         Event::AppWaiting { cluster, operation_by, .. } => format!("  {cluster}: waiting for an operation started by {operation_by}"),
