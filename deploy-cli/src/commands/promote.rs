@@ -57,7 +57,13 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
         .release
         .as_ref()
         .map_or("?".to_owned(), |r| r.tag.to_string());
-    out.text(format!("plan: {verb} {} to {tag}", p.environment));
+    match &p.release {
+        Some(_) => out.text(format!("plan: {verb} {} to {tag}", p.environment)),
+        None => out.text(format!(
+            "plan: {verb} {}: no release to deploy (see the failed gate)",
+            p.environment
+        )),
+    }
     for (i, g) in p.gates.iter().enumerate() {
         out.text(format!(
             "  {} gate {}: {}: {}",

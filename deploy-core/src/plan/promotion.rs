@@ -203,8 +203,13 @@ fn source_target(
             Some(app) => {
                 let live = live_tag(app, &service_images(config, src, cluster));
                 if app.sync_status != SyncStatus::Synced || app.health != Health::Healthy {
+                    let hint = if app.operation_pending {
+                        " (an operation is running: wait for it, then retry)"
+                    } else {
+                        ""
+                    };
                     problems.push(format!(
-                        "{name}: {:?}/{:?}, not Synced and Healthy",
+                        "{name}: {:?}/{:?}, not Synced and Healthy{hint}",
                         app.sync_status, app.health
                     ));
                 }
