@@ -49,7 +49,7 @@ impl Exit {
             return Self::Usage;
         }
         match e.downcast_ref::<EngineError>() {
-            Some(EngineError::GateFailed(_)) => Self::GateNotMet,
+            Some(EngineError::GateFailed(_) | EngineError::Stale(_)) => Self::GateNotMet,
             Some(EngineError::Locked { .. }) => Self::Locked,
             _ => Self::Failed,
         }
@@ -92,6 +92,7 @@ mod tests {
             .into(),
             4,
         );
+        check(EngineError::Stale("x".into()).into(), 3);
         check(anyhow::anyhow!("boom"), 1);
         check(
             anyhow::Error::from(UsageError("u".into())).context("while parsing"),

@@ -412,6 +412,9 @@ struct RawEnvironment {
     timeout: Option<Spanned<String>>,
 }
 
+/// The longest soak or wave timeout accepted.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 fn nonempty(s: &Spanned<String>, what: &str) -> Result<String, Invalid> {
     let v = s.get_ref().trim();
     if v.is_empty() {
@@ -670,6 +673,22 @@ impl RawEnvironment {
                 ),
             ));
         }
+        // Every cluster needs its own Application: `{region}` alone is not enough when two
+        // clusters share a region.
+        let mut names = BTreeSet::new();
+        for c in clusters {
+            let n = application
+                .replace("{cluster}", &c.name)
+                .replace("{region}", &c.region);
+            if !names.insert(n.clone()) {
+                return Err((
+                    self.application.span(),
+                    format!(
+                        "application {application:?} gives two clusters the same name {n:?}; use {{cluster}}"
+                    ),
+                ));
+            }
+        }
         let application_set = self
             .application_set
             .as_ref()
@@ -738,10 +757,21 @@ impl RawEnvironment {
             RawSync::Manual => SyncMode::Manual,
         };
         let timeout = duration(&self.timeout, Duration::from_secs(15 * 60), "timeout")?;
+        let timeout_span = self.timeout.as_ref().map_or(0..0, Spanned::span);
         if timeout.is_zero() {
+            return Err((timeout_span, "timeout must be more than zero".into()));
+        }
+        if timeout > MAX_DURATION {
             return Err((
-                self.timeout.as_ref().map_or(0..0, Spanned::span),
-                "timeout must be more than zero".into(),
+                timeout_span,
+                "timeout is at most 24h per wave; a longer wave is a stuck one".into(),
+            ));
+        }
+        let soak = duration(&self.soak, Duration::ZERO, "soak")?;
+        if soak > MAX_DURATION {
+            return Err((
+                self.soak.as_ref().map_or(0..0, Spanned::span),
+                "soak is at most 24h".into(),
             ));
         }
         Ok(Environment {
@@ -765,7 +795,7 @@ impl RawEnvironment {
             },
             promote_from: self.promote_from.as_ref().map(|s| s.get_ref().clone()),
             waves,
-            soak: duration(&self.soak, Duration::ZERO, "soak")?,
+            soak,
             timeout,
         })
     }
@@ -921,6 +951,9 @@ mod tests {
         );
         check("soak = \"5m\"", "soak = \"5 parsecs\"", "is not a duration");
         check("timeout = \"15m\"", "timeout = \"0s\"", "more than zero");
+        check("timeout = \"15m\"", "timeout = \"2days\"", "at most 24h");
+        check("soak = \"5m\"", "soak = \"1000years\"", "at most 24h");
+
         check(
             "sync = \"manual\"",
             "sync = \"sometimes\"",
@@ -951,6 +984,26 @@ mod tests {
         assert_eq!(
             (e.file.as_str(), e.line, e.column),
             ("deploy.toml", line, 8),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn two_clusters_cannot_share_an_application() {
+        let text = EXAMPLE
+            .replacen(
+                "name = \"us-east-1\"\nregion = \"us-east-1\"",
+                "name = \"us-east-1\"\nregion = \"us-west-2\"",
+                1,
+            )
+            .replacen(
+                "application = \"myapp-prod-{cluster}\"",
+                "application = \"myapp-prod-{region}\"",
+                1,
+            );
+        let e = Config::parse("deploy.toml", &text).unwrap_err();
+        assert!(
+            e.message.contains("same name \"myapp-prod-us-west-2\""),
             "{e}"
         );
     }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::model::{Release, Tag};
 use crate::plan::live::{LiveTag, is_at, live_tag};
-use crate::plan::promotion::{Action, AppPlan, Gate, Intent, PromotionPlan};
+use crate::plan::promotion::{Action, AppPlan, Gate, Intent, PromotionPlan, same_override};
 use crate::port::{
     Application, ArgoCd, AuditLog, Clock, Health, Lock, OperationPhase, OverrideValue, SyncRequest,
     SyncStatus,
@@ -277,6 +277,9 @@ pub enum EngineError {
         /// Expiry.
         expires_at: String,
     },
+    /// An Application changed between planning and taking the lock; nothing was changed.
+    #[error("the plan is stale: {0}")]
+    Stale(String),
     /// A port failed before anything was changed.
     #[error(transparent)]
     Port(#[from] Error),
@@ -285,9 +288,17 @@ pub enum EngineError {
 /// How one Application's deployment ended.
 enum Deployed {
     Skipped,
-    Healthy,
-    Failed { reason: String, touched: bool },
-    Interrupted { touched: bool },
+    /// At the release; `touched` says whether this run wrote to it.
+    Healthy {
+        touched: bool,
+    },
+    Failed {
+        reason: String,
+        touched: bool,
+    },
+    Interrupted {
+        touched: bool,
+    },
 }
 
 /// The engine: a plan, the ports, options and an event sink.
@@ -358,7 +369,10 @@ impl<'a> Engine<'a> {
             .release
             .clone()
             .ok_or_else(|| Error::invalid("the plan has no release"))?;
-        let ttl = plan.timeout + plan.soak + Duration::from_secs(600);
+        let ttl = plan
+            .timeout
+            .saturating_add(plan.soak)
+            .saturating_add(Duration::from_secs(600));
         let lease = match self
             .ports
             .lock
@@ -377,6 +391,12 @@ impl<'a> Engine<'a> {
             }
             Err(e) => return Err(e.into()),
         };
+        // The plan was made before the lock was ours (and maybe before a confirmation): if
+        // another run changed an Application since, its actions and rollback targets are stale.
+        if let Some(change) = self.changed_since_planned(plan).await {
+            let _ = self.ports.lock.release(&lease).await;
+            return Err(EngineError::Stale(change));
+        }
         let started_at = self.ports.clock.now();
         self.emit(Event::Started {
             run_id: self.opts.run_id.clone(),
@@ -401,6 +421,7 @@ impl<'a> Engine<'a> {
         let mut changed: Vec<&AppPlan> = Vec::new();
         let mut failure: Option<String> = None;
         let mut interrupted = false;
+        let mut lock_lost = false;
         for wave in &plan.waves {
             for a in &wave.apps {
                 reports.insert(
@@ -414,10 +435,11 @@ impl<'a> Engine<'a> {
                 interrupted = true;
                 break;
             }
-            match self.ports.lock.renew(&lease, ttl).await {
+            match self.renew(&lease, ttl).await {
                 Ok(l) => lease = l,
                 Err(e) => {
                     failure = Some(format!("lost the promotion lock: {e}"));
+                    lock_lost = matches!(e, Error::LockHeld { .. });
                     break;
                 }
             }
@@ -438,8 +460,10 @@ impl<'a> Engine<'a> {
                 let elapsed = started.elapsed().as_millis() as u64;
                 let state = match outcome {
                     Deployed::Skipped => AppState::Skipped,
-                    Deployed::Healthy => {
-                        changed.push(a);
+                    Deployed::Healthy { touched } => {
+                        if touched {
+                            changed.push(a);
+                        }
                         deployed_any = true;
                         AppState::Deployed
                     }
@@ -488,10 +512,21 @@ impl<'a> Engine<'a> {
             self.emit(Event::Halted {
                 reason: reason.clone(),
             });
-            if self.opts.rollback_on_failure && !changed.is_empty() {
-                if let Ok(l) = self.ports.lock.renew(&lease, ttl).await {
-                    lease = l;
+            if !lock_lost && self.opts.rollback_on_failure && !changed.is_empty() {
+                match self.renew(&lease, ttl).await {
+                    Ok(l) => lease = l,
+                    Err(Error::LockHeld { .. }) => lock_lost = true,
+                    Err(_) => {}
                 }
+            }
+            if lock_lost {
+                (
+                    Outcome::Failed,
+                    format!(
+                        "{reason}; another run now holds the lock, so nothing was rolled back: check `deploy status`"
+                    ),
+                )
+            } else if self.opts.rollback_on_failure && !changed.is_empty() {
                 let all_ok = self.roll_back(plan, &changed, &mut reports).await;
                 if all_ok {
                     (
@@ -591,9 +626,16 @@ impl<'a> Engine<'a> {
             outcome,
             message: message.clone(),
         };
-        let audit = self.ports.audit.append(&record).await;
+        let mut message = message;
+        if let Err(e) = self.ports.audit.append(&record).await {
+            // What happened stands; say loudly that its record is missing.
+            tracing::error!(
+                "the audit record of run {} could not be written: {e}",
+                self.opts.run_id
+            );
+            message.push_str(&format!("; the audit record could NOT be written: {e}"));
+        }
         let _ = self.ports.lock.release(&lease).await;
-        audit?;
         self.emit(Event::Finished {
             outcome,
             message: message.clone(),
@@ -605,6 +647,46 @@ impl<'a> Engine<'a> {
             outcome,
             message,
             apps,
+        })
+    }
+
+    /// Renews the lease, retrying transient failures a few times.
+    async fn renew(
+        &self,
+        lease: &crate::port::Lease,
+        ttl: Duration,
+    ) -> crate::Result<crate::port::Lease> {
+        let mut attempt = 0;
+        loop {
+            match self.ports.lock.renew(lease, ttl).await {
+                Err(Error::Transient { .. }) if attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The first Application that no longer runs what the plan saw, if any.
+    async fn changed_since_planned(&self, plan: &PromotionPlan) -> Option<String> {
+        let apps: Vec<&AppPlan> = plan.waves.iter().flat_map(|w| &w.apps).collect();
+        let now = join_all(
+            apps.iter()
+                .map(|a| self.ports.argocd.application(&a.application)),
+        )
+        .await;
+        apps.iter().zip(now).find_map(|(a, app)| match app {
+            Ok(app) => {
+                let live = live_tag(&app, &a.images);
+                (live != a.live).then(|| {
+                    format!(
+                        "{} now runs {live}, planned from {}: plan again (another run changed it)",
+                        a.application, a.live
+                    )
+                })
+            }
+            Err(e) => Some(format!("{} cannot be read: {e}", a.application)),
         })
     }
 
@@ -625,15 +707,15 @@ impl<'a> Engine<'a> {
         };
         let touched = AtomicBool::new(false);
         let op_id = format!("{}/{}", self.opts.run_id, a.cluster);
-        let work = self.bring_to(
-            a,
-            set_override.as_ref(),
-            *sync,
+        let target = Target {
+            value: set_override.as_ref(),
+            sync: *sync,
             tag,
-            plan.prune,
-            &op_id,
-            &touched,
-        );
+            prune: plan.prune,
+            op_id: &op_id,
+            cancellable: true,
+        };
+        let work = self.bring_to(a, &target, &touched);
         let result = tokio::select! {
             r = tokio::time::timeout_at(deadline, work) => match r {
                 Ok(r) => r,
@@ -643,7 +725,7 @@ impl<'a> Engine<'a> {
         };
         let touched = touched.load(Ordering::Relaxed);
         match result {
-            Ok(()) => Deployed::Healthy,
+            Ok(()) => Deployed::Healthy { touched },
             Err(reason) if reason == INTERRUPTED => Deployed::Interrupted { touched },
             Err(reason) => {
                 self.emit(Event::AppFailed {
@@ -656,22 +738,19 @@ impl<'a> Engine<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// Waits out foreign operations, writes the override, syncs, and waits for our operation,
-    /// Synced, Healthy and the release's images. `touched` is set once we changed something.
+    /// Synced, Healthy and the release's images. `touched` is set before each write, so an
+    /// Application whose write was cut off by a timeout still counts as changed.
     async fn bring_to(
         &self,
         a: &AppPlan,
-        value: Option<&OverrideValue>,
-        sync: bool,
-        tag: &Tag,
-        prune: bool,
-        op_id: &str,
+        t: &Target<'_>,
         touched: &AtomicBool,
     ) -> Result<(), String> {
         let argocd = self.ports.argocd;
         let started = Instant::now();
         let since = self.ports.clock.now();
+        let names: Vec<String> = a.images.iter().map(|(_, n)| n.clone()).collect();
         let mut reported_wait = false;
         loop {
             let current = argocd
@@ -696,18 +775,16 @@ impl<'a> Engine<'a> {
                     .await?;
                 continue;
             }
+            let override_set = |v: &OverrideValue| {
+                same_override(
+                    current.override_value(&override_kind(v), &names).as_ref(),
+                    v,
+                )
+            };
             // The operation we waited for (e.g. an interrupted run's sync) may have brought it there.
             if reported_wait
-                && is_at(&current, &a.images, tag)
-                && value.is_none_or(|v| {
-                    current
-                        .override_value(
-                            &override_kind(v),
-                            &a.images.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>(),
-                        )
-                        .as_ref()
-                        == Some(v)
-                })
+                && is_at(&current, &a.images, t.tag)
+                && t.value.is_none_or(override_set)
             {
                 self.emit(Event::AppHealthy {
                     cluster: a.cluster.clone(),
@@ -716,47 +793,37 @@ impl<'a> Engine<'a> {
                 });
                 return Ok(());
             }
-            if self.cancelled() {
+            if t.cancellable && self.cancelled() {
                 return Err(INTERRUPTED.into());
             }
-            if let Some(v) = value
-                && current
-                    .override_value(
-                        &override_kind(v),
-                        &a.images.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>(),
-                    )
-                    .as_ref()
-                    != Some(v)
-            {
+            if let Some(v) = t.value.filter(|v| !override_set(v)) {
+                touched.store(true, Ordering::Relaxed);
                 argocd
                     .set_override(&a.application, v)
                     .await
                     .map_err(|e| format!("setting the image override: {e}"))?;
-                touched.store(true, Ordering::Relaxed);
             }
-            if !sync {
+            if !t.sync {
                 touched.store(true, Ordering::Relaxed);
                 break;
             }
+            touched.store(true, Ordering::Relaxed);
             match argocd
                 .sync(
                     &a.application,
                     &SyncRequest {
-                        prune,
-                        operation_id: op_id.to_owned(),
+                        prune: t.prune,
+                        operation_id: t.op_id.to_owned(),
                     },
                 )
                 .await
             {
-                Ok(()) => {
-                    touched.store(true, Ordering::Relaxed);
-                    break;
-                }
+                Ok(()) => break,
                 // Someone started an operation between our read and our sync: wait it out.
                 // The pause keeps a backend that reports the collision before it shows the
                 // operation from being asked again and again.
                 Err(Error::Collision { .. }) => {
-                    tokio::time::sleep(COLLISION_PAUSE).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
                 Err(e) => return Err(format!("sync refused: {e}")),
@@ -766,10 +833,10 @@ impl<'a> Engine<'a> {
             cluster: a.cluster.clone(),
             application: a.application.clone(),
             from: a.live.to_string(),
-            to: tag.to_string(),
+            to: t.tag.to_string(),
         });
         let mut last = None;
-        let op = sync.then_some(op_id);
+        let op = t.sync.then_some(t.op_id);
         let verdict = self
             .wait(&a.application, |app| {
                 let key = (
@@ -786,10 +853,10 @@ impl<'a> Engine<'a> {
                         health: key.2,
                     });
                 }
-                assess(app, op, since, &a.images, tag) != Assessment::Pending
+                assess(app, op, since, &a.images, t.tag) != Assessment::Pending
             })
             .await?;
-        match assess(&verdict, op, since, &a.images, tag) {
+        match assess(&verdict, op, since, &a.images, t.tag) {
             Assessment::Done => {
                 self.emit(Event::AppHealthy {
                     cluster: a.cluster.clone(),
@@ -803,36 +870,34 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Follows the Application until `done` holds; returns that state.
+    /// Follows the Application until `done` holds; returns that state. A transient break
+    /// of the watch is followed by a pause and a fresh watch.
     async fn wait(
         &self,
         name: &str,
         mut done: impl FnMut(&Application) -> bool,
     ) -> Result<Application, String> {
-        let mut stream = self
-            .ports
-            .argocd
-            .watch(name)
-            .await
-            .map_err(|e| format!("watching {name}: {e}"))?;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(app) if done(&app) => return Ok(app),
-                Ok(_) => {}
-                Err(e @ Error::Transient { .. }) => {
-                    // The backend already retried; get a fresh stream.
-                    tracing::debug!("watch of {name} broke: {e}; re-watching");
-                    stream = self
-                        .ports
-                        .argocd
-                        .watch(name)
-                        .await
-                        .map_err(|e| format!("watching {name}: {e}"))?;
+        let watch = || async {
+            self.ports
+                .argocd
+                .watch(name)
+                .await
+                .map_err(|e| format!("watching {name}: {e}"))
+        };
+        let mut stream = watch().await?;
+        loop {
+            match stream.next().await {
+                Some(Ok(app)) if done(&app) => return Ok(app),
+                Some(Ok(_)) => {}
+                Some(Err(Error::Transient { message, .. })) => {
+                    tracing::debug!("watch of {name} broke: {message}; watching again");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    stream = watch().await?;
                 }
-                Err(e) => return Err(format!("watching {name}: {e}")),
+                Some(Err(e)) => return Err(format!("watching {name}: {e}")),
+                None => return Err(format!("the watch of {name} ended")),
             }
         }
-        Err(format!("the watch of {name} ended"))
     }
 
     /// Watches the wave's Applications for `plan.soak`; any leaving Healthy at the release fails it.
@@ -847,48 +912,55 @@ impl<'a> Engine<'a> {
             wave,
             duration_ms: plan.soak.as_millis() as u64,
         });
-        let watched: Vec<&AppPlan> = apps.iter().filter(|a| a.action != Action::Skip).collect();
-        let mut streams = Vec::new();
-        for a in &watched {
-            match self.ports.argocd.watch(&a.application).await {
-                Ok(s) => streams.push(s.map(move |r| (*a, r)).boxed()),
-                Err(e) => {
-                    return Err(Soak::Failed(
-                        a.cluster.clone(),
-                        format!("cannot watch: {e}"),
-                    ));
-                }
-            }
+        let watchers: Vec<_> = apps
+            .iter()
+            .filter(|a| a.action != Action::Skip)
+            .map(|a| Box::pin(self.stays_healthy(a, tag)))
+            .collect();
+        if watchers.is_empty() {
+            return Ok(());
         }
-        let mut merged = futures::stream::select_all(streams);
-        let watch = async {
-            while let Some((a, item)) = merged.next().await {
-                let Ok(app) = item else { continue };
-                if app.health == Health::Degraded || app.health == Health::Missing {
-                    let msg = app.health_message.clone().unwrap_or_default();
-                    return Err(Soak::Failed(
-                        a.cluster.clone(),
-                        format!("{:?} {msg}", app.health).trim().to_owned(),
-                    ));
-                }
-                if live_tag(&app, &a.images).tag() != Some(tag.as_str()) {
-                    return Err(Soak::Failed(
-                        a.cluster.clone(),
-                        format!("no longer runs {tag}"),
-                    ));
+        // Each watcher returns only when its Application fails; the soak passes when none did in time.
+        let first_failure = futures::future::select_all(watchers);
+        tokio::select! {
+            r = tokio::time::timeout(plan.soak, first_failure) => {
+                if let Ok((failed, _, _)) = r {
+                    return Err(failed);
                 }
             }
-            std::future::pending().await
-        };
-        tokio::select! {
-            r = tokio::time::timeout(plan.soak, watch) => r.unwrap_or(Ok(()))?,
             () = self.cancel_requested() => return Err(Soak::Interrupted),
         }
         self.emit(Event::SoakFinished { wave });
         Ok(())
     }
 
-    /// Returns every changed Application to the override it had before this run; true if all made it.
+    /// Returns (only) when `a` stops being Healthy at `tag`; re-watches after a transient break.
+    async fn stays_healthy(&self, a: &AppPlan, tag: &Tag) -> Soak {
+        let check = |app: &Application| -> Option<Soak> {
+            if app.health == Health::Degraded || app.health == Health::Missing {
+                let msg = app.health_message.clone().unwrap_or_default();
+                return Some(Soak::Failed(
+                    a.cluster.clone(),
+                    format!("{:?} {msg}", app.health).trim().to_owned(),
+                ));
+            }
+            (live_tag(app, &a.images).tag() != Some(tag.as_str()))
+                .then(|| Soak::Failed(a.cluster.clone(), format!("no longer runs {tag}")))
+        };
+        loop {
+            match self.wait(&a.application, |app| check(app).is_some()).await {
+                Ok(app) => return check(&app).expect("wait returned on a failure"),
+                Err(e) => {
+                    // Not observable right now: say so in the logs and look again.
+                    tracing::debug!("soak of {}: {e}", a.application);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Returns every changed Application to what it ran before this run; true if all made it.
+    /// Rollback is not interrupted by a stop request, and each Application has the wave's timeout.
     async fn roll_back(
         &self,
         plan: &PromotionPlan,
@@ -902,7 +974,10 @@ impl<'a> Engine<'a> {
             let Some(previous) = &a.previous else {
                 return (
                     a,
-                    Err("it had no image override before this run".to_owned()),
+                    Err(
+                        "what it ran before this run is unknown (no single tag, no override)"
+                            .to_owned(),
+                    ),
                 );
             };
             let Some(prev_tag) = previous
@@ -913,7 +988,12 @@ impl<'a> Engine<'a> {
                 return (a, Err("its previous override has no tag".to_owned()));
             };
             let argocd = self.ports.argocd;
-            let r = async {
+            let release_tag = plan
+                .release
+                .as_ref()
+                .map(|r| r.tag.to_string())
+                .unwrap_or_default();
+            let work = async {
                 if argocd
                     .application(&a.application)
                     .await
@@ -925,43 +1005,31 @@ impl<'a> Engine<'a> {
                         .await?;
                 }
                 let rollback = AppPlan {
-                    action: Action::Deploy {
-                        set_override: Some(previous.clone()),
-                        sync: true,
-                    },
                     foreign_operation: None,
-                    live: LiveTag::Tag(
-                        plan.release
-                            .as_ref()
-                            .map(|r| r.tag.to_string())
-                            .unwrap_or_default(),
-                    ),
+                    live: LiveTag::Tag(release_tag),
                     ..(*a).clone()
                 };
                 let touched = AtomicBool::new(false);
                 let sync = matches!(a.action, Action::Deploy { sync: true, .. });
                 let op_id = format!("{}/rollback/{}", self.opts.run_id, a.cluster);
-                tokio::time::timeout(
-                    plan.timeout,
-                    self.bring_to(
-                        &rollback,
-                        Some(previous),
-                        sync,
-                        &prev_tag,
-                        plan.prune,
-                        &op_id,
-                        &touched,
-                    ),
-                )
+                let target = Target {
+                    value: Some(previous),
+                    sync,
+                    tag: &prev_tag,
+                    prune: plan.prune,
+                    op_id: &op_id,
+                    cancellable: false,
+                };
+                self.bring_to(&rollback, &target, &touched).await
+            };
+            let r = tokio::time::timeout(plan.timeout, work)
                 .await
                 .unwrap_or_else(|_| {
                     Err(format!(
                         "timed out after {}",
                         humantime::format_duration(plan.timeout)
                     ))
-                })
-            }
-            .await;
+                });
             (a, r.map(|()| prev_tag))
         }))
         .await;
@@ -993,8 +1061,24 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// How long to pause after a collision before looking again.
-const COLLISION_PAUSE: Duration = Duration::from_secs(1);
+/// What `bring_to` brings an Application to.
+struct Target<'a> {
+    /// The override to write, if it differs.
+    value: Option<&'a OverrideValue>,
+    /// Start a sync (false: Argo CD syncs by itself).
+    sync: bool,
+    /// The tag it must run.
+    tag: &'a Tag,
+    /// Sync with prune.
+    prune: bool,
+    /// Our operation id.
+    op_id: &'a str,
+    /// Whether a stop request stops it before its sync (not for rollback).
+    cancellable: bool,
+}
+
+/// How long to pause after a collision, a broken watch or a failed renewal before trying again.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 const INTERRUPTED: &str = "interrupted before the sync started";
 

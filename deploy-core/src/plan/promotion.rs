@@ -586,6 +586,20 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
     out
 }
 
+/// Whether the override in force equals `want`; Kustomize entries compare in any order.
+pub fn same_override(current: Option<&OverrideValue>, want: &OverrideValue) -> bool {
+    match (current, want) {
+        (Some(OverrideValue::Kustomize { images: a }), OverrideValue::Kustomize { images: b }) => {
+            let (mut a, mut b) = (a.clone(), b.clone());
+            a.sort();
+            b.sort();
+            a == b
+        }
+        (Some(c), w) => c == w,
+        (None, _) => false,
+    }
+}
+
 fn replication_text(state: &ReplicationState) -> String {
     match state {
         ReplicationState::Complete => "complete".into(),
@@ -606,12 +620,21 @@ fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Ve
                 let images = service_images(config, env, cluster);
                 let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
                 let want = override_for(env, &names, tag);
-                let previous = app.override_value(&env.image_override, &names);
-                let action = if is_at(app, &images, tag) && previous.as_ref() == Some(&want) {
+                let current = app.override_value(&env.image_override, &names);
+                let live = live_tag(app, &images);
+                // Rollback returns to what runs, not to what the spec says: the override may
+                // already point at the new release (an interrupted run, an image updater).
+                let previous = live
+                    .tag()
+                    .and_then(|t| Tag::new(t).ok())
+                    .map(|t| override_for(env, &names, &t))
+                    .or_else(|| current.clone());
+                let at_release = same_override(current.as_ref(), &want);
+                let action = if is_at(app, &images, tag) && at_release {
                     Action::Skip
                 } else {
                     Action::Deploy {
-                        set_override: (previous.as_ref() != Some(&want)).then_some(want),
+                        set_override: (!at_release).then_some(want),
                         sync: !env.sync.is_automated(),
                     }
                 };
@@ -624,7 +647,7 @@ fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Ve
                 Some(AppPlan {
                     cluster: cluster.name.clone(),
                     application: app.name.clone(),
-                    live: live_tag(app, &images),
+                    live,
                     previous,
                     images,
                     foreign_operation,
@@ -651,12 +674,40 @@ pub fn previous_release(
     apps: &[&Application],
     kind: &crate::config::ImageOverride,
 ) -> Option<(Tag, Option<Release>)> {
-    let recorded = records
-        .iter()
-        .rev()
-        .filter(|r| r.environment == env && r.outcome.is_success())
-        .find(|r| Some(r.release.tag.as_str()) != current)
-        .map(|r| (r.release.tag.clone(), Some(r.release.clone())));
+    let successes = || {
+        records
+            .iter()
+            .rev()
+            .filter(|r| r.environment == env && r.outcome.is_success())
+    };
+    let digests_of = |tag: &Tag| {
+        successes()
+            .find(|r| &r.release.tag == tag)
+            .map(|r| r.release.clone())
+    };
+    // What the promotion that brought the current release replaced: after v0 → v1 → v2 and a
+    // rollback to v1, the previous release is v0 (what v1 replaced), not v2 again.
+    let replaced = successes()
+        .find(|r| {
+            r.kind == crate::trail::RunKind::Promote && Some(r.release.tag.as_str()) == current
+        })
+        .and_then(|r| {
+            let mut before = r
+                .previous
+                .values()
+                .flatten()
+                .filter(|t| Some(t.as_str()) != current);
+            let first = before.next()?;
+            before
+                .all(|t| t == first)
+                .then(|| Tag::new(first.clone()).ok())
+                .flatten()
+        });
+    let recorded = replaced.map(|t| (t.clone(), digests_of(&t))).or_else(|| {
+        successes()
+            .find(|r| Some(r.release.tag.as_str()) != current)
+            .map(|r| (r.release.tag.clone(), Some(r.release.clone())))
+    });
     recorded.or_else(|| {
         // Newest history entry, across apps, whose override is another single tag.
         let mut entries: Vec<(jiff::Timestamp, String)> = apps
@@ -703,4 +754,57 @@ pub fn desired(app: &Application, env: &Environment, image_names: &[String]) -> 
         app.override_value(&env.image_override, image_names)
             .as_ref(),
     )
+}
+
+#[cfg(test)]
+mod previous_tests {
+    use super::*;
+    use crate::trail::{Actor, AuditRecord, Outcome, RunKind};
+
+    fn record(kind: RunKind, to: &str, from: &str) -> AuditRecord {
+        AuditRecord {
+            run_id: to.into(),
+            kind,
+            environment: "prod".into(),
+            actor: Actor::default(),
+            release: Release {
+                tag: Tag::new(to).unwrap(),
+                digests: Default::default(),
+            },
+            previous: [
+                ("c1".to_owned(), Some(from.to_owned())),
+                ("c2".to_owned(), Some(from.to_owned())),
+            ]
+            .into(),
+            changed: vec!["c1".into(), "c2".into()],
+            skipped: vec![],
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            finished_at: jiff::Timestamp::UNIX_EPOCH,
+            outcome: Outcome::Succeeded,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn previous_is_what_the_current_release_replaced() {
+        let helm = crate::config::ImageOverride::Helm {
+            parameter: "image.tag".into(),
+        };
+        let records = vec![
+            record(RunKind::Promote, "v1", "v0"),
+            record(RunKind::Promote, "v2", "v1"),
+            record(RunKind::Rollback, "v1", "v2"),
+        ];
+        let prev = |current: &str| {
+            previous_release(&records, "prod", Some(current), &[], &helm)
+                .map(|(t, _)| t.to_string())
+        };
+        assert_eq!(prev("v2").as_deref(), Some("v1"));
+        assert_eq!(
+            prev("v1").as_deref(),
+            Some("v0"),
+            "not back to the release just rolled back from"
+        );
+        assert_eq!(previous_release(&[], "prod", Some("v1"), &[], &helm), None);
+    }
 }

@@ -322,3 +322,77 @@ async fn rollback_returns_to_the_previous_release() {
         deploy_core::trail::RunKind::Rollback
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn rollback_returns_to_what_ran_even_when_the_spec_already_named_the_release() {
+    let f = Fixture::with_staging_at_t2().await;
+    // An image updater (or an interrupted run) already wrote T2 into wave 1's spec; T1 still runs.
+    let w1 = f.app_name("prod", "us-west-2");
+    f.world
+        .argocd
+        .set_override(
+            &w1,
+            &deploy_core::port::OverrideValue::Helm {
+                parameter: "image.tag".into(),
+                value: T2.into(),
+            },
+        )
+        .await
+        .unwrap();
+    f.world
+        .argocd
+        .push_script(&f.app_name("prod", "eu-west-1"), Script::Degraded);
+    let (report, _) = f.promote(f.options("run-r", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_eq!(f.prod_images().await, healthy_at(T1));
+    let spec = f
+        .world
+        .argocd
+        .application(&w1)
+        .await
+        .unwrap()
+        .helm_parameters["image.tag"]
+        .clone();
+    assert_eq!(spec, T1, "the spec says what runs again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_made_stale_by_another_run_changes_nothing() {
+    let f = Fixture::with_staging_at_t2().await;
+    let stale = f.plan(Intent::Promote { tag: None }).await;
+    let (report, _) = f.promote(f.options("run-other", None)).await;
+    assert_eq!(report.unwrap().outcome, Outcome::Succeeded);
+    let before = format!("{:?}", f.world.argocd.state());
+    let (result, _) = f.run(&stale, f.options("run-stale", None)).await;
+    match result {
+        Err(EngineError::Stale(why)) => {
+            assert!(why.contains("myapp-prod-us-west-2 now runs"), "{why}")
+        }
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    assert_eq!(format!("{:?}", f.world.argocd.state()), before);
+    f.world
+        .lock
+        .acquire("myapp-prod", "next", Duration::from_secs(60))
+        .await
+        .expect("the lock was released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_after_ctrl_c_is_still_rolled_back() {
+    let f = Fixture::with_staging_at_t2().await;
+    f.world
+        .argocd
+        .push_script(&f.app_name("prod", "us-west-2"), Script::Degraded);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    // Stop while wave 1's sync runs; it then goes Degraded within the grace period.
+    let cancel = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(true).unwrap();
+    };
+    let ((report, _), ()) = tokio::join!(f.promote(f.options("run-c", Some(rx))), cancel);
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_eq!(f.prod_images().await, healthy_at(T1));
+}
