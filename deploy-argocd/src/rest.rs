@@ -493,7 +493,10 @@ impl RestArgoCd {
                             return Ok(bytes.to_vec());
                         }
                         Ok(bytes) => {
-                            let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
+                            // Argo CD answers 500 ("Unknown") for passing trouble such as a
+                            // Kubernetes API timeout: safe to repeat for a read, never for a write.
+                            let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504)
+                                || (status.as_u16() == 500 && method == Method::GET);
                             let error = map_error(status, &bytes, target, after, &self.base);
                             if !retryable {
                                 debug!(%method, path = url.path(), %status, "argocd refused");
@@ -512,16 +515,29 @@ impl RestArgoCd {
                         ),
                     }
                 }
-                Err(e) => (
-                    Error::transient(format!(
-                        "{} {}: {}{}",
-                        method,
-                        url.path(),
-                        if e.is_timeout() { "timed out: " } else { "" },
-                        describe(&e)
-                    )),
-                    None,
-                ),
+                Err(e) => {
+                    let detail = describe(&e);
+                    // An untrusted certificate will not fix itself: say what to do at once.
+                    if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+                        return Err(Error::Permission {
+                            message: format!(
+                                "the TLS certificate of {} is not trusted ({detail}); add its CA to the system trust store \
+                                 (deploy uses it and the Mozilla roots), or pass --insecure for a test server",
+                                url.host_str().unwrap_or("the Argo CD server")
+                            ),
+                        });
+                    }
+                    (
+                        Error::transient(format!(
+                            "{} {}: {}{}",
+                            method,
+                            url.path(),
+                            if e.is_timeout() { "timed out: " } else { "" },
+                            detail
+                        )),
+                        None,
+                    )
+                }
             };
             let (error, after) = failure;
             if attempt >= self.options.retries {

@@ -59,6 +59,8 @@ pub struct Backends {
     pub sandbox: Option<Sandbox>,
     /// The REST client, when Argo CD is reached through its API.
     pub rest: Option<Arc<deploy_argocd::rest::RestArgoCd>>,
+    /// The audit trail file (real backends).
+    pub audit_path: Option<std::path::PathBuf>,
 }
 
 /// Where the promotion lock lives.
@@ -97,10 +99,17 @@ impl Backends {
         let registry =
             Arc::new(deploy_aws::EcrRegistry::new(config).context("setting up the ECR clients")?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let audit_path = global.audit_log.clone().or_else(crate::audit_log::default_path).ok_or_else(|| {
-            UsageError("no place for the audit trail: set --audit-log, DEPLOY_AUDIT_LOG, XDG_STATE_HOME or HOME".into())
-        })?;
-        let audit: Arc<dyn AuditLog> = Arc::new(crate::audit_log::FileAuditLog::new(audit_path));
+        // Reading commands work without a place for the audit trail; `audit_ready` is checked
+        // before anything is changed.
+        let audit_path = global
+            .audit_log
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .or_else(crate::audit_log::default_path);
+        let audit: Arc<dyn AuditLog> = match &audit_path {
+            Some(p) => Arc::new(crate::audit_log::FileAuditLog::new(p)),
+            None => Arc::new(deploy_core::memory::InMemoryAuditLog::default()),
+        };
         let tag_parameters = tag_parameters(config);
         if global.core {
             let client = deploy_argocd::kube::client()
@@ -119,10 +128,15 @@ impl Backends {
                 clock,
                 sandbox: None,
                 rest: None,
+                audit_path,
             });
         }
         let mut argocd_config = config.argocd.clone();
-        if let Some(server) = &global.argocd_server {
+        if let Some(server) = global
+            .argocd_server
+            .as_ref()
+            .filter(|s| !s.trim().is_empty())
+        {
             argocd_config.server = Some(server.clone());
         }
         argocd_config.plaintext |= global.plaintext;
@@ -151,6 +165,7 @@ impl Backends {
                 clock,
                 sandbox: None,
                 rest: None,
+                audit_path,
             });
         }
         let token =
@@ -170,6 +185,7 @@ impl Backends {
             clock,
             sandbox: None,
             rest: Some(rest),
+            audit_path,
         })
     }
 
@@ -201,6 +217,36 @@ impl Backends {
                 "Argo CD is not configured, so there is no promotion lock"
             )),
         }
+    }
+
+    /// Checks, before anything is changed, that the audit record can be written: the
+    /// directory exists (or is created) and the file opens for appending.
+    pub fn audit_ready(&self) -> Result<()> {
+        if self.sandbox.is_some() {
+            return Ok(());
+        }
+        let path = self.audit_path.as_ref().ok_or_else(|| {
+            UsageError("no place for the audit trail: set --audit-log, DEPLOY_AUDIT_LOG, XDG_STATE_HOME or HOME".into())
+        })?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                UsageError(format!(
+                    "cannot create {} for the audit trail: {e}; set --audit-log",
+                    dir.display()
+                ))
+            })?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                UsageError(format!(
+                    "cannot append to the audit trail {}: {e}; set --audit-log to a writable file",
+                    path.display()
+                ))
+            })?;
+        Ok(())
     }
 
     /// Who is logged in to Argo CD, when the backend can say.
@@ -301,6 +347,7 @@ impl Sandbox {
             clock: w.clock,
             sandbox: Some(self),
             rest: None,
+            audit_path: None,
         }
     }
 }

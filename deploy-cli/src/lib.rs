@@ -24,15 +24,34 @@ use crate::output::Output;
 
 /// Parses `args` (the first is the program name), runs the command and returns the exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<String> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                Exit::Usage.code()
-            } else {
-                0
-            });
+            if !e.use_stderr() {
+                return ExitCode::SUCCESS;
+            }
+            // JSON Lines promise a final `result` line, even for a usage error.
+            let json = args
+                .windows(2)
+                .any(|w| w[0] == "--output" && w[1] == "json")
+                || args.iter().any(|a| a == "--output=json");
+            if json {
+                let out = Output {
+                    format: cli::OutputFormat::Json,
+                    quiet: true,
+                };
+                let text = e.to_string();
+                let what = text
+                    .split("\n\nUsage")
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
+                out.result(&serde_json::json!({ "error": what, "exit_code": Exit::Usage.code() }));
+            }
+            return ExitCode::from(Exit::Usage.code());
         }
     };
     init_logging(&cli);

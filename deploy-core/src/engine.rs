@@ -267,7 +267,8 @@ pub enum EngineError {
     GateFailed(Gate),
     /// Another run holds the lock; nothing was changed.
     #[error(
-        "another promotion of {environment} is running: {holder} holds the lock until {expires_at}"
+        "another promotion of {environment} is running: {holder} holds the lock until {expires_at} \
+         (if that run is gone: wait until then, or clear the lock as README \"Deploying to production\" shows)"
     )]
     Locked {
         /// Environment.

@@ -130,11 +130,12 @@ async fn server_with(template: ResponseTemplate, times: u64) -> MockServer {
 }
 
 #[tokio::test]
-async fn internal_error_is_transient_and_not_retried() {
+async fn internal_error_on_a_read_is_retried_then_transient() {
+    // 1 attempt + `RestOptions::fast()`'s 3 retries.
     let server = server_with(
         ResponseTemplate::new(500)
             .set_body_json(json!({"error": "boom", "code": 13, "message": "boom"})),
-        1,
+        4,
     )
     .await;
     let got = client(&server).application("a").await;
@@ -142,6 +143,26 @@ async fn internal_error_is_transient_and_not_retried() {
         matches!(&got, Err(Error::Transient { message, .. }) if message.contains("boom")),
         "{got:?}"
     );
+}
+
+#[tokio::test]
+async fn internal_error_on_a_write_is_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/applications/a/sync"))
+        .respond_with(
+            ResponseTemplate::new(500)
+                .set_body_json(json!({"error": "boom", "code": 13, "message": "boom"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let request = deploy_core::port::SyncRequest {
+        prune: false,
+        operation_id: "op".into(),
+    };
+    let got = client(&server).sync("a", &request).await;
+    assert!(matches!(&got, Err(Error::Transient { .. })), "{got:?}");
 }
 
 #[tokio::test]
@@ -376,7 +397,11 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not per thread: with a thread-local default, a callsite first hit by another
+    // test's thread (with no subscriber) can stay disabled here. Capturing every test's
+    // events only widens the net for a leaked token.
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("no other test sets a global subscriber");
 
     let fake = FakeArgo::start().await;
     Mock::given(method("GET"))

@@ -56,6 +56,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         clock,
         sandbox: None,
         rest: None,
+        audit_path: None,
     };
     let say = |s: &str| out.text(s);
     let staging = config

@@ -268,6 +268,7 @@ async fn execute(
         return Ok(Exit::Success);
     }
 
+    backends.audit_ready()?;
     let mut actor = actor();
     actor.argocd_user = backends.argocd_user().await;
     let lock = backends.lock_for(config, env)?;
@@ -279,9 +280,14 @@ async fn execute(
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let (tx, rx) = mpsc::unbounded_channel();
     let lock_key = format!("deploy-{}-{}", config.app, env.name);
+    let our_lease = Lease {
+        key: lock_key.clone(),
+        holder: holder(&actor),
+        expires_at: jiff::Timestamp::UNIX_EPOCH,
+    };
     let opts = RunOptions {
         run_id,
-        holder: holder(&actor),
+        holder: our_lease.holder.clone(),
         actor,
         lock_key: lock_key.clone(),
         rollback_on_failure: rollback,
@@ -303,6 +309,7 @@ async fn execute(
         }
     };
     let renderer = crate::progress::render(out, rx, save);
+    let abort_lock = lock.clone();
     let signals = async move {
         wait_for_signal().await;
         if let Some(tx) = signals_tx.upgrade() {
@@ -313,6 +320,10 @@ async fn execute(
         eprintln!(
             "second interrupt: aborting now; run `deploy status` to see where each cluster stands, then the same command again to resume"
         );
+        // Leave the lock to the next run (CI cancels with SIGINT then SIGTERM on a machine
+        // that will not come back), but do not hang on it.
+        let _ = tokio::time::timeout(Duration::from_secs(3), abort_lock.release(&our_lease)).await;
+        out.result(&serde_json::json!({ "outcome": Outcome::Interrupted, "message": "aborted by a second interrupt", "exit_code": Exit::Interrupted.code() }));
         std::process::exit(i32::from(Exit::Interrupted.code()));
     };
     let run = async {
@@ -436,24 +447,55 @@ fn host() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// The lock holder identity of this process: `user@host pid N`.
+/// The lock holder identity of this process: `user@host pid N boot B pidns P`. The boot id
+/// and PID namespace make "that process is gone" decidable from this process only when both
+/// run in the same kernel boot and PID namespace.
 pub fn holder(actor: &Actor) -> String {
-    format!("{}@{} pid {}", actor.os_user, host(), std::process::id())
+    format!(
+        "{}@{} pid {} {}",
+        actor.os_user,
+        host(),
+        std::process::id(),
+        process_scope()
+    )
 }
 
-/// Whether `holder` names a process on this host that no longer exists.
+/// `boot B pidns P`: which kernel boot and PID namespace a pid belongs to.
+fn process_scope() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let pidns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let pidns: String = pidns.chars().filter(char::is_ascii_digit).collect();
+    format!(
+        "boot {} pidns {}",
+        boot.trim().get(..8).unwrap_or("unknown"),
+        if pidns.is_empty() { "unknown" } else { &pidns }
+    )
+}
+
+/// Whether `holder` names a process of this user, on this host, in this boot and PID
+/// namespace, that no longer exists. Anything else (another user, whose processes `hidepid`
+/// may hide; another machine; another namespace) is never judged gone.
 pub fn holder_is_gone(holder: &str) -> bool {
-    let Some((who, pid)) = holder.split_once(" pid ") else {
+    let ours = self::holder(&actor());
+    let (Some((who, rest)), Some((our_who, our_rest))) =
+        (holder.split_once(" pid "), ours.split_once(" pid "))
+    else {
         return false;
     };
-    let Some((_, h)) = who.rsplit_once('@') else {
+    let (Some((pid, scope)), Some((_, our_scope))) =
+        (rest.split_once(' '), our_rest.split_once(' '))
+    else {
         return false;
     };
-    let Ok(pid) = pid.trim().parse::<u32>() else {
+    let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
     cfg!(target_os = "linux")
-        && h == host()
+        && who == our_who
+        && scope == our_scope
+        && !scope.contains("unknown")
         && pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -469,7 +511,8 @@ pub fn actor() -> Actor {
     }
 }
 
-async fn wait_for_signal() {
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

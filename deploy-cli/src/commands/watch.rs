@@ -70,7 +70,7 @@ pub async fn run(
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = tokio::signal::ctrl_c() => {
+            () = super::promote::wait_for_signal() => {
                 out.note("stopped");
                 out.result(&serde_json::json!({ "stopped": true }));
                 return Ok(Exit::Success);

@@ -715,7 +715,7 @@ async fn killed_in_wave_two_then_run_again_resumes() {
     assert_eq!(killed.code, None, "killed by a signal: {killed:?}");
     let lock = world.lock().expect("a killed run leaves its lock behind");
     assert!(
-        lock.contains(&format!("{USER}@")) && lock.contains(&format!("pid {pid}\"")),
+        lock.contains(&format!("{USER}@")) && lock.contains(&format!("pid {pid} ")),
         "the lock names the killed run: {lock}"
     );
     assert_eq!(tag_parameter(&world.prod_app("us-west-2")), NEW);
@@ -768,7 +768,7 @@ async fn a_second_promotion_at_once_exits_4_naming_the_holder() {
     assert!(
         world
             .lock()
-            .is_some_and(|l| l.contains(&format!("pid {pid}\""))),
+            .is_some_and(|l| l.contains(&format!("pid {pid} "))),
         "the first run holds the lock: {:?}",
         world.lock()
     );
