@@ -31,6 +31,7 @@ pub fn load_config(global: &Global) -> Result<(PathBuf, Config)> {
     let path = global
         .config
         .clone()
+        .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("deploy.toml"));
     let text = std::fs::read_to_string(&path).map_err(|e| {
         UsageError(format!(

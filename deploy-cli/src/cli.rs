@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Configuration file [default: $DEPLOY_CONFIG, else ./deploy.toml]
-    #[arg(long, global = true, env = "DEPLOY_CONFIG", value_name = "PATH")]
+    #[arg(long, global = true, env = "DEPLOY_CONFIG", value_name = "PATH", value_parser = path_or_empty)]
     pub config: Option<PathBuf>,
 
     /// Output format: text for people, json for JSON Lines ({"type","data"} per line, the last of type "result")
@@ -65,7 +65,7 @@ pub struct Global {
     pub core: bool,
 
     /// Audit trail file (JSON Lines, appended) [default: $XDG_STATE_HOME/deploy/audit.jsonl]
-    #[arg(long, global = true, env = "DEPLOY_AUDIT_LOG", value_name = "PATH")]
+    #[arg(long, global = true, env = "DEPLOY_AUDIT_LOG", value_name = "PATH", value_parser = path_or_empty)]
     pub audit_log: Option<PathBuf>,
 }
 
@@ -281,6 +281,11 @@ pub enum Breakage {
     Failed,
     /// The sync never finishes.
     Hang,
+}
+
+/// A path; an empty one (e.g. `DEPLOY_CONFIG=` in a CI template) is read as "not given".
+fn path_or_empty(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
