@@ -126,7 +126,11 @@ fn ignores(set: &ApplicationSet, pointer: &str) -> bool {
         .filter(|d| d.name.is_none())
         .any(|d| {
             d.json_pointers.iter().any(|p| {
-                pointer == p || pointer.starts_with(&format!("{}/", p.trim_end_matches('/')))
+                pointer == p
+                    || pointer.starts_with(&format!("{}/", p.trim_end_matches('/')))
+                    // Multi-source Applications carry the override in `/spec/sources/N/...`.
+                    || p == "/spec/sources"
+                    || p.starts_with("/spec/sources/")
             }) || d
                 .jq_path_expressions
                 .iter()
@@ -372,6 +376,13 @@ mod tests {
             |i| {
                 i.application_set.as_mut().unwrap().ignore_differences[0].json_pointers =
                     vec!["/spec/source".into()]
+            },
+            &[],
+        );
+        check(
+            |i| {
+                i.application_set.as_mut().unwrap().ignore_differences[0].json_pointers =
+                    vec!["/spec/sources".into()]
             },
             &[],
         );
