@@ -225,12 +225,14 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         say("");
     }
     let records = world.audit.state();
-    say(&format!(
-        "The audit trail holds {} records (who, which release with digests, which clusters, when, outcome); the last: {:?}, {}.",
-        records.len(),
-        records.last().map(|r| r.outcome),
-        records.last().map(|r| r.message.as_str()).unwrap_or("")
-    ));
+    if let Some(last) = records.last() {
+        say(&format!(
+            "The audit trail holds {} records (who, which release with digests, which clusters, when, outcome); the last, by {}: {}.",
+            records.len(),
+            last.actor,
+            last.message
+        ));
+    }
     say(&format!(
         "Demo finished in {:.1}s. Try it on your own config: deploy --sandbox --config examples/deploy.toml status",
         started.elapsed().as_secs_f64()
