@@ -21,8 +21,10 @@ use deploy_argocd::rest::{RestArgoCd, RestOptions};
 use deploy_core::config::Config;
 use deploy_core::conformance::argocd::ArgoCdFixture;
 use deploy_core::engine::{Engine, Event, Ports, RunOptions};
-use deploy_core::memory::world::{app_seed, generated_config};
-use deploy_core::memory::{Timing, World};
+use deploy_core::memory::World;
+use deploy_core::memory::world::{
+    app_seed, generated_config, generated_timing, generated_wave_size,
+};
 use deploy_core::model::Tag;
 use deploy_core::plan::promotion::{self, Intent, PromotionPlan};
 use deploy_core::port::SystemClock;
@@ -41,20 +43,6 @@ fn tag(s: &str) -> Tag {
 const SERVICES: usize = 3;
 /// Added by the fake to every answer by default: network and API server time.
 const REQUEST_DELAY_MS: u64 = 5;
-
-/// The sync and health durations of cluster `i`'s prod Application: the engine bench's
-/// (sync 1–3 s, health 0.5–1.5 s, deterministic per cluster), so the ideals are the same.
-fn timing(i: usize) -> Timing {
-    Timing {
-        sync: Duration::from_millis(1_000 + ((i * 7_919 + 13) % 2_001) as u64),
-        health: Duration::from_millis(500 + ((i * 104_729 + 7) % 1_001) as u64),
-    }
-}
-
-/// Clusters per wave: a third of them, at most 10 (3 × 1, 3 × 10, 10 × 10).
-fn wave_size(n: usize) -> usize {
-    (n / 3).clamp(1, 10)
-}
 
 /// The client's options: the test timings of [`RestOptions::fast`] (5 ms reconnect, 20 ms
 /// GET fallback) with a 10 s request timeout, since the fake holds a watch stream's
@@ -89,7 +77,7 @@ struct Case {
 
 impl Case {
     fn new(n: usize, delay: Duration) -> Self {
-        let text = generated_config(n, SERVICES, wave_size(n), "0s");
+        let text = generated_config(n, SERVICES, generated_wave_size(n), "0s");
         let config = Config::parse("deploy.toml", &text).expect("the generated config is valid");
         Self { n, config, delay }
     }
@@ -110,7 +98,7 @@ impl Case {
             .map(|w| {
                 w.iter()
                     .map(|c| {
-                        let t = timing(self.index(c));
+                        let t = generated_timing(self.index(c));
                         t.sync + t.health
                     })
                     .max()
@@ -146,7 +134,7 @@ impl Case {
                 &tag(T1),
             );
             fake.create_application(&app).await;
-            fake.set_timing(&app.name, timing(i));
+            fake.set_timing(&app.name, generated_timing(i));
         }
         fake.set_stream_hold(STREAM_HOLD);
         fake.set_request_delay(self.delay);
@@ -249,7 +237,7 @@ impl Case {
                 Event::AppHealthy { cluster, .. } => {
                     last_healthy = *at;
                     // The sync began at the fake about one request delay before its answer.
-                    let t = timing(self.index(cluster));
+                    let t = generated_timing(self.index(cluster));
                     let due = synced[cluster] - self.delay + t.sync + t.health;
                     late = late.max(at.saturating_duration_since(due));
                 }
@@ -332,7 +320,7 @@ fn main() {
             let total: usize = m.requests.values().sum();
             rows.push(format!(
                 "| {n} | {waves} × {} | {:.3} | {:.3} | **{:.4}** | {:.2} |",
-                wave_size(n),
+                generated_wave_size(n),
                 secs(ideal),
                 secs(m.wall),
                 secs(m.wall) / secs(ideal),

@@ -550,6 +550,20 @@ impl RestArgoCd {
         }
     }
 
+    /// `GET /api/v1/{kind}`, decoded.
+    async fn list<T: DeserializeOwned>(&self, kind: &str) -> Result<T> {
+        let bytes = self
+            .call(
+                Method::GET,
+                self.url(&["api", "v1", kind]),
+                &[],
+                None,
+                &Target::list(kind),
+            )
+            .await?;
+        decode(&bytes, kind)
+    }
+
     async fn get_app(&self, name: &str) -> Result<wire::Application> {
         let bytes = self
             .call(
@@ -949,16 +963,7 @@ impl ArgoCd for RestArgoCd {
     }
 
     async fn application_sets(&self) -> Result<Vec<port::ApplicationSet>> {
-        let bytes = self
-            .call(
-                Method::GET,
-                self.url(&["api", "v1", "applicationsets"]),
-                &[],
-                None,
-                &Target::list("applicationsets"),
-            )
-            .await?;
-        let list: wire::ApplicationSetList = decode(&bytes, "applicationsets")?;
+        let list: wire::ApplicationSetList = self.list("applicationsets").await?;
         Ok(list
             .items
             .iter()
@@ -967,16 +972,7 @@ impl ArgoCd for RestArgoCd {
     }
 
     async fn clusters(&self) -> Result<Vec<ClusterInfo>> {
-        let bytes = self
-            .call(
-                Method::GET,
-                self.url(&["api", "v1", "clusters"]),
-                &[],
-                None,
-                &Target::list("clusters"),
-            )
-            .await?;
-        let list: wire::ClusterList = decode(&bytes, "clusters")?;
+        let list: wire::ClusterList = self.list("clusters").await?;
         Ok(list.items.iter().map(wire::Cluster::to_port).collect())
     }
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion};
 use deploy_core::config::Config;
 use deploy_core::engine::{Engine, Ports, RunOptions};
-use deploy_core::memory::{Timing, World};
+use deploy_core::memory::World;
+use deploy_core::memory::world::{generated_timing, generated_wave_size};
 use deploy_core::plan::promotion::{self, Intent, PromotionPlan};
 use deploy_core::trail::{Actor, Outcome};
 use tokio::sync::mpsc;
@@ -28,20 +29,6 @@ use common::{config_text, paused_runtime, world_with_staging_at_t2};
 /// Services per release: the engine's work grows with clusters, not services.
 const SERVICES: usize = 3;
 
-/// The simulated timing of cluster `i`'s prod Application, deterministic and spread out:
-/// sync in [1 s, 3 s], health in [0.5 s, 1.5 s], in steps of 1 ms.
-fn timing(i: usize) -> Timing {
-    Timing {
-        sync: Duration::from_millis(1_000 + ((i * 7_919 + 13) % 2_001) as u64),
-        health: Duration::from_millis(500 + ((i * 104_729 + 7) % 1_001) as u64),
-    }
-}
-
-/// Clusters per wave for `n` clusters: a third of them, at most 10.
-fn wave_size(n: usize) -> usize {
-    (n / 3).clamp(1, 10)
-}
-
 /// One size of the benchmark.
 struct Case {
     config: Config,
@@ -49,7 +36,7 @@ struct Case {
 
 impl Case {
     fn new(n: usize) -> Self {
-        let text = config_text(n, SERVICES, wave_size(n), "0s");
+        let text = config_text(n, SERVICES, generated_wave_size(n), "0s");
         let config = Config::parse("deploy.toml", &text).expect("the generated config is valid");
         Self { config }
     }
@@ -68,7 +55,7 @@ impl Case {
                             .iter()
                             .position(|k| &k.name == c)
                             .expect("a configured cluster");
-                        let t = timing(i);
+                        let t = generated_timing(i);
                         t.sync + t.health
                     })
                     .max()
@@ -85,7 +72,7 @@ impl Case {
         for (i, c) in self.config.clusters.iter().enumerate() {
             world
                 .argocd
-                .set_app_timing(&self.config.application_name(prod, c), timing(i));
+                .set_app_timing(&self.config.application_name(prod, c), generated_timing(i));
         }
         let obs = promotion::observe(
             &self.config,
@@ -154,7 +141,7 @@ fn engine(c: &mut Criterion) {
         let waves = case.config.environment("prod").expect("prod").waves.len();
         eprintln!(
             "| {n} | {waves} × {} | {:.3} | {:.3} | {:.4} | {:.1?} |",
-            wave_size(*n),
+            generated_wave_size(*n),
             ideal.as_secs_f64(),
             simulated.as_secs_f64(),
             simulated.as_secs_f64() / ideal.as_secs_f64(),
@@ -174,12 +161,7 @@ fn engine(c: &mut Criterion) {
 }
 
 fn main() {
-    // What `criterion_group!`/`criterion_main!` expand to, short enough for this 2-core
-    // machine; command-line flags (e.g. `--measurement-time`) still override it.
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
+    let mut c = common::criterion();
     engine(&mut c);
     c.final_summary();
 }

@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion};
 use deploy_core::config::{Config, TagPolicy, TagStrategy};
@@ -236,12 +236,7 @@ fn planners(c: &mut Criterion) {
 }
 
 fn main() {
-    // What `criterion_group!`/`criterion_main!` expand to, short enough for this 2-core
-    // machine; command-line flags (e.g. `--measurement-time`) still override it.
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
+    let mut c = common::criterion();
     planners(&mut c);
     c.final_summary();
 }

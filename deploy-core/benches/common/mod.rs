@@ -58,3 +58,12 @@ pub fn paused_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a tokio runtime")
 }
+
+/// Criterion as `criterion_group!` would set it up, with times short enough for a 2-core
+/// machine; command-line flags (e.g. `--measurement-time`) still override them.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args()
+}

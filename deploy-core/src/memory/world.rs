@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -284,4 +285,20 @@ timeout = "15m"
         waves = waves.join(", "),
     );
     t
+}
+
+/// Clusters per wave in generated benchmarks: a third of `clusters`, at most 10
+/// (3 × 1, 3 × 10, 10 × 10).
+pub fn generated_wave_size(clusters: usize) -> usize {
+    (clusters / 3).clamp(1, 10)
+}
+
+/// The simulated timing of generated cluster `i`: deterministic and spread out, sync in
+/// [1 s, 3 s] and health in [0.5 s, 1.5 s] in steps of 1 ms, so that benchmarks over different
+/// backends share their ideal durations.
+pub fn generated_timing(i: usize) -> super::Timing {
+    super::Timing {
+        sync: Duration::from_millis(1_000 + ((i * 7_919 + 13) % 2_001) as u64),
+        health: Duration::from_millis(500 + ((i * 104_729 + 7) % 1_001) as u64),
+    }
 }
