@@ -151,6 +151,7 @@ pub fn application_set_value(config: &Config, env: &Environment, source: &Source
 pub fn preserved_annotations() -> Vec<&'static str> {
     let mut names = deploy_core::engine::ANNOTATIONS.to_vec();
     names.push(crate::rest::lock::LOCK_ANNOTATION);
+    names.push(deploy_core::watch::ANNOTATION_WATCHED);
     names
 }
 

@@ -1,7 +1,8 @@
 //! ECR clients: built from the standard AWS chain on first use, cached per (profile,
-//! region), with a concurrency bound per (account, region).
+//! region), with a concurrency bound and an optional rate bound per (account, region).
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_sdk_ecr::config::Region;
 use aws_sdk_ecr::config::retry::RetryConfig;
 use aws_sdk_ecr::config::timeout::TimeoutConfig;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::errors::Call;
@@ -51,6 +53,10 @@ pub struct EcrOptions {
     /// ECR throttles per account and region; a release check asks for every image of
     /// every region at once, so this bounds the burst each region sees.
     pub concurrency_per_region: usize,
+    /// Most calls per second started against one account's registry in one region (a
+    /// long-running `deploy watch` sets it); `None` for no bound beyond the concurrency.
+    /// Retries inside one call are paced by the SDK's backoff, not by this bound.
+    pub requests_per_second: Option<NonZeroU32>,
     /// Use this AWS config file instead of `$AWS_CONFIG_FILE` / `~/.aws/config`.
     pub config_file: Option<PathBuf>,
     /// Use this AWS credentials file instead of `$AWS_SHARED_CREDENTIALS_FILE` /
@@ -69,6 +75,7 @@ impl Default for EcrOptions {
             attempt_timeout: Duration::from_secs(20),
             operation_timeout: Duration::from_secs(90),
             concurrency_per_region: 8,
+            requests_per_second: None,
             config_file: None,
             credentials_file: None,
         }
@@ -130,6 +137,7 @@ pub(crate) struct Clients {
     shared: Mutex<HashMap<Profile, Arc<OnceCell<SdkConfig>>>>,
     clients: Mutex<HashMap<(Profile, String), aws_sdk_ecr::Client>>,
     permits: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+    rates: Mutex<HashMap<(String, String), Arc<DefaultDirectRateLimiter>>>,
 }
 
 impl Clients {
@@ -140,6 +148,7 @@ impl Clients {
             shared: Mutex::default(),
             clients: Mutex::default(),
             permits: Mutex::default(),
+            rates: Mutex::default(),
         }
     }
 
@@ -171,6 +180,13 @@ impl Clients {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
+        if let Some(rps) = self.options.requests_per_second {
+            let limiter = lock(&self.rates)
+                .entry((account.to_owned(), region.to_owned()))
+                .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rps))))
+                .clone();
+            limiter.until_ready().await;
+        }
         let profile = self.profile(account);
         let client = self.client(profile, region).await;
         Lease {

@@ -89,16 +89,22 @@ pub fn tag_parameters(config: &Config) -> Vec<String> {
 }
 
 impl Backends {
-    /// The backends for `global`: the sandbox, or the real adapters (ECR; Argo CD over its
-    /// REST API, or over the Kubernetes API with `--core`).
-    pub async fn open(global: &Global, config: &mut Config) -> Result<Self> {
+    /// The backends for `global`: the sandbox, or the real adapters (ECR with `ecr`; Argo CD
+    /// over its REST API, or over the Kubernetes API with `--core`).
+    pub async fn open(
+        global: &Global,
+        config: &mut Config,
+        ecr: deploy_aws::EcrOptions,
+    ) -> Result<Self> {
         if global.sandbox {
             let sandbox = Sandbox::open(Path::new(SANDBOX_DIR), config)?;
             compress_time(config);
             return Ok(sandbox.backends());
         }
-        let registry =
-            Arc::new(deploy_aws::EcrRegistry::new(config).context("setting up the ECR clients")?);
+        let registry = Arc::new(
+            deploy_aws::EcrRegistry::with_options(config, ecr)
+                .context("setting up the ECR clients")?,
+        );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         // Reading commands work without a place for the audit trail; `audit_ready` is checked
         // before anything is changed.

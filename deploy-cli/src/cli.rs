@@ -137,6 +137,9 @@ pub enum ReleaseCommand {
         /// The release tag
         #[arg(long)]
         tag: String,
+        /// Keep checking until the release is complete or this much time has passed (for CI); exit 3 if it never is
+        #[arg(long, value_name = "DURATION", value_parser = humantime_duration)]
+        wait: Option<Duration>,
     },
     /// The newest complete release of ENV
     Latest {
@@ -211,6 +214,19 @@ pub struct WatchArgs {
     /// Time between polls of the sentinel repository
     #[arg(long, default_value = "30s", value_parser = humantime_duration)]
     pub interval: Duration,
+    /// Most requests per second to each registry (one account in one region), whatever the interval
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub registry_rps: u32,
+    /// Serve Prometheus metrics on /metrics and a liveness check on /healthz at this address (e.g. 0.0.0.0:9090)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Run as one of several replicas: only the holder of the lease `deploy-watch-APP-ENV` polls and writes
+    /// (a Lease with --core, else an annotation on the environment's first Application)
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// This replica's name in the lease, with --leader-elect [default: $POD_NAME, else USER@HOST pid N]
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub leader_id: Option<String>,
 }
 
 /// `deploy render ...`
@@ -311,6 +327,7 @@ mod tests {
         ok("status");
         ok("--sandbox status --env prod");
         ok("release check --env prod --tag abc1234");
+        ok("release check --env staging --tag abc1234 --wait 10m");
         ok("release latest --env staging --output json");
         ok("plan --env prod --tag abc1234");
         ok("promote --env prod --yes --no-rollback");

@@ -10,6 +10,7 @@ pub mod backends;
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 
@@ -135,7 +136,11 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
         ));
         return Ok(Exit::Success);
     }
-    let backends = Backends::open(&cli.global, &mut config).await?;
+    let mut ecr = deploy_aws::EcrOptions::default();
+    if let Command::Watch(args) = &cli.command {
+        ecr.requests_per_second = std::num::NonZeroU32::new(args.registry_rps);
+    }
+    let backends = Backends::open(&cli.global, &mut config, ecr).await?;
     if backends.sandbox.is_some() {
         out.note("sandbox: in-memory backends, state in .deploy-sandbox/, soak and timeouts compressed 60×");
     }
@@ -143,8 +148,8 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
         Command::Status { env } => {
             commands::status::run(&config, &backends, out, env.as_deref()).await
         }
-        Command::Release(ReleaseCommand::Check { env, tag }) => {
-            commands::release::check(&config, &backends, out, env, tag).await
+        Command::Release(ReleaseCommand::Check { env, tag, wait }) => {
+            commands::release::check(&config, &backends, out, env, tag, *wait).await
         }
         Command::Release(ReleaseCommand::Latest { env }) => {
             commands::release::latest(&config, &backends, out, env).await

@@ -100,6 +100,20 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
     }
+
+    /// The variant's name in snake case, e.g. for a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Collision { .. } => "collision",
+            Self::Conflict { .. } => "conflict",
+            Self::LockHeld { .. } => "lock_held",
+            Self::Permission { .. } => "permission",
+            Self::Refused { .. } => "refused",
+            Self::Transient { .. } => "transient",
+            Self::Invalid { .. } => "invalid",
+        }
+    }
 }
 
 /// Result of a port call.

@@ -11,6 +11,7 @@ pub mod model;
 pub mod plan;
 pub mod port;
 pub mod trail;
+pub mod watch;
 
 pub use error::{Error, Result};
 

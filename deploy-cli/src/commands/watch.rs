@@ -1,37 +1,27 @@
-//! `deploy watch`: the image-updater loop. Polls the sentinel repository; on a new tag that
-//! passes the tag filter, checks the whole release; only a complete release is written to
-//! an automated environment's Applications. A manual environment is never changed.
+//! `deploy watch`: the image-updater loop of [`deploy_core::watch`], with signals, output,
+//! leader election through the environment's lock backend, and metrics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
 
-use deploy_core::Error;
 use deploy_core::config::{Config, Environment};
-use deploy_core::model::Tag;
-use deploy_core::plan::live::{override_for, service_images};
-use deploy_core::plan::release::{newest_complete, order_candidates};
+use deploy_core::watch::{Leader, Poll, WatchEvent, WatchOptions, Watcher, lease_key};
 
 use crate::backends::Backends;
 use crate::cli::WatchArgs;
 use crate::exit::{Exit, UsageError};
+use crate::metrics::Metrics;
 use crate::output::Output;
 
-/// The shortest interval between polls, so one watcher cannot hammer a registry.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
-/// The longest backoff after throttling.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// The shortest interval between polls; the request rate is bounded by `--registry-rps`
+/// whatever the interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Serialize)]
-struct Tick {
-    newest_tag: Option<String>,
-    complete_release: Option<String>,
-    written_to: Vec<String>,
-    skipped_incomplete: Vec<String>,
-}
-
-/// Runs the loop until Ctrl-C (or once).
+/// Runs the loop until Ctrl-C or SIGTERM (or once).
 pub async fn run(
     config: &Config,
     backends: &Backends,
@@ -39,7 +29,7 @@ pub async fn run(
     args: &WatchArgs,
 ) -> Result<Exit> {
     let env = config.environment(&args.env).map_err(UsageError)?;
-    if !args.once && args.interval < MIN_INTERVAL {
+    if args.interval < MIN_INTERVAL {
         return Err(UsageError(format!(
             "--interval must be at least {}",
             humantime::format_duration(MIN_INTERVAL)
@@ -49,88 +39,140 @@ pub async fn run(
     if !env.sync.is_automated() {
         out.note(format!("{} is manual: watch only reports new complete releases and never changes it (use deploy promote)", env.name));
     }
-    let mut last_seen: Option<Tag> = None;
-    let mut delay = args.interval;
-    loop {
-        match tick(config, backends, out, env, &mut last_seen).await {
-            Ok(t) => {
-                delay = args.interval;
-                out.record("tick", &t);
-                backends.save()?;
-                if args.once {
-                    out.result(&t);
-                    return Ok(Exit::Success);
+    let metrics = Arc::new(Metrics::new(&env.name));
+    if let Some(addr) = args.metrics_addr {
+        let bound = crate::metrics::serve(addr, metrics.clone()).await?;
+        out.note(format!(
+            "metrics on http://{bound}/metrics, health on /healthz"
+        ));
+        out.record(
+            "listening",
+            &json!({ "metrics": format!("http://{bound}/metrics") }),
+        );
+    }
+    let lock = if args.leader_elect {
+        Some(backends.lock_for(config, env)?)
+    } else {
+        None
+    };
+    let leader = lock.as_deref().map(|lock| {
+        let holder = args
+            .leader_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(|| super::promote::holder(&super::promote::actor()));
+        Leader::new(lock, &*backends.clock, lease_key(config, env), holder)
+    });
+    let (stop_tx, stop) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        super::promote::wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let opts = WatchOptions {
+        interval: args.interval,
+        once: args.once,
+    };
+    let mut last = None;
+    let mut polls = 0_u64;
+    let mut watcher = Watcher::new(config, env, &*backends.registry, &*backends.argocd);
+    let result = watcher
+        .run(opts, leader, stop, |event| {
+            metrics.observe(&event);
+            if let WatchEvent::Polled(poll) = &event {
+                polls += 1;
+                if let Err(e) = backends.save() {
+                    tracing::error!("saving the sandbox: {e:#}");
                 }
+                report(out, env, poll, last.as_ref());
+                last = Some(poll.clone());
+            } else {
+                report_other(out, &event);
             }
-            Err(e @ Error::Transient { .. }) if !args.once => {
-                delay = (delay * 2).min(MAX_BACKOFF);
-                tracing::warn!("{e}; next poll in {}", humantime::format_duration(delay));
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("watching {}", env.name))),
+        })
+        .await;
+    metrics.stopped();
+    signals.abort();
+    result.map_err(|e| anyhow::Error::new(e).context(format!("watching {}", env.name)))?;
+    match (args.once, last) {
+        (true, Some(poll)) => out.result(&poll),
+        (true, None) => out.result(&json!({ "standby": true })),
+        (false, _) => {
+            out.note("stopped");
+            out.result(&json!({ "stopped": true, "polls": polls }));
         }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = super::promote::wait_for_signal() => {
-                out.note("stopped");
-                out.result(&serde_json::json!({ "stopped": true }));
-                return Ok(Exit::Success);
-            }
+    }
+    Ok(Exit::Success)
+}
+
+/// A poll, for people (only what changed since `last`) and as a JSON line.
+fn report(out: Output, env: &Environment, poll: &Poll, last: Option<&Poll>) {
+    out.record("poll", poll);
+    let changed = |p: &Poll| (p.newest.clone(), p.incomplete.clone());
+    if last.map(changed) != Some(changed(poll)) {
+        for check in &poll.incomplete {
+            let mut what: Vec<String> = check
+                .missing
+                .iter()
+                .map(|m| format!("{}:{}", m.image, check.tag))
+                .collect();
+            what.extend(
+                check
+                    .inconsistent
+                    .iter()
+                    .map(|s| format!("{s} (digests differ between regions)")),
+            );
+            out.note(format!(
+                "{}: {} is incomplete, not deployed yet: {}",
+                env.name,
+                check.tag,
+                what.join(", ")
+            ));
         }
+    }
+    let Some(release) = &poll.release else { return };
+    if !env.sync.is_automated() {
+        out.note(format!(
+            "{}: new complete release {}; promote it with `deploy promote --env {} --tag {}`",
+            env.name, release.tag, env.name, release.tag
+        ));
+    } else if poll.written.is_empty() {
+        out.note(format!(
+            "{}: release {} is already set everywhere",
+            env.name, release.tag
+        ));
+    } else {
+        out.note(format!(
+            "{}: release {} written to {} (Argo CD syncs it)",
+            env.name,
+            release.tag,
+            poll.written.join(", ")
+        ));
     }
 }
 
-async fn tick(
-    config: &Config,
-    backends: &Backends,
-    out: Output,
-    env: &Environment,
-    last_seen: &mut Option<Tag>,
-) -> Result<Tick, Error> {
-    let sentinel = env.location(config.sentinel(), &env.registry.regions[0]);
-    let images = backends.registry.tagged_images(&sentinel).await?;
-    let newest = order_candidates(&images, &env.tags).into_iter().next();
-    let mut t = Tick {
-        newest_tag: newest.as_ref().map(Tag::to_string),
-        complete_release: None,
-        written_to: vec![],
-        skipped_incomplete: vec![],
-    };
-    if newest.is_none() || newest == *last_seen {
-        return Ok(t);
-    }
-    let (found, skipped) = newest_complete(&*backends.registry, config, env).await?;
-    t.skipped_incomplete = skipped.iter().map(|c| c.tag.to_string()).collect();
-    for s in &skipped {
-        out.note(format!(
-            "{}: {} is incomplete ({} image(s) missing); not deployed",
-            env.name,
-            s.tag,
-            s.missing.len()
-        ));
-    }
-    // An incomplete newest tag is looked at again next time: its images may still be arriving.
-    if skipped.is_empty() {
-        last_seen.clone_from(&newest);
-    }
-    let Some(check) = found else { return Ok(t) };
-    t.complete_release = Some(check.tag.to_string());
-    if !env.sync.is_automated() {
-        return Ok(t);
-    }
-    for c in &config.clusters {
-        let name = config.application_name(env, c);
-        let images = service_images(config, env, c);
-        let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
-        let app = backends.argocd.application(&name).await?;
-        let want = override_for(env, &names, &check.tag);
-        if app.override_value(&env.image_override, &names).as_ref() != Some(&want) {
-            backends.argocd.set_override(&name, &want).await?;
-            out.note(format!(
-                "{name}: image override set to {} (Argo CD syncs it)",
-                check.tag
-            ));
-            t.written_to.push(name);
+fn report_other(out: Output, event: &WatchEvent) {
+    match event {
+        WatchEvent::Failed { error, retry_in } => {
+            tracing::warn!(
+                "poll failed ({}): {error}; next try in {}",
+                error.kind(),
+                humantime::format_duration(*retry_in)
+            );
+            out.record(
+                "error",
+                &json!({ "kind": error.kind(), "message": error.to_string(), "retry_in_seconds": retry_in.as_secs_f64() }),
+            );
         }
+        WatchEvent::Leadership { holder } => {
+            match holder {
+                None => out.note("leading: this replica polls and writes"),
+                Some(h) => out.note(format!("standing by: {h} holds the lease")),
+            }
+            out.record(
+                "leadership",
+                &json!({ "leading": holder.is_none(), "holder": holder }),
+            );
+        }
+        WatchEvent::Polled(_) => {}
     }
-    Ok(t)
 }

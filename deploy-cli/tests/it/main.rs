@@ -4,6 +4,7 @@
 
 mod cli;
 mod e2e;
+mod manifests;
 mod output;
 mod promote;
 mod release;

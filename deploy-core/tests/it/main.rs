@@ -4,3 +4,4 @@
 mod engine;
 mod invariants;
 mod support;
+mod watch;
