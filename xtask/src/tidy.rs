@@ -287,6 +287,36 @@ fn makefile_deploy_prod_calls_the_xtask() {
     );
 }
 
+/// Events a workflow of this repository may run on: the workflows are for the teams that
+/// adopt deploy (they need their AWS account), so none may run on this repository's pushes.
+const WORKFLOW_TRIGGERS: &[&str] = &["workflow_call", "workflow_dispatch"];
+
+#[test]
+fn workflows_run_only_when_called() {
+    let mut violations = Vec::new();
+    for path in read_dir(&project_root().join(".github/workflows")) {
+        match workflow_triggers(&read(&path)) {
+            Some(triggers) => {
+                for t in triggers
+                    .iter()
+                    .filter(|t| !WORKFLOW_TRIGGERS.contains(&t.as_str()))
+                {
+                    violations.push(format!(
+                        "{}: runs on `{t}`; workflows here run only when called ({})",
+                        rel(&path),
+                        WORKFLOW_TRIGGERS.join(", ")
+                    ));
+                }
+            }
+            None => violations.push(format!(
+                "{}: no block `on:` with one trigger a line; write the triggers that way",
+                rel(&path)
+            )),
+        }
+    }
+    report(violations);
+}
+
 // ---------------------------------------------------------------------------------------
 // Reading the workspace.
 
@@ -500,6 +530,28 @@ fn ci_test_command(script: &str) -> Option<String> {
         })
 }
 
+/// The triggers of a workflow whose `on:` is a block mapping (`on:` alone on its line, one
+/// trigger a line below it, indented); `None` for any other form.
+fn workflow_triggers(yaml: &str) -> Option<Vec<String>> {
+    let mut lines = yaml.lines().skip_while(|l| l.trim_end() != "on:").skip(1);
+    let mut triggers = Vec::new();
+    let mut indent = None;
+    for line in lines.by_ref() {
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let depth = line.len() - content.len();
+        if depth == 0 {
+            break;
+        }
+        if *indent.get_or_insert(depth) == depth {
+            triggers.push(content.split(':').next()?.trim().to_owned());
+        }
+    }
+    (!triggers.is_empty()).then_some(triggers)
+}
+
 /// The body of the first Markdown section whose heading contains `title`
 /// (case-insensitive), up to the next heading of the same or a higher level.
 /// Lines inside code fences are never headings.
@@ -576,6 +628,21 @@ mod readers {
     fn ci_test_command_is_found() {
         let script = "#!/bin/bash\n# cargo test is not this\ncargo fmt --all -- --check\nCI=true cargo xtask test\n";
         assert_eq!(ci_test_command(script).as_deref(), Some("cargo xtask test"));
+    }
+
+    #[test]
+    fn workflow_triggers_are_read_from_the_on_block() {
+        let yaml = "name: x\non:\n  workflow_call:\n    inputs:\n      env:\n        type: string\n  # by hand\n  workflow_dispatch:\n\npermissions: {}\njobs:\n  push:\n";
+        assert_eq!(
+            workflow_triggers(yaml).unwrap(),
+            ["workflow_call", "workflow_dispatch"]
+        );
+        assert_eq!(
+            workflow_triggers("on:\n  push:\n    branches: [main]\n").unwrap(),
+            ["push"]
+        );
+        assert_eq!(workflow_triggers("on: [push]\n"), None);
+        assert_eq!(workflow_triggers("\"on\": push\n"), None);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use deploy_core::plan::build::{build_tag, push_order};
 use crate::exit::{Exit, UsageError};
 use crate::output::Output;
 
-/// Prints `TAG=...` then one image reference per line, in push order (sentinel last).
+/// Prints `TAG=...` then one image reference per line, in push order (sentinel last); with
+/// `--output json`, the [`BuildPlan`](deploy_core::plan::build::BuildPlan) (registry, and
+/// service, image and repository of every push).
 pub fn plan(
     config: &Config,
     out: Output,
@@ -21,7 +23,7 @@ pub fn plan(
     let plan = push_order(config, env, &tag);
     out.text(format!("TAG={tag}"));
     for p in &plan.pushes {
-        out.text(p);
+        out.text(&p.image);
     }
     out.result(&plan);
     Ok(Exit::Success)

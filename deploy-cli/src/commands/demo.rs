@@ -95,17 +95,12 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         let pushes = push_order(&config, &staging, &tag);
         let release = world.ci_push(&config, &staging, &tag);
         for p in &pushes.pushes {
-            let service = config
-                .services
-                .iter()
-                .find(|s| p.location.repository.ends_with(&s.repository))
-                .map(|s| s.name.clone())
-                .unwrap_or_default();
             say(&format!(
-                "   pushed {p}  {}",
+                "   pushed {}  {}",
+                p.image,
                 release
                     .digests
-                    .get(&service)
+                    .get(&p.service)
                     .map(|d| d.short())
                     .unwrap_or("")
             ));

@@ -7,7 +7,7 @@ use anyhow::Result;
 use deploy_core::config::Config;
 use deploy_core::memory::argocd::Script;
 use deploy_core::memory::build_digest;
-use deploy_core::plan::build::push_order;
+use deploy_core::plan::build::{Push, push_order};
 
 use super::release::parse_tag;
 use crate::backends::{Backends, SANDBOX_DIR, Sandbox};
@@ -46,15 +46,13 @@ pub fn run(
                 return Err(UsageError(format!("--skip {s}: no such service")).into());
             }
             let plan = push_order(config, env, &tag);
-            let mut services: Vec<_> = config.services.iter().collect();
-            services.sort_by_key(|s| s.sentinel);
             let mut pushed = Vec::new();
-            for (image, service) in plan.pushes.iter().zip(services) {
-                if skip.contains(&service.name) {
+            for Push { service, image, .. } in &plan.pushes {
+                if skip.contains(service) {
                     out.text(format!("skipped {image} (as a failed CI job would)"));
                     continue;
                 }
-                let digest = build_digest(&service.name, &tag);
+                let digest = build_digest(service, &tag);
                 world.registry.push(&image.location, &tag, &digest);
                 out.text(format!("pushed {image} {digest}"));
                 pushed.push(image.to_string());

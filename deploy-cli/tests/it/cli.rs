@@ -113,14 +113,15 @@ fn completions_for_bash_complete_deploy() {
 #[test]
 fn build_plan_prints_the_tag_and_pushes_the_sentinel_last() {
     let s = Sandbox::new();
-    let run = s.run(&[
+    let args = [
         "build",
         "plan",
         "--env",
         "staging",
         "--sha",
         "0123456789abcdef0123",
-    ]);
+    ];
+    let run = s.run(&args);
     run.expect_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"TAG=0123456789ab"), "{}", run.stdout);
@@ -137,4 +138,33 @@ fn build_plan_prints_the_tag_and_pushes_the_sentinel_last() {
             .all(|p| !p.contains("logserver") && p.ends_with(":0123456789ab")),
         "{pushes:?}"
     );
+
+    // The JSON plan is what workflows read: the registry to log in to, then per push the
+    // service (to find what to build) and the image to tag and push, in order.
+    let json = s.json(&args);
+    json.expect_code(0);
+    let plan = json.result();
+    assert_eq!(plan["tag"], "0123456789ab", "{plan:#}");
+    assert_eq!(
+        plan["registry"], "111111111111.dkr.ecr.us-west-2.amazonaws.com",
+        "{plan:#}"
+    );
+    assert_eq!(plan["account"], "111111111111", "{plan:#}");
+    assert_eq!(plan["region"], "us-west-2", "{plan:#}");
+    let pushes: Vec<(&str, &str)> = plan["pushes"]
+        .as_array()
+        .expect("pushes")
+        .iter()
+        .map(|p| {
+            (
+                p["service"].as_str().expect("service"),
+                p["image"].as_str().expect("image"),
+            )
+        })
+        .collect();
+    let text: Vec<(&str, &str)> = ["api", "worker", "logserver"]
+        .into_iter()
+        .zip(lines[1..].iter().copied())
+        .collect();
+    assert_eq!(pushes, text, "the JSON and the text list the same pushes");
 }

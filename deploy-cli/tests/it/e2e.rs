@@ -980,3 +980,129 @@ async fn status_and_plan_read_the_rest_server() {
     );
     world.verify_no_writes().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 6: CI waits for its release (`release check --wait`).
+
+/// A release CI is still pushing to staging: every image but the sentinel (logserver).
+const PUSHING: &str = "5e6f7a8";
+
+impl World {
+    /// CI pushes `service` of [`PUSHING`] to staging.
+    async fn ci_push(&self, service: &str) {
+        self.ecr
+            .push(
+                &repo(STAGING, "us-west-2", service),
+                &tag(PUSHING),
+                &build(service, PUSHING),
+            )
+            .await;
+    }
+
+    /// Starts `deploy release check --env staging --tag PUSHING --wait WAIT` (plus `extra`
+    /// first) with every image but logserver pushed, and waits until it has said, on stderr,
+    /// that logserver is missing: it is waiting.
+    async fn check_while_pushing(&self, extra: &[&str], wait: &str) -> Running {
+        self.ci_push("api").await;
+        self.ci_push("worker").await;
+        let mut args = extra.to_vec();
+        args.extend([
+            "release", "check", "--env", "staging", "--tag", PUSHING, "--wait", wait,
+        ]);
+        let running = self.spawn(&args);
+        let stderr = running.stderr.clone();
+        let logserver = format!(
+            "{}:{PUSHING}",
+            image(STAGING, "us-west-2", "staging/", "logserver")
+        );
+        wait_until("deploy to report logserver missing", || {
+            let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+            let waiting = said
+                .lines()
+                .any(|l| l.contains("not complete") && l.contains(&logserver));
+            async move { waiting }
+        })
+        .await;
+        running
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_check_waits_for_the_sentinel_pushed_during_the_wait() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    let running = world.check_while_pushing(&[], "2m").await;
+    world.ci_push("logserver").await;
+    let run = running.wait().await;
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "complete: every image of {PUSHING} is in every region"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.stdout.matches("SERVICE").count(),
+        1,
+        "the table is printed once, at the end:\n{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("checking again in"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_check_gives_up_when_the_wait_is_over_naming_what_is_missing() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.ci_push("api").await;
+    world.ci_push("worker").await;
+    let started = Instant::now();
+    let run = world
+        .run(&json_args(&[
+            "release", "check", "--env", "staging", "--tag", PUSHING, "--wait", "3s",
+        ]))
+        .await;
+    run.expect_code(3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "it waited the 3 s it was given"
+    );
+    let result = run.result();
+    assert_eq!(result["complete"], false, "{result:#}");
+    assert_eq!(result["release"], Value::Null, "{result:#}");
+    let waited = result["waited_seconds"].as_u64().expect("waited_seconds");
+    assert!((3..10).contains(&waited), "{result:#}");
+    assert_eq!(
+        result["check"]["missing"],
+        json!([{ "service": "logserver", "region": "us-west-2", "kind": "image",
+                 "image": image(STAGING, "us-west-2", "staging/", "logserver") }]),
+        "{result:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_check_stops_waiting_on_sigterm_with_exit_130() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    let running = world.check_while_pushing(&[], "2m").await;
+    let status = Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let run = running.wait().await;
+    run.expect_code(130);
+    assert!(
+        run.stdout.contains(&format!(
+            "missing: {}:{PUSHING}",
+            image(STAGING, "us-west-2", "staging/", "logserver")
+        )),
+        "where the release stood:\n{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("interrupted after"), "{}", run.stderr);
+}

@@ -71,7 +71,7 @@ fn every_command_writes_json_lines_ending_in_one_result() {
         3,
     );
     let watch = check(&s, &["watch", "--env", "staging", "--once"], 0);
-    assert!(watch.contains(&"tick".to_owned()), "{watch:?}");
+    assert!(watch.contains(&"poll".to_owned()), "{watch:?}");
     // A failing gate, then errors: the result line carries them.
     check(&s, &["plan", "--env", "prod", "--tag", "cafe0000beef"], 3);
     check(

@@ -172,22 +172,16 @@ impl World {
     pub fn ci_push(&self, config: &Config, env: &Environment, tag: &Tag) -> Release {
         let plan = push_order(config, env, tag);
         let mut digests = BTreeMap::new();
-        for (push, service) in plan.pushes.iter().zip(ordered_services(config)) {
-            let digest = build_digest(&service, tag);
-            self.registry.push(&push.location, tag, &digest);
-            digests.insert(service, digest);
+        for push in plan.pushes {
+            let digest = build_digest(&push.service, tag);
+            self.registry.push(&push.image.location, tag, &digest);
+            digests.insert(push.service, digest);
         }
         Release {
             tag: tag.clone(),
             digests,
         }
     }
-}
-
-fn ordered_services(config: &Config) -> Vec<String> {
-    let mut services: Vec<_> = config.services.iter().collect();
-    services.sort_by_key(|s| s.sentinel);
-    services.into_iter().map(|s| s.name.clone()).collect()
 }
 
 /// The Application [`World::seeded`] creates for `env` on `cluster`, running `tag`.

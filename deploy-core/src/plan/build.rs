@@ -1,20 +1,60 @@
 //! CI's build plan: the release tag from branch and commit, and the push order with the
 //! sentinel last.
 
-use serde::{Deserialize, Serialize};
+use serde::{Serialize, Serializer};
 
 use crate::config::{Config, Environment};
 use crate::model::{ImageRef, Tag};
 
 /// What CI builds and pushes, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuildPlan {
     /// Environment.
     pub environment: String,
     /// The shared tag.
     pub tag: Tag,
+    /// The registry every image is pushed to, `{account}.dkr.ecr.{region}.amazonaws.com`:
+    /// what `docker login` signs in to.
+    pub registry: String,
+    /// The registry's AWS account.
+    pub account: String,
+    /// The registry's region: the environment's primary one (replication copies to the others).
+    pub region: String,
     /// Images to push, in this order; the sentinel is last.
-    pub pushes: Vec<ImageRef>,
+    pub pushes: Vec<Push>,
+}
+
+/// One image CI builds and pushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// The service it is built for.
+    pub service: String,
+    /// Whether it is the sentinel (pushed last).
+    pub sentinel: bool,
+    /// Where it goes.
+    pub image: ImageRef,
+}
+
+/// For scripts: `{"service", "sentinel", "image": "<registry>/<repository>:<tag>", "repository"}`,
+/// so that `docker build -t "$image"` and `aws ecr ... --repository-name "$repository"` need no
+/// string surgery.
+impl Serialize for Push {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            service: &'a str,
+            sentinel: bool,
+            image: String,
+            repository: &'a str,
+        }
+        Wire {
+            service: &self.service,
+            sentinel: self.sentinel,
+            image: self.image.to_string(),
+            repository: &self.image.location.repository,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// Length of the short commit hash used as the tag.
@@ -54,16 +94,24 @@ pub fn push_order(config: &Config, env: &Environment, tag: &Tag) -> BuildPlan {
     let region = &env.registry.regions[0];
     let mut services: Vec<_> = config.services.iter().collect();
     services.sort_by_key(|s| s.sentinel);
+    let pushes: Vec<Push> = services
+        .into_iter()
+        .map(|s| Push {
+            service: s.name.clone(),
+            sentinel: s.sentinel,
+            image: ImageRef {
+                location: env.location(s, region),
+                tag: tag.clone(),
+            },
+        })
+        .collect();
     BuildPlan {
         environment: env.name.clone(),
         tag: tag.clone(),
-        pushes: services
-            .into_iter()
-            .map(|s| ImageRef {
-                location: env.location(s, region),
-                tag: tag.clone(),
-            })
-            .collect(),
+        registry: env.location(config.sentinel(), region).registry_host(),
+        account: env.registry.account.clone(),
+        region: region.clone(),
+        pushes,
     }
 }
 
@@ -94,14 +142,47 @@ mod tests {
         check("xyz1234", None, Err("not a commit hash"));
         check("abcdef1", Some("main"), Err("does not deploy to staging"));
         let plan = push_order(&config, staging, &Tag::new("abcdef1").unwrap());
-        let order: Vec<String> = plan.pushes.iter().map(|p| p.to_string()).collect();
+        let order: Vec<(String, bool, String)> = plan
+            .pushes
+            .iter()
+            .map(|p| (p.service.clone(), p.sentinel, p.image.to_string()))
+            .collect();
+        let image = |repository: &str| {
+            format!("111111111111.dkr.ecr.us-west-2.amazonaws.com/staging/{repository}:abcdef1")
+        };
         assert_eq!(
             order,
             [
-                "111111111111.dkr.ecr.us-west-2.amazonaws.com/staging/api:abcdef1",
-                "111111111111.dkr.ecr.us-west-2.amazonaws.com/staging/worker:abcdef1",
-                "111111111111.dkr.ecr.us-west-2.amazonaws.com/staging/logserver:abcdef1",
+                ("api".into(), false, image("api")),
+                ("worker".into(), false, image("worker")),
+                ("logserver".into(), true, image("logserver")),
             ]
+        );
+    }
+
+    #[test]
+    fn the_json_plan_names_registry_and_services() {
+        let config = Config::parse("x", EXAMPLE).unwrap();
+        let prod = config.environment("prod").unwrap();
+        let plan = push_order(&config, prod, &Tag::new("abcdef1").unwrap());
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "environment": "prod",
+                "tag": "abcdef1",
+                "registry": "222222222222.dkr.ecr.us-west-2.amazonaws.com",
+                "account": "222222222222",
+                "region": "us-west-2",
+                "pushes": [
+                    { "service": "api", "sentinel": false, "repository": "staging/api",
+                      "image": "222222222222.dkr.ecr.us-west-2.amazonaws.com/staging/api:abcdef1" },
+                    { "service": "worker", "sentinel": false, "repository": "staging/worker",
+                      "image": "222222222222.dkr.ecr.us-west-2.amazonaws.com/staging/worker:abcdef1" },
+                    { "service": "logserver", "sentinel": true, "repository": "staging/logserver",
+                      "image": "222222222222.dkr.ecr.us-west-2.amazonaws.com/staging/logserver:abcdef1" },
+                ],
+            })
         );
     }
 }
