@@ -16,13 +16,14 @@ use deploy_core::model::Tag;
 use deploy_core::plan::build::{build_tag, push_order};
 use deploy_core::plan::live::{is_at, service_images};
 use deploy_core::plan::promotion::{Intent, observe, plan};
-use deploy_core::plan::release::{check_release, newest_complete};
+use deploy_core::plan::release::check_release;
+use deploy_core::watch::Watcher;
 use deploy_core::port::{ArgoCd, Clock, SystemClock};
 use deploy_core::trail::Actor;
 
 use super::promote::{print_plan, print_summary};
 use super::release::print_check;
-use crate::backends::{Backends, image_updater_writes};
+use crate::backends::Backends;
 use crate::exit::Exit;
 use crate::output::Output;
 
@@ -47,7 +48,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         sync: scaled(600),
         health: scaled(700),
     });
-    world.registry.set_replication_delay(scaled(1200));
+    world.registry.set_replication_delay(scaled(2500));
     let backends = Backends {
         registry: Arc::new(world.registry.clone()),
         argocd: Arc::new(world.argocd.clone()),
@@ -75,7 +76,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         "on 3 EKS clusters (us-west-2, us-east-1, eu-west-1), one Argo CD, environments debug, staging and prod.",
     );
     say(&format!(
-        "Everything runs {first}. Time is compressed: a sync takes ~1s, soak 1.5s, replication ~1s.\n"
+        "Everything runs {first}. Time is compressed: a sync takes ~1s, soak 1.5s, replication ~2.5s.\n"
     ));
 
     for (round, sha, broken) in [
@@ -109,13 +110,17 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         say(
             "\n2. `deploy watch --env staging` polls the sentinel, sees the new tag and checks the whole release:",
         );
-        let (found, _) = newest_complete(&*backends.registry, &config, &staging).await?;
-        let check = found.ok_or_else(|| anyhow::anyhow!("the demo's release is incomplete"))?;
+        let check = check_release(&*backends.registry, &config, &staging, &tag).await?;
         print_check(out, &config, &check);
-        say(
-            "   complete, so it writes the tag into the 3 staging Applications; their sync is automated, so Argo CD deploys.",
-        );
-        image_updater_writes(&world, &config, &staging, &tag);
+        let mut watcher = Watcher::new(&config, &staging, &*backends.registry, &*backends.argocd);
+        let poll = watcher.poll().await?;
+        if poll.written.len() != config.clusters.len() {
+            anyhow::bail!("the demo's watcher wrote {:?}", poll.written);
+        }
+        say(&format!(
+            "   complete, so it writes the tag into the {} staging Applications, once; their sync is automated, so Argo CD deploys.",
+            poll.written.len()
+        ));
         wait_until(&world, &config, &staging, &tag).await;
         say("   staging runs the release on all 3 clusters, Synced and Healthy.\n");
 
@@ -127,7 +132,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
             "   right after the push, {} of 9 prod images are still missing; prod must wait.",
             in_flight.missing.len()
         ));
-        tokio::time::sleep(scaled(1300)).await;
+        tokio::time::sleep(scaled(1600)).await;
         let landed = check_release(&*backends.registry, &config, &prod, &tag).await?;
         print_check(out, &config, &landed);
 
