@@ -179,9 +179,14 @@ impl Call<'_> {
                     format!("{label}: {message}")
                 };
                 if THROTTLING.contains(&code.as_str()) || status == Some(429) {
+                    // The SDK retries the throttling codes; a bare 429 (from a proxy) it does not.
+                    let attempts = if code.is_empty() {
+                        format!(" ({detail})")
+                    } else {
+                        format!(" after {} attempts", self.max_attempts)
+                    };
                     Error::transient(format!(
-                        "ECR throttled {op} of {what} in {place} after {} attempts: retry later, or lower the request rate",
-                        self.max_attempts
+                        "ECR throttled {op} of {what} in {place}{attempts}: retry later, or lower the request rate"
                     ))
                 } else if code.contains("AccessDenied") || status == Some(403) && code.is_empty() {
                     Error::Permission {
@@ -350,7 +355,11 @@ mod tests {
             "transient",
             &[place, "after 5 attempts", "retry later"],
         );
-        check(service("", 429), "transient", &["throttled"]);
+        check(
+            service("", 429),
+            "transient",
+            &["throttled", "(HTTP 429: the message)"],
+        );
         check(
             service("AccessDeniedException", 400),
             "permission",

@@ -205,7 +205,7 @@ pub struct RollbackArgs {
 /// `deploy watch`
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Environment (must be automated)
+    /// Environment (a manual one is only reported to, never changed)
     #[arg(long)]
     pub env: String,
     /// Check once and exit (for cron)

@@ -31,16 +31,16 @@ use wiremock::{Mock, Request, ResponseTemplate};
 
 use crate::support::{Run, example_config};
 
-const STAGING: &str = "111111111111";
+pub(crate) const STAGING: &str = "111111111111";
 const PROD: &str = "222222222222";
 const PROD_REGIONS: [&str; 3] = ["us-west-2", "us-east-1", "eu-west-1"];
 /// Clusters in the example's wave order: wave 1 is us-west-2, wave 2 the other two.
-const CLUSTERS: [&str; 3] = ["us-west-2", "us-east-1", "eu-west-1"];
+pub(crate) const CLUSTERS: [&str; 3] = ["us-west-2", "us-east-1", "eu-west-1"];
 const SERVICES: [&str; 3] = ["logserver", "api", "worker"];
 /// The release prod runs.
-const OLD: &str = "0a1b2c3";
+pub(crate) const OLD: &str = "0a1b2c3";
 /// The release staging runs, to be promoted.
-const NEW: &str = "9f8e7d6";
+pub(crate) const NEW: &str = "9f8e7d6";
 /// Wave 1's Application, which also carries the promotion lock (`deploy/lock`).
 const WAVE1_APP: &str = "myapp-prod-us-west-2";
 /// The OS user the runs report (the lock holder is `e2e@HOST pid N`).
@@ -52,7 +52,7 @@ const OBSERVE: Duration = Duration::from_secs(60);
 
 /// What the prod registry holds of the new release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replication {
+pub(crate) enum Replication {
     /// Every image in every region, with staging's digests.
     Complete,
     /// `staging/api` has not reached us-east-1, and eu-west-1 has no `staging/worker`
@@ -64,13 +64,13 @@ enum Replication {
 
 /// The moto servers, the fake Argo CD, and a temporary directory with the configuration,
 /// the AWS files and the audit trail.
-struct World {
+pub(crate) struct World {
     _staging: Moto,
     _prod: Moto,
-    ecr: EcrFixture,
-    argo: FakeArgo,
+    pub(crate) ecr: EcrFixture,
+    pub(crate) argo: FakeArgo,
     _aws: AwsFiles,
-    aws_config: PathBuf,
+    pub(crate) aws_config: PathBuf,
     aws_credentials: PathBuf,
     dir: TempDir,
     config: PathBuf,
@@ -80,13 +80,13 @@ struct World {
 
 /// moto for `account`, or `None` (after saying why) when it is not installed outside CI.
 #[allow(clippy::print_stderr)]
-fn moto(account: &str) -> Option<Moto> {
+pub(crate) fn moto(account: &str) -> Option<Moto> {
     Moto::start(account)
         .map_err(|unavailable| eprintln!("skipping: {unavailable}"))
         .ok()
 }
 
-fn repo(account: &str, region: &str, service: &str) -> RepoLocation {
+pub(crate) fn repo(account: &str, region: &str, service: &str) -> RepoLocation {
     RepoLocation {
         account: account.into(),
         region: region.into(),
@@ -94,22 +94,22 @@ fn repo(account: &str, region: &str, service: &str) -> RepoLocation {
     }
 }
 
-fn image(account: &str, region: &str, prefix: &str, service: &str) -> String {
+pub(crate) fn image(account: &str, region: &str, prefix: &str, service: &str) -> String {
     format!("{account}.dkr.ecr.{region}.amazonaws.com/{prefix}{service}")
 }
 
 /// The manifest CI built for `service` at `tag`.
-fn build(service: &str, tag: &str) -> String {
+pub(crate) fn build(service: &str, tag: &str) -> String {
     manifest(&format!("{service}@{tag}"))
 }
 
-fn tag(t: &str) -> Tag {
+pub(crate) fn tag(t: &str) -> Tag {
     t.parse().expect("valid tag")
 }
 
 impl World {
     /// Starts everything; `None` when moto is not installed (outside CI).
-    async fn start(replication: Replication) -> Option<World> {
+    pub(crate) async fn start(replication: Replication) -> Option<World> {
         let (Some(staging), Some(prod)) = (moto(STAGING), moto(PROD)) else {
             return None;
         };
@@ -248,12 +248,12 @@ impl World {
     }
 
     /// Runs `deploy ARGS` to the end.
-    async fn run(&self, args: &[&str]) -> Run {
+    pub(crate) async fn run(&self, args: &[&str]) -> Run {
         self.spawn(args).wait().await
     }
 
     /// Starts `deploy ARGS`; its output goes to files in the temporary directory.
-    fn spawn(&self, args: &[&str]) -> Running {
+    pub(crate) fn spawn(&self, args: &[&str]) -> Running {
         let n = std::fs::read_dir(self.dir.path()).map_or(0, Iterator::count);
         let stdout = self.dir.path().join(format!("stdout-{n}"));
         let stderr = self.dir.path().join(format!("stderr-{n}"));
@@ -272,7 +272,7 @@ impl World {
     }
 
     /// Every request the fake Argo CD received so far.
-    async fn requests(&self) -> Vec<Request> {
+    pub(crate) async fn requests(&self) -> Vec<Request> {
         self.argo
             .server
             .received_requests()
@@ -292,7 +292,7 @@ impl World {
 
     /// Makes every write to Argo CD an expectation that fails the test: mocks with
     /// `.expect(0)` in front of the fake (verified by [`World::verify_no_writes`]).
-    async fn forbid_writes(&self) {
+    pub(crate) async fn forbid_writes(&self) {
         for verb in ["PATCH", "POST", "PUT", "DELETE"] {
             Mock::given(method(verb))
                 .respond_with(ResponseTemplate::new(500))
@@ -408,7 +408,7 @@ fn seed(
     }
 }
 
-fn tag_parameter(app: &Value) -> String {
+pub(crate) fn tag_parameter(app: &Value) -> String {
     app["spec"]["source"]["helm"]["parameters"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == "image.tag"))
@@ -418,20 +418,20 @@ fn tag_parameter(app: &Value) -> String {
 }
 
 /// A `deploy` process started by [`World::spawn`]; killed if the test ends before it.
-struct Running {
+pub(crate) struct Running {
     child: Option<Child>,
     args: String,
-    stdout: PathBuf,
+    pub(crate) stdout: PathBuf,
     stderr: PathBuf,
 }
 
 impl Running {
-    fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
 
     /// Waits for the process to exit (within [`DEADLINE`]).
-    async fn wait(mut self) -> Run {
+    pub(crate) async fn wait(mut self) -> Run {
         let mut child = self.child.take().expect("running");
         let args = self.args.clone();
         let status = tokio::task::spawn_blocking(move || {
@@ -483,7 +483,7 @@ impl Drop for Running {
 
 /// Polls `check` every 50 ms until it holds, failing after [`OBSERVE`]. Only for watching
 /// the real `deploy` process reach a point (a request it sends): the test cannot step it.
-async fn wait_until<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -495,7 +495,7 @@ where
     }
 }
 
-fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec!["--output", "json"];
     all.extend_from_slice(args);
     all

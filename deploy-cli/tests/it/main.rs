@@ -9,3 +9,4 @@ mod output;
 mod promote;
 mod release;
 mod support;
+mod watch;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use deploy_aws::moto::{AwsFiles, EcrFixture, Moto};
+use deploy_aws::moto::{AwsFiles, EcrFixture};
 use deploy_cli::cli::{Cli, Command as DeployCommand, OutputFormat, WatchArgs};
 use deploy_core::config::{Config, Environment};
 use deploy_core::conformance::argocd::AppSeed;
@@ -1039,28 +1039,11 @@ impl Respond for RbacApiServer {
     }
 }
 
-fn helm_tag(app: &Value) -> String {
-    app["spec"]["source"]["helm"]["parameters"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == "image.tag"))
-        .and_then(|p| p["value"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// moto for `account`, or `None` (after saying why) when it is not installed outside CI.
-#[allow(clippy::print_stderr)]
-fn moto(account: &str) -> Option<Moto> {
-    Moto::start(account)
-        .map_err(|unavailable| eprintln!("skipping: {unavailable}"))
-        .ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_runs_within_the_role() {
     let m = Manifests::load();
     let env = m.env().clone();
-    let Some(ecr_server) = moto(&env.registry.account) else {
+    let Some(ecr_server) = crate::e2e::moto(&env.registry.account) else {
         return;
     };
     // ECR: the new release, complete in every region of the registry, sentinel pushed last.
@@ -1209,7 +1192,7 @@ async fn watch_runs_within_the_role() {
         for app in m.applications(e) {
             let object = api.get("argoproj.io", "applications", &app).expect("app");
             let want = if e.name == env.name { NEW } else { OLD };
-            assert_eq!(helm_tag(&object), want, "{app}\n{report}");
+            assert_eq!(crate::e2e::tag_parameter(&object), want, "{app}\n{report}");
         }
     }
     // Every request is one `needed` lists (the static check's list is the real one).
