@@ -17,9 +17,9 @@ use deploy_core::plan::build::{build_tag, push_order};
 use deploy_core::plan::live::{is_at, service_images};
 use deploy_core::plan::promotion::{Intent, observe, plan};
 use deploy_core::plan::release::check_release;
-use deploy_core::watch::Watcher;
 use deploy_core::port::{ArgoCd, Clock, SystemClock};
 use deploy_core::trail::Actor;
+use deploy_core::watch::Watcher;
 
 use super::promote::{print_plan, print_summary};
 use super::release::print_check;
