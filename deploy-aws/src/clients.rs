@@ -123,6 +123,16 @@ pub(crate) struct Lease<'a> {
     pub(crate) client: aws_sdk_ecr::Client,
     pub(crate) call: Call<'a>,
     _permit: OwnedSemaphorePermit,
+    rate: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+impl Lease<'_> {
+    /// Waits for the rate bound before another request of the same call (a next page).
+    pub(crate) async fn pace(&self) {
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+    }
 }
 
 type Profile = Option<String>;
@@ -180,12 +190,14 @@ impl Clients {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        if let Some(rps) = self.options.requests_per_second {
-            let limiter = lock(&self.rates)
+        let rate = self.options.requests_per_second.map(|rps| {
+            lock(&self.rates)
                 .entry((account.to_owned(), region.to_owned()))
                 .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rps))))
-                .clone();
-            limiter.until_ready().await;
+                .clone()
+        });
+        if let Some(rate) = &rate {
+            rate.until_ready().await;
         }
         let profile = self.profile(account);
         let client = self.client(profile, region).await;
@@ -199,6 +211,7 @@ impl Clients {
                 max_attempts: self.options.max_attempts.max(1),
             },
             _permit: permit,
+            rate,
         }
     }
 

@@ -153,7 +153,15 @@ impl Registry for EcrRegistry {
             .page_size(PAGE_SIZE)
             .send();
         let mut images = Vec::new();
-        while let Some(page) = pages.next().await {
+        let mut first = true;
+        loop {
+            // Every page is one request: each after the first waits for the rate bound too.
+            if !std::mem::take(&mut first) {
+                lease.pace().await;
+            }
+            let Some(page) = pages.next().await else {
+                break;
+            };
             let page = page.map_err(|e| lease.call.sdk_error(&what, &e))?;
             for d in page.image_details() {
                 let detail = image_detail(&lease.call, &what, d)?;

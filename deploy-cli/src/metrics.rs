@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -35,11 +36,17 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     leader: Gauge,
     running: AtomicBool,
+    /// Unix milliseconds by which the loop must report again to be alive.
+    alive_until: AtomicU64,
 }
 
+/// How long past its announced wake-up the loop may stay silent (a poll in flight, retries
+/// included) before `/healthz` calls it stuck.
+const HEALTH_GRACE: Duration = Duration::from_secs(300);
+
 impl Metrics {
-    /// Metrics of the watcher of `env`.
-    pub fn new(env: &str) -> Self {
+    /// Metrics of the watcher of `env`; `elected`: with leader election.
+    pub fn new(env: &str, elected: bool) -> Self {
         let mut root = Registry::with_prefix("deploy_watch");
         let registry = root.sub_registry_with_label(("environment".into(), env.to_owned().into()));
         let m = Self {
@@ -52,7 +59,10 @@ impl Metrics {
             last_success: Gauge::default(),
             leader: Gauge::default(),
             running: AtomicBool::new(true),
+            alive_until: AtomicU64::new(0),
         };
+        m.leader.set(i64::from(!elected));
+        m.alive_for(Duration::ZERO);
         registry.register(
             "polls",
             "Polls of the sentinel repository that finished",
@@ -116,7 +126,14 @@ impl Metrics {
             WatchEvent::Leadership { holder } => {
                 self.leader.set(i64::from(holder.is_none()));
             }
+            WatchEvent::Sleeping { next } => self.alive_for(*next),
         }
+    }
+
+    fn alive_for(&self, next: Duration) {
+        let until = now_ms()
+            .saturating_add(u64::try_from((next + HEALTH_GRACE).as_millis()).unwrap_or(u64::MAX));
+        self.alive_until.store(until, Ordering::SeqCst);
     }
 
     /// The loop has stopped: `/healthz` answers 503 from now on.
@@ -169,13 +186,23 @@ async fn metrics_page(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 
 /// 200 while the loop runs (leading or standing by, polls failing or not: alert on
 /// `deploy_watch_last_success_timestamp_seconds` and `deploy_watch_errors_total` for
-/// those); 503 once it has stopped.
+/// those); 503 once it has stopped, or when it has been silent for [`HEALTH_GRACE`] past
+/// the time it said it would wake up (stuck).
 async fn healthz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.running.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok\n")
-    } else {
+    if !m.running.load(Ordering::SeqCst) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopped\n")
+    } else if now_ms() > m.alive_until.load(Ordering::SeqCst) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stuck: the watch loop has not reported in time\n",
+        )
+    } else {
+        (StatusCode::OK, "ok\n")
     }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -185,7 +212,7 @@ mod tests {
 
     #[test]
     fn counts_are_encoded_with_the_environment() {
-        let m = Metrics::new("staging");
+        let m = Metrics::new("staging", false);
         m.observe(&WatchEvent::Polled(Poll {
             written: vec!["a".into(), "b".into()],
             ..Poll::default()

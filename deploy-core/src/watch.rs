@@ -23,11 +23,18 @@
 //! # Several replicas
 //!
 //! With a [`Leader`], only the holder of the lease polls and writes; the others wait to take
-//! it over. The holder renews the lease at a third of its time to live, and before each
-//! poll makes sure at least two thirds of it are left, so a poll never outlives the lease
-//! it started under unless it takes longer than that (20 s with [`LEASE_TTL`]).
+//! it over. The holder renews the lease every third of its time to live, also while a poll
+//! runs; a poll whose lease is lost, or cannot be renewed until [`LEASE_MARGIN`] before it
+//! expires, is abandoned, so no poll (and no write) outlives the lease it started under.
+//!
+//! # Tags that disappear
+//!
+//! The watcher follows the newest remaining candidate: when the release it wrote is deleted
+//! from the sentinel (or no longer passes the tag filter), the newest complete candidate
+//! left is written, even if it is older, as Argo CD could not pull the deleted images again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -49,6 +56,10 @@ pub const ANNOTATION_WATCHED: &str = "deploy/watched-release";
 
 /// How long a watcher's leadership lasts unless renewed.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// How much of its lease a leader keeps unused: work still running this close to the
+/// lease's expiry without a renewal is abandoned.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The longest wait between two polls after failures.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -87,6 +98,11 @@ pub enum WatchEvent {
     Leadership {
         /// Who holds the lease when it is not us.
         holder: Option<String>,
+    },
+    /// The loop goes to sleep; it looks again within `next` (a liveness signal).
+    Sleeping {
+        /// How long until the loop wakes at the latest.
+        next: Duration,
     },
 }
 
@@ -146,6 +162,40 @@ impl<'a> Leader<'a> {
                 Ok(Some(holder))
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `work` while keeping the lease: renews it every third of its time to live, and
+    /// abandons `work` when the lease is lost, or when renewing keeps failing until only
+    /// [`LEASE_MARGIN`] of it is left, so that `work` never outlives the lease it started
+    /// under (another replica may take it over once it expires).
+    async fn hold<T>(&mut self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::pin!(work);
+        loop {
+            let Some(lease) = self.lease.clone() else {
+                return Err(Error::transient("the watch lease is not held"));
+            };
+            let left = Duration::try_from(lease.expires_at.duration_since(self.clock.now()))
+                .unwrap_or_default();
+            let deadline = Instant::now() + left.saturating_sub(LEASE_MARGIN);
+            let renew_at = (Instant::now() + self.ttl / 3).min(deadline);
+            tokio::select! {
+                result = &mut work => return result,
+                () = tokio::time::sleep_until(renew_at) => {}
+            }
+            match self.lock.renew(&lease, self.ttl).await {
+                Ok(renewed) => self.lease = Some(renewed),
+                Err(e @ Error::LockHeld { .. }) => {
+                    self.lease = None;
+                    return Err(e);
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(Error::transient(format!(
+                        "stopped polling: the watch lease could not be renewed before it expires ({e})"
+                    )));
+                }
+                Err(e) => tracing::warn!("renewing the watch lease: {e}; trying again"),
+            }
         }
     }
 
@@ -339,7 +389,6 @@ impl<'a> Watcher<'a> {
             };
             match step {
                 Ok((holder, poll)) => {
-                    worked = true;
                     if standing.as_ref() != Some(&holder) {
                         if leader.is_some() {
                             on_event(WatchEvent::Leadership {
@@ -349,8 +398,9 @@ impl<'a> Watcher<'a> {
                         standing = Some(holder);
                     }
                     if let Some(poll) = poll {
+                        worked = true;
                         delay = opts.interval;
-                        next_poll = Instant::now() + delay;
+                        next_poll = later(delay);
                         on_event(WatchEvent::Polled(poll));
                     }
                 }
@@ -359,7 +409,7 @@ impl<'a> Watcher<'a> {
                         break Err(error);
                     }
                     delay = backoff(delay, &error);
-                    next_poll = Instant::now() + delay;
+                    next_poll = later(delay);
                     on_event(WatchEvent::Failed {
                         error,
                         retry_in: delay,
@@ -373,9 +423,12 @@ impl<'a> Watcher<'a> {
             // to take it over.
             let wake = match (&leader, &standing) {
                 (None, _) => next_poll,
-                (Some(l), Some(None)) => next_poll.min(Instant::now() + l.ttl / 3),
-                (Some(l), _) => Instant::now() + l.ttl / 3,
+                (Some(l), Some(None)) => next_poll.min(later(l.ttl / 3)),
+                (Some(l), _) => later(l.ttl / 3),
             };
+            on_event(WatchEvent::Sleeping {
+                next: wake.saturating_duration_since(Instant::now()),
+            });
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
                 () = stopped(&mut stop) => {}
@@ -397,10 +450,16 @@ impl<'a> Watcher<'a> {
             Some(l) => l.ensure().await?,
             None => None,
         };
-        let poll = if holder.is_none() && Instant::now() >= next_poll {
-            Some(self.poll().await?)
-        } else {
-            None
+        let due = holder.is_none() && Instant::now() >= next_poll;
+        let poll = match leader.as_mut() {
+            Some(l) if due => match l.hold(self.poll()).await {
+                Ok(poll) => Some(poll),
+                // Lost during the poll: stand by.
+                Err(Error::LockHeld { holder, .. }) => return Ok((Some(holder), None)),
+                Err(e) => return Err(e),
+            },
+            None if due => Some(self.poll().await?),
+            _ => None,
         };
         Ok((holder, poll))
     }
@@ -420,5 +479,59 @@ pub fn backoff(last: Duration, error: &Error) -> Duration {
         Error::Transient { retry_after, .. } => retry_after.unwrap_or_default(),
         _ => Duration::ZERO,
     };
-    (last * 2).max(asked).min(MAX_BACKOFF)
+    last.saturating_mul(2).max(asked).min(MAX_BACKOFF)
+}
+
+/// `delay` from now, or far in the future when that overflows.
+fn later(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::InMemoryLock;
+    use crate::port::TokioClock;
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_is_abandoned_when_the_lease_is_lost_and_kept_while_it_is_renewed() {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new(jiff::Timestamp::UNIX_EPOCH));
+        let lock = InMemoryLock::new(clock.clone());
+        let mut a = Leader::new(&lock, &*clock, "k".into(), "a".into());
+        assert_eq!(a.ensure().await.unwrap(), None);
+
+        // Work longer than the lease is fine while the lease is renewed.
+        let long = a
+            .hold(async {
+                tokio::time::sleep(LEASE_TTL * 3).await;
+                Ok("done")
+            })
+            .await;
+        assert_eq!(long.unwrap(), "done");
+
+        // Someone takes the lease over during the work: it is abandoned at the next renewal.
+        let started = Instant::now();
+        let held = a.lease.clone().unwrap();
+        let steal = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            lock.release(&held).await.unwrap();
+            lock.acquire("k", "b", LEASE_TTL).await.unwrap();
+        };
+        let (lost, ()) = tokio::join!(
+            a.hold(async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            }),
+            steal
+        );
+        assert!(
+            matches!(lost, Err(Error::LockHeld { ref holder, .. }) if holder == "b"),
+            "{lost:?}"
+        );
+        assert_eq!(started.elapsed(), LEASE_TTL / 3, "at the first renewal");
+        assert!(a.lease.is_none());
+    }
 }

@@ -764,3 +764,48 @@ async fn no_credentials_says_how_to_configure_them() {
     )
     .await;
 }
+
+/// Answers DescribeImages with one image per page, for `pages` pages.
+struct Pages {
+    served: std::sync::atomic::AtomicU32,
+    pages: u32,
+}
+
+impl Respond for Pages {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let n = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut body = json!({
+            "imageDetails": [detail("staging/logserver", &n.to_string(), &[&format!("t{n}")], 10.0)],
+        });
+        if n + 1 < self.pages {
+            body["nextToken"] = json!(format!("page-{}", n + 1));
+        }
+        ok(body)
+    }
+}
+
+#[tokio::test]
+async fn the_rate_bound_paces_every_request_next_pages_included() {
+    let wire = Wire::with(|o| o.requests_per_second = std::num::NonZeroU32::new(4)).await;
+    operation("DescribeImages")
+        .respond_with(Pages {
+            served: Default::default(),
+            pages: 8,
+        })
+        .expect(8)
+        .mount(&wire.server)
+        .await;
+    let started = Instant::now();
+    let images = wire
+        .registry
+        .tagged_images(&repo("us-west-2", "staging/logserver"))
+        .await
+        .unwrap();
+    assert_eq!(images.len(), 8);
+    // A burst of 4, then one request every 250 ms: the last page waits at least 1 s. (A lower
+    // bound: a slow machine only makes it longer.)
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(950), "8 pages in {took:?}");
+}

@@ -20,6 +20,8 @@ use crate::output::Output;
 /// The shortest interval between polls; the request rate is bounded by `--registry-rps`
 /// whatever the interval.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest interval between polls.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// Runs the loop until Ctrl-C or SIGTERM (or once).
 pub async fn run(
@@ -39,7 +41,21 @@ pub async fn run(
     if !env.sync.is_automated() {
         out.note(format!("{} is manual: watch only reports new complete releases and never changes it (use deploy promote)", env.name));
     }
-    let metrics = Arc::new(Metrics::new(&env.name));
+    if args.interval > MAX_INTERVAL {
+        return Err(UsageError(format!(
+            "--interval must be at most {}",
+            humantime::format_duration(MAX_INTERVAL)
+        ))
+        .into());
+    }
+    if args.leader_elect && !env.sync.is_automated() {
+        return Err(UsageError(format!(
+            "--leader-elect is for automated environments: on {}, which is manual, watch only reports, so run a single replica (the lease would be written to its Applications)",
+            env.name
+        ))
+        .into());
+    }
+    let metrics = Arc::new(Metrics::new(&env.name, args.leader_elect));
     if let Some(addr) = args.metrics_addr {
         let bound = crate::metrics::serve(addr, metrics.clone()).await?;
         out.note(format!(
@@ -64,6 +80,7 @@ pub async fn run(
         Leader::new(lock, &*backends.clock, lease_key(config, env), holder)
     });
     let (stop_tx, stop) = watch::channel(false);
+    let interrupted = stop.clone();
     let signals = tokio::spawn(async move {
         super::promote::wait_for_signal().await;
         let _ = stop_tx.send(true);
@@ -93,13 +110,22 @@ pub async fn run(
     metrics.stopped();
     signals.abort();
     result.map_err(|e| anyhow::Error::new(e).context(format!("watching {}", env.name)))?;
+    let stopped = *interrupted.borrow();
     match (args.once, last) {
-        (true, Some(poll)) => out.result(&poll),
-        (true, None) => out.result(&json!({ "standby": true })),
+        // A daemon's normal end is a stop (SIGTERM from Kubernetes): exit 0.
         (false, _) => {
             out.note("stopped");
             out.result(&json!({ "stopped": true, "polls": polls }));
         }
+        (true, Some(poll)) => out.result(&poll),
+        (true, None) if stopped => {
+            out.note("interrupted before the poll finished");
+            out.result(
+                &json!({ "stopped": true, "polls": 0, "exit_code": Exit::Interrupted.code() }),
+            );
+            return Ok(Exit::Interrupted);
+        }
+        (true, None) => out.result(&json!({ "standby": true })),
     }
     Ok(Exit::Success)
 }
@@ -173,6 +199,6 @@ fn report_other(out: Output, event: &WatchEvent) {
                 &json!({ "leading": holder.is_none(), "holder": holder }),
             );
         }
-        WatchEvent::Polled(_) => {}
+        WatchEvent::Polled(_) | WatchEvent::Sleeping { .. } => {}
     }
 }

@@ -168,3 +168,26 @@ fn build_plan_prints_the_tag_and_pushes_the_sentinel_last() {
         .collect();
     assert_eq!(pushes, text, "the JSON and the text list the same pushes");
 }
+
+#[test]
+fn watch_refuses_what_it_cannot_do_well() {
+    let s = Sandbox::new();
+    for (args, says) in [
+        (
+            &["watch", "--env", "prod", "--leader-elect"][..],
+            "--leader-elect is for automated environments",
+        ),
+        (
+            &["watch", "--env", "staging", "--interval", "10ms"],
+            "at least 100ms",
+        ),
+        (
+            &["watch", "--env", "staging", "--interval", "2days"],
+            "at most 1day",
+        ),
+    ] {
+        let run = s.run(args);
+        run.expect_code(2);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
+}

@@ -44,7 +44,7 @@ const WATCH: [&str; 7] = [
     "200ms",
 ];
 /// How long a watcher may take to exit after SIGTERM.
-const PROMPTLY: Duration = Duration::from_secs(5);
+const PROMPTLY: Duration = Duration::from_secs(10);
 
 fn staging_app(cluster: &str) -> String {
     format!("myapp-staging-{cluster}")

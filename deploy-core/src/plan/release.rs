@@ -230,7 +230,10 @@ pub async fn wait_until_complete(
     mut progress: impl FnMut(Waiting<'_>),
 ) -> Result<Waited> {
     let start = tokio::time::Instant::now();
-    let deadline = start + limit;
+    // A limit too far to represent waits "forever" (a century).
+    let deadline = start
+        .checked_add(limit)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
     let mut interval = WAIT_FIRST_INTERVAL;
     loop {
         let attempt = check_release(registry, config, env, tag).await;

@@ -398,7 +398,10 @@ async fn throttling_backs_off_and_recovers() {
         })
         .collect();
     assert_eq!(delays, [20, 40, 80].map(Duration::from_secs));
-    let (at, last) = events.last().unwrap();
+    let (at, last) = events
+        .iter()
+        .rfind(|(_, e)| !matches!(e, WatchEvent::Sleeping { .. }))
+        .unwrap();
     assert!(
         matches!(last, WatchEvent::Polled(p) if p.written.len() == 3),
         "{last:?}"
@@ -492,4 +495,46 @@ async fn of_two_replicas_only_the_leader_writes_and_a_stop_hands_over() {
         6,
         "three apps, twice, no double writes"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_completed_over_several_polls_is_checked_again_in_full() {
+    let f = Fixture::new();
+    let mut w = f.watcher("staging");
+    w.poll().await.unwrap();
+    f.push("staging", T2, &["worker"]);
+    assert_eq!(w.poll().await.unwrap().incomplete.len(), 1);
+    // CI re-runs the api job: same tag, another build.
+    let staging = f.config.environment("staging").unwrap();
+    let api = f.config.services.iter().find(|s| s.name == "api").unwrap();
+    let rebuilt = deploy_core::memory::digest_of("api rebuilt");
+    f.world.registry.push(
+        &staging.location(api, &staging.registry.regions[0]),
+        &tag(T2),
+        &rebuilt,
+    );
+    f.push("staging", T2, &["api", "logserver"]);
+    let p = w.poll().await.unwrap();
+    let release = p.release.expect("complete");
+    assert_eq!(
+        release.digests["api"], rebuilt,
+        "not the digest seen a poll ago"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_application_that_had_a_newer_release_from_watch_is_not_taken_back() {
+    let f = Fixture::new();
+    let t3 = "3333333ccccc";
+    f.push("staging", T2, &[]);
+    f.push("staging", t3, &["worker"]);
+    // Another watcher wrote T3 to the first Application before T3 lost its worker image
+    // (say, deleted by a lifecycle rule); the other two never got it.
+    let first = &f.staging_apps()[0];
+    let record = BTreeMap::from([(ANNOTATION_WATCHED.to_owned(), t3.to_owned())]);
+    f.world.argocd.annotate(first, &record).await.unwrap();
+    let p = f.watcher("staging").poll().await.unwrap();
+    assert_eq!(p.release.as_ref().map(|r| r.tag.clone()), Some(tag(T2)));
+    assert_eq!(p.written, f.staging_apps()[1..], "{p:?}");
+    assert_eq!(f.desired("staging").await, vec![T1, T2, T2]);
 }
