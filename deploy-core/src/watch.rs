@@ -42,14 +42,14 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, Environment};
+use crate::config::{Cluster, Config, Environment};
 use crate::error::{Error, Result};
 use crate::model::{Release, Tag};
 use crate::plan::live::{override_for, service_images};
 use crate::plan::release::{
     Lookups, MAX_CANDIDATES, ReleaseCheck, judge, look_up, order_candidates,
 };
-use crate::port::{Application, ArgoCd, Clock, Lease, Lock, Registry};
+use crate::port::{Application, ArgoCd, Clock, Lease, Lock, OverrideValue, Registry};
 
 /// The annotation naming the release `deploy watch` last wrote to an Application.
 pub const ANNOTATION_WATCHED: &str = "deploy/watched-release";
@@ -290,12 +290,46 @@ impl<'a> Watcher<'a> {
         let Some(release) = found.as_ref().and_then(ReleaseCheck::release) else {
             return Ok(poll);
         };
-        if env.sync.is_automated() {
+        let news = if env.sync.is_automated() {
             poll.written = self.write(&release.tag, &candidates).await?;
-        }
+            true
+        } else {
+            // A manual environment hears of a release it does not run yet, not of the one
+            // it was promoted to (a restart would otherwise announce that one again).
+            !self.all_set_to(&release.tag).await?
+        };
         self.handled = Some(release.tag.clone());
-        poll.release = Some(release);
+        poll.release = news.then_some(release);
         Ok(poll)
+    }
+
+    /// Whether every Application's image override already names `tag`.
+    async fn all_set_to(&self, tag: &Tag) -> Result<bool> {
+        let apps = self.applications().await?;
+        Ok(self
+            .config
+            .clusters
+            .iter()
+            .zip(apps)
+            .all(|(cluster, app)| self.override_to(cluster, &app, tag).is_none()))
+    }
+
+    /// The override that sets `app` (on `cluster`) to `tag`, unless it already is.
+    fn override_to(
+        &self,
+        cluster: &Cluster,
+        app: &Application,
+        tag: &Tag,
+    ) -> Option<OverrideValue> {
+        let names: Vec<String> = service_images(self.config, self.env, cluster)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        let want = override_for(self.env, &names, tag);
+        (app.override_value(&self.env.image_override, &names)
+            .as_ref()
+            != Some(&want))
+        .then_some(want)
     }
 
     /// The environment's Applications, one per cluster.
@@ -342,16 +376,7 @@ impl<'a> Watcher<'a> {
             if recorded == Some(tag.as_str()) || newer_recorded {
                 continue;
             }
-            let names: Vec<String> = service_images(self.config, self.env, cluster)
-                .into_iter()
-                .map(|(_, n)| n)
-                .collect();
-            let want = override_for(self.env, &names, tag);
-            if app
-                .override_value(&self.env.image_override, &names)
-                .as_ref()
-                != Some(&want)
-            {
+            if let Some(want) = self.override_to(cluster, &app, tag) {
                 self.argocd.set_override(&app.name, &want).await?;
                 written.push(app.name.clone());
             }

@@ -329,6 +329,24 @@ async fn a_manual_environment_is_reported_to_and_never_changed() {
     }
     // Reported once, not at every poll.
     assert_eq!(w.poll().await.unwrap().release, None);
+    // Not yet promoted: a restarted watcher reports it again.
+    assert!(f.watcher("prod").poll().await.unwrap().release.is_some());
+    // Once prod runs it, a restarted watcher has nothing new to say.
+    for c in &f.config.clusters {
+        let names: Vec<String> = service_images(&f.config, prod, c)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        f.world
+            .argocd
+            .set_override(
+                &f.config.application_name(prod, c),
+                &override_for(prod, &names, &tag(T2)),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(f.watcher("prod").poll().await.unwrap().release, None);
 }
 
 #[tokio::test(start_paused = true)]
