@@ -849,15 +849,7 @@ impl ArgoCd for RestArgoCd {
 
     async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<port::Application> {
         let app = self
-            .read_modify_patch(name, |app| {
-                let patch = app.override_patch(value)?;
-                let mut after = serde_json::to_value(app)
-                    .map_err(|e| Error::invalid(format!("application {name}: {e}")))?;
-                let before = after.clone();
-                wire::merge_patch(&mut after, &patch);
-                // Nothing to change: skip the write (and its resourceVersion bump).
-                Ok((after != before).then_some(patch))
-            })
+            .read_modify_patch(name, |app| changing(app, name, app.override_patch(value)?))
             .await?;
         Ok(app.to_port(&self.options.tag_parameters))
     }
@@ -934,12 +926,7 @@ impl ArgoCd for RestArgoCd {
                     });
                 }
                 let entry = history_entry(app, name, id)?;
-                let patch = app.restore_patch(entry)?;
-                let mut after = serde_json::to_value(app)
-                    .map_err(|e| Error::invalid(format!("application {name}: {e}")))?;
-                let before = after.clone();
-                wire::merge_patch(&mut after, &patch);
-                Ok((after != before).then_some(patch))
+                changing(app, name, app.restore_patch(entry)?)
             })
             .await?;
         // Multi-source entries would need `revisions` with `sourcePositions`; their sync
@@ -991,6 +978,15 @@ fn history_entry<'a>(
         })
 }
 
+/// `patch` (a merge patch), unless applying it to `app` would change nothing: then `None`,
+/// which skips the write and its resourceVersion bump.
+fn changing(app: &wire::Application, name: &str, patch: Value) -> Result<Option<Value>> {
+    let mut after = serde_json::to_value(app)
+        .map_err(|e| Error::invalid(format!("application {name}: {e}")))?;
+    let before = after.clone();
+    wire::merge_patch(&mut after, &patch);
+    Ok((after != before).then_some(patch))
+}
 #[cfg(test)]
 mod tests {
     use super::*;

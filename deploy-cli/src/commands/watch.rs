@@ -155,7 +155,22 @@ fn report(out: Output, env: &Environment, poll: &Poll, last: Option<&Poll>) {
             ));
         }
     }
-    let Some(release) = &poll.release else { return };
+    let Some(release) = &poll.release else {
+        // The first poll says where things stand even when there is nothing to do.
+        if last.is_none() && poll.incomplete.is_empty() {
+            match &poll.newest {
+                Some(tag) => out.note(format!(
+                    "{}: nothing new; the newest tag, {tag}, is already handled",
+                    env.name
+                )),
+                None => out.note(format!(
+                    "{}: no tag of the sentinel repository passes the tag filter yet",
+                    env.name
+                )),
+            }
+        }
+        return;
+    };
     if !env.sync.is_automated() {
         out.note(format!(
             "{}: new complete release {}; promote it with `deploy promote --env {} --tag {}`",

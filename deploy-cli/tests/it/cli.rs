@@ -191,3 +191,17 @@ fn watch_refuses_what_it_cannot_do_well() {
         assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
     }
 }
+
+#[test]
+fn a_second_watch_once_says_there_is_nothing_new() {
+    let s = Sandbox::new();
+    s.run(&["watch", "--env", "staging", "--once"])
+        .expect_code(0);
+    let again = s.run(&["watch", "--env", "staging", "--once"]);
+    again.expect_code(0);
+    assert!(
+        again.stderr.contains("nothing new; the newest tag"),
+        "{}",
+        again.stderr
+    );
+}
