@@ -268,6 +268,16 @@ impl OverrideValue {
         tags.dedup();
         tags
     }
+
+    /// The kind of override this is, as configured.
+    pub fn kind(&self) -> crate::config::ImageOverride {
+        match self {
+            Self::Helm { parameter, .. } => crate::config::ImageOverride::Helm {
+                parameter: parameter.clone(),
+            },
+            Self::Kustomize { .. } => crate::config::ImageOverride::Kustomize,
+        }
+    }
 }
 
 /// The tag of an image reference `name:tag` or `name:tag@digest`; `None` when untagged.

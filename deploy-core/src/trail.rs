@@ -21,6 +21,9 @@ pub enum RunKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// The run took the lock and is under way (the first of its two records; a run killed
+    /// before its end leaves only this one).
+    Started,
     /// Every application runs the release, Healthy.
     Succeeded,
     /// Nothing to do: every application already ran the release, Healthy.

@@ -1,0 +1,227 @@
+//! What the engine reports: [`Event`]s as they happen, and the [`RunReport`] at the end.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Release;
+use crate::plan::promotion::Gate;
+use crate::port::{Health, OperationPhase, SyncStatus};
+use crate::trail::Outcome;
+
+/// What happened, as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// The run began.
+    Started {
+        /// Run id.
+        run_id: String,
+        /// Environment.
+        environment: String,
+        /// The release.
+        release: Release,
+        /// Clusters by wave.
+        waves: Vec<Vec<String>>,
+    },
+    /// A gate's verdict (repeated from the plan so the stream is complete).
+    Gate(Gate),
+    /// The lock is ours.
+    LockAcquired {
+        /// Lock name.
+        key: String,
+        /// Expiry.
+        expires_at: jiff::Timestamp,
+    },
+    /// A stale lock of a process that no longer exists was taken over.
+    LockTakenOver {
+        /// Who held it.
+        holder: String,
+    },
+    /// A wave began.
+    WaveStarted {
+        /// 1-based.
+        wave: usize,
+        /// Its clusters.
+        clusters: Vec<String>,
+    },
+    /// An Application already ran the release.
+    AppSkipped {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+    },
+    /// Waiting for someone else's operation on the Application.
+    AppWaiting {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// Who started it.
+        operation_by: String,
+    },
+    /// Our sync was accepted.
+    AppSyncing {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// From this tag.
+        from: String,
+        /// To this tag.
+        to: String,
+    },
+    /// Observed state changed.
+    AppProgress {
+        /// Cluster.
+        cluster: String,
+        /// Operation phase, if any.
+        phase: Option<OperationPhase>,
+        /// Sync status.
+        sync: SyncStatus,
+        /// Health.
+        health: Health,
+    },
+    /// The Application runs the release, Synced and Healthy.
+    AppHealthy {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// Milliseconds from our first write.
+        elapsed_ms: u64,
+    },
+    /// The Application failed.
+    AppFailed {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// Why.
+        reason: String,
+    },
+    /// Soak began.
+    SoakStarted {
+        /// Wave.
+        wave: usize,
+        /// Milliseconds.
+        duration_ms: u64,
+    },
+    /// The Application could not be observed (its watch broke, a read failed); the soak
+    /// cannot count this time as observed.
+    ObservationLost {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+        /// The error.
+        error: String,
+    },
+    /// The Application was observed again after a lapse.
+    ObservationRestored {
+        /// Cluster.
+        cluster: String,
+        /// Milliseconds without an observation.
+        gap_ms: u64,
+        /// The gap was longer than allowed: the soak starts over from now.
+        soak_restarted: bool,
+    },
+    /// Soak ended well.
+    SoakFinished {
+        /// Wave.
+        wave: usize,
+    },
+    /// The run stopped on a failure.
+    Halted {
+        /// Why.
+        reason: String,
+    },
+    /// Returning changed Applications to their previous release.
+    RollingBack {
+        /// Clusters.
+        clusters: Vec<String>,
+    },
+    /// An Application's rollback is not attempted.
+    RollbackSkipped {
+        /// Cluster.
+        cluster: String,
+        /// Why.
+        reason: String,
+    },
+    /// One Application's rollback ended.
+    AppRolledBack {
+        /// Cluster.
+        cluster: String,
+        /// To this tag.
+        to: String,
+        /// It is Healthy at the previous release.
+        ok: bool,
+        /// Why not, if not.
+        reason: Option<String>,
+    },
+    /// A stop was requested; no new sync starts.
+    Interrupting,
+    /// The run ended.
+    Finished {
+        /// Outcome.
+        outcome: Outcome,
+        /// One line.
+        message: String,
+    },
+}
+
+/// Where one Application ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum AppState {
+    /// Already at the release.
+    Skipped,
+    /// Now at the release, Healthy.
+    Deployed,
+    /// Failed (and not rolled back).
+    Failed(String),
+    /// Failed or part of a failed run, returned to its previous release.
+    RolledBack,
+    /// Rollback did not reach the previous release.
+    RollbackFailed(String),
+    /// The run stopped before reaching it.
+    NotStarted,
+    /// Stopped while in flight.
+    Interrupted,
+}
+
+/// One Application's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppReport {
+    /// Wave (1-based).
+    pub wave: usize,
+    /// Cluster.
+    pub cluster: String,
+    /// Application.
+    pub application: String,
+    /// Tag before.
+    pub from: String,
+    /// Release tag.
+    pub to: String,
+    /// Where it ended.
+    pub state: AppState,
+    /// Milliseconds spent.
+    pub elapsed_ms: u64,
+}
+
+/// The run's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: String,
+    /// Environment.
+    pub environment: String,
+    /// Release.
+    pub release: Release,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// One line.
+    pub message: String,
+    /// Per Application, in wave order.
+    pub apps: Vec<AppReport>,
+}
+

@@ -1,0 +1,84 @@
+//! What a run leaves behind: the annotations on each Application it deployed, and its audit
+//! records (one when it takes the lock, one when it ends).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::engine::{AppReport, AppState, RunOptions};
+use crate::model::Release;
+use crate::plan::promotion::{AppPlan, Intent, PromotionPlan};
+use crate::trail::{AuditRecord, Outcome, RunKind};
+
+/// Annotation written on every Application a run deployed: the release tag.
+pub const ANNOTATION_RELEASE: &str = "deploy/release";
+/// Annotation: the run id.
+pub const ANNOTATION_RUN: &str = "deploy/run";
+/// Annotation: who ran it.
+pub const ANNOTATION_BY: &str = "deploy/promoted-by";
+/// Annotation: when.
+pub const ANNOTATION_AT: &str = "deploy/promoted-at";
+
+/// Every annotation the engine writes.
+pub const ANNOTATIONS: [&str; 4] = [
+    ANNOTATION_RELEASE,
+    ANNOTATION_RUN,
+    ANNOTATION_BY,
+    ANNOTATION_AT,
+];
+
+/// The annotations of a deployed Application.
+pub(crate) fn annotations(opts: &RunOptions, release: &Release, now: Timestamp) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_RELEASE.to_owned(), release.tag.to_string()),
+        (ANNOTATION_RUN.to_owned(), opts.run_id.clone()),
+        (ANNOTATION_BY.to_owned(), opts.actor.to_string()),
+        (ANNOTATION_AT.to_owned(), now.to_string()),
+    ])
+}
+
+/// What a run has done so far, for its records.
+pub(crate) struct Progress<'a> {
+    pub changed: &'a [&'a AppPlan],
+    pub apps: &'a [AppReport],
+    pub finished_at: Timestamp,
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+/// The record of a run: at its start (`Outcome::Started`, nothing changed yet) or its end.
+pub(crate) fn record(
+    plan: &PromotionPlan,
+    opts: &RunOptions,
+    release: &Release,
+    started_at: Timestamp,
+    progress: Progress<'_>,
+) -> AuditRecord {
+    AuditRecord {
+        run_id: opts.run_id.clone(),
+        kind: match plan.intent {
+            Intent::Promote { .. } => RunKind::Promote,
+            Intent::Rollback { .. } => RunKind::Rollback,
+        },
+        environment: plan.environment.clone(),
+        actor: opts.actor.clone(),
+        release: release.clone(),
+        previous: plan
+            .waves
+            .iter()
+            .flat_map(|w| &w.apps)
+            .map(|a| (a.cluster.clone(), a.live.tag().map(str::to_owned)))
+            .collect(),
+        changed: progress.changed.iter().map(|a| a.cluster.clone()).collect(),
+        skipped: progress
+            .apps
+            .iter()
+            .filter(|r| r.state == AppState::Skipped)
+            .map(|r| r.cluster.clone())
+            .collect(),
+        started_at,
+        finished_at: progress.finished_at,
+        outcome: progress.outcome,
+        message: progress.message,
+    }
+}

@@ -1,0 +1,356 @@
+//! The soak: after a wave is Healthy, each Application must stay observed Healthy at the
+//! release for the soak time. "Observed" is literal: [`Vigil`] counts only observations
+//! that arrived (a watch event or a read), a lapse longer than the bound starts the soak
+//! over, the soak ends only on a fresh observation, and a soak that cannot complete before
+//! its deadline fails. A soak that saw nothing never passes.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::Error;
+use crate::engine::{Event, Run, RETRY_PAUSE};
+use crate::model::Tag;
+use crate::plan::live::live_tag;
+use crate::plan::promotion::{Action, AppPlan};
+use crate::port::{AppStream, Application, Health};
+
+/// The longest time without an observation that a soak may bridge (or the soak itself,
+/// when that is shorter).
+pub const MAX_GAP: Duration = Duration::from_secs(30);
+
+/// What one Application's soak has observed. Pure: every method takes the time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vigil {
+    soak: Duration,
+    max_gap: Duration,
+    /// Start of the current unbroken run of good observations.
+    span_start: Instant,
+    /// The last good observation.
+    last_ok: Instant,
+    /// Observation failed since `last_ok`; retry at this time.
+    retry_at: Option<Instant>,
+    retry_pause: Duration,
+}
+
+/// A lapse that just ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// How long nothing was observed.
+    pub gap: Duration,
+    /// The gap was over the bound: the soak starts over.
+    pub soak_restarted: bool,
+}
+
+impl Vigil {
+    /// A soak of `soak` that begins with a good observation at `now`.
+    pub fn new(now: Instant, soak: Duration) -> Self {
+        Self {
+            soak,
+            max_gap: MAX_GAP.min(soak).max(Duration::from_millis(1)),
+            span_start: now,
+            last_ok: now,
+            retry_at: None,
+            retry_pause: RETRY_PAUSE,
+        }
+    }
+
+    /// A good observation (Healthy at the release) at `now`. Returns the lapse it ends, if any.
+    pub fn seen(&mut self, now: Instant) -> Option<Restored> {
+        let gap = now.saturating_duration_since(self.last_ok);
+        let lapsed = self.retry_at.take().is_some();
+        let soak_restarted = gap > self.max_gap;
+        if soak_restarted {
+            self.span_start = now;
+        }
+        self.last_ok = now;
+        self.retry_pause = RETRY_PAUSE;
+        (lapsed || soak_restarted).then_some(Restored { gap, soak_restarted })
+    }
+
+    /// Observing failed at `now`. Returns true when this begins a lapse (to report it once).
+    pub fn lost(&mut self, now: Instant) -> bool {
+        let first = self.retry_at.is_none();
+        self.retry_at = Some(now + self.retry_pause);
+        // Retry soon enough to recover within the bound.
+        self.retry_pause = (self.retry_pause * 2).min((self.max_gap / 3).max(RETRY_PAUSE));
+        first
+    }
+
+    /// The soak is complete: an unbroken run of good observations for the whole soak, the
+    /// last of them at its end.
+    pub fn passed(&self) -> bool {
+        self.retry_at.is_none() && self.last_ok.saturating_duration_since(self.span_start) >= self.soak
+    }
+
+    /// When to look (read the Application) next if the watch says nothing: halfway through
+    /// the bound after the last observation, at the end of the soak, or the retry after a
+    /// failure.
+    pub fn next_look(&self) -> Instant {
+        if let Some(at) = self.retry_at {
+            return at;
+        }
+        (self.last_ok + self.max_gap / 2).min(self.span_start + self.soak)
+    }
+
+    /// Observation failed and has not come back yet.
+    pub fn lapsed(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
+    /// How long the current lapse has lasted at `now` (zero when observed).
+    pub fn blind_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_ok)
+    }
+}
+
+/// How a soak ended without passing.
+pub(crate) enum SoakEnd {
+    Failed { cluster: String, reason: String },
+    Interrupted,
+}
+
+/// What an observed state says during a soak.
+enum Verdict {
+    Good,
+    /// Not Healthy yet not failed (Progressing, Suspended, Unknown): not a good observation.
+    NotHealthy(Health),
+    Bad(String),
+}
+
+fn judge(app: &Application, a: &AppPlan, tag: &Tag) -> Verdict {
+    if app.health == Health::Degraded || app.health == Health::Missing {
+        let msg = app.health_message.clone().unwrap_or_default();
+        return Verdict::Bad(format!("{:?} {msg}", app.health).trim().to_owned());
+    }
+    if live_tag(app, &a.images).tag() != Some(tag.as_str()) {
+        return Verdict::Bad(format!("no longer runs {tag} ({})", live_tag(app, &a.images)));
+    }
+    if app.health != Health::Healthy {
+        return Verdict::NotHealthy(app.health);
+    }
+    Verdict::Good
+}
+
+/// A read error that waiting cannot fix: the Application is gone, or we may not see it.
+fn fatal(e: &Error) -> bool {
+    matches!(e, Error::NotFound { .. } | Error::Permission { .. })
+}
+
+impl Run<'_> {
+    /// Soaks the wave's deployed Applications; the first that fails ends the soak.
+    pub(crate) async fn soak(&self, wave: usize, apps: &[AppPlan]) -> Result<(), SoakEnd> {
+        let soak = self.plan.soak;
+        self.emit(Event::SoakStarted {
+            wave,
+            duration_ms: soak.as_millis() as u64,
+        });
+        // A lapse extends the soak, up to the wave's timeout beyond it.
+        let deadline = Instant::now() + soak + self.plan.timeout;
+        let watchers = apps
+            .iter()
+            .filter(|a| a.action != Action::Skip)
+            .map(|a| self.keep_watch(a, deadline));
+        tokio::select! {
+            r = futures::future::try_join_all(watchers) => r.map(|_| ())?,
+            () = self.cancel_requested() => return Err(SoakEnd::Interrupted),
+        }
+        self.emit(Event::SoakFinished { wave });
+        Ok(())
+    }
+
+    /// One Application's soak: watch it, read it when the watch is quiet or broken, and
+    /// keep a [`Vigil`] of what was observed.
+    async fn keep_watch(&self, a: &AppPlan, deadline: Instant) -> Result<(), SoakEnd> {
+        let tag = &self.release.tag;
+        let argocd = self.ports.argocd;
+        let fail = |reason: String| SoakEnd::Failed {
+            cluster: a.cluster.clone(),
+            reason,
+        };
+        let mut vigil = Vigil::new(Instant::now(), self.plan.soak);
+        let mut stream: Option<AppStream> = None;
+        let mut last_error = String::from("no observation");
+        let mut last_health = Health::Healthy;
+        let lost = |vigil: &mut Vigil, error: String, last_error: &mut String| {
+            if vigil.lost(Instant::now()) {
+                self.emit(Event::ObservationLost {
+                    cluster: a.cluster.clone(),
+                    application: a.application.clone(),
+                    error: error.clone(),
+                });
+            }
+            *last_error = error;
+        };
+        loop {
+            let now = Instant::now();
+            if vigil.passed() {
+                return Ok(());
+            }
+            if now >= deadline {
+                return Err(fail(format!(
+                    "not observed Healthy at {tag} for an unbroken {} before the deadline (nothing observed for {}; last: {last_error})",
+                    humantime::format_duration(self.plan.soak),
+                    humantime::format_duration(Duration::from_secs(vigil.blind_for(now).as_secs())),
+                )));
+            }
+            if stream.is_none() && !vigil.lapsed() {
+                match argocd.watch(&a.application).await {
+                    Ok(s) => stream = Some(s),
+                    Err(e) if fatal(&e) => return Err(fail(format!("cannot be observed: {e}"))),
+                    Err(e) => lost(&mut vigil, format!("watching: {e}"), &mut last_error),
+                }
+            }
+            let wake = vigil.next_look().min(deadline);
+            let next = async {
+                match stream.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let observed = tokio::select! {
+                item = next => match item {
+                    Some(Ok(app)) => Some(app),
+                    Some(Err(e)) => {
+                        stream = None;
+                        if fatal(&e) {
+                            return Err(fail(format!("cannot be observed: {e}")));
+                        }
+                        lost(&mut vigil, format!("watch: {e}"), &mut last_error);
+                        None
+                    }
+                    None => {
+                        stream = None;
+                        lost(&mut vigil, "the watch ended".into(), &mut last_error);
+                        None
+                    }
+                },
+                () = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= deadline {
+                        continue;
+                    }
+                    // The watch was quiet (or broken) for long enough: read it now.
+                    match argocd.application(&a.application).await {
+                        Ok(app) => Some(app),
+                        Err(e) if fatal(&e) => return Err(fail(format!("cannot be observed: {e}"))),
+                        Err(e) => {
+                            stream = None;
+                            lost(&mut vigil, format!("reading: {e}"), &mut last_error);
+                            None
+                        }
+                    }
+                }
+            };
+            let Some(app) = observed else { continue };
+            match judge(&app, a, tag) {
+                Verdict::Bad(reason) => return Err(fail(reason)),
+                Verdict::NotHealthy(h) => {
+                    if h != last_health {
+                        self.emit(Event::AppProgress {
+                            cluster: a.cluster.clone(),
+                            phase: app.operation_state.as_ref().map(|s| s.phase),
+                            sync: app.sync_status,
+                            health: h,
+                        });
+                    }
+                    last_health = h;
+                    lost(&mut vigil, format!("{h:?}"), &mut last_error);
+                }
+                Verdict::Good => {
+                    last_health = Health::Healthy;
+                    if let Some(r) = vigil.seen(Instant::now()) {
+                        self.emit(Event::ObservationRestored {
+                            cluster: a.cluster.clone(),
+                            gap_ms: r.gap.as_millis() as u64,
+                            soak_restarted: r.soak_restarted,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn an_unbroken_soak_passes_on_a_fresh_look_at_its_end() {
+        let t0 = Instant::now();
+        let mut v = Vigil::new(t0, 60 * S);
+        assert!(!v.passed());
+        assert_eq!(v.next_look(), t0 + 15 * S, "halfway through the 30 s bound");
+        for s in [15, 30, 45] {
+            assert_eq!(v.seen(t0 + s * S), None);
+            assert!(!v.passed());
+        }
+        assert_eq!(v.next_look(), t0 + 60 * S, "the end of the soak");
+        v.seen(t0 + 60 * S);
+        assert!(v.passed());
+    }
+
+    #[test]
+    fn nothing_observed_never_passes() {
+        let t0 = Instant::now();
+        let mut v = Vigil::new(t0, 60 * S);
+        assert!(v.lost(t0 + S), "the first failure begins a lapse");
+        for s in 2..600 {
+            assert!(!v.lost(t0 + s * S), "reported once");
+            assert!(!v.passed());
+        }
+    }
+
+    #[test]
+    fn a_short_lapse_is_bridged_a_long_one_starts_over() {
+        let t0 = Instant::now();
+        let mut v = Vigil::new(t0, 60 * S);
+        v.lost(t0 + 10 * S);
+        let r = v.seen(t0 + 25 * S).unwrap();
+        assert_eq!((r.gap, r.soak_restarted), (25 * S, false));
+        v.seen(t0 + 60 * S);
+        assert!(v.passed());
+
+        let mut v = Vigil::new(t0, 60 * S);
+        v.lost(t0 + 10 * S);
+        let r = v.seen(t0 + 50 * S).unwrap();
+        assert_eq!((r.gap, r.soak_restarted), (50 * S, true));
+        v.seen(t0 + 60 * S);
+        assert!(!v.passed(), "the soak restarted at 50 s");
+        for s in [75, 90, 105] {
+            v.seen(t0 + s * S);
+        }
+        assert!(!v.passed());
+        v.seen(t0 + 110 * S);
+        assert!(v.passed());
+    }
+
+    #[test]
+    fn a_soak_shorter_than_the_bound_bounds_the_gap() {
+        let t0 = Instant::now();
+        let mut v = Vigil::new(t0, 10 * S);
+        assert_eq!(v.next_look(), t0 + 5 * S);
+        v.lost(t0 + S);
+        assert!(v.seen(t0 + 12 * S).unwrap().soak_restarted, "11 s > a 10 s soak");
+        v.seen(t0 + 22 * S);
+        assert!(v.passed());
+    }
+
+    #[test]
+    fn retries_back_off_but_stay_within_the_bound() {
+        let t0 = Instant::now();
+        let mut v = Vigil::new(t0, 300 * S);
+        let mut now = t0;
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            v.lost(now);
+            let next = v.next_look();
+            pauses.push(next.duration_since(now).as_secs());
+            now = next;
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 10, 10]);
+    }
+}
