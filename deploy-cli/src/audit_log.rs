@@ -3,7 +3,7 @@
 //! Default path: `$XDG_STATE_HOME/deploy/audit.jsonl`, else `~/.local/state/deploy/audit.jsonl`;
 //! `--audit-log PATH` or `$DEPLOY_AUDIT_LOG` override it.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -49,6 +49,17 @@ fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
     ))
 }
 
+/// Whether the file is empty or ends with a newline.
+fn ends_a_line(f: &mut std::fs::File) -> std::io::Result<bool> {
+    if f.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut last = [0_u8];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 #[async_trait]
 impl AuditLog for FileAuditLog {
     async fn append(&self, record: &AuditRecord) -> Result<()> {
@@ -64,9 +75,15 @@ impl AuditLog for FileAuditLog {
             // O_APPEND: one write per record, so concurrent writers never interleave within a line.
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .open(&path)
                 .map_err(|e| io_error(&path, "opening", e))?;
+            // A torn last line (a full disk, a crash mid-write) is ended first, so that it
+            // costs only itself and never swallows this record.
+            if !ends_a_line(&mut f).map_err(|e| io_error(&path, "reading", e))? {
+                line.insert(0, '\n');
+            }
             f.write_all(line.as_bytes())
                 .map_err(|e| io_error(&path, "appending to", e))?;
             f.sync_data().map_err(|e| io_error(&path, "syncing", e))
@@ -158,5 +175,64 @@ mod tests {
             "the damaged line stays: nothing is rewritten"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_costs_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        #[track_caller]
+        fn runs(text: &str) -> Vec<String> {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<AuditRecord>(l).ok())
+                .map(|r| r.run_id)
+                .collect()
+        }
+        // (what the file holds before the append, the runs read back after it)
+        let cases: [(&[u8], &[&str]); 5] = [
+            (b"", &["r2"]),
+            (b"{\"run_id\":\"r1\",\"ki", &["r2"]),
+            (b"{broken\n", &["r2"]),
+            (b"\n", &["r2"]),
+            (b"x", &["r2"]),
+        ];
+        for (i, (before, expect)) in cases.into_iter().enumerate() {
+            let log = FileAuditLog::new(dir.path().join(format!("audit-{i}.jsonl")));
+            std::fs::write(log.path(), before).unwrap();
+            log.append(&record("r2")).await.unwrap();
+            let got: Vec<String> = log
+                .records()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.run_id)
+                .collect();
+            assert_eq!(got, expect, "after {:?}", String::from_utf8_lossy(before));
+            let text = std::fs::read_to_string(log.path()).unwrap();
+            assert_eq!(runs(&text), expect);
+            assert!(text.ends_with("}\n"), "{text:?}");
+            assert!(
+                text.starts_with(&*String::from_utf8_lossy(before)),
+                "nothing is rewritten: {text:?}"
+            );
+        }
+        // A complete record after a torn one is appended as its own line, and one more after it.
+        let log = FileAuditLog::new(dir.path().join("audit.jsonl"));
+        log.append(&record("r1")).await.unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(b"{\"run_id\":\"torn")
+            .unwrap();
+        log.append(&record("r2")).await.unwrap();
+        log.append(&record("r3")).await.unwrap();
+        let got: Vec<String> = log
+            .records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(got, ["r1", "r2", "r3"]);
     }
 }

@@ -62,6 +62,8 @@ pub struct Backends {
     pub rest: Option<Arc<deploy_argocd::rest::RestArgoCd>>,
     /// The audit trail file (real backends).
     pub audit_path: Option<std::path::PathBuf>,
+    /// What to set when Argo CD is not configured (no server or no token).
+    pub argocd_missing: Option<String>,
 }
 
 /// Where the promotion lock lives.
@@ -136,6 +138,7 @@ impl Backends {
                 sandbox: None,
                 rest: None,
                 audit_path,
+                argocd_missing: None,
             });
         }
         let mut argocd_config = config.argocd.clone();
@@ -148,8 +151,8 @@ impl Backends {
         }
         argocd_config.plaintext |= global.plaintext;
         argocd_config.insecure |= global.insecure;
-        // Commands that only read registries (release check/latest) work without Argo CD:
-        // what is missing is reported when Argo CD is first needed.
+        // Commands that only read registries (release check/latest) work without Argo CD;
+        // one that needs it is refused before it starts, saying what to set (exit 2).
         let missing = if argocd_config.server.is_none() {
             Some(
                 "no Argo CD server: set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server",
@@ -173,6 +176,7 @@ impl Backends {
                 sandbox: None,
                 rest: None,
                 audit_path,
+                argocd_missing: Some(why.to_owned()),
             });
         }
         let token =
@@ -193,6 +197,7 @@ impl Backends {
             sandbox: None,
             rest: Some(rest),
             audit_path,
+            argocd_missing: None,
         })
     }
 
@@ -355,6 +360,7 @@ impl Sandbox {
             sandbox: Some(self),
             rest: None,
             audit_path: None,
+            argocd_missing: None,
         }
     }
 }
@@ -400,6 +406,17 @@ pub fn image_updater_writes(
                 .argocd
                 .set_override(&config.application_name(env, c), &value),
         );
+    }
+}
+
+impl Backends {
+    /// A configuration error (exit 2) saying what to set when Argo CD is not configured;
+    /// checked before a command that needs Argo CD starts.
+    pub fn require_argocd(&self) -> Result<(), UsageError> {
+        match &self.argocd_missing {
+            None => Ok(()),
+            Some(why) => Err(UsageError(format!("Argo CD is not configured: {why}"))),
+        }
     }
 }
 

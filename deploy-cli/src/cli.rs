@@ -39,7 +39,7 @@ pub struct Global {
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 
-    /// Only errors on stderr, no progress
+    /// Quiet: no progress or notes on stderr, only warnings and errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
 

@@ -2,8 +2,9 @@
 //!
 //! `deploy-cli` is glue: deciding lives in deploy-core, talking to ECR and Argo CD in the
 //! adapters. [`run`] is what the binary and `cargo xtask deploy` call.
-
-#![allow(clippy::print_stderr)]
+//!
+//! Nothing in this crate but `commands::promote` uses `println!`/`eprintln!` (they panic
+//! on a closed stream; the print lints keep it so): text goes through [`output`].
 
 pub mod audit_log;
 pub mod backends;
@@ -13,6 +14,7 @@ pub mod exit;
 pub mod metrics;
 pub mod output;
 pub mod progress;
+pub mod signals;
 
 use std::process::ExitCode;
 
@@ -66,7 +68,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            output::stderr_line(format_args!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(Exit::Failed.code());
         }
     };
@@ -79,28 +81,38 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
                     &serde_json::json!({ "error": format!("{e:#}"), "exit_code": exit.code() }),
                 );
             }
-            eprintln!("error: {e:#}");
+            output::stderr_line(format_args!("error: {e:#}"));
             exit
         }
     };
     ExitCode::from(exit.code())
 }
 
-fn init_logging(cli: &Cli) {
+/// The log filter for `-q` and `-v` (unless `RUST_LOG` says otherwise).
+///
+/// `-q` hides progress and notes, never warnings: a warning such as "TLS verification is
+/// off" is exactly what a quiet CI log must still show.
+fn log_filter(quiet: bool, verbose: u8) -> String {
     // The AWS SDK logs its own retries and credential probing at WARN; our errors already
     // say what failed and what to do, so it speaks only at -vv.
     const OURS: &str = "deploy_cli={0},deploy_core={0},deploy_aws={0},deploy_argocd={0}";
-    let level = match (cli.global.quiet, cli.global.verbose) {
-        (true, _) => "error".to_owned(),
-        (false, 0) => format!("error,{}", OURS.replace("{0}", "warn")),
+    match (quiet, verbose) {
+        (true, _) | (false, 0) => format!("error,{}", OURS.replace("{0}", "warn")),
         (false, 1) => format!("warn,{}", OURS.replace("{0}", "debug")),
         (false, _) => "trace".to_owned(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(log_filter(cli.global.quiet, cli.global.verbose))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped: by default tracing-subscriber reports
+        // it with `eprintln!`, which panics when stderr is closed.
+        .log_internal_errors(false)
         .with_target(false)
         .without_time()
         .try_init();
@@ -144,6 +156,9 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
     if backends.sandbox.is_some() {
         out.note("sandbox: in-memory backends, state in .deploy-sandbox/, soak and timeouts compressed 60×");
     }
+    if needs_argocd(&cli.command) {
+        backends.require_argocd()?;
+    }
     let exit = match &cli.command {
         Command::Status { env } => {
             commands::status::run(&config, &backends, out, env.as_deref()).await
@@ -169,4 +184,43 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
     }?;
     // Commands that change the sandbox save it themselves; reading commands leave it alone.
     Ok(exit)
+}
+
+/// Whether `command` reads or writes Argo CD (`release` and `build` only read registries).
+fn needs_argocd(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Status { .. }
+            | Command::Plan(_)
+            | Command::Promote(_)
+            | Command::Rollback(_)
+            | Command::Audit { .. }
+            | Command::Watch(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_still_shows_warnings() {
+        #[track_caller]
+        fn check(quiet: bool, verbose: u8, expect: &str) {
+            assert_eq!(
+                log_filter(quiet, verbose),
+                expect,
+                "-q {quiet}, -v {verbose}"
+            );
+        }
+        let warn = "error,deploy_cli=warn,deploy_core=warn,deploy_aws=warn,deploy_argocd=warn";
+        check(true, 0, warn);
+        check(false, 0, warn);
+        check(
+            false,
+            1,
+            "warn,deploy_cli=debug,deploy_core=debug,deploy_aws=debug,deploy_argocd=debug",
+        );
+        check(false, 2, "trace");
+    }
 }

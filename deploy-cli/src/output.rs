@@ -1,7 +1,8 @@
 //! Where results go: text tables on stdout, or JSON Lines (`{"type","data"}`, the last of
 //! type `result`). Progress and logs go to stderr.
-
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+//!
+//! Nothing here panics on a closed stream (`deploy status | head -1`, a dead terminal): a
+//! write that fails is dropped, so a promotion never dies halfway because nobody reads it.
 
 use std::io::{IsTerminal, Write};
 
@@ -48,16 +49,23 @@ impl Output {
     /// Text on stdout (text mode only).
     pub fn text(&self, s: impl std::fmt::Display) {
         if !self.json() {
-            println!("{s}");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{s}");
         }
     }
 
     /// A note on stderr for people (text mode, not quiet).
     pub fn note(&self, s: impl std::fmt::Display) {
         if !self.json() && !self.quiet {
-            eprintln!("{s}");
+            stderr_line(s);
         }
     }
+}
+
+/// One line on stderr, whatever the output mode; a failed write is dropped, never a panic
+/// (`eprintln!` panics when stderr is closed).
+pub fn stderr_line(s: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
 }
 
 /// A table in the house style.

@@ -1,8 +1,6 @@
 //! Renders engine events: one live line per cluster on a terminal, plain lines on stderr
 //! otherwise, or JSON Lines (`{"type":"event","data":...}`) on stdout.
 
-#![allow(clippy::print_stderr)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -32,7 +30,7 @@ pub async fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>, on_even
         let line = describe(&event);
         if !live {
             if let Some(l) = line {
-                eprintln!("{l}");
+                crate::output::stderr_line(l);
             }
             continue;
         }
@@ -77,8 +75,8 @@ pub async fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>, on_even
                 health,
             } => {
                 if let Some(b) = bars.get(cluster) {
-                    let phase = phase.map_or("-".to_owned(), |p| format!("{p:?}"));
-                    b.set_message(format!("operation {phase}, {sync:?}, {health:?}"));
+                    let phase = phase.map_or("-".to_owned(), |p| p.to_string());
+                    b.set_message(format!("operation {phase}, {sync}, {health}"));
                 }
             }
             Event::AppHealthy {
@@ -160,6 +158,29 @@ pub fn describe(event: &Event) -> Option<String> {
             if *ok { format!("  {cluster}: rolled back to {to}, Healthy") } else { format!("  {cluster}: rollback FAILED: {}", reason.as_deref().unwrap_or("")) }
         }
         Event::Interrupting => "interrupt received: no new sync starts; waiting for running ones (Ctrl-C again to abort now)".into(),
-        Event::Finished { outcome, message } => format!("finished: {outcome:?}: {message}"),
+        Event::Finished { outcome, message } => format!("finished: {outcome}: {message}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy_core::trail::Outcome;
+
+    #[test]
+    fn the_outcome_is_spelled_as_in_json() {
+        #[track_caller]
+        fn check(outcome: Outcome, expect: &str) {
+            let event = Event::Finished {
+                outcome,
+                message: "why".into(),
+            };
+            assert_eq!(describe(&event).as_deref(), Some(expect));
+        }
+        check(Outcome::Succeeded, "finished: succeeded: why");
+        check(Outcome::UpToDate, "finished: up_to_date: why");
+        check(Outcome::RolledBack, "finished: rolled_back: why");
+        check(Outcome::Failed, "finished: failed: why");
+        check(Outcome::Interrupted, "finished: interrupted: why");
+    }
 }

@@ -566,6 +566,43 @@ pub(crate) fn test_app(name: &str, images: &[&str]) -> Application {
     }
 }
 
+// Display: the spellings Argo CD uses (and the JSON carries), never Rust's Debug.
+
+impl std::fmt::Display for SyncStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Synced => "Synced",
+            Self::OutOfSync => "OutOfSync",
+            Self::Unknown => "Unknown",
+        })
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Healthy => "Healthy",
+            Self::Progressing => "Progressing",
+            Self::Degraded => "Degraded",
+            Self::Suspended => "Suspended",
+            Self::Missing => "Missing",
+            Self::Unknown => "Unknown",
+        })
+    }
+}
+
+impl std::fmt::Display for OperationPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Running => "Running",
+            Self::Terminating => "Terminating",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Error => "Error",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,5 +625,32 @@ mod tests {
         check("r/api:v2@sha256:abc", "r/api", Some("v2"));
         assert_eq!(kustomize_name("old=new:v1"), "old");
         assert_eq!(kustomize_name("r/api:v1"), "r/api");
+    }
+
+    #[test]
+    fn display_is_the_upstream_spelling() {
+        #[track_caller]
+        fn check(shown: impl std::fmt::Display + Serialize, expect: &str) {
+            assert_eq!(shown.to_string(), expect);
+            assert_eq!(
+                serde_json::to_value(&shown).unwrap(),
+                expect,
+                "the JSON agrees"
+            );
+        }
+        check(SyncStatus::Synced, "Synced");
+        check(SyncStatus::OutOfSync, "OutOfSync");
+        check(SyncStatus::Unknown, "Unknown");
+        check(Health::Healthy, "Healthy");
+        check(Health::Progressing, "Progressing");
+        check(Health::Degraded, "Degraded");
+        check(Health::Suspended, "Suspended");
+        check(Health::Missing, "Missing");
+        check(Health::Unknown, "Unknown");
+        check(OperationPhase::Running, "Running");
+        check(OperationPhase::Terminating, "Terminating");
+        check(OperationPhase::Succeeded, "Succeeded");
+        check(OperationPhase::Failed, "Failed");
+        check(OperationPhase::Error, "Error");
     }
 }

@@ -89,3 +89,35 @@ pub struct AuditRecord {
     /// Why, in one line.
     pub message: String,
 }
+
+impl std::fmt::Display for Outcome {
+    /// As in the JSON and the audit trail: `succeeded`, `up_to_date`, `rolled_back`, …
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Succeeded => "succeeded",
+            Self::UpToDate => "up_to_date",
+            Self::RolledBack => "rolled_back",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_displays_as_in_json() {
+        for (outcome, expect) in [
+            (Outcome::Succeeded, "succeeded"),
+            (Outcome::UpToDate, "up_to_date"),
+            (Outcome::RolledBack, "rolled_back"),
+            (Outcome::Failed, "failed"),
+            (Outcome::Interrupted, "interrupted"),
+        ] {
+            assert_eq!(outcome.to_string(), expect);
+            assert_eq!(serde_json::to_value(outcome).unwrap(), expect);
+        }
+    }
+}

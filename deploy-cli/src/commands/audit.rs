@@ -34,7 +34,7 @@ pub async fn run(
         let mut t = table(&["SEVERITY", "ENV", "SUBJECT", "FINDING"]);
         for f in &all {
             t.add_row(vec![
-                format!("{:?}", f.severity).to_lowercase(),
+                f.severity.to_string(),
                 f.environment.clone(),
                 f.subject.clone(),
                 f.message.clone(),

@@ -58,6 +58,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         sandbox: None,
         rest: None,
         audit_path: None,
+        argocd_missing: None,
     };
     let say = |s: &str| out.text(s);
     let staging = config

@@ -134,7 +134,7 @@ pub async fn check(
         waited = waiting => waited.with_context(|| {
             format!("checking release {tag} in {} (waited {})", env.name, seconds(started.elapsed()))
         })?,
-        () = super::promote::wait_for_signal() => {
+        () = crate::signals::wait_for_signal() => {
             let waited = started.elapsed();
             let last = last.take();
             match &last {

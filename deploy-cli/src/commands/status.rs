@@ -72,9 +72,9 @@ pub async fn run(
                     let op = app.operation_state.as_ref().map(|s| {
                         let by = s.initiated_by.as_deref().unwrap_or("?");
                         if app.operation_pending {
-                            format!("{:?} ({by})", s.phase)
+                            format!("{} ({by})", s.phase)
                         } else {
-                            format!("{:?}", s.phase)
+                            s.phase.to_string()
                         }
                     });
                     Row {
@@ -83,8 +83,8 @@ pub async fn run(
                         application: name,
                         desired: Some(desired(&app, env, &image_names).to_string()),
                         live: Some(live_tag(&app, &images).to_string()),
-                        sync: Some(format!("{:?}", app.sync_status)),
-                        health: Some(format!("{:?}", app.health)),
+                        sync: Some(app.sync_status.to_string()),
+                        health: Some(app.health.to_string()),
                         operation: op,
                         promoted_by: app.annotations.get(ANNOTATION_BY).cloned(),
                         promoted_at: app.annotations.get(ANNOTATION_AT).cloned(),

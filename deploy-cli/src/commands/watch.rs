@@ -23,7 +23,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The longest interval between polls.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 
-/// Runs the loop until Ctrl-C or SIGTERM (or once).
+/// Runs the loop until Ctrl-C, SIGTERM or SIGHUP (or once).
 pub async fn run(
     config: &Config,
     backends: &Backends,
@@ -82,7 +82,7 @@ pub async fn run(
     let (stop_tx, stop) = watch::channel(false);
     let interrupted = stop.clone();
     let signals = tokio::spawn(async move {
-        super::promote::wait_for_signal().await;
+        crate::signals::wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
     let opts = WatchOptions {

@@ -1,10 +1,14 @@
 //! The command line outside promotion: configuration errors, `demo`, `completions` and
 //! `build plan`.
 
+use std::io::BufRead;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Sandbox, example_config};
+use wait_timeout::ChildExt;
+
+use crate::support::{DEADLINE, Sandbox, example_config};
 
 /// Writes the example configuration with `line` inserted after the first line equal to
 /// `after`; returns the path and the 1-based number of the inserted line.
@@ -204,4 +208,234 @@ fn a_second_watch_once_says_there_is_nothing_new() {
         "{}",
         again.stderr
     );
+}
+
+/// `deploy ARGS` outside the sandbox, with no Argo CD token and the audit trail in scratch space.
+fn real(s: &Sandbox, config: &Path, args: &[&str]) -> Command {
+    let mut cmd = s.bare(&["--config", config.to_str().unwrap()]);
+    cmd.args(args)
+        .env("XDG_STATE_HOME", s.scratch("state"))
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
+#[test]
+fn a_command_that_needs_argo_cd_without_its_settings_is_a_configuration_error() {
+    let s = Sandbox::new();
+    let example = std::fs::read_to_string(example_config()).expect("reading the example");
+    let no_server = s.scratch("no-server.toml");
+    let without = example.replacen("server = \"argocd.example.com\"\n", "", 1);
+    assert_ne!(without, example);
+    std::fs::write(&no_server, without).expect("writing the configuration");
+    let no_token = "ARGOCD_AUTH_TOKEN is not set";
+    let no_host =
+        "no Argo CD server: set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server";
+    // (configuration, ARGOCD_AUTH_TOKEN, command, what stderr says)
+    let cases: [(&Path, Option<&str>, &[&str], &str); 8] = [
+        (&example_config(), None, &["status"], no_token),
+        (&example_config(), Some(" "), &["status"], no_token),
+        (&no_server, Some("t0ken"), &["status"], no_host),
+        (
+            &no_server,
+            Some("t0ken"),
+            &["plan", "--env", "prod"],
+            no_host,
+        ),
+        (
+            &example_config(),
+            None,
+            &["promote", "--env", "prod", "--yes"],
+            no_token,
+        ),
+        (
+            &example_config(),
+            None,
+            &["rollback", "--env", "prod", "--yes"],
+            no_token,
+        ),
+        (&no_server, None, &["audit"], no_host),
+        (
+            &example_config(),
+            None,
+            &["watch", "--env", "staging", "--once"],
+            no_token,
+        ),
+    ];
+    for (config, token, args, says) in cases {
+        for json in [false, true] {
+            let mut all: Vec<&str> = if json {
+                vec!["--output", "json"]
+            } else {
+                vec![]
+            };
+            all.extend_from_slice(args);
+            let mut cmd = real(&s, config, &all);
+            if let Some(t) = token {
+                cmd.env("ARGOCD_AUTH_TOKEN", t);
+            }
+            let run = s.finish(cmd, &all, DEADLINE);
+            run.expect_code(2);
+            assert!(
+                run.stderr.contains("Argo CD is not configured") && run.stderr.contains(says),
+                "{all:?} ({}): {}",
+                config.display(),
+                run.stderr
+            );
+            if json {
+                assert_eq!(run.result()["exit_code"], 2, "{}", run.stdout);
+            }
+        }
+    }
+}
+
+#[test]
+fn quiet_hides_notes_but_not_warnings() {
+    let s = Sandbox::new();
+    // Setting up the Argo CD client warns about --insecure; the bad interval then ends the
+    // command before anything is reached over the network.
+    let args = [
+        "--insecure",
+        "--argocd-server",
+        "https://127.0.0.1:9",
+        "watch",
+        "--env",
+        "staging",
+        "--interval",
+        "10ms",
+    ];
+    for quiet in [false, true] {
+        let mut all: Vec<&str> = if quiet { vec!["-q"] } else { vec![] };
+        all.extend_from_slice(&args);
+        let mut cmd = real(&s, &example_config(), &all);
+        cmd.env("ARGOCD_AUTH_TOKEN", "t0ken");
+        let run = s.finish(cmd, &all, DEADLINE);
+        run.expect_code(2);
+        assert!(
+            run.stderr
+                .contains("TLS certificate verification of the Argo CD server is off"),
+            "-q {quiet}: {}",
+            run.stderr
+        );
+    }
+    // Notes are what -q hides.
+    let loud = s.run(&["watch", "--env", "staging", "--once"]);
+    loud.expect_code(0);
+    assert!(loud.stderr.contains("sandbox:"), "{}", loud.stderr);
+    let quiet = s.run(&["-q", "watch", "--env", "staging", "--once"]);
+    quiet.expect_code(0);
+    assert!(!quiet.stderr.contains("sandbox:"), "{}", quiet.stderr);
+}
+
+#[test]
+fn a_closed_stdout_and_stderr_never_panic() {
+    let s = Sandbox::new();
+    let config = example_config();
+    let sandbox = ["--sandbox", "--config", config.to_str().unwrap()];
+    let missing = s.scratch("nope.toml");
+    // (arguments, exit code)
+    let cases: [(&[&str], i32); 9] = [
+        (&["status"], 0),
+        (&["--output", "json", "status"], 0),
+        (&["-v", "status"], 0),
+        (&["audit"], 0),
+        (&["watch", "--env", "staging", "--once"], 0),
+        (&["promote", "--env", "nowhere", "--yes"], 2),
+        (
+            &[
+                "promote",
+                "--env",
+                "debug",
+                "--tag",
+                crate::support::SECOND,
+                "--yes",
+            ],
+            0,
+        ),
+        (&["--config", missing.to_str().unwrap(), "status"], 2),
+        (&["completions", "bash"], 0),
+    ];
+    for (args, code) in cases {
+        let mut all: Vec<&str> = if args.contains(&"--config") || args[0] == "completions" {
+            vec![]
+        } else {
+            sandbox.to_vec()
+        };
+        all.extend_from_slice(args);
+        // A pipe whose reader is gone: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let mut child = s
+            .bare(&all)
+            .stdout(writer.try_clone().expect("cloning the pipe"))
+            .stderr(writer)
+            .spawn()
+            .expect("starting deploy");
+        let status = child.wait_timeout(DEADLINE).expect("waiting for deploy");
+        let Some(status) = status else {
+            let _ = child.kill();
+            panic!("`deploy {all:?}` did not exit within {DEADLINE:?}");
+        };
+        assert_ne!(status.code(), Some(101), "`deploy {all:?}` panicked");
+        assert_eq!(status.code(), Some(code), "`deploy {all:?}`");
+    }
+}
+
+#[test]
+fn watch_stops_gracefully_on_sighup() {
+    let s = Sandbox::new();
+    let mut child = s
+        .command(&[
+            "--output",
+            "json",
+            "watch",
+            "--env",
+            "staging",
+            "--interval",
+            "200ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting deploy watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first poll says the watcher is in its loop, its signal handlers installed.
+    loop {
+        let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("no poll line within {DEADLINE:?}")
+        });
+        if line.contains("\"type\":\"poll\"") {
+            break;
+        }
+    }
+    let kill = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(kill.success());
+    let status = child.wait_timeout(DEADLINE).expect("waiting for deploy");
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("deploy watch did not stop within {DEADLINE:?} of SIGHUP");
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a graceful stop, not death by SIGHUP: {status:?}"
+    );
+    let last = std::iter::from_fn(|| rx.recv_timeout(DEADLINE).ok())
+        .last()
+        .expect("a result line");
+    let last: serde_json::Value = serde_json::from_str(&last).expect("JSON");
+    assert_eq!(last["type"], "result", "{last}");
+    assert_eq!(last["data"]["stopped"], true, "{last}");
 }

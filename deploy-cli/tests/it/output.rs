@@ -88,6 +88,33 @@ fn every_command_writes_json_lines_ending_in_one_result() {
 }
 
 #[test]
+fn status_spells_sync_health_and_operation_as_argo_cd_does() {
+    let s = Sandbox::new();
+    for row in s.status("prod") {
+        assert_eq!(
+            (row.sync.as_str(), row.health.as_str()),
+            ("Synced", "Healthy"),
+            "{:#}",
+            row.raw
+        );
+        let operation = row.raw["operation"].as_str().unwrap_or("Succeeded");
+        let phase = operation.split(" (").next().unwrap_or_default();
+        assert!(
+            ["Running", "Terminating", "Succeeded", "Failed", "Error"].contains(&phase),
+            "operation {operation:?} is an upstream phase: {:#}",
+            row.raw
+        );
+    }
+    let text = s.run(&["status", "--env", "prod"]);
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains("Synced") && text.stdout.contains("Healthy"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
 fn an_error_result_carries_the_message_and_the_exit_code() {
     let s = Sandbox::new();
     let run = s.json(&["promote", "--env", "nowhere", "--yes"]);

@@ -270,6 +270,16 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
     out
 }
 
+impl std::fmt::Display for Severity {
+    /// As in the JSON: `warning`, `error`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,5 +453,13 @@ mod tests {
                 "myapp-prod-us-west-2: Application not found",
             )],
         );
+    }
+
+    #[test]
+    fn severity_displays_as_in_json() {
+        for (severity, expect) in [(Severity::Warning, "warning"), (Severity::Error, "error")] {
+            assert_eq!(severity.to_string(), expect);
+            assert_eq!(serde_json::to_value(severity).unwrap(), expect);
+        }
     }
 }

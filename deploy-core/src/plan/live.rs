@@ -1,6 +1,6 @@
 //! What an Application runs and what it is told to run, in release terms.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -15,8 +15,9 @@ use crate::port::{Application, Health, OverrideValue, SyncStatus, image_name, im
 pub enum LiveTag {
     /// Every service image has this tag.
     Tag(String),
-    /// Services run different tags (service → tag; `None` when the image is absent).
-    Mixed(BTreeMap<String, Option<String>>),
+    /// Services run different tags, or one service runs several: service → every tag its
+    /// image runs, sorted (empty when the image is absent).
+    Mixed(BTreeMap<String, Vec<String>>),
     /// None of our images is there.
     Unknown,
 }
@@ -39,7 +40,10 @@ impl fmt::Display for LiveTag {
             Self::Mixed(by) => {
                 let parts: Vec<String> = by
                     .iter()
-                    .map(|(s, t)| format!("{s}={}", t.as_deref().unwrap_or("?")))
+                    .map(|(s, t)| match t.as_slice() {
+                        [] => format!("{s}=?"),
+                        tags => format!("{s}={}", tags.join("+")),
+                    })
                     .collect();
                 write!(f, "mixed({})", parts.join(","))
             }
@@ -48,37 +52,40 @@ impl fmt::Display for LiveTag {
 }
 
 /// The live tag from `status.summary.images`, matching each service's image name.
+///
+/// An image name can appear there with several tags (Argo CD lists the images of every pod:
+/// a CronJob's completed pods, a Deployment half rolled out), and then that service is mixed:
+/// which entry comes last says nothing about what runs. An entry without a tag adds nothing.
 pub fn live_tag(app: &Application, services: &[(String, String)]) -> LiveTag {
     // One pass over the images, then one lookup per service: linear in both.
-    let running: std::collections::HashMap<&str, Option<&str>> = app
-        .images
-        .iter()
-        .map(|i| (image_name(i), image_tag(i)))
-        .collect();
-    let by: BTreeMap<String, Option<String>> = services
+    let mut running: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for image in &app.images {
+        running
+            .entry(image_name(image))
+            .or_default()
+            .extend(image_tag(image));
+    }
+    let by: BTreeMap<String, Vec<String>> = services
         .iter()
         .map(|(service, name)| {
-            (
-                service.clone(),
-                running
-                    .get(name.as_str())
-                    .copied()
-                    .flatten()
-                    .map(str::to_owned),
-            )
+            let tags = running
+                .get(name.as_str())
+                .map(|tags| tags.iter().map(|t| (*t).to_owned()).collect())
+                .unwrap_or_default();
+            (service.clone(), tags)
         })
         .collect();
     summarize(by)
 }
 
-fn summarize(by: BTreeMap<String, Option<String>>) -> LiveTag {
+fn summarize(by: BTreeMap<String, Vec<String>>) -> LiveTag {
     let mut tags = by.values();
     match tags.next() {
         None => LiveTag::Unknown,
-        Some(first) if by.values().all(|t| t == first) => {
-            first.clone().map_or(LiveTag::Unknown, LiveTag::Tag)
+        Some(first) if first.len() == 1 && tags.all(|t| t == first) => {
+            LiveTag::Tag(first[0].clone())
         }
-        Some(_) if by.values().all(Option::is_none) => LiveTag::Unknown,
+        Some(_) if by.values().all(Vec::is_empty) => LiveTag::Unknown,
         Some(_) => LiveTag::Mixed(by),
     }
 }
@@ -88,7 +95,7 @@ pub fn desired_tag(value: Option<&OverrideValue>) -> LiveTag {
     match value.map(OverrideValue::tags).as_deref() {
         Some([t]) => LiveTag::Tag(t.clone()),
         Some([]) | None => LiveTag::Unknown,
-        Some(many) => LiveTag::Mixed(many.iter().map(|t| (t.clone(), Some(t.clone()))).collect()),
+        Some(many) => LiveTag::Mixed(many.iter().map(|t| (t.clone(), vec![t.clone()])).collect()),
     }
 }
 
@@ -154,5 +161,48 @@ mod tests {
         check(&[], "-");
         check(&["r/api", "r/worker"], "-");
         check(&["r/api:v1@sha256:abc", "r/worker:v1"], "v1");
+        // One service's image with two tags (old CronJob pods, a half-rolled Deployment) is
+        // mixed, whichever order Argo CD lists them in.
+        check(
+            &["r/api:v1", "r/api:v2", "r/worker:v2"],
+            "mixed(api=v1+v2,worker=v2)",
+        );
+        check(
+            &["r/api:v2", "r/worker:v2", "r/api:v1"],
+            "mixed(api=v1+v2,worker=v2)",
+        );
+        check(
+            &["r/worker:v1", "r/api:v1", "r/worker:v0"],
+            "mixed(api=v1,worker=v0+v1)",
+        );
+        // The same tag twice is still that tag.
+        check(&["r/api:v1", "r/worker:v1", "r/api:v1"], "v1");
+        check(&["r/api:v1", "r/worker:v1", "r/api"], "v1");
+    }
+
+    #[test]
+    fn a_service_with_two_tags_is_mixed_in_json_and_never_at_either() {
+        let services = vec![
+            ("api".to_string(), "r/api".to_string()),
+            ("worker".into(), "r/worker".into()),
+        ];
+        for images in [
+            ["r/api:v1", "r/api:v2", "r/worker:v2"],
+            ["r/api:v2", "r/worker:v2", "r/api:v1"],
+        ] {
+            let app = app(&images);
+            let live = live_tag(&app, &services);
+            assert_eq!(
+                serde_json::to_value(&live).unwrap(),
+                serde_json::json!({ "kind": "mixed", "value": { "api": ["v1", "v2"], "worker": ["v2"] } }),
+                "{images:?}"
+            );
+            for tag in ["v1", "v2"] {
+                assert!(
+                    !is_at(&app, &services, &Tag::new(tag).unwrap()),
+                    "{images:?} is not at {tag}"
+                );
+            }
+        }
     }
 }
