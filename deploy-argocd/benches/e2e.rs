@@ -182,13 +182,14 @@ impl Case {
             },
             holder: "bench".into(),
             lock_key: "bench-prod".into(),
-            rollback_on_failure: true,
-            cancel: None,
             grace: Duration::from_secs(60),
+            ..RunOptions::default()
         };
         let start = Instant::now();
-        let report = Engine::new(ports, opts, tx)
-            .run(&plan)
+        let report = Engine::new(ports, opts)
+            .run(&plan, |e| {
+                let _ = tx.send(e);
+            })
             .await
             .expect("the run starts");
         let end = Instant::now();

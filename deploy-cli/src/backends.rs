@@ -211,17 +211,10 @@ impl Backends {
         match (&self.locks, &self.rest) {
             (Locks::Shared(l), _) => Ok(l.clone()),
             (Locks::PerApplication, Some(rest)) => {
-                let first = env
-                    .waves
-                    .first()
-                    .and_then(|w| w.first())
-                    .and_then(|c| config.cluster(c))
-                    .expect("validated: waves cover every cluster");
+                let carrier = deploy_core::engine::lock::carrier(config, env)
+                    .expect("validated: a configuration has clusters");
                 Ok(Arc::new(
-                    deploy_argocd::rest::lock::ApplicationLock::new(
-                        (**rest).clone(),
-                        config.application_name(env, first),
-                    )
+                    deploy_argocd::rest::lock::ApplicationLock::new((**rest).clone(), carrier)
                     .with_clock(self.clock.clone()),
                 ))
             }

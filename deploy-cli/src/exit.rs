@@ -38,7 +38,8 @@ impl Exit {
     pub fn of_outcome(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Succeeded | Outcome::UpToDate => Self::Success,
-            Outcome::RolledBack | Outcome::Failed => Self::Failed,
+            // A report never ends in Started (that is the first audit record's outcome).
+            Outcome::RolledBack | Outcome::Failed | Outcome::Started => Self::Failed,
             Outcome::Interrupted => Self::Interrupted,
         }
     }

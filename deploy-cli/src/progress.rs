@@ -10,16 +10,39 @@ use tokio::sync::mpsc;
 
 use crate::output::Output;
 
-/// Consumes events until the sender is dropped; calls `on_event` after each (the sandbox saves there).
-pub async fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>, on_event: impl Fn()) {
+/// A renderer on a thread of its own.
+pub struct Renderer {
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Renderer {
+    /// Waits (a little) for the renderer to print what is left once every sender is gone.
+    /// Output that cannot be written within that time (a blocked pipe) is given up.
+    pub fn finish(self) {
+        let _ = self.done.recv_timeout(Duration::from_secs(5));
+    }
+}
+
+/// Renders events from `rx` on a new thread until every sender is dropped, so that a
+/// terminal or pipe that blocks never stalls whoever sends them.
+pub fn spawn(out: Output, rx: mpsc::UnboundedReceiver<Event>) -> Renderer {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        render(out, rx);
+        let _ = done_tx.send(());
+    });
+    Renderer { done }
+}
+
+/// Consumes events until the sender is dropped (blocking: run it on its own thread).
+pub fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
     let live = out.live();
     let multi = MultiProgress::new();
     let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let style =
         ProgressStyle::with_template("{spinner:.cyan} {prefix:<12} {elapsed:>4} {wide_msg}")
             .expect("valid template");
-    while let Some(event) = rx.recv().await {
-        on_event();
+    while let Some(event) = rx.blocking_recv() {
         if out.json() {
             out.record("event", &event);
             continue;
@@ -140,8 +163,8 @@ pub fn describe(event: &Event) -> Option<String> {
         // The plan, printed before the run, already shows every gate.
         Event::Gate(_) => return None,
         Event::LockAcquired { key, expires_at } => {
-            let until = expires_at.split('.').next().unwrap_or(expires_at).trim_end_matches('Z');
-            format!("  lock {key} taken (until {until}Z unless renewed)")
+            let until = expires_at.strftime("%Y-%m-%dT%H:%M:%SZ");
+            format!("  lock {key} taken (until {until} unless renewed)")
         }
         Event::WaveStarted { wave, clusters } => format!("wave {wave}: {}", clusters.join(", ")),
         Event::AppSkipped { cluster, .. } => format!("  {cluster}: already runs the release, Healthy; skipped"),
@@ -151,13 +174,19 @@ pub fn describe(event: &Event) -> Option<String> {
         Event::AppHealthy { cluster, elapsed_ms, .. } => format!("  {cluster}: Synced and Healthy in {:.1}s", *elapsed_ms as f64 / 1000.0),
         Event::AppFailed { cluster, reason, .. } => format!("  {cluster}: FAILED: {reason}"),
         Event::SoakStarted { wave, duration_ms } => format!("  soak after wave {wave}: watching health for {:.0}s", *duration_ms as f64 / 1000.0),
-        Event::SoakFinished { wave } => format!("  wave {wave} soaked: still Healthy"),
+        Event::LockTakenOver { holder } => format!("  took over the lock of {holder}, which is no longer running"),
+        Event::ObservationLost { cluster, error, .. } => format!("  {cluster}: cannot observe it ({error}); the soak does not count this time"),
+        Event::ObservationRestored { cluster, gap_ms, soak_restarted } => {
+            let gap = *gap_ms as f64 / 1000.0;
+            if *soak_restarted { format!("  {cluster}: observed again after {gap:.0}s; the soak starts over") } else { format!("  {cluster}: observed again after {gap:.0}s") }
+        }
+        Event::SoakFinished { wave } => format!("  wave {wave} soaked: observed Healthy throughout"),
         Event::Halted { reason } => format!("halted: {reason}"),
         Event::RollingBack { clusters } => format!("rolling back {}", clusters.join(", ")),
         Event::AppRolledBack { cluster, to, ok, reason } => {
             if *ok { format!("  {cluster}: rolled back to {to}, Healthy") } else { format!("  {cluster}: rollback FAILED: {}", reason.as_deref().unwrap_or("")) }
         }
-        Event::Interrupting => "interrupt received: no new sync starts; waiting for running ones (Ctrl-C again to abort now)".into(),
+        Event::Interrupting => "interrupt received: no new sync starts; waiting for running ones (Ctrl-C again to stop waiting for them)".into(),
         Event::Finished { outcome, message } => format!("finished: {outcome}: {message}"),
     })
 }

@@ -111,13 +111,12 @@ impl Case {
                 },
                 holder: "bench".into(),
                 lock_key: "bench-prod".into(),
-                rollback_on_failure: true,
-                cancel: None,
                 grace: Duration::from_secs(60),
+                ..RunOptions::default()
             };
             let simulated = tokio::time::Instant::now();
             let wall = std::time::Instant::now();
-            let report = Engine::new(ports, opts, tx).run(&plan).await.expect("ran");
+            let report = Engine::new(ports, opts).run(&plan, |e| { let _ = tx.send(e); }).await.expect("ran");
             let (wall, simulated) = (wall.elapsed(), simulated.elapsed());
             assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
             drop(black_box(rx));

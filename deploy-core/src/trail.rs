@@ -94,6 +94,7 @@ impl std::fmt::Display for Outcome {
     /// As in the JSON and the audit trail: `succeeded`, `up_to_date`, `rolled_back`, …
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Self::Started => "started",
             Self::Succeeded => "succeeded",
             Self::UpToDate => "up_to_date",
             Self::RolledBack => "rolled_back",

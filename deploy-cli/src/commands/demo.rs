@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::sync::mpsc;
 
 use deploy_core::config::{Config, EXAMPLE};
-use deploy_core::engine::{Engine, Ports, RunOptions};
+use deploy_core::engine::{Engine, Event, Ports, RunOptions, lock};
 use deploy_core::memory::{Timing, World};
 use deploy_core::model::Tag;
 use deploy_core::plan::build::{build_tag, push_order};
@@ -166,7 +165,6 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
             "\n5. `deploy promote --env prod --yes`: wave by wave; each wave waits for our sync to finish, Synced,",
         );
         say("   Healthy and running the release's images, then soaks while watching health.");
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let actor = Actor {
             os_user: "demo".into(),
             argocd_user: Some("ci-bot".into()),
@@ -175,10 +173,9 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
             run_id: format!("demo-{round}"),
             holder: "demo".into(),
             actor,
-            lock_key: "deploy-myapp-prod".into(),
-            rollback_on_failure: true,
-            cancel: None,
+            lock_key: lock::key(&config.app, "prod"),
             grace: Duration::ZERO,
+            ..RunOptions::default()
         };
         let ports = Ports {
             argocd: &*backends.argocd,
@@ -186,28 +183,18 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
             audit: &*backends.audit,
             clock: &*backends.clock,
         };
-        let engine = Engine::new(ports, opts, tx);
-        let printer = async {
-            while let Some(e) = rx.recv().await {
+        // The demo renders in the engine's callback: in memory, printing is all that blocks.
+        let report = Engine::new(ports, opts)
+            .run(&p, |e| {
                 out.record("event", &e);
-                if matches!(
-                    e,
-                    deploy_core::engine::Event::Gate(_)
-                        | deploy_core::engine::Event::LockAcquired { .. }
-                ) {
-                    continue;
+                if matches!(e, Event::Gate(_) | Event::LockAcquired { .. }) {
+                    return;
                 }
                 if let Some(line) = crate::progress::describe(&e) {
                     say(&format!("   {line}"));
                 }
-            }
-        };
-        let run = async {
-            let r = engine.run(&p).await;
-            drop(engine);
-            r
-        };
-        let (report, ()) = tokio::join!(run, printer);
+            })
+            .await;
         let report = report?;
         print_summary(out, &report);
 

@@ -1,8 +1,6 @@
 //! `deploy plan`, `deploy promote` and `deploy rollback`: observe, plan, confirm, run the
 //! engine with live progress, summarize.
 
-#![allow(clippy::print_stderr)]
-
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
@@ -10,11 +8,11 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
-use deploy_core::engine::{AppState, Engine, EngineError, Event, Ports, RunOptions, RunReport};
-use deploy_core::plan::live::{LiveTag, live_tag, service_images};
-use deploy_core::plan::promotion::{
-    Action, Intent, PromotionPlan, observe, plan, previous_release,
+use deploy_core::engine::{
+    AppState, Engine, EngineError, Event, Holder, Ports, RunOptions, RunReport, StopRequest, lock,
 };
+use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
+use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
 use deploy_core::trail::{Actor, Outcome};
 
@@ -176,46 +174,39 @@ pub async fn rollback(
     {
         return Err(UsageError(format!("no cluster {c:?} in the configuration")).into());
     }
+    let records = backends
+        .audit
+        .records()
+        .await
+        .context("reading the audit trail")?;
     let (tag, recorded) = match &args.to {
         Some(t) => {
             let tag = parse_tag(t)?;
-            let records = backends
-                .audit
-                .records()
-                .await
-                .context("reading the audit trail")?;
-            let recorded = records
-                .iter()
-                .rev()
-                .find(|r| r.environment == env.name && r.release.tag == tag)
-                .map(|r| r.release.clone());
+            let recorded = rollback::recorded(&records, &env.name, &tag);
             (tag, recorded)
         }
         None => {
-            let records = backends
-                .audit
-                .records()
-                .await
-                .context("reading the audit trail")?;
             let mut apps = Vec::new();
-            let mut live = Vec::new();
             for c in &config.clusters {
-                if let Ok(app) = backends
-                    .argocd
-                    .application(&config.application_name(env, c))
-                    .await
-                {
-                    live.push(live_tag(&app, &service_images(config, env, c)));
-                    apps.push(app);
+                match backends.argocd.application(&config.application_name(env, c)).await {
+                    Ok(app) => apps.push(app),
+                    Err(deploy_core::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e).context(format!("reading the applications of {}", env.name)),
                 }
             }
-            let current = match live.first() {
-                Some(LiveTag::Tag(t)) if live.iter().all(|l| l == &live[0]) => Some(t.clone()),
-                _ => None,
-            };
-            previous_release(&records, &env.name, current.as_deref(), &apps.iter().collect::<Vec<_>>(), &env.image_override).ok_or_else(
-                || UsageError(format!("no earlier release of {} is known (audit trail and Argo CD history are empty); give one with --to", env.name)),
-            )?
+            let target = rollback::target(
+                &apps.iter().collect::<Vec<_>>(),
+                &env.image_override,
+                &records,
+                &env.name,
+            )
+            .map_err(|why| {
+                UsageError(format!(
+                    "no earlier release of {} is known: {why}; give one with --to",
+                    env.name
+                ))
+            })?;
+            (target.tag, target.recorded)
         }
     };
     let p = make_plan(
@@ -253,13 +244,13 @@ async fn execute(
         out.result(&serde_json::json!({ "outcome": "dry_run", "plan": p }));
         return Ok(Exit::Success);
     }
-    let release = p.release.clone().expect("a go plan has a release");
     if p.changes() == 0 {
+        let tag = p.release.as_ref().map(|r| r.tag.to_string()).unwrap_or_default();
         out.text(format!(
-            "nothing to do: every application of {} already runs {}, Healthy",
-            env.name, release.tag
+            "nothing to do: every application of {} already runs {tag}, Healthy",
+            env.name
         ));
-        out.result(&serde_json::json!({ "outcome": Outcome::UpToDate, "release": release }));
+        out.result(&serde_json::json!({ "outcome": Outcome::UpToDate, "release": p.release }));
         return Ok(Exit::Success);
     }
     if !env.sync.is_automated() && !run.yes && !confirm(out, &p)? {
@@ -277,22 +268,22 @@ async fn execute(
         backends.clock.now().strftime("%Y%m%dT%H%M%SZ"),
         std::process::id()
     );
-    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(StopRequest::None);
     let (tx, rx) = mpsc::unbounded_channel();
-    let lock_key = format!("deploy-{}-{}", config.app, env.name);
     let our_lease = Lease {
-        key: lock_key.clone(),
-        holder: holder(&actor),
+        key: lock::key(&config.app, &env.name),
+        holder: holder(&actor).to_string(),
         expires_at: jiff::Timestamp::UNIX_EPOCH,
     };
     let opts = RunOptions {
         run_id,
         holder: our_lease.holder.clone(),
         actor,
-        lock_key: lock_key.clone(),
+        lock_key: our_lease.key.clone(),
         rollback_on_failure: rollback,
-        cancel: Some(cancel_rx),
+        stop: Some(stop_rx),
         grace: GRACE,
+        process_exists: cfg!(target_os = "linux").then_some(process_exists as fn(u32) -> bool),
     };
     let ports = Ports {
         argocd: &*backends.argocd,
@@ -300,58 +291,53 @@ async fn execute(
         audit: &*backends.audit,
         clock: &*backends.clock,
     };
-    // Weak, so that the renderer ends when the engine drops its sender.
-    let signals_tx = tx.downgrade();
-    let engine = Engine::new(ports, opts, tx);
-    let save = || {
+    let engine = Engine::new(ports, opts);
+    // The renderer runs on a thread of its own: a terminal or pipe that blocks never stalls
+    // the engine's timers or its reaction to a Degraded cluster.
+    let renderer = crate::progress::spawn(out, rx);
+    let signal_events = tx.clone();
+    let abort_lock = lock.clone();
+    let signals = async move {
+        crate::signals::wait_for_signal().await;
+        let _ = signal_events.send(Event::Interrupting);
+        let _ = stop_tx.send(StopRequest::Graceful);
+        crate::signals::wait_for_signal().await;
+        crate::output::stderr_line(
+            "second interrupt: no longer waiting for running syncs; recording where each cluster stands (a third aborts at once)",
+        );
+        let _ = stop_tx.send(StopRequest::Now);
+        crate::signals::wait_for_signal().await;
+        crate::output::stderr_line(
+            "third interrupt: aborting now; run `deploy status` to see where each cluster stands, then the same command again to resume",
+        );
+        // Leave the lock to the next run, but do not hang on it.
+        let _ = tokio::time::timeout(Duration::from_secs(3), abort_lock.release(&our_lease)).await;
+        out.result(&serde_json::json!({ "outcome": Outcome::Interrupted, "message": "aborted by a third interrupt", "exit_code": Exit::Interrupted.code() }));
+        std::process::exit(i32::from(Exit::Interrupted.code()));
+    };
+    let on_event = |e: Event| {
+        // The sandbox keeps its state in a file: save it as the run goes, so that another
+        // command (or a test) sees where the run stands.
         if let Err(e) = backends.save() {
             tracing::warn!("saving the sandbox: {e:#}");
         }
+        let _ = tx.send(e);
     };
-    let renderer = crate::progress::render(out, rx, save);
-    let abort_lock = lock.clone();
-    let signals = async move {
-        wait_for_signal().await;
-        if let Some(tx) = signals_tx.upgrade() {
-            let _ = tx.send(Event::Interrupting);
-        }
-        let _ = cancel_tx.send(true);
-        wait_for_signal().await;
-        eprintln!(
-            "second interrupt: aborting now; run `deploy status` to see where each cluster stands, then the same command again to resume"
-        );
-        // Leave the lock to the next run (CI cancels with SIGINT then SIGTERM on a machine
-        // that will not come back), but do not hang on it.
-        let _ = tokio::time::timeout(Duration::from_secs(3), abort_lock.release(&our_lease)).await;
-        out.result(&serde_json::json!({ "outcome": Outcome::Interrupted, "message": "aborted by a second interrupt", "exit_code": Exit::Interrupted.code() }));
-        std::process::exit(i32::from(Exit::Interrupted.code()));
-    };
-    let run = async {
-        let mut r = engine.run(&p).await;
-        if let Err(EngineError::Locked {
-            holder, expires_at, ..
-        }) = &r
-            && holder_is_gone(holder)
-        {
-            // A run on this machine was killed and left its lease behind: take it over.
-            tracing::warn!("the lock holder ({holder}) is no longer running; taking over its lock");
-            let stale = Lease {
-                key: lock_key.clone(),
-                holder: holder.clone(),
-                expires_at: expires_at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-            };
-            if lock.release(&stale).await.is_ok() {
-                r = engine.run(&p).await;
-            }
-        }
-        drop(engine);
-        r
-    };
-    let (result, ()) = tokio::select! {
-        r = async { tokio::join!(run, renderer) } => r,
+    let result = tokio::select! {
+        r = engine.run(&p, on_event) => r,
         () = signals => unreachable!("the signal task exits the process"),
     };
-    let report = result?;
+    drop(tx);
+    renderer.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e @ EngineError::Locked { .. }) => {
+            return Err(anyhow::Error::new(e).context(
+                "if that run is gone, wait for the expiry or clear the lock as README \"Deploying to production\" shows",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     backends.save()?;
     print_summary(out, &report);
     if report.outcome == Outcome::Interrupted {
@@ -360,6 +346,9 @@ async fn execute(
             verb(&p),
             env.name
         ));
+    }
+    if matches!(report.outcome, Outcome::Failed) && !rollback {
+        out.note("not rolled back (--no-rollback): `deploy rollback` returns to the previous release");
     }
     out.result(&report);
     Ok(Exit::of_outcome(report.outcome))
@@ -404,7 +393,7 @@ pub fn print_summary(out: Output, report: &RunReport) {
         ]);
     }
     out.text(t);
-    out.text(format!("{:?}: {}", report.outcome, report.message));
+    out.text(format!("{}: {}", report.outcome, report.message));
 }
 
 fn confirm(out: Output, p: &PromotionPlan) -> Result<bool> {
@@ -421,14 +410,17 @@ fn confirm(out: Output, p: &PromotionPlan) -> Result<bool> {
         .as_ref()
         .map(|r| r.tag.to_string())
         .unwrap_or_default();
-    eprint!(
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
         "{} {} application(s) of {} to {tag} in {} wave(s)? Type yes to go on: ",
         verb(p),
         p.changes(),
         p.environment,
         p.waves.len()
     );
-    std::io::stderr().flush().ok();
+    let _ = err.flush();
+    drop(err);
     let mut answer = String::new();
     stdin
         .lock()
@@ -447,57 +439,27 @@ fn host() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// The lock holder identity of this process: `user@host pid N boot B pidns P`. The boot id
-/// and PID namespace make "that process is gone" decidable from this process only when both
-/// run in the same kernel boot and PID namespace.
-pub fn holder(actor: &Actor) -> String {
-    format!(
-        "{}@{} pid {} {}",
-        actor.os_user,
-        host(),
-        std::process::id(),
-        process_scope()
-    )
-}
-
-/// `boot B pidns P`: which kernel boot and PID namespace a pid belongs to.
-fn process_scope() -> String {
+/// The lock holder identity of this process. The boot id and PID namespace make "that
+/// process is gone" decidable from this process only when both run in the same kernel boot
+/// and PID namespace ([`Holder::may_take_over`]).
+pub fn holder(actor: &Actor) -> Holder {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let pidns = std::fs::read_link("/proc/self/ns/pid")
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let pidns: String = pidns.chars().filter(char::is_ascii_digit).collect();
-    format!(
-        "boot {} pidns {}",
-        boot.trim().get(..8).unwrap_or("unknown"),
-        if pidns.is_empty() { "unknown" } else { &pidns }
-    )
+    Holder {
+        user: actor.os_user.clone(),
+        host: host(),
+        pid: std::process::id(),
+        boot: boot.trim().get(..8).unwrap_or("unknown").to_owned(),
+        pidns: if pidns.is_empty() { "unknown".into() } else { pidns },
+    }
 }
 
-/// Whether `holder` names a process of this user, on this host, in this boot and PID
-/// namespace, that no longer exists. Anything else (another user, whose processes `hidepid`
-/// may hide; another machine; another namespace) is never judged gone.
-pub fn holder_is_gone(holder: &str) -> bool {
-    let ours = self::holder(&actor());
-    let (Some((who, rest)), Some((our_who, our_rest))) =
-        (holder.split_once(" pid "), ours.split_once(" pid "))
-    else {
-        return false;
-    };
-    let (Some((pid, scope)), Some((_, our_scope))) =
-        (rest.split_once(' '), our_rest.split_once(' '))
-    else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    cfg!(target_os = "linux")
-        && who == our_who
-        && scope == our_scope
-        && !scope.contains("unknown")
-        && pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Whether a process of this machine (and PID namespace) exists.
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Who runs this: the OS user.
@@ -508,40 +470,5 @@ pub fn actor() -> Actor {
     Actor {
         os_user,
         argocd_user: None,
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-pub(crate) async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_holders() {
-        let me = holder(&actor());
-        assert!(!holder_is_gone(&me), "this process is alive");
-        let dead = me.replace(&format!("pid {}", std::process::id()), "pid 4294967295");
-        assert_eq!(holder_is_gone(&dead), cfg!(target_os = "linux"));
-        assert!(
-            !holder_is_gone("bob@elsewhere pid 4294967295"),
-            "another host is never judged"
-        );
-        assert!(!holder_is_gone("garbage"));
     }
 }

@@ -140,13 +140,6 @@ pub enum Event {
         /// Clusters.
         clusters: Vec<String>,
     },
-    /// An Application's rollback is not attempted.
-    RollbackSkipped {
-        /// Cluster.
-        cluster: String,
-        /// Why.
-        reason: String,
-    },
     /// One Application's rollback ended.
     AppRolledBack {
         /// Cluster.

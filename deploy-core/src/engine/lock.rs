@@ -19,6 +19,17 @@ pub fn key(app: &str, environment: &str) -> String {
     format!("deploy-{app}-{environment}")
 }
 
+/// The Application that carries an environment's lock where the lock is an annotation: the
+/// first of its Applications by name, so that two configurations listing clusters or waves in
+/// another order still contend for the same object.
+pub fn carrier(config: &crate::config::Config, env: &crate::config::Environment) -> Option<String> {
+    config
+        .clusters
+        .iter()
+        .map(|c| config.application_name(env, c))
+        .min()
+}
+
 /// Who holds a lock: `user@host pid N boot B pidns P`. The boot id and PID namespace make
 /// "that process is gone" decidable only by a process of the same kernel boot and namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +262,13 @@ mod tests {
     }
 
     #[test]
-    fn the_key_ignores_local_order() {
+    fn the_key_and_the_carrier_ignore_local_order() {
         assert_eq!(key("myapp", "prod"), "deploy-myapp-prod");
+        let config = crate::config::Config::parse("deploy.toml", crate::config::EXAMPLE).unwrap();
+        let prod = config.environment("prod").unwrap();
+        let mut reordered = config.clone();
+        reordered.clusters.reverse();
+        assert_eq!(carrier(&config, prod), carrier(&reordered, prod));
+        assert_eq!(carrier(&config, prod).as_deref(), Some("myapp-prod-eu-west-1"));
     }
 }

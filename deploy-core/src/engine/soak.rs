@@ -311,6 +311,7 @@ mod tests {
         v.lost(t0 + 10 * S);
         let r = v.seen(t0 + 25 * S).unwrap();
         assert_eq!((r.gap, r.soak_restarted), (25 * S, false));
+        assert_eq!(v.seen(t0 + 40 * S), None);
         v.seen(t0 + 60 * S);
         assert!(v.passed());
 

@@ -6,3 +6,4 @@ pub mod findings;
 pub mod live;
 pub mod promotion;
 pub mod release;
+pub mod rollback;

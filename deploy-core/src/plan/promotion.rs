@@ -209,7 +209,7 @@ fn source_target(
                         ""
                     };
                     problems.push(format!(
-                        "{name}: {:?}/{:?}, not Synced and Healthy{hint}",
+                        "{name}: {}/{}, not Synced and Healthy{hint}",
                         app.sync_status, app.health
                     ));
                 }
@@ -622,13 +622,16 @@ fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Ve
                 let want = override_for(env, &names, tag);
                 let current = app.override_value(&env.image_override, &names);
                 let live = live_tag(app, &images);
-                // Rollback returns to what runs, not to what the spec says: the override may
-                // already point at the new release (an interrupted run, an image updater).
+                // Rollback returns to what ran, never to what the spec says (the override may
+                // already name the new release: an interrupted run, an image updater) nor to
+                // the release itself: the single tag live now, else (mixed, unknown, or
+                // already the release) the newest other release its history ran.
                 let previous = live
                     .tag()
                     .and_then(|t| Tag::new(t).ok())
-                    .map(|t| override_for(env, &names, &t))
-                    .or_else(|| current.clone());
+                    .filter(|t| t != tag)
+                    .or_else(|| super::rollback::before(app, &env.image_override, tag))
+                    .map(|t| override_for(env, &names, &t));
                 let at_release = same_override(current.as_ref(), &want);
                 let action = if is_at(app, &images, tag) && at_release {
                     Action::Skip
@@ -665,146 +668,10 @@ fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Ve
     out
 }
 
-/// The tag an environment ran before `current`: from the audit trail's successful runs,
-/// else from the Applications' history. Pure.
-pub fn previous_release(
-    records: &[crate::trail::AuditRecord],
-    env: &str,
-    current: Option<&str>,
-    apps: &[&Application],
-    kind: &crate::config::ImageOverride,
-) -> Option<(Tag, Option<Release>)> {
-    let successes = || {
-        records
-            .iter()
-            .rev()
-            .filter(|r| r.environment == env && r.outcome.is_success())
-    };
-    let digests_of = |tag: &Tag| {
-        successes()
-            .find(|r| &r.release.tag == tag)
-            .map(|r| r.release.clone())
-    };
-    // What the promotion that brought the current release replaced: after v0 → v1 → v2 and a
-    // rollback to v1, the previous release is v0 (what v1 replaced), not v2 again.
-    let replaced = successes()
-        .find(|r| {
-            r.kind == crate::trail::RunKind::Promote && Some(r.release.tag.as_str()) == current
-        })
-        .and_then(|r| {
-            let mut before = r
-                .previous
-                .values()
-                .flatten()
-                .filter(|t| Some(t.as_str()) != current);
-            let first = before.next()?;
-            before
-                .all(|t| t == first)
-                .then(|| Tag::new(first.clone()).ok())
-                .flatten()
-        });
-    let recorded = replaced.map(|t| (t.clone(), digests_of(&t))).or_else(|| {
-        successes()
-            .find(|r| Some(r.release.tag.as_str()) != current)
-            .map(|r| (r.release.tag.clone(), Some(r.release.clone())))
-    });
-    recorded.or_else(|| {
-        // Newest history entry, across apps, whose override is another single tag.
-        let mut entries: Vec<(jiff::Timestamp, String)> = apps
-            .iter()
-            .flat_map(|a| a.history.iter())
-            .filter_map(|h| {
-                let tags = h
-                    .override_value
-                    .as_ref()
-                    .filter(|v| same_kind(v, kind))?
-                    .tags();
-                let [t] = tags.as_slice() else { return None };
-                Some((
-                    h.deployed_at.unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-                    t.clone(),
-                ))
-            })
-            .filter(|(_, t)| Some(t.as_str()) != current)
-            .collect();
-        entries.sort();
-        entries
-            .pop()
-            .and_then(|(_, t)| Tag::new(t).ok())
-            .map(|t| (t, None))
-    })
-}
-
-fn same_kind(v: &OverrideValue, kind: &crate::config::ImageOverride) -> bool {
-    matches!(
-        (v, kind),
-        (
-            OverrideValue::Helm { .. },
-            crate::config::ImageOverride::Helm { .. }
-        ) | (
-            OverrideValue::Kustomize { .. },
-            crate::config::ImageOverride::Kustomize
-        )
-    )
-}
-
 /// The desired (override) tag of an Application, for status.
 pub fn desired(app: &Application, env: &Environment, image_names: &[String]) -> LiveTag {
     desired_tag(
         app.override_value(&env.image_override, image_names)
             .as_ref(),
     )
-}
-
-#[cfg(test)]
-mod previous_tests {
-    use super::*;
-    use crate::trail::{Actor, AuditRecord, Outcome, RunKind};
-
-    fn record(kind: RunKind, to: &str, from: &str) -> AuditRecord {
-        AuditRecord {
-            run_id: to.into(),
-            kind,
-            environment: "prod".into(),
-            actor: Actor::default(),
-            release: Release {
-                tag: Tag::new(to).unwrap(),
-                digests: Default::default(),
-            },
-            previous: [
-                ("c1".to_owned(), Some(from.to_owned())),
-                ("c2".to_owned(), Some(from.to_owned())),
-            ]
-            .into(),
-            changed: vec!["c1".into(), "c2".into()],
-            skipped: vec![],
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            finished_at: jiff::Timestamp::UNIX_EPOCH,
-            outcome: Outcome::Succeeded,
-            message: String::new(),
-        }
-    }
-
-    #[test]
-    fn previous_is_what_the_current_release_replaced() {
-        let helm = crate::config::ImageOverride::Helm {
-            parameter: "image.tag".into(),
-        };
-        let records = vec![
-            record(RunKind::Promote, "v1", "v0"),
-            record(RunKind::Promote, "v2", "v1"),
-            record(RunKind::Rollback, "v1", "v2"),
-        ];
-        let prev = |current: &str| {
-            previous_release(&records, "prod", Some(current), &[], &helm)
-                .map(|(t, _)| t.to_string())
-        };
-        assert_eq!(prev("v2").as_deref(), Some("v1"));
-        assert_eq!(
-            prev("v1").as_deref(),
-            Some("v0"),
-            "not back to the release just rolled back from"
-        );
-        assert_eq!(previous_release(&[], "prod", Some("v1"), &[], &helm), None);
-    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use deploy_core::engine::{AppState, EngineError, Event};
+use deploy_core::engine::{AppState, EngineError, Event, StopRequest};
 use deploy_core::memory::argocd::Script;
 use deploy_core::plan::promotion::{GateName, Intent};
 use deploy_core::port::{ArgoCd, AuditLog, Health, Lock};
@@ -56,8 +56,10 @@ async fn promotes_wave_by_wave() {
     ));
 
     let records = f.world.audit.records().await.unwrap();
-    assert_eq!(records.len(), 1);
-    let r = &records[0];
+    assert_eq!(records.len(), 2, "one record when the lock is taken, one at the end");
+    assert_eq!(records[0].outcome, Outcome::Started);
+    assert_eq!(records[0].run_id, records[1].run_id);
+    let r = &records[1];
     assert_eq!(
         (r.outcome, r.release.tag.as_str(), r.changed.len()),
         (Outcome::Succeeded, T2, 3)
@@ -119,8 +121,8 @@ async fn degraded_in_wave_two_rolls_back_waves_one_and_two() {
         .filter(|e| matches!(e, Event::AppRolledBack { ok: true, .. }))
         .collect();
     assert_eq!(rolled.len(), 3);
-    let r = &f.world.audit.records().await.unwrap()[0];
-    assert_eq!(r.outcome, Outcome::RolledBack);
+    let r = f.world.audit.records().await.unwrap();
+    assert_eq!(r.last().unwrap().outcome, Outcome::RolledBack);
 }
 
 #[tokio::test(start_paused = true)]
@@ -187,11 +189,11 @@ async fn foreign_operation_is_waited_out() {
 #[tokio::test(start_paused = true)]
 async fn interrupted_run_resumes_without_redeploying_wave_one() {
     let f = Fixture::with_staging_at_t2().await;
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(StopRequest::None);
     // Interrupt during wave 1's soak.
     let cancel = async {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        tx.send(true).unwrap();
+        tx.send(StopRequest::Graceful).unwrap();
     };
     let ((report, _), ()) = tokio::join!(f.promote(f.options("run-5", Some(rx))), cancel);
     let report = report.unwrap();
@@ -385,11 +387,11 @@ async fn a_failure_after_ctrl_c_is_still_rolled_back() {
     f.world
         .argocd
         .push_script(&f.app_name("prod", "us-west-2"), Script::Degraded);
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(StopRequest::None);
     // Stop while wave 1's sync runs; it then goes Degraded within the grace period.
     let cancel = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        tx.send(true).unwrap();
+        tx.send(StopRequest::Graceful).unwrap();
     };
     let ((report, _), ()) = tokio::join!(f.promote(f.options("run-c", Some(rx))), cancel);
     let report = report.unwrap();

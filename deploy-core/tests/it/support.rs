@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::config::{Config, EXAMPLE};
-use deploy_core::engine::{Engine, EngineError, Event, Ports, RunOptions, RunReport};
+use deploy_core::engine::{Engine, EngineError, Event, Ports, RunOptions, RunReport, StopRequest};
 use deploy_core::memory::World;
 use deploy_core::model::Tag;
 use deploy_core::plan::live::{override_for, service_images};
 use deploy_core::plan::promotion::{Intent, PromotionPlan, observe, plan};
 use deploy_core::port::{ArgoCd, TokioClock};
 use deploy_core::trail::Actor;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub const T1: &str = "1111111aaaaa";
 pub const T2: &str = "2222222bbbbb";
@@ -78,7 +78,7 @@ impl Fixture {
         plan(&self.config, prod, &obs)
     }
 
-    pub fn options(&self, run: &str, cancel: Option<watch::Receiver<bool>>) -> RunOptions {
+    pub fn options(&self, run: &str, stop: Option<watch::Receiver<StopRequest>>) -> RunOptions {
         RunOptions {
             run_id: run.into(),
             actor: Actor {
@@ -87,9 +87,9 @@ impl Fixture {
             },
             holder: format!("ci {run}"),
             lock_key: "myapp-prod".into(),
-            rollback_on_failure: true,
-            cancel,
+            stop,
             grace: Duration::from_secs(60),
+            ..RunOptions::default()
         }
     }
 
@@ -104,18 +104,14 @@ impl Fixture {
         p: &PromotionPlan,
         opts: RunOptions,
     ) -> (Result<RunReport, EngineError>, Vec<Event>) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut events = Vec::new();
         let ports = Ports {
             argocd: &self.world.argocd,
             lock: &self.world.lock,
             audit: &self.world.audit,
             clock: &*self.world.clock,
         };
-        let result = Engine::new(ports, opts, tx).run(p).await;
-        let mut events = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            events.push(e);
-        }
+        let result = Engine::new(ports, opts).run(p, |e| events.push(e)).await;
         (result, events)
     }
 
