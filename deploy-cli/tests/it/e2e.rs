@@ -41,8 +41,10 @@ const SERVICES: [&str; 3] = ["logserver", "api", "worker"];
 pub(crate) const OLD: &str = "0a1b2c3";
 /// The release staging runs, to be promoted.
 pub(crate) const NEW: &str = "9f8e7d6";
-/// Wave 1's Application, which also carries the promotion lock (`deploy/lock`).
+/// Wave 1's Application.
 const WAVE1_APP: &str = "myapp-prod-us-west-2";
+/// The Application that carries the promotion lock (`deploy/lock`): the first by name.
+const LOCK_APP: &str = "myapp-prod-eu-west-1";
 /// The OS user the runs report (the lock holder is `e2e@HOST pid N`).
 const USER: &str = "e2e";
 /// How long one `deploy` command may take before the test calls it a hang.
@@ -355,9 +357,9 @@ impl World {
         }
     }
 
-    /// The lock annotation on wave 1's Application, if any.
+    /// The lock annotation, if any.
     fn lock(&self) -> Option<String> {
-        self.argo.object(WAVE1_APP)["metadata"]["annotations"]["deploy/lock"]
+        self.argo.object(LOCK_APP)["metadata"]["annotations"]["deploy/lock"]
             .as_str()
             .map(str::to_owned)
     }
@@ -528,8 +530,10 @@ async fn promotion_across_two_waves_records_and_annotates() {
     assert_eq!(syncs[0], format!("/api/v1/applications/{WAVE1_APP}/sync"));
 
     let audit = world.audit();
-    assert_eq!(audit.len(), 1, "one audit record per run: {audit:#?}");
-    let record = &audit[0];
+    assert_eq!(audit.len(), 2, "two audit records per run: {audit:#?}");
+    assert_eq!(audit[0]["outcome"], "started", "the first when the lock is taken");
+    assert_eq!(audit[0]["run_id"], audit[1]["run_id"]);
+    let record = &audit[1];
     assert_eq!(record["environment"], "prod");
     assert_eq!(record["outcome"], "succeeded");
     assert_eq!(record["release"]["tag"], NEW);
@@ -650,8 +654,8 @@ async fn degraded_in_wave_two_rolls_both_waves_back() {
         );
     }
     let audit = world.audit();
-    assert_eq!(audit.len(), 1, "{audit:#?}");
-    assert_eq!(audit[0]["outcome"], "rolled_back");
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert_eq!(audit[1]["outcome"], "rolled_back");
     assert_eq!(world.lock(), None, "the lock is released");
 }
 
@@ -748,8 +752,15 @@ async fn killed_in_wave_two_then_run_again_resumes() {
         "the dead run's lock was taken over, then released"
     );
     let audit = world.audit();
-    assert_eq!(audit.len(), 1, "only the second run finished: {audit:#?}");
-    assert_eq!(audit[0]["outcome"], "succeeded");
+    assert_eq!(
+        audit.len(),
+        3,
+        "the killed run's start, then the second run's start and end: {audit:#?}"
+    );
+    assert_eq!(audit[0]["outcome"], "started");
+    assert_ne!(audit[0]["run_id"], audit[1]["run_id"]);
+    assert_eq!(audit[1]["outcome"], "started");
+    assert_eq!(audit[2]["outcome"], "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -797,7 +808,9 @@ async fn a_second_promotion_at_once_exits_4_naming_the_holder() {
             "{cluster}: synced once, by the first run"
         );
     }
-    assert_eq!(world.audit().len(), 1, "one run promoted");
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "one run promoted (its start and end): {audit:#?}");
+    assert_eq!(audit[1]["outcome"], "succeeded");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -353,7 +353,7 @@ async fn one_of_two_replicas_leads_and_the_other_takes_over_on_sigterm() {
         json!({ "leading": false, "holder": leader_id }),
         "{standby_id} stands by for {leader_id}"
     );
-    let lock = world.argo.object(&staging_app("us-west-2"))["metadata"]["annotations"]
+    let lock = world.argo.object(&staging_app("eu-west-1"))["metadata"]["annotations"]
         [LOCK_ANNOTATION]
         .as_str()
         .unwrap_or_default()
@@ -373,7 +373,7 @@ async fn one_of_two_replicas_leads_and_the_other_takes_over_on_sigterm() {
     // The leader stops and gives the lease up; the standby takes it at its next try.
     stop(leader).await;
     let lock =
-        &world.argo.object(&staging_app("us-west-2"))["metadata"]["annotations"][LOCK_ANNOTATION];
+        &world.argo.object(&staging_app("eu-west-1"))["metadata"]["annotations"][LOCK_ANNOTATION];
     assert!(
         !lock.as_str().unwrap_or_default().contains(leader_id),
         "the leader released its lease: {lock}"

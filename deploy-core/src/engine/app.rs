@@ -145,7 +145,9 @@ impl Run<'_> {
             if t.cancellable && self.cancelled() {
                 return Err(Stop::Interrupted);
             }
-            let mut baseline = Baseline::of(&current);
+            // Nothing written by us (the override already names the release): whatever
+            // operation Argo CD ran or runs for that spec is the one to judge.
+            let mut baseline = Baseline::default();
             let override_set = |v: &OverrideValue| {
                 same_override(current.override_value(&v.kind(), &names).as_ref(), v)
             };
