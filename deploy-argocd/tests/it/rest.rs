@@ -80,7 +80,7 @@ async fn requests_per_application_for_one_sync_and_wait() {
             "GET /api/v1/applications/count",
             "PATCH /api/v1/applications/count",
             "POST /api/v1/applications/count/sync",
-            "GET /api/v1/applications/count",
+            // No GET before the stream: its first event is the current state.
             "GET /api/v1/stream/applications",
         ],
         "requests for one sync and wait"
