@@ -37,7 +37,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -244,6 +244,20 @@ pub struct RestArgoCd {
     backoff: Backoff,
     /// Unary requests in flight ([`RestOptions::max_in_flight`]), shared by the clones.
     permits: Arc<Semaphore>,
+    /// The `spec` of each Application as [`ArgoCd::application`] last read it, for
+    /// [`ArgoCd::set_override`]'s guarded patch (at most [`REUSE_WINDOW`] old).
+    recent: Arc<Mutex<BTreeMap<String, (std::time::Instant, Value)>>>,
+}
+
+/// How long a read's spec is kept for [`ArgoCd::set_override`]. Any age would be safe (the
+/// patch tests what it replaces); the window bounds the memory and the odds of a stale test.
+const REUSE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The `spec` of an Application answer, as served.
+#[derive(Deserialize)]
+struct RawSpec {
+    #[serde(default)]
+    spec: Value,
 }
 
 impl fmt::Debug for RestArgoCd {
@@ -464,7 +478,7 @@ fn warn_once(server: &Url, warning: &str) {
     static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let first = WARNED
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(PoisonError::into_inner)
         .insert(server.to_string());
     if first {
         warn!(server = %server, "{warning}");
@@ -549,6 +563,7 @@ impl RestArgoCd {
             options,
             backoff,
             permits,
+            recent: Arc::default(),
         })
     }
 
@@ -728,6 +743,43 @@ impl RestArgoCd {
                 self.app_url(name, &[]),
                 &[],
                 None,
+                &Target::app(name),
+            )
+            .await?;
+        decode(&bytes, &format!("application {name}"))
+    }
+
+    /// Keeps the spec of an Application answer for a later [`ArgoCd::set_override`].
+    fn remember(&self, name: &str, bytes: &[u8]) {
+        let Ok(raw) = serde_json::from_slice::<RawSpec>(bytes) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|_, (at, _)| now.duration_since(*at) < REUSE_WINDOW);
+        recent.insert(name.to_owned(), (now, raw.spec));
+    }
+
+    /// The spec [`RestArgoCd::remember`] kept for `name`, if recent; used once.
+    fn recall(&self, name: &str) -> Option<Value> {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, spec) = recent.remove(name)?;
+        (at.elapsed() < REUSE_WINDOW).then_some(spec)
+    }
+
+    /// `PATCH` with an RFC 6902 patch.
+    async fn json_patch_app(&self, name: &str, ops: Vec<Value>) -> Result<wire::Application> {
+        let body = json!({
+            "name": name,
+            "patch": Value::Array(ops).to_string(),
+            "patchType": "json",
+        });
+        let bytes = self
+            .call(
+                Method::PATCH,
+                self.app_url(name, &[]),
+                &[],
+                Some(&body),
                 &Target::app(name),
             )
             .await?;
@@ -1003,10 +1055,18 @@ impl RestArgoCd {
 #[async_trait]
 impl ArgoCd for RestArgoCd {
     async fn application(&self, name: &str) -> Result<port::Application> {
-        Ok(self
-            .get_app(name)
-            .await?
-            .to_port(&self.options.tag_parameters))
+        let bytes = self
+            .call(
+                Method::GET,
+                self.app_url(name, &[]),
+                &[],
+                None,
+                &Target::app(name),
+            )
+            .await?;
+        let app: wire::Application = decode(&bytes, &format!("application {name}"))?;
+        self.remember(name, &bytes);
+        Ok(app.to_port(&self.options.tag_parameters))
     }
 
     async fn applications(&self, selector: Option<&str>) -> Result<Vec<port::Application>> {
@@ -1032,7 +1092,24 @@ impl ArgoCd for RestArgoCd {
             .collect())
     }
 
+    /// Callers read the Application before they decide to change it (the engine does), so
+    /// the spec of that read, when at most [`REUSE_WINDOW`] old, is patched directly with a
+    /// patch that tests the array it replaces (`wire::guarded_override_patch`): one request
+    /// instead of a GET and a PATCH. A refused test (someone changed it since) and every case
+    /// the guarded form does not cover fall back to reading the Application and patching it.
     async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<port::Application> {
+        if let Some(ops) = self
+            .recall(name)
+            .and_then(|spec| wire::guarded_override_patch(&spec, value))
+        {
+            match self.json_patch_app(name, ops).await {
+                Ok(app) => return Ok(app.to_port(&self.options.tag_parameters)),
+                Err(e) if lock::is_stale(&e) => {
+                    debug!(name, error = %e, "application changed since it was read; reading it again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let app = self
             .read_modify_patch(name, |app| changing(app, name, app.override_patch(value)?))
             .await?;
