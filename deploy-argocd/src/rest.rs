@@ -82,6 +82,12 @@ pub struct RestOptions {
     pub max_backoff: Duration,
     /// A watch stream silent this long is cut and reopened (Argo CD sends no heartbeats).
     pub stream_idle: Duration,
+    /// A watch stream whose first event has not come this long after it was requested is
+    /// cut and the Application read with a GET instead (at most [`RestOptions::timeout`]).
+    /// Argo CD sends the current state at once; it sends nothing for an Application that is
+    /// missing, that the token may not read, or that a lagging API server replica only has
+    /// in a version older than the one the watch resumes from.
+    pub first_event: Duration,
     /// Pause before reopening a watch stream that was cut after delivering events.
     pub reconnect_delay: Duration,
     /// Period of the GET fallback while the watch stream does not work.
@@ -119,6 +125,7 @@ impl Default for RestOptions {
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
             stream_idle: Duration::from_secs(120),
+            first_event: Duration::from_secs(5),
             reconnect_delay: Duration::from_secs(1),
             poll_interval: Duration::from_secs(5),
             conflict_retries: 3,
@@ -140,6 +147,7 @@ impl RestOptions {
             backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(50),
             stream_idle: Duration::from_secs(2),
+            first_event: Duration::from_secs(2),
             reconnect_delay: Duration::from_millis(5),
             poll_interval: Duration::from_millis(20),
             ..Self::default()
@@ -149,6 +157,12 @@ impl RestOptions {
     /// Sets the unary request timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets how long a watch stream may take to deliver its first event.
+    pub fn with_first_event(mut self, first_event: Duration) -> Self {
+        self.first_event = first_event;
         self
     }
 
@@ -247,6 +261,8 @@ pub struct RestArgoCd {
     /// The `spec` of each Application as [`ArgoCd::application`] last read it, for
     /// [`ArgoCd::set_override`]'s guarded patch (at most [`REUSE_WINDOW`] old).
     recent: Arc<Mutex<BTreeMap<String, (std::time::Instant, Value)>>>,
+    /// The newest resourceVersion a watch delivered, per Application (`RestArgoCd::advance`).
+    seen: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 /// How long a read's spec is kept for [`ArgoCd::set_override`]. Any age would be safe (the
@@ -490,6 +506,24 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
         .map_err(|e| Error::invalid(format!("malformed answer from Argo CD for {what}: {e}")))
 }
 
+/// Where a watch stands: the newest resourceVersion it passed on, and whether it passed on
+/// any state yet.
+struct Watermark {
+    resource_version: String,
+    delivered: bool,
+}
+
+/// What a watch does with a state it received ([`RestArgoCd::advance`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Older than a state already delivered: dropped.
+    Older,
+    /// The state last delivered: dropped.
+    Same,
+    /// New: passed on.
+    Deliver,
+}
+
 /// How a watch stream connection ended.
 enum StreamEnd {
     /// The consumer dropped the stream.
@@ -564,6 +598,7 @@ impl RestArgoCd {
             backoff,
             permits,
             recent: Arc::default(),
+            seen: Arc::default(),
         })
     }
 
@@ -877,7 +912,7 @@ impl RestArgoCd {
 
     /// Opens the watch stream once and forwards its events until it ends.
     ///
-    /// The response head and the first line must arrive within the unary timeout: for a
+    /// The response head and the first line must arrive within [`RestOptions::first_event`]: for a
     /// named watch Argo CD first sends an `ADDED` event with the Application's current state
     /// (also on a reconnect with `resourceVersion`), and sends nothing at all for an
     /// Application that does not exist or that the token may not read (upstream
@@ -886,18 +921,19 @@ impl RestArgoCd {
     async fn stream_once(
         &self,
         name: &str,
-        resource_version: &mut String,
+        mark: &mut Watermark,
         tx: &mpsc::Sender<Result<port::Application>>,
     ) -> StreamEnd {
         let mut query = vec![("name", name.to_owned())];
-        if !resource_version.is_empty() {
-            query.push(("resourceVersion", resource_version.clone()));
+        if !mark.resource_version.is_empty() {
+            query.push(("resourceVersion", mark.resource_version.clone()));
         }
         let url = self.url(&["api", "v1", "stream", "applications"]);
-        debug!(name, resource_version = %resource_version, "argocd watch connecting");
-        let first_line_by = tokio::time::Instant::now() + self.options.timeout;
+        debug!(name, resource_version = %mark.resource_version, "argocd watch connecting");
+        let first_line_by =
+            tokio::time::Instant::now() + self.options.first_event.min(self.options.timeout);
         // No overall timeout: the stream is long-lived. The head and the first line have the
-        // unary timeout, every later chunk the idle timeout. No permit either: a stream lives
+        // first-event timeout, every later chunk the idle timeout. No permit either: a stream lives
         // as long as its watch (see the module documentation).
         let send = self.client.get(url).query(&query).send();
         let response = match tokio::time::timeout_at(first_line_by, send).await {
@@ -978,23 +1014,21 @@ impl RestArgoCd {
                 if event.application.name() != name {
                     continue;
                 }
-                events = true;
                 if event.kind == "DELETED" {
                     return StreamEnd::Fatal(Error::NotFound {
                         what: format!("application {name}"),
                         hint: Some("it was deleted while being watched".into()),
                     });
                 }
-                let rv = event
-                    .application
-                    .metadata
-                    .resource_version
-                    .clone()
-                    .unwrap_or_default();
-                if !rv.is_empty() && rv == *resource_version {
-                    continue;
+                match self.advance(name, mark, &event.application) {
+                    // An older state says nothing about the stream working.
+                    Step::Older => continue,
+                    Step::Same => {
+                        events = true;
+                        continue;
+                    }
+                    Step::Deliver => events = true,
                 }
-                *resource_version = rv;
                 let app = event.application.to_port(&self.options.tag_parameters);
                 if tx.send(Ok(app)).await.is_err() {
                     return StreamEnd::Closed;
@@ -1003,17 +1037,59 @@ impl RestArgoCd {
         }
     }
 
+    /// The newest resourceVersion of `name` any watch of this client delivered.
+    fn seen(&self, name: &str) -> String {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether a watch delivers `app`, and if so moves the watermark: not a state it (or an
+    /// earlier watch of this client) already delivered, and never one older than that. The
+    /// first state of each watch is delivered even when already seen, so every watch starts
+    /// with one.
+    ///
+    /// Argo CD orders resourceVersions as integers (`isApplicationPermitted` drops an
+    /// object whose `strconv.Atoi(resourceVersion)` is below the watch's), and a new watch
+    /// passes the last one seen: an API server replica whose informer lags behind (several
+    /// argocd-server replicas behind a load balancer) then sends nothing older, and the soak
+    /// never sees a release it has already left behind.
+    fn advance(&self, name: &str, mark: &mut Watermark, app: &wire::Application) -> Step {
+        let rv = app.metadata.resource_version.clone().unwrap_or_default();
+        let older = match (rv.parse::<u64>(), mark.resource_version.parse::<u64>()) {
+            (Ok(new), Ok(old)) => new < old,
+            _ => false,
+        };
+        if older {
+            return Step::Older;
+        }
+        if !rv.is_empty() && rv == mark.resource_version && mark.delivered {
+            return Step::Same;
+        }
+        mark.delivered = true;
+        if !rv.is_empty() {
+            mark.resource_version.clone_from(&rv);
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.to_owned(), rv);
+        }
+        Step::Deliver
+    }
+
     /// Feeds `tx` until the consumer goes away or the application does. The first item is
     /// the stream's first event (the current state), or, when the stream does not work or
     /// stays silent, a GET's answer.
-    async fn follow(
-        self,
-        name: String,
-        mut resource_version: String,
-        tx: mpsc::Sender<Result<port::Application>>,
-    ) {
+    async fn follow(self, name: String, tx: mpsc::Sender<Result<port::Application>>) {
+        let mut mark = Watermark {
+            resource_version: self.seen(&name),
+            delivered: false,
+        };
         loop {
-            let wait = match self.stream_once(&name, &mut resource_version, &tx).await {
+            let wait = match self.stream_once(&name, &mut mark, &tx).await {
                 StreamEnd::Closed => return,
                 StreamEnd::Fatal(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -1026,9 +1102,7 @@ impl RestArgoCd {
                     // read): poll instead, then try streaming again.
                     match self.get_app(&name).await {
                         Ok(app) => {
-                            let rv = app.metadata.resource_version.clone().unwrap_or_default();
-                            if rv.is_empty() || rv != resource_version {
-                                resource_version = rv;
+                            if self.advance(&name, &mut mark, &app) == Step::Deliver {
                                 let app = app.to_port(&self.options.tag_parameters);
                                 if tx.send(Ok(app)).await.is_err() {
                                     return;
@@ -1126,7 +1200,7 @@ impl ArgoCd for RestArgoCd {
     /// GET fallback's answer. A missing Application fails here, as before.
     async fn watch(&self, name: &str) -> Result<AppStream> {
         let (tx, mut rx) = mpsc::channel(16);
-        tokio::spawn(self.clone().follow(name.to_owned(), String::new(), tx));
+        tokio::spawn(self.clone().follow(name.to_owned(), tx));
         let first = match rx.recv().await {
             Some(Ok(app)) => app,
             Some(Err(e)) => return Err(e),

@@ -235,3 +235,53 @@ async fn a_redirect_to_another_server_is_followed_without_the_token() {
         seen[0].headers
     );
 }
+
+fn with_rv(mut app: serde_json::Value, rv: &str) -> serde_json::Value {
+    app["metadata"]["resourceVersion"] = json!(rv);
+    app
+}
+
+#[tokio::test]
+async fn a_new_watch_never_goes_back_to_an_older_state() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/stream/applications"))
+        .respond_with(stream_of(&[with_rv(app_json("a"), "7")]))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    // Then an API server replica whose informer lags: it serves version 5 (upstream would
+    // not even send it to a watch resuming from 7).
+    Mock::given(method("GET"))
+        .and(path("/api/v1/stream/applications"))
+        .respond_with(stream_of(&[with_rv(app_json("a"), "5")]))
+        .with_priority(2)
+        .expect(1..)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/applications/a"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(with_rv(app_json("a"), "8")))
+        .expect(1..)
+        .mount(&server)
+        .await;
+    let port = client_with(&server, RestOptions::fast());
+    let first = port.watch("a").await.unwrap();
+    drop(first);
+    // The first watch's first state; the second resumes from it and gets the GET's newer one.
+    let mut second = port.watch("a").await.unwrap();
+    let app = second.next().await.unwrap().unwrap();
+    assert_eq!(app.resource_version, "8");
+    let streams: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/api/v1/stream/applications")
+        .map(|r| r.url.query().unwrap_or_default().to_owned())
+        .collect();
+    assert!(!streams[0].contains("resourceVersion"), "{streams:?}");
+    assert!(streams[1].contains("resourceVersion=7"), "{streams:?}");
+}
