@@ -61,7 +61,7 @@ mod lines;
 pub mod lock;
 mod transport;
 
-pub use transport::cleartext_warning;
+pub use transport::{cleartext_warning, insecure_warning};
 
 use backoff::{Backoff, Jitter};
 use lines::Lines;
@@ -569,12 +569,8 @@ impl RestArgoCd {
         if let Some(warning) = cleartext_warning(config) {
             warn_once(&base, &warning);
         }
-        if insecure {
-            warn!(
-                server = %base,
-                "TLS certificate verification of the Argo CD server is off (insecure); \
-                 anyone on the path can read the token"
-            );
+        if let Some(warning) = insecure_warning(config) {
+            warn!(server = %base, "{warning}");
         }
         let client = reqwest::Client::builder()
             .default_headers(headers)

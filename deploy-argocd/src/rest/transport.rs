@@ -1,5 +1,5 @@
 //! Transport rules of the REST client: which redirects it follows, and when the bearer token
-//! would cross a network in clear.
+//! would cross a network in clear or to an unverified server.
 //!
 //! reqwest follows up to 10 redirects by default and drops `Authorization` only when the host
 //! or port changes (`reqwest::redirect::remove_sensitive_headers`), so an `https` → `http`
@@ -84,6 +84,17 @@ pub fn cleartext_warning(config: &ArgoCdConfig) -> Option<String> {
     })
 }
 
+/// The warning to show when TLS certificate verification is off (`--insecure` with an https
+/// server), for a CLI that hides warnings; the client logs it at `warn` too.
+pub fn insecure_warning(config: &ArgoCdConfig) -> Option<String> {
+    let url = server_url(config.server.as_deref()?, config.plaintext).ok()?;
+    (config.insecure && url.scheme() == "https").then(|| {
+        "TLS certificate verification of the Argo CD server is off (insecure); \
+         anyone on the path can read the token"
+            .to_owned()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +174,19 @@ mod tests {
         check(Some("http://[::1]:8080"), false, false);
         check(None, true, false);
         check(Some("ftp://x"), false, false);
+    }
+
+    #[test]
+    fn the_insecure_warning() {
+        let config = |server: &str, plaintext: bool, insecure: bool| ArgoCdConfig {
+            server: Some(server.into()),
+            plaintext,
+            insecure,
+            namespace: "argocd".into(),
+        };
+        assert!(insecure_warning(&config("argocd.example.com", false, true)).is_some());
+        assert!(insecure_warning(&config("argocd.example.com", false, false)).is_none());
+        // No TLS, nothing to verify: the cleartext warning covers it.
+        assert!(insecure_warning(&config("argocd.example.com", true, true)).is_none());
     }
 }
