@@ -45,10 +45,12 @@ const SERVICES: usize = 3;
 const REQUEST_DELAY_MS: u64 = 5;
 
 /// The client's options: the test timings of [`RestOptions::fast`] (5 ms reconnect, 20 ms
-/// GET fallback) with a 10 s request timeout, since the fake holds a watch stream's
-/// response head until the change is due (up to [`STREAM_HOLD`]).
+/// GET fallback) with a 10 s request timeout and first-event wait, since the fake holds a
+/// watch stream's response head until the change is due (up to [`STREAM_HOLD`]).
 fn options() -> RestOptions {
-    RestOptions::fast().with_timeout(Duration::from_secs(10))
+    RestOptions::fast()
+        .with_timeout(Duration::from_secs(10))
+        .with_first_event(Duration::from_secs(10))
 }
 
 /// Longest the fake holds a watch stream without a change: above the longest sync (3 s), so

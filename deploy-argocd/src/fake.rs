@@ -484,20 +484,33 @@ impl Responder {
                 state.bump(&name);
                 ResponseTemplate::new(200).set_body_json(json!({}))
             }
+            // As upstream's `Watch` (server/application/application.go at 37ee0097): a named
+            // watch first sends an ADDED event with the current object, even when
+            // `resourceVersion` is given ("single app watch API is used for during operations
+            // like app syncing and it is critical to never miss events"), then live events;
+            // `isApplicationPermitted` drops any object whose resourceVersion is below the
+            // given one, and every object of an app that does not exist or may not be read,
+            // so such a stream stays silent (here: it ends empty, as wiremock cannot hold an
+            // open body).
             Route::Stream => {
-                let name = request
-                    .url
-                    .query_pairs()
-                    .find(|(k, _)| k == "name")
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default();
+                let query = |key: &str| {
+                    request
+                        .url
+                        .query_pairs()
+                        .find(|(k, _)| k == key)
+                        .map(|(_, v)| v.into_owned())
+                };
+                let name = query("name").unwrap_or_default();
+                let min_version: u64 = query("resourceVersion")
+                    .and_then(|rv| rv.parse().ok())
+                    .unwrap_or(0);
                 if !state.apps.contains_key(&name) {
                     return ResponseTemplate::new(200)
                         .set_body_raw(Vec::new(), "application/json")
                         .set_delay(state.request_delay);
                 }
                 if state.apps[&name].timing.is_some() {
-                    return timed_stream(&mut state, &name);
+                    return timed_stream(&mut state, &name, min_version);
                 }
                 let mut lines = vec![
                     json!({"result": {"type": "ADDED", "application": state.apps[&name].obj}}),
@@ -507,7 +520,7 @@ impl Responder {
                         lines.push(json!({"result": {"type": "MODIFIED", "application": state.apps[&name].obj}}));
                     }
                 }
-                let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                let body = stream_body(&lines, min_version);
                 // The body ends here: the stream is cut, as a load balancer does.
                 ResponseTemplate::new(200)
                     .set_body_raw(body, "application/json")
@@ -530,7 +543,7 @@ impl Responder {
 /// parts, so the answer is held until the next change is due (at most the stream hold, and
 /// at least the request delay), then carries the current object and that change, and ends:
 /// the client sees each change when it happens and reconnects for the next one.
-fn timed_stream(state: &mut State, name: &str) -> ResponseTemplate {
+fn timed_stream(state: &mut State, name: &str, min_version: u64) -> ResponseTemplate {
     let now = Instant::now();
     state.settle_at(name, now);
     let mut lines = vec![json!({"result": {"type": "ADDED", "application": state.apps[name].obj}})];
@@ -543,7 +556,7 @@ fn timed_stream(state: &mut State, name: &str) -> ResponseTemplate {
         }
         until = due;
     }
-    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let body = stream_body(&lines, min_version);
     ResponseTemplate::new(200)
         .set_body_raw(body, "application/json")
         .set_delay(
@@ -551,6 +564,21 @@ fn timed_stream(state: &mut State, name: &str) -> ResponseTemplate {
                 .saturating_duration_since(now)
                 .max(state.request_delay),
         )
+}
+
+/// The NDJSON body of watch events, without those below `min_version` (upstream
+/// `isApplicationPermitted`: `appVersion < minVersion` is not sent).
+fn stream_body(events: &[Value], min_version: u64) -> String {
+    events
+        .iter()
+        .filter(|e| {
+            e["result"]["application"]["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|rv| rv.parse::<u64>().ok())
+                .is_none_or(|rv| rv >= min_version)
+        })
+        .map(|e| format!("{e}\n"))
+        .collect()
 }
 
 /// The ApplicationSet the fake serves.

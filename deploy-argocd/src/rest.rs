@@ -1,17 +1,43 @@
 //! The Argo CD port over Argo CD's REST API (grpc-gateway JSON, reqwest with rustls).
 //!
 //! [`RestArgoCd`] sends only requests that `swagger.json` allows (a contract test checks every
-//! kind). Unary calls have a timeout and are retried with exponential backoff on connection
-//! errors, timeouts, 502/503/504 and 429 (honouring `Retry-After`); other 4xx answers are mapped
-//! to [`deploy_core::Error`] at once. The bearer token lives only in a sensitive header value of
-//! the HTTP client and never reaches a log line or a `Debug` output.
+//! kind). Unary calls have a timeout and are retried with exponential backoff and full jitter
+//! (one rule for every retry, `rest/backoff.rs`) on connection errors, timeouts, 502/503/504
+//! and 429 (honouring `Retry-After`); other 4xx answers are mapped to [`deploy_core::Error`] at
+//! once. The bearer token lives only in a sensitive header value of the HTTP client and never
+//! reaches a log line or a `Debug` output.
 //!
-//! [`ArgoCd::watch`] follows `GET /api/v1/stream/applications?name=..`, reconnecting from the
-//! last `resourceVersion` when the stream is cut (load balancers cut idle streams), and falls
-//! back to periodic GETs while the stream endpoint does not answer.
+//! [`ArgoCd::watch`] follows `GET /api/v1/stream/applications?name=..`, whose first event is
+//! the Application's current state (so no GET precedes it), reconnecting from the last
+//! `resourceVersion` when the stream is cut (load balancers cut idle streams), and falls
+//! back to periodic GETs while the stream endpoint does not answer or stays silent.
+//!
+//! # Bounds
+//!
+//! - An answer body is read up to [`RestOptions::max_body`] (16 MiB by default) and a watch
+//!   stream line up to [`RestOptions::max_stream_line`]; past that the call fails with
+//!   [`Error::Invalid`] naming the path and the limit. Stream lines are split in linear time.
+//! - At most [`RestOptions::max_in_flight`] unary requests (16 by default) are in flight at
+//!   once over all clones of a client, which share one connection pool. A request holds its
+//!   permit from sending until its body is read, not while it backs off before a retry.
+//!   Watch streams take no permit: each lives as long as its watch (a wave's waits, a whole
+//!   soak), so 100 soaking Applications holding permits would starve, or with a lower limit
+//!   deadlock, every other call; and a stream's head may wait for its first event. Their
+//!   number is bounded by the plan instead (one per Application being waited on), and the
+//!   GET fallback of a stream that does not work goes through the limit like any GET.
+//!
+//! # Transport
+//!
+//! With `https`, the client refuses any `http` URL, a redirect's included (reqwest
+//! `https_only`); in any mode it refuses a redirect chain that leaves https or is longer than
+//! five hops (`rest/transport.rs`). reqwest drops `Authorization` on a redirect to another
+//! host or port. When the token would cross the network in clear (`http://` or plaintext to a
+//! host that is not loopback), the client warns once per server at `warn`;
+//! [`cleartext_warning`] gives the same text to a CLI that hides warnings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,12 +51,20 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, trace, warn};
 
 use crate::wire::{self, TagParameters};
 
+mod backoff;
+mod lines;
 pub mod lock;
+mod transport;
+
+pub use transport::{cleartext_warning, insecure_warning};
+
+use backoff::{Backoff, Jitter};
+use lines::Lines;
 
 /// How the client times out, retries and watches. The defaults suit a production server.
 #[derive(Debug, Clone)]
@@ -48,6 +82,12 @@ pub struct RestOptions {
     pub max_backoff: Duration,
     /// A watch stream silent this long is cut and reopened (Argo CD sends no heartbeats).
     pub stream_idle: Duration,
+    /// A watch stream whose first event has not come this long after it was requested is
+    /// cut and the Application read with a GET instead (at most [`RestOptions::timeout`]).
+    /// Argo CD sends the current state at once; it sends nothing for an Application that is
+    /// missing, that the token may not read, or that a lagging API server replica only has
+    /// in a version older than the one the watch resumes from.
+    pub first_event: Duration,
     /// Pause before reopening a watch stream that was cut after delivering events.
     pub reconnect_delay: Duration,
     /// Period of the GET fallback while the watch stream does not work.
@@ -56,7 +96,25 @@ pub struct RestOptions {
     pub conflict_retries: u32,
     /// Helm parameters that hold the image tag, to read history entries back as overrides.
     pub tag_parameters: TagParameters,
+    /// Largest answer body of a unary call, in bytes; a longer one fails (invalid, not
+    /// retried) instead of filling memory.
+    pub max_body: usize,
+    /// Longest line of a watch stream (one event, a whole Application), in bytes; a longer
+    /// one ends the watch with an error.
+    pub max_stream_line: usize,
+    /// Unary requests to Argo CD in flight at once, over all callers of this client and its
+    /// clones (one shared connection pool). Watch streams are not counted: see the module
+    /// documentation.
+    pub max_in_flight: usize,
 }
+
+/// The default [`RestOptions::max_body`] and [`RestOptions::max_stream_line`]: 16 MiB, far
+/// above a large Application (Kubernetes caps an object at about 1.5 MiB in etcd) and a list of
+/// hundreds of them.
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+
+/// The default [`RestOptions::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
 impl Default for RestOptions {
     fn default() -> Self {
@@ -67,10 +125,14 @@ impl Default for RestOptions {
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
             stream_idle: Duration::from_secs(120),
+            first_event: Duration::from_secs(5),
             reconnect_delay: Duration::from_secs(1),
             poll_interval: Duration::from_secs(5),
             conflict_retries: 3,
             tag_parameters: TagParameters::default(),
+            max_body: DEFAULT_MAX_BODY,
+            max_stream_line: DEFAULT_MAX_BODY,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -85,6 +147,7 @@ impl RestOptions {
             backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(50),
             stream_idle: Duration::from_secs(2),
+            first_event: Duration::from_secs(2),
             reconnect_delay: Duration::from_millis(5),
             poll_interval: Duration::from_millis(20),
             ..Self::default()
@@ -97,9 +160,33 @@ impl RestOptions {
         self
     }
 
+    /// Sets how long a watch stream may take to deliver its first event.
+    pub fn with_first_event(mut self, first_event: Duration) -> Self {
+        self.first_event = first_event;
+        self
+    }
+
     /// Sets the number of retries of transient failures.
     pub fn with_retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Sets the largest answer body of a unary call, in bytes.
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Sets the longest watch stream line, in bytes.
+    pub fn with_max_stream_line(mut self, bytes: usize) -> Self {
+        self.max_stream_line = bytes;
+        self
+    }
+
+    /// Sets how many unary requests may be in flight at once (at least 1).
+    pub fn with_max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests;
         self
     }
 
@@ -164,9 +251,29 @@ const LOGIN_HINT: &str = "create a token with `argocd account generate-token --a
 /// The Argo CD port over the REST API.
 #[derive(Clone)]
 pub struct RestArgoCd {
+    /// One client, so one connection pool, for every request and every clone.
     client: reqwest::Client,
     base: Url,
     options: RestOptions,
+    backoff: Backoff,
+    /// Unary requests in flight ([`RestOptions::max_in_flight`]), shared by the clones.
+    permits: Arc<Semaphore>,
+    /// The `spec` of each Application as [`ArgoCd::application`] last read it, for
+    /// [`ArgoCd::set_override`]'s guarded patch (at most [`REUSE_WINDOW`] old).
+    recent: Arc<Mutex<BTreeMap<String, (std::time::Instant, Value)>>>,
+    /// The newest resourceVersion a watch delivered, per Application (`RestArgoCd::advance`).
+    seen: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+/// How long a read's spec is kept for [`ArgoCd::set_override`]. Any age would be safe (the
+/// patch tests what it replaces); the window bounds the memory and the odds of a stale test.
+const REUSE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The `spec` of an Application answer, as served.
+#[derive(Deserialize)]
+struct RawSpec {
+    #[serde(default)]
+    spec: Value,
 }
 
 impl fmt::Debug for RestArgoCd {
@@ -345,9 +452,76 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
+/// Why an answer body could not be read.
+enum BodyError {
+    /// It is longer than the limit.
+    TooLarge,
+    /// The connection failed or timed out.
+    Read(reqwest::Error),
+}
+
+/// Reads `response`'s body, failing as soon as it is known to be over `limit` bytes (from
+/// `Content-Length`, or while reading a body without one), so an oversized answer costs at
+/// most `limit` plus one chunk of memory.
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A size for a message: "16 MiB", or bytes when not a whole number of MiB.
+fn bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Logs `warning` at `warn` the first time a client of `server` is built in this process.
+fn warn_once(server: &Url, warning: &str) {
+    static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(server.to_string());
+    if first {
+        warn!(server = %server, "{warning}");
+    }
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::invalid(format!("malformed answer from Argo CD for {what}: {e}")))
+}
+
+/// Where a watch stands: the newest resourceVersion it passed on, and whether it passed on
+/// any state yet.
+struct Watermark {
+    resource_version: String,
+    delivered: bool,
+}
+
+/// What a watch does with a state it received ([`RestArgoCd::advance`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Older than a state already delivered: dropped.
+    Older,
+    /// The state last delivered: dropped.
+    Same,
+    /// New: passed on.
+    Deliver,
 }
 
 /// How a watch stream connection ended.
@@ -390,27 +564,37 @@ impl RestArgoCd {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let insecure = config.insecure && base.scheme() == "https";
-        if insecure {
-            warn!(
-                server = %base,
-                "TLS certificate verification of the Argo CD server is off (insecure); \
-                 anyone on the path can read the token"
-            );
+        let tls = base.scheme() == "https";
+        let insecure = config.insecure && tls;
+        if let Some(warning) = cleartext_warning(config) {
+            warn_once(&base, &warning);
+        }
+        if let Some(warning) = insecure_warning(config) {
+            warn!(server = %base, "{warning}");
         }
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(options.connect_timeout)
             .danger_accept_invalid_certs(insecure)
+            // With TLS on, reqwest refuses any http URL, a redirect's included; the policy
+            // refuses a downgrade anywhere in a chain and long chains (transport.rs).
+            .https_only(tls)
+            .redirect(transport::redirect_policy())
             .user_agent(concat!("deploy/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
                 Error::invalid(format!("cannot build the HTTP client: {}", describe(&e)))
             })?;
+        let backoff = Backoff::new(options.backoff, options.max_backoff, Jitter::random());
+        let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
         Ok(Self {
             client,
             base,
             options,
+            backoff,
+            permits,
+            recent: Arc::default(),
+            seen: Arc::default(),
         })
     }
 
@@ -452,13 +636,9 @@ impl RestArgoCd {
         self.url(&segments)
     }
 
+    /// The wait before retry `attempt`: the client's one backoff rule (backoff.rs).
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self
-            .options
-            .backoff
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(self.options.max_backoff);
-        retry_after.map_or(exp, |r| r.min(self.options.max_backoff).max(exp))
+        self.backoff.delay(attempt, retry_after)
     }
 
     /// One unary call with timeout and retries of transient failures; the body on success.
@@ -482,15 +662,24 @@ impl RestArgoCd {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            // A permit per attempt, from before the request until its body is read: a retry's
+            // backoff does not hold one.
+            let permit = Arc::clone(&self.permits)
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             debug!(%method, path = url.path(), attempt, "argocd request");
-            let failure = match request.send().await {
+            let sent = request.send().await;
+            let failure = match sent {
                 Ok(response) => {
                     let status = response.status();
                     let after = retry_after(response.headers());
-                    match response.bytes().await {
+                    let body = read_body(response, self.options.max_body).await;
+                    drop(permit);
+                    match body {
                         Ok(bytes) if status.is_success() => {
                             trace!(%method, path = url.path(), %status, len = bytes.len(), "argocd answer");
-                            return Ok(bytes.to_vec());
+                            return Ok(bytes);
                         }
                         Ok(bytes) => {
                             // Argo CD answers 500 ("Unknown") for passing trouble such as a
@@ -504,7 +693,16 @@ impl RestArgoCd {
                             }
                             (error, after)
                         }
-                        Err(e) => (
+                        Err(BodyError::TooLarge) => {
+                            return Err(Error::invalid(format!(
+                                "{method} {}: the answer of Argo CD is larger than the client's limit of {} \
+                                 (RestOptions::max_body); narrow the request (a label selector for a list) \
+                                 or raise the limit",
+                                url.path(),
+                                bytes(self.options.max_body),
+                            )));
+                        }
+                        Err(BodyError::Read(e)) => (
                             Error::transient(format!(
                                 "{} {}: reading the answer failed: {}",
                                 method,
@@ -516,7 +714,12 @@ impl RestArgoCd {
                     }
                 }
                 Err(e) => {
+                    drop(permit);
                     let detail = describe(&e);
+                    // A refused redirect (a downgrade to http, a loop) will not fix itself.
+                    if e.is_redirect() {
+                        return Err(Error::invalid(format!("{method} {}: {detail}", url.path())));
+                    }
                     // An untrusted certificate will not fix itself: say what to do at once.
                     if detail.contains("certificate") || detail.contains("UnknownIssuer") {
                         return Err(Error::Permission {
@@ -571,6 +774,43 @@ impl RestArgoCd {
                 self.app_url(name, &[]),
                 &[],
                 None,
+                &Target::app(name),
+            )
+            .await?;
+        decode(&bytes, &format!("application {name}"))
+    }
+
+    /// Keeps the spec of an Application answer for a later [`ArgoCd::set_override`].
+    fn remember(&self, name: &str, bytes: &[u8]) {
+        let Ok(raw) = serde_json::from_slice::<RawSpec>(bytes) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|_, (at, _)| now.duration_since(*at) < REUSE_WINDOW);
+        recent.insert(name.to_owned(), (now, raw.spec));
+    }
+
+    /// The spec [`RestArgoCd::remember`] kept for `name`, if recent; used once.
+    fn recall(&self, name: &str) -> Option<Value> {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, spec) = recent.remove(name)?;
+        (at.elapsed() < REUSE_WINDOW).then_some(spec)
+    }
+
+    /// `PATCH` with an RFC 6902 patch.
+    async fn json_patch_app(&self, name: &str, ops: Vec<Value>) -> Result<wire::Application> {
+        let body = json!({
+            "name": name,
+            "patch": Value::Array(ops).to_string(),
+            "patchType": "json",
+        });
+        let bytes = self
+            .call(
+                Method::PATCH,
+                self.app_url(name, &[]),
+                &[],
+                Some(&body),
                 &Target::app(name),
             )
             .await?;
@@ -667,22 +907,32 @@ impl RestArgoCd {
     }
 
     /// Opens the watch stream once and forwards its events until it ends.
+    ///
+    /// The response head and the first line must arrive within [`RestOptions::first_event`]: for a
+    /// named watch Argo CD first sends an `ADDED` event with the Application's current state
+    /// (also on a reconnect with `resourceVersion`), and sends nothing at all for an
+    /// Application that does not exist or that the token may not read (upstream
+    /// `server/application/application.go`, `Watch` and `isApplicationPermitted` at
+    /// 37ee0097). A silent stream is therefore cut, and the caller's GET fallback says which.
     async fn stream_once(
         &self,
         name: &str,
-        resource_version: &mut String,
+        mark: &mut Watermark,
         tx: &mpsc::Sender<Result<port::Application>>,
     ) -> StreamEnd {
         let mut query = vec![("name", name.to_owned())];
-        if !resource_version.is_empty() {
-            query.push(("resourceVersion", resource_version.clone()));
+        if !mark.resource_version.is_empty() {
+            query.push(("resourceVersion", mark.resource_version.clone()));
         }
         let url = self.url(&["api", "v1", "stream", "applications"]);
-        debug!(name, resource_version = %resource_version, "argocd watch connecting");
-        // No overall timeout: the stream is long-lived. The head has the unary timeout,
-        // every chunk the idle timeout.
+        debug!(name, resource_version = %mark.resource_version, "argocd watch connecting");
+        let first_line_by =
+            tokio::time::Instant::now() + self.options.first_event.min(self.options.timeout);
+        // No overall timeout: the stream is long-lived. The head and the first line have the
+        // first-event timeout, every later chunk the idle timeout. No permit either: a stream lives
+        // as long as its watch (see the module documentation).
         let send = self.client.get(url).query(&query).send();
-        let response = match tokio::time::timeout(self.options.timeout, send).await {
+        let response = match tokio::time::timeout_at(first_line_by, send).await {
             Ok(Ok(r)) if r.status().is_success() => r,
             Ok(Ok(r)) => {
                 debug!(name, status = %r.status(), "argocd watch refused");
@@ -698,12 +948,18 @@ impl RestArgoCd {
             }
         };
         let mut body = response.bytes_stream();
-        let mut buffer: Vec<u8> = Vec::new();
+        let mut lines = Lines::new(self.options.max_stream_line);
         let mut events = false;
+        let mut any_line = false;
         loop {
+            let idle = if any_line {
+                tokio::time::Instant::now() + self.options.stream_idle
+            } else {
+                first_line_by
+            };
             let next = tokio::select! {
                 () = tx.closed() => return StreamEnd::Closed,
-                next = tokio::time::timeout(self.options.stream_idle, body.next()) => next,
+                next = tokio::time::timeout_at(idle, body.next()) => next,
             };
             let chunk = match next {
                 Ok(Some(Ok(chunk))) => chunk,
@@ -720,13 +976,23 @@ impl RestArgoCd {
                     return StreamEnd::Cut { events };
                 }
             };
-            buffer.extend_from_slice(&chunk);
-            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let line = line.trim_ascii();
+            lines.push(&chunk);
+            while let Some(line) = lines.next_line() {
+                let line = match line {
+                    Ok(line) => line.trim_ascii(),
+                    Err(too_long) => {
+                        return StreamEnd::Fatal(Error::invalid(format!(
+                            "watching application {name} (GET {}): the stream sent {too_long}, the client's limit \
+                             (RestOptions::max_stream_line, {}); an Application this large needs a higher limit",
+                            self.url(&["api", "v1", "stream", "applications"]).path(),
+                            bytes(too_long.limit),
+                        )));
+                    }
+                };
                 if line.is_empty() {
                     continue;
                 }
+                any_line = true;
                 let parsed: wire::StreamLine = match serde_json::from_slice(line) {
                     Ok(p) => p,
                     Err(e) => {
@@ -744,23 +1010,21 @@ impl RestArgoCd {
                 if event.application.name() != name {
                     continue;
                 }
-                events = true;
                 if event.kind == "DELETED" {
                     return StreamEnd::Fatal(Error::NotFound {
                         what: format!("application {name}"),
                         hint: Some("it was deleted while being watched".into()),
                     });
                 }
-                let rv = event
-                    .application
-                    .metadata
-                    .resource_version
-                    .clone()
-                    .unwrap_or_default();
-                if !rv.is_empty() && rv == *resource_version {
-                    continue;
+                match self.advance(name, mark, &event.application) {
+                    // An older state says nothing about the stream working.
+                    Step::Older => continue,
+                    Step::Same => {
+                        events = true;
+                        continue;
+                    }
+                    Step::Deliver => events = true,
                 }
-                *resource_version = rv;
                 let app = event.application.to_port(&self.options.tag_parameters);
                 if tx.send(Ok(app)).await.is_err() {
                     return StreamEnd::Closed;
@@ -769,15 +1033,59 @@ impl RestArgoCd {
         }
     }
 
-    /// Feeds `tx` until the consumer goes away or the application does.
-    async fn follow(
-        self,
-        name: String,
-        mut resource_version: String,
-        tx: mpsc::Sender<Result<port::Application>>,
-    ) {
+    /// The newest resourceVersion of `name` any watch of this client delivered.
+    fn seen(&self, name: &str) -> String {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether a watch delivers `app`, and if so moves the watermark: not a state it (or an
+    /// earlier watch of this client) already delivered, and never one older than that. The
+    /// first state of each watch is delivered even when already seen, so every watch starts
+    /// with one.
+    ///
+    /// Argo CD orders resourceVersions as integers (`isApplicationPermitted` drops an
+    /// object whose `strconv.Atoi(resourceVersion)` is below the watch's), and a new watch
+    /// passes the last one seen: an API server replica whose informer lags behind (several
+    /// argocd-server replicas behind a load balancer) then sends nothing older, and the soak
+    /// never sees a release it has already left behind.
+    fn advance(&self, name: &str, mark: &mut Watermark, app: &wire::Application) -> Step {
+        let rv = app.metadata.resource_version.clone().unwrap_or_default();
+        let older = match (rv.parse::<u64>(), mark.resource_version.parse::<u64>()) {
+            (Ok(new), Ok(old)) => new < old,
+            _ => false,
+        };
+        if older {
+            return Step::Older;
+        }
+        if !rv.is_empty() && rv == mark.resource_version && mark.delivered {
+            return Step::Same;
+        }
+        mark.delivered = true;
+        if !rv.is_empty() {
+            mark.resource_version.clone_from(&rv);
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.to_owned(), rv);
+        }
+        Step::Deliver
+    }
+
+    /// Feeds `tx` until the consumer goes away or the application does. The first item is
+    /// the stream's first event (the current state), or, when the stream does not work or
+    /// stays silent, a GET's answer.
+    async fn follow(self, name: String, tx: mpsc::Sender<Result<port::Application>>) {
+        let mut mark = Watermark {
+            resource_version: self.seen(&name),
+            delivered: false,
+        };
         loop {
-            let wait = match self.stream_once(&name, &mut resource_version, &tx).await {
+            let wait = match self.stream_once(&name, &mut mark, &tx).await {
                 StreamEnd::Closed => return,
                 StreamEnd::Fatal(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -786,12 +1094,11 @@ impl RestArgoCd {
                 StreamEnd::Cut { events: true } => self.options.reconnect_delay,
                 StreamEnd::Cut { events: false } => {
                     // The stream does not work (a proxy that buffers or blocks it, a server
-                    // error): poll instead, then try streaming again.
+                    // error) or says nothing (the Application is missing or not ours to
+                    // read): poll instead, then try streaming again.
                     match self.get_app(&name).await {
                         Ok(app) => {
-                            let rv = app.metadata.resource_version.clone().unwrap_or_default();
-                            if rv.is_empty() || rv != resource_version {
-                                resource_version = rv;
+                            if self.advance(&name, &mut mark, &app) == Step::Deliver {
                                 let app = app.to_port(&self.options.tag_parameters);
                                 if tx.send(Ok(app)).await.is_err() {
                                     return;
@@ -818,10 +1125,18 @@ impl RestArgoCd {
 #[async_trait]
 impl ArgoCd for RestArgoCd {
     async fn application(&self, name: &str) -> Result<port::Application> {
-        Ok(self
-            .get_app(name)
-            .await?
-            .to_port(&self.options.tag_parameters))
+        let bytes = self
+            .call(
+                Method::GET,
+                self.app_url(name, &[]),
+                &[],
+                None,
+                &Target::app(name),
+            )
+            .await?;
+        let app: wire::Application = decode(&bytes, &format!("application {name}"))?;
+        self.remember(name, &bytes);
+        Ok(app.to_port(&self.options.tag_parameters))
     }
 
     async fn applications(&self, selector: Option<&str>) -> Result<Vec<port::Application>> {
@@ -847,7 +1162,24 @@ impl ArgoCd for RestArgoCd {
             .collect())
     }
 
+    /// Callers read the Application before they decide to change it (the engine does), so
+    /// the spec of that read, when at most [`REUSE_WINDOW`] old, is patched directly with a
+    /// patch that tests the array it replaces (`wire::guarded_override_patch`): one request
+    /// instead of a GET and a PATCH. A refused test (someone changed it since) and every case
+    /// the guarded form does not cover fall back to reading the Application and patching it.
     async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<port::Application> {
+        if let Some(ops) = self
+            .recall(name)
+            .and_then(|spec| wire::guarded_override_patch(&spec, value))
+        {
+            match self.json_patch_app(name, ops).await {
+                Ok(app) => return Ok(app.to_port(&self.options.tag_parameters)),
+                Err(e) if lock::is_stale(&e) => {
+                    debug!(name, error = %e, "application changed since it was read; reading it again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let app = self
             .read_modify_patch(name, |app| changing(app, name, app.override_patch(value)?))
             .await?;
@@ -859,17 +1191,27 @@ impl ArgoCd for RestArgoCd {
             .await
     }
 
+    /// Opens the stream and returns once the first state is in: the stream's first event
+    /// (Argo CD sends the current state first on a named watch, so no GET is needed), or the
+    /// GET fallback's answer. A missing Application fails here, as before.
     async fn watch(&self, name: &str) -> Result<AppStream> {
-        let first = self.get_app(name).await?;
-        let resource_version = first.metadata.resource_version.clone().unwrap_or_default();
-        let (tx, rx) = mpsc::channel(16);
-        tx.try_send(Ok(first.to_port(&self.options.tag_parameters)))
-            .expect("a new channel has room");
-        tokio::spawn(self.clone().follow(name.to_owned(), resource_version, tx));
-        Ok(futures::stream::unfold(rx, |mut rx| async move {
+        let (tx, mut rx) = mpsc::channel(16);
+        tokio::spawn(self.clone().follow(name.to_owned(), tx));
+        let first = match rx.recv().await {
+            Some(Ok(app)) => app,
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(Error::transient(format!(
+                    "the watch of application {name} ended before its first event"
+                )));
+            }
+        };
+        let rest = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed())
+        });
+        Ok(futures::stream::once(async { Ok(first) })
+            .chain(rest)
+            .boxed())
     }
 
     /// Succeeds when no operation is pending any more (it finished meanwhile, or a retried

@@ -902,6 +902,50 @@ impl Application {
     }
 }
 
+/// The RFC 6902 patch that sets `value` as the image override from `raw_spec`, the `spec` of
+/// an Application exactly as Argo CD served it: a `test` that the array to change (the Helm
+/// parameters or Kustomize images of the single source, or all `sources`) still is what
+/// `raw_spec` holds, then its `replace`. Argo CD applies a JSON patch to the Application it has
+/// just read (`Patch` in server/application/application.go at 37ee0097: `jsonpatch.DecodePatch`,
+/// then `Apply` to the marshalled object), so the write is refused (HTTP 500, "testing value
+/// ... failed") when anyone changed that array since `raw_spec` was read, however old the read.
+///
+/// `None` when this form does not apply: the array is absent in `raw_spec` (a `test` cannot
+/// assert absence), or the override is already in place.
+pub fn guarded_override_patch(raw_spec: &Value, value: &OverrideValue) -> Option<Vec<Value>> {
+    let spec: ApplicationSpec = serde_json::from_value(raw_spec.clone()).ok()?;
+    let (pointer, new) = if let Some(source) = &spec.source {
+        let mut s = source.clone();
+        apply_override(&mut s, value);
+        match value {
+            OverrideValue::Helm { .. } => (
+                "/source/helm/parameters",
+                serde_json::to_value(s.helm.map(|h| h.parameters).unwrap_or_default()).ok()?,
+            ),
+            OverrideValue::Kustomize { .. } => (
+                "/source/kustomize/images",
+                serde_json::to_value(s.kustomize.map(|k| k.images).unwrap_or_default()).ok()?,
+            ),
+        }
+    } else if !spec.sources.is_empty() {
+        let mut all = spec.sources.clone();
+        let at = pick_source(&all, value);
+        apply_override(&mut all[at], value);
+        ("/sources", serde_json::to_value(all).ok()?)
+    } else {
+        return None;
+    };
+    let current = raw_spec.pointer(pointer)?;
+    if *current == new {
+        return None;
+    }
+    let path = format!("/spec{pointer}");
+    Some(vec![
+        json!({ "op": "test", "path": path, "value": current }),
+        json!({ "op": "replace", "path": path, "value": new }),
+    ])
+}
+
 /// The source of a multi-source Application that carries (or should carry) the override.
 fn pick_source(sources: &[ApplicationSource], value: &OverrideValue) -> usize {
     let found = match value {
@@ -1171,5 +1215,47 @@ mod tests {
         let mut t = json!({"a": {"b": 1, "c": 2}, "d": [1, 2]});
         merge_patch(&mut t, &json!({"a": {"b": null, "e": 3}, "d": [3]}));
         assert_eq!(t, json!({"a": {"c": 2, "e": 3}, "d": [3]}));
+    }
+
+    #[test]
+    fn the_guarded_override_patch_tests_exactly_what_it_replaces() {
+        let helm = |parameter: &str, value: &str| OverrideValue::Helm {
+            parameter: parameter.into(),
+            value: value.into(),
+        };
+        let spec = json!({"source": {"repoURL": "r", "helm": {"valueFiles": ["v.yaml"], "parameters": [
+            {"name": "replicas", "value": "3"}, {"name": "image.tag", "value": "v1", "forceString": true}
+        ]}}});
+        let ops = guarded_override_patch(&spec, &helm("image.tag", "v2")).unwrap();
+        assert_eq!(
+            Value::Array(ops),
+            json!([
+                {"op": "test", "path": "/spec/source/helm/parameters", "value": [
+                    {"name": "replicas", "value": "3"}, {"name": "image.tag", "value": "v1", "forceString": true}]},
+                {"op": "replace", "path": "/spec/source/helm/parameters", "value": [
+                    {"name": "replicas", "value": "3"}, {"name": "image.tag", "value": "v2", "forceString": true}]},
+            ])
+        );
+        // Already in place, or nothing to test against: the read-and-merge path decides.
+        assert!(guarded_override_patch(&spec, &helm("image.tag", "v1")).is_none());
+        assert!(
+            guarded_override_patch(&json!({"source": {"repoURL": "r"}}), &helm("t", "v")).is_none()
+        );
+        assert!(guarded_override_patch(&json!({}), &helm("t", "v")).is_none());
+        let images = OverrideValue::Kustomize {
+            images: vec!["repo/api:v2".into()],
+        };
+        let multi = json!({"sources": [
+            {"repoURL": "a", "path": "p"},
+            {"repoURL": "b", "kustomize": {"images": ["repo/api:v1"]}}
+        ]});
+        let ops = guarded_override_patch(&multi, &images).unwrap();
+        assert_eq!(ops[0]["path"], "/spec/sources");
+        assert_eq!(ops[0]["value"], multi["sources"]);
+        assert_eq!(
+            ops[1]["value"][1]["kustomize"]["images"],
+            json!(["repo/api:v2"])
+        );
+        assert_eq!(ops[1]["value"][0], multi["sources"][0]);
     }
 }

@@ -211,7 +211,7 @@ fn patch_ops(snapshot: &Snapshot, entries: &[Entry]) -> Result<Vec<Value>> {
 }
 
 /// A refused `test` operation (the Application changed since it was read) or a 409.
-fn is_stale(error: &Error) -> bool {
+pub(super) fn is_stale(error: &Error) -> bool {
     match error {
         Error::Conflict { .. } => true,
         Error::Transient { message, .. }

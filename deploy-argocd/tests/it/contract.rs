@@ -147,20 +147,66 @@ pub(crate) fn check_request(swagger: &Swagger, request: &Request) -> Result<Stri
                 return Err(format!("{verb} {template}: body {body}: {found:?}"));
             }
             if template == "/api/v1/applications/{name}" && verb == "PATCH" {
-                // The merge patch itself must be a (partial) Application.
                 let patch: Value = serde_json::from_str(body["patch"].as_str().unwrap_or("null"))
                     .map_err(|e| format!("PATCH: patch is not JSON: {e}"))?;
-                if body["patchType"] != "merge" {
-                    return Err(format!("PATCH: patchType {}", body["patchType"]));
-                }
-                let found = errors(&swagger.definition("v1alpha1Application"), &patch);
-                if !found.is_empty() {
-                    return Err(format!("PATCH: patch {patch}: {found:?}"));
+                // Each merge patch, or each value a JSON patch writes, as a partial Application.
+                let partials = match body["patchType"].as_str() {
+                    Some("merge") => vec![patch],
+                    Some("json") => json_patch_partials(&patch)?,
+                    _ => return Err(format!("PATCH: patchType {}", body["patchType"])),
+                };
+                for partial in partials {
+                    let found = errors(&swagger.definition("v1alpha1Application"), &partial);
+                    if !found.is_empty() {
+                        return Err(format!("PATCH: patch {partial}: {found:?}"));
+                    }
                 }
             }
         }
     }
     Ok(format!("{verb} {template}"))
+}
+
+/// The values an RFC 6902 patch tests or writes, each nested at its path as a partial
+/// Application (`/spec/source/helm/parameters` → `{"spec":{"source":{"helm":{"parameters":..}}}}`).
+/// Only `test`, `add`, `replace` and `remove` are sent, on object paths (no array indices).
+fn json_patch_partials(patch: &Value) -> Result<Vec<Value>, String> {
+    let ops = patch
+        .as_array()
+        .ok_or_else(|| format!("PATCH: a json patch that is not an array: {patch}"))?;
+    let mut partials = Vec::new();
+    for op in ops {
+        let kind = op["op"].as_str().unwrap_or_default();
+        if !matches!(kind, "test" | "add" | "replace" | "remove") {
+            return Err(format!("PATCH: json patch op {op}"));
+        }
+        let path = op["path"].as_str().unwrap_or_default();
+        let segments: Vec<String> = path
+            .split('/')
+            .skip(1)
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        if !path.starts_with("/spec/") && !path.starts_with("/metadata/") {
+            return Err(format!(
+                "PATCH: json patch path {path:?} outside spec and metadata"
+            ));
+        }
+        if segments
+            .iter()
+            .any(|s| s.parse::<usize>().is_ok() || s == "-")
+        {
+            return Err(format!("PATCH: json patch path {path:?} indexes an array"));
+        }
+        if kind == "remove" {
+            continue;
+        }
+        let mut partial = op["value"].clone();
+        for segment in segments.iter().rev() {
+            partial = json!({ segment.as_str(): partial });
+        }
+        partials.push(partial);
+    }
+    Ok(partials)
 }
 
 fn crd(file: &str) -> jsonschema::Validator {

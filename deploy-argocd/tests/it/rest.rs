@@ -80,7 +80,7 @@ async fn requests_per_application_for_one_sync_and_wait() {
             "GET /api/v1/applications/count",
             "PATCH /api/v1/applications/count",
             "POST /api/v1/applications/count/sync",
-            "GET /api/v1/applications/count",
+            // No GET before the stream: its first event is the current state.
             "GET /api/v1/stream/applications",
         ],
         "requests for one sync and wait"
@@ -186,4 +186,75 @@ async fn a_wrong_token_says_how_to_log_in() {
     );
     let requests = fake.server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1, "a 401 is not retried");
+}
+
+fn patch_types(requests: &[Request]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            body["patchType"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn set_override_right_after_a_read_is_one_guarded_patch() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    fake.create_application(&seed("reuse", "v1")).await;
+    port.application("reuse").await.unwrap();
+    let before = fake.server.received_requests().await.unwrap().len();
+    let app = port.set_override("reuse", &helm("v2")).await.unwrap();
+    assert_eq!(app.helm_parameters["image.tag"], "v2");
+    let requests = fake.server.received_requests().await.unwrap();
+    let used: Vec<String> = requests[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert_eq!(
+        used,
+        ["PATCH /api/v1/applications/reuse"],
+        "no GET before it"
+    );
+    assert_eq!(patch_types(&requests[before..]), ["json"]);
+    assert_eq!(
+        app.helm_parameters["replicas"], "2",
+        "other parameters are kept"
+    );
+    assert_eq!(
+        fake.object("reuse")["spec"]["source"]["helm"]["parameters"][0],
+        serde_json::json!({ "name": "image.tag", "value": "v2" })
+    );
+}
+
+#[tokio::test]
+async fn set_override_after_a_concurrent_change_reads_again_and_keeps_it() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    fake.create_application(&seed("moved", "v1")).await;
+    port.application("moved").await.unwrap();
+    // Someone (a person, another tool) changes another parameter after our read.
+    fake.edit("moved", |obj| {
+        for p in obj["spec"]["source"]["helm"]["parameters"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if p["name"] == "replicas" {
+                p["value"] = serde_json::json!("5");
+            }
+        }
+    });
+    let before = fake.server.received_requests().await.unwrap().len();
+    let app = port.set_override("moved", &helm("v2")).await.unwrap();
+    assert_eq!(app.helm_parameters["image.tag"], "v2");
+    assert_eq!(
+        app.helm_parameters["replicas"], "5",
+        "the concurrent change is kept"
+    );
+    let requests = fake.server.received_requests().await.unwrap();
+    // The guarded patch is refused (its test fails), then the read and the merge patch.
+    assert_eq!(patch_types(&requests[before..]), ["json", "merge"]);
+    assert_eq!(count(&requests[before..], "GET", "/moved"), 1);
 }
