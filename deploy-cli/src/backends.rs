@@ -215,7 +215,7 @@ impl Backends {
                     .expect("validated: a configuration has clusters");
                 Ok(Arc::new(
                     deploy_argocd::rest::lock::ApplicationLock::new((**rest).clone(), carrier)
-                    .with_clock(self.clock.clone()),
+                        .with_clock(self.clock.clone()),
                 ))
             }
             (Locks::PerApplication, None) => Err(anyhow::anyhow!(

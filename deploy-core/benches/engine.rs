@@ -116,7 +116,12 @@ impl Case {
             };
             let simulated = tokio::time::Instant::now();
             let wall = std::time::Instant::now();
-            let report = Engine::new(ports, opts).run(&plan, |e| { let _ = tx.send(e); }).await.expect("ran");
+            let report = Engine::new(ports, opts)
+                .run(&plan, |e| {
+                    let _ = tx.send(e);
+                })
+                .await
+                .expect("ran");
             let (wall, simulated) = (wall.elapsed(), simulated.elapsed());
             assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
             drop(black_box(rx));

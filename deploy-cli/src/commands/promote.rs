@@ -188,10 +188,16 @@ pub async fn rollback(
         None => {
             let mut apps = Vec::new();
             for c in &config.clusters {
-                match backends.argocd.application(&config.application_name(env, c)).await {
+                match backends
+                    .argocd
+                    .application(&config.application_name(env, c))
+                    .await
+                {
                     Ok(app) => apps.push(app),
                     Err(deploy_core::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e).context(format!("reading the applications of {}", env.name)),
+                    Err(e) => {
+                        return Err(e).context(format!("reading the applications of {}", env.name));
+                    }
                 }
             }
             let target = rollback::target(
@@ -245,7 +251,11 @@ async fn execute(
         return Ok(Exit::Success);
     }
     if p.changes() == 0 {
-        let tag = p.release.as_ref().map(|r| r.tag.to_string()).unwrap_or_default();
+        let tag = p
+            .release
+            .as_ref()
+            .map(|r| r.tag.to_string())
+            .unwrap_or_default();
         out.text(format!(
             "nothing to do: every application of {} already runs {tag}, Healthy",
             env.name
@@ -348,7 +358,9 @@ async fn execute(
         ));
     }
     if matches!(report.outcome, Outcome::Failed) && !rollback {
-        out.note("not rolled back (--no-rollback): `deploy rollback` returns to the previous release");
+        out.note(
+            "not rolled back (--no-rollback): `deploy rollback` returns to the previous release",
+        );
     }
     out.result(&report);
     Ok(Exit::of_outcome(report.outcome))
@@ -453,7 +465,11 @@ pub fn holder(actor: &Actor) -> Holder {
         host: host(),
         pid: std::process::id(),
         boot: boot.trim().get(..8).unwrap_or("unknown").to_owned(),
-        pidns: if pidns.is_empty() { "unknown".into() } else { pidns },
+        pidns: if pidns.is_empty() {
+            "unknown".into()
+        } else {
+            pidns
+        },
     }
 }
 

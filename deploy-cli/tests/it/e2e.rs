@@ -531,7 +531,10 @@ async fn promotion_across_two_waves_records_and_annotates() {
 
     let audit = world.audit();
     assert_eq!(audit.len(), 2, "two audit records per run: {audit:#?}");
-    assert_eq!(audit[0]["outcome"], "started", "the first when the lock is taken");
+    assert_eq!(
+        audit[0]["outcome"], "started",
+        "the first when the lock is taken"
+    );
     assert_eq!(audit[0]["run_id"], audit[1]["run_id"]);
     let record = &audit[1];
     assert_eq!(record["environment"], "prod");
@@ -809,7 +812,11 @@ async fn a_second_promotion_at_once_exits_4_naming_the_holder() {
         );
     }
     let audit = world.audit();
-    assert_eq!(audit.len(), 2, "one run promoted (its start and end): {audit:#?}");
+    assert_eq!(
+        audit.len(),
+        2,
+        "one run promoted (its start and end): {audit:#?}"
+    );
     assert_eq!(audit[1]["outcome"], "succeeded");
 }
 

@@ -86,7 +86,16 @@ impl World {
                 .as_str()
                 .and_then(|p| serde_json::from_str(p).ok())
                 .unwrap_or_default();
-            if body["patchType"] == "merge" && patch.get("spec").is_some() {
+            // A merge patch of the spec, or a guarded JSON patch of a field under it.
+            let json_spec = patch.as_array().is_some_and(|ops| {
+                ops.iter().any(|op| {
+                    op["op"] != "test"
+                        && op["path"].as_str().is_some_and(|p| p.starts_with("/spec"))
+                })
+            });
+            if (body["patchType"] == "merge" && patch.get("spec").is_some())
+                || (body["patchType"] == "json" && json_spec)
+            {
                 *writes.entry(name).or_default() += 1;
             }
         }

@@ -19,10 +19,20 @@ use crate::port::{Application, OverrideValue, SyncRequest};
 pub(crate) enum AppEnd {
     Skipped,
     /// At the release, Healthy; `wrote` says whether this run wrote to it.
-    Deployed { wrote: bool },
-    Failed { reason: String, wrote: bool },
-    Interrupted { wrote: bool },
-    Lease { lost: LeaseLost, wrote: bool },
+    Deployed {
+        wrote: bool,
+    },
+    Failed {
+        reason: String,
+        wrote: bool,
+    },
+    Interrupted {
+        wrote: bool,
+    },
+    Lease {
+        lost: LeaseLost,
+        wrote: bool,
+    },
 }
 
 /// Why bringing an Application somewhere stopped.
@@ -115,7 +125,12 @@ impl Run<'_> {
     /// never taken for ours: after it ends we sync again with our own id (or, where Argo CD
     /// syncs by itself, only an operation after our write counts). Every write first checks
     /// that the lease is still ours by the wall clock.
-    pub(crate) async fn bring_to(&self, a: &AppPlan, t: &Target<'_>, writes: &Writes) -> Result<(), Stop> {
+    pub(crate) async fn bring_to(
+        &self,
+        a: &AppPlan,
+        t: &Target<'_>,
+        writes: &Writes,
+    ) -> Result<(), Stop> {
         let argocd = self.ports.argocd;
         let started = Instant::now();
         let names: Vec<String> = a.images.iter().map(|(_, n)| n.clone()).collect();
@@ -139,7 +154,8 @@ impl Run<'_> {
                         operation_by: by,
                     });
                 }
-                self.wait(&a.application, |app| !app.operation_pending).await?;
+                self.wait(&a.application, |app| !app.operation_pending)
+                    .await?;
                 continue;
             }
             if t.cancellable && self.cancelled() {

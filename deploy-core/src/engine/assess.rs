@@ -65,7 +65,12 @@ fn after(t: Option<Timestamp>, baseline: Option<Timestamp>) -> bool {
 /// after the baseline (Argo CD synced by itself). Only then does the state say anything:
 /// a phase other than Succeeded fails, Degraded fails, and Synced + Healthy + the release's
 /// images is done. Someone else's operation, however it ended, is never taken for ours.
-pub fn assess(app: &Application, ours: Ours<'_>, images: &[(String, String)], tag: &Tag) -> Assessment {
+pub fn assess(
+    app: &Application,
+    ours: Ours<'_>,
+    images: &[(String, String)],
+    tag: &Tag,
+) -> Assessment {
     if app.operation_pending {
         return Assessment::Pending;
     }
@@ -130,7 +135,13 @@ mod tests {
 
     /// An app whose operation `op` (ours when `op == "ours"`) started at t=10, ended in
     /// `phase` at t=20, reconciled at `reconciled`.
-    fn app(op: &str, phase: OperationPhase, reconciled: i64, health: Health, tag: &str) -> Application {
+    fn app(
+        op: &str,
+        phase: OperationPhase,
+        reconciled: i64,
+        health: Health,
+        tag: &str,
+    ) -> Application {
         let mut a = test_app("a", &[&format!("r/api:{tag}")]);
         a.health = health;
         a.reconciled_at = Some(ts(reconciled));
@@ -167,12 +178,32 @@ mod tests {
         check(app("other", Succeeded, 20, Healthy, "v2"), OURS, "pending"); // not our operation
         check(app("other", Failed, 20, Healthy, "v2"), OURS, "pending"); // someone else's failure is not ours
         check(app("ours", Running, 20, Healthy, "v2"), OURS, "pending");
-        check(app("ours", Succeeded, 20, Progressing, "v2"), OURS, "pending");
+        check(
+            app("ours", Succeeded, 20, Progressing, "v2"),
+            OURS,
+            "pending",
+        );
         check(app("ours", Succeeded, 20, Healthy, "v1"), OURS, "pending"); // old images still run
-        check(app("ours", Failed, 20, Healthy, "v1"), OURS, "failed: sync Failed");
-        check(app("ours", Failed, 20, Healthy, "v2"), OURS, "failed: sync Failed"); // a failed PostSync hook
-        check(app("ours", Error, 20, Healthy, "v1"), OURS, "failed: sync Error");
-        check(app("ours", Succeeded, 20, Degraded, "v2"), OURS, "failed: Degraded");
+        check(
+            app("ours", Failed, 20, Healthy, "v1"),
+            OURS,
+            "failed: sync Failed",
+        );
+        check(
+            app("ours", Failed, 20, Healthy, "v2"),
+            OURS,
+            "failed: sync Failed",
+        ); // a failed PostSync hook
+        check(
+            app("ours", Error, 20, Healthy, "v1"),
+            OURS,
+            "failed: sync Error",
+        );
+        check(
+            app("ours", Succeeded, 20, Degraded, "v2"),
+            OURS,
+            "failed: Degraded",
+        );
         let mut pending = app("ours", Succeeded, 20, Healthy, "v2");
         pending.operation_pending = true;
         check(pending, OURS, "pending");
@@ -193,17 +224,53 @@ mod tests {
         };
         // Argo CD's own operation started (t=10) after our write (baseline op at t=5).
         check(app("", Succeeded, 20, Healthy, "v2"), before(5, 6), "done");
-        check(app("", Failed, 20, Healthy, "v1"), before(5, 6), "failed: automated sync Failed");
-        check(app("", Succeeded, 19, Healthy, "v2"), before(5, 6), "pending");
+        check(
+            app("", Failed, 20, Healthy, "v1"),
+            before(5, 6),
+            "failed: automated sync Failed",
+        );
+        check(
+            app("", Succeeded, 19, Healthy, "v2"),
+            before(5, 6),
+            "pending",
+        );
         // The failed operation is the one we saw at our write (or one before it): not ours.
-        check(app("", Failed, 20, Healthy, "v1"), before(10, 21), "pending");
-        check(app("", Failed, 20, Healthy, "v1"), before(12, 21), "pending");
+        check(
+            app("", Failed, 20, Healthy, "v1"),
+            before(10, 21),
+            "pending",
+        );
+        check(
+            app("", Failed, 20, Healthy, "v1"),
+            before(12, 21),
+            "pending",
+        );
         // No operation since, but reconciled after the write: the spec was compared.
-        check(app("", Succeeded, 30, Healthy, "v2"), before(10, 21), "done");
-        check(app("", Succeeded, 21, Healthy, "v2"), before(10, 21), "pending"); // not reconciled since
-        check(app("", Succeeded, 30, Degraded, "v2"), before(10, 21), "failed: Degraded");
-        check(app("", Succeeded, 21, Degraded, "v2"), before(10, 21), "pending"); // a stale Degraded
+        check(
+            app("", Succeeded, 30, Healthy, "v2"),
+            before(10, 21),
+            "done",
+        );
+        check(
+            app("", Succeeded, 21, Healthy, "v2"),
+            before(10, 21),
+            "pending",
+        ); // not reconciled since
+        check(
+            app("", Succeeded, 30, Degraded, "v2"),
+            before(10, 21),
+            "failed: Degraded",
+        );
+        check(
+            app("", Succeeded, 21, Degraded, "v2"),
+            before(10, 21),
+            "pending",
+        ); // a stale Degraded
         // No baseline operation: any finished operation is after it.
-        check(app("", Succeeded, 20, Healthy, "v2"), Ours::After(Baseline::default()), "done");
+        check(
+            app("", Succeeded, 20, Healthy, "v2"),
+            Ours::After(Baseline::default()),
+            "done",
+        );
     }
 }

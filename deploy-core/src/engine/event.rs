@@ -217,4 +217,3 @@ pub struct RunReport {
     /// Per Application, in wave order.
     pub apps: Vec<AppReport>,
 }
-

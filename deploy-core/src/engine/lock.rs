@@ -119,7 +119,10 @@ impl fmt::Display for LeaseLost {
         match self {
             Self::Taken { holder } => write!(f, "lost the promotion lock: {holder} holds it now"),
             Self::Expired { reason } => {
-                write!(f, "the promotion lock ran out before it could be renewed: {reason}")
+                write!(
+                    f,
+                    "the promotion lock ran out before it could be renewed: {reason}"
+                )
             }
         }
     }
@@ -140,7 +143,12 @@ const MARGIN: Duration = Duration::from_secs(30);
 const RENEW_BELOW: Duration = Duration::from_secs(120);
 
 impl<'a> LeaseKeeper<'a> {
-    pub(crate) fn new(lock: &'a dyn Lock, clock: &'a dyn Clock, ttl: Duration, lease: Lease) -> Self {
+    pub(crate) fn new(
+        lock: &'a dyn Lock,
+        clock: &'a dyn Clock,
+        ttl: Duration,
+        lease: Lease,
+    ) -> Self {
         Self {
             lock,
             clock,
@@ -230,7 +238,9 @@ mod tests {
     use super::*;
 
     fn me() -> Holder {
-        "alice@laptop pid 42 boot 0123abcd pidns 4026531836".parse().unwrap()
+        "alice@laptop pid 42 boot 0123abcd pidns 4026531836"
+            .parse()
+            .unwrap()
     }
 
     #[test]
@@ -238,7 +248,12 @@ mod tests {
         let h = me();
         assert_eq!(h.to_string().parse::<Holder>().unwrap(), h);
         assert_eq!(h.pid, 42);
-        for bad in ["garbage", "alice@laptop pid x boot a pidns b", "alice pid 1 boot a pidns b", ""] {
+        for bad in [
+            "garbage",
+            "alice@laptop pid x boot a pidns b",
+            "alice pid 1 boot a pidns b",
+            "",
+        ] {
             assert!(bad.parse::<Holder>().is_err(), "{bad}");
         }
     }
@@ -251,14 +266,42 @@ mod tests {
 
     #[test]
     fn takeover_only_of_a_gone_process_in_our_scope() {
-        check("alice@laptop pid 7 boot 0123abcd pidns 4026531836", false, true);
-        check("alice@laptop pid 7 boot 0123abcd pidns 4026531836", true, false);
-        check("bob@laptop pid 7 boot 0123abcd pidns 4026531836", false, false);
-        check("alice@ci pid 7 boot 0123abcd pidns 4026531836", false, false);
-        check("alice@laptop pid 7 boot ffffffff pidns 4026531836", false, false);
+        check(
+            "alice@laptop pid 7 boot 0123abcd pidns 4026531836",
+            false,
+            true,
+        );
+        check(
+            "alice@laptop pid 7 boot 0123abcd pidns 4026531836",
+            true,
+            false,
+        );
+        check(
+            "bob@laptop pid 7 boot 0123abcd pidns 4026531836",
+            false,
+            false,
+        );
+        check(
+            "alice@ci pid 7 boot 0123abcd pidns 4026531836",
+            false,
+            false,
+        );
+        check(
+            "alice@laptop pid 7 boot ffffffff pidns 4026531836",
+            false,
+            false,
+        );
         check("alice@laptop pid 7 boot 0123abcd pidns 1", false, false);
-        check("alice@laptop pid 42 boot 0123abcd pidns 4026531836", false, false);
-        check("alice@laptop pid 7 boot unknown pidns unknown", false, false);
+        check(
+            "alice@laptop pid 42 boot 0123abcd pidns 4026531836",
+            false,
+            false,
+        );
+        check(
+            "alice@laptop pid 7 boot unknown pidns unknown",
+            false,
+            false,
+        );
     }
 
     #[test]
@@ -269,6 +312,9 @@ mod tests {
         let mut reordered = config.clone();
         reordered.clusters.reverse();
         assert_eq!(carrier(&config, prod), carrier(&reordered, prod));
-        assert_eq!(carrier(&config, prod).as_deref(), Some("myapp-prod-eu-west-1"));
+        assert_eq!(
+            carrier(&config, prod).as_deref(),
+            Some("myapp-prod-eu-west-1")
+        );
     }
 }

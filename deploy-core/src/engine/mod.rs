@@ -130,7 +130,9 @@ pub enum EngineError {
     #[error("the plan is stale: {0}")]
     Stale(String),
     /// The record of the run's start could not be written; nothing was changed.
-    #[error("the audit record of the run's start could not be written, so nothing was changed: {0}")]
+    #[error(
+        "the audit record of the run's start could not be written, so nothing was changed: {0}"
+    )]
     Audit(Error),
     /// A port failed before anything was changed.
     #[error(transparent)]
@@ -258,7 +260,12 @@ impl<'a> Engine<'a> {
 
     /// Takes the lock; a lock left by a process of this machine that no longer exists is
     /// taken over.
-    async fn acquire(&self, plan: &PromotionPlan, ttl: Duration, sink: &Sink<'_>) -> Result<Lease, EngineError> {
+    async fn acquire(
+        &self,
+        plan: &PromotionPlan,
+        ttl: Duration,
+        sink: &Sink<'_>,
+    ) -> Result<Lease, EngineError> {
         let lock = self.ports.lock;
         let key = &self.opts.lock_key;
         match lock.acquire(key, &self.opts.holder, ttl).await {
@@ -281,7 +288,9 @@ impl<'a> Engine<'a> {
                         expires_at,
                     });
                 }
-                tracing::warn!("the lock holder ({holder}) is no longer running; taking over its lock");
+                tracing::warn!(
+                    "the lock holder ({holder}) is no longer running; taking over its lock"
+                );
                 let stale = Lease {
                     key: key.clone(),
                     holder: holder.clone(),
@@ -313,7 +322,10 @@ impl Run<'_> {
     }
 
     fn stop_request(&self) -> StopRequest {
-        self.opts.stop.as_ref().map_or(StopRequest::None, |s| *s.borrow())
+        self.opts
+            .stop
+            .as_ref()
+            .map_or(StopRequest::None, |s| *s.borrow())
     }
 
     fn cancelled(&self) -> bool {
@@ -347,7 +359,11 @@ impl Run<'_> {
     /// The first Application that no longer runs what the plan saw, if any.
     async fn changed_since_planned(&self) -> Option<String> {
         let apps: Vec<&AppPlan> = self.plan.waves.iter().flat_map(|w| &w.apps).collect();
-        let now = join_all(apps.iter().map(|a| self.ports.argocd.application(&a.application))).await;
+        let now = join_all(
+            apps.iter()
+                .map(|a| self.ports.argocd.application(&a.application)),
+        )
+        .await;
         apps.iter().zip(now).find_map(|(a, app)| match app {
             Ok(app) => {
                 let live = live_tag(&app, &a.images);
@@ -373,7 +389,10 @@ impl Run<'_> {
         let mut interrupted = false;
         for wave in &plan.waves {
             for a in &wave.apps {
-                reports.insert(a.cluster.clone(), report(wave.number, a, self.release, AppState::NotStarted, 0));
+                reports.insert(
+                    a.cluster.clone(),
+                    report(wave.number, a, self.release, AppState::NotStarted, 0),
+                );
             }
         }
         'waves: for wave in &plan.waves {
@@ -429,7 +448,10 @@ impl Run<'_> {
                         AppState::Failed(reason)
                     }
                 };
-                reports.insert(a.cluster.clone(), report(wave.number, a, self.release, state, elapsed));
+                reports.insert(
+                    a.cluster.clone(),
+                    report(wave.number, a, self.release, state, elapsed),
+                );
             }
             if failure.is_some() || interrupted {
                 break 'waves;
@@ -455,7 +477,9 @@ impl Run<'_> {
         let rollback = match &failure {
             None => RollbackResult::NothingChanged,
             Some(f) => {
-                self.emit(Event::Halted { reason: f.to_string() });
+                self.emit(Event::Halted {
+                    reason: f.to_string(),
+                });
                 if changed.is_empty() {
                     RollbackResult::NothingChanged
                 } else if !self.opts.rollback_on_failure {
@@ -483,7 +507,11 @@ impl Run<'_> {
         let now = self.ports.clock.now();
         let still_deployed: Vec<&&AppPlan> = deployed
             .iter()
-            .filter(|a| reports.get(&a.cluster).is_some_and(|r| r.state == AppState::Deployed))
+            .filter(|a| {
+                reports
+                    .get(&a.cluster)
+                    .is_some_and(|r| r.state == AppState::Deployed)
+            })
             .collect();
         // The deployment stands whether or not an annotation lands; the audit record is
         // authoritative. No write once another run holds the lock.
@@ -518,8 +546,13 @@ impl Run<'_> {
         );
         if let Err(e) = self.ports.audit.append(&end).await {
             // What happened stands; say loudly that its record is missing.
-            tracing::error!("the audit record of run {} could not be written: {e}", self.opts.run_id);
-            message.push_str(&format!("; the audit record of its end could NOT be written: {e}"));
+            tracing::error!(
+                "the audit record of run {} could not be written: {e}",
+                self.opts.run_id
+            );
+            message.push_str(&format!(
+                "; the audit record of its end could NOT be written: {e}"
+            ));
         }
         self.lease.release().await;
         self.emit(Event::Finished {
@@ -537,7 +570,13 @@ impl Run<'_> {
     }
 }
 
-fn report(wave: usize, a: &AppPlan, release: &Release, state: AppState, elapsed_ms: u64) -> AppReport {
+fn report(
+    wave: usize,
+    a: &AppPlan,
+    release: &Release,
+    state: AppState,
+    elapsed_ms: u64,
+) -> AppReport {
     AppReport {
         wave,
         cluster: a.cluster.clone(),

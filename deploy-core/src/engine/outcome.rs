@@ -131,7 +131,8 @@ mod tests {
         says: &str,
     ) {
         let tag = Tag::new("v2").unwrap();
-        let (outcome, message) = conclude(failure.as_ref(), rollback, interrupted, deployed, 3, &tag);
+        let (outcome, message) =
+            conclude(failure.as_ref(), rollback, interrupted, deployed, 3, &tag);
         assert_eq!(outcome, want, "{message}");
         assert!(message.contains(says), "{message:?} lacks {says:?}");
     }
@@ -139,18 +140,93 @@ mod tests {
     #[test]
     fn outcomes() {
         use RollbackResult::*;
-        let app = || Some(Failure::App { cluster: "eu".into(), reason: "Degraded: x".into() });
-        let soak = || Some(Failure::Soak { cluster: "eu".into(), reason: "not observed".into() });
-        check(None, NothingChanged, false, 3, Outcome::Succeeded, "v2 runs on 3 cluster(s)");
-        check(None, NothingChanged, false, 0, Outcome::UpToDate, "already runs v2");
-        check(None, NothingChanged, true, 1, Outcome::Interrupted, "again to resume");
-        check(app(), Done { count: 2 }, false, 2, Outcome::RolledBack, "eu: Degraded: x; rolled back 2");
-        check(soak(), Done { count: 1 }, false, 1, Outcome::RolledBack, "during soak");
-        check(app(), Incomplete, false, 2, Outcome::Failed, "did not complete");
-        check(app(), NothingChanged, false, 0, Outcome::Failed, "nothing had been changed");
+        let app = || {
+            Some(Failure::App {
+                cluster: "eu".into(),
+                reason: "Degraded: x".into(),
+            })
+        };
+        let soak = || {
+            Some(Failure::Soak {
+                cluster: "eu".into(),
+                reason: "not observed".into(),
+            })
+        };
+        check(
+            None,
+            NothingChanged,
+            false,
+            3,
+            Outcome::Succeeded,
+            "v2 runs on 3 cluster(s)",
+        );
+        check(
+            None,
+            NothingChanged,
+            false,
+            0,
+            Outcome::UpToDate,
+            "already runs v2",
+        );
+        check(
+            None,
+            NothingChanged,
+            true,
+            1,
+            Outcome::Interrupted,
+            "again to resume",
+        );
+        check(
+            app(),
+            Done { count: 2 },
+            false,
+            2,
+            Outcome::RolledBack,
+            "eu: Degraded: x; rolled back 2",
+        );
+        check(
+            soak(),
+            Done { count: 1 },
+            false,
+            1,
+            Outcome::RolledBack,
+            "during soak",
+        );
+        check(
+            app(),
+            Incomplete,
+            false,
+            2,
+            Outcome::Failed,
+            "did not complete",
+        );
+        check(
+            app(),
+            NothingChanged,
+            false,
+            0,
+            Outcome::Failed,
+            "nothing had been changed",
+        );
         check(app(), Disabled, false, 2, Outcome::Failed, "turned off");
-        check(app(), LockTaken, true, 2, Outcome::Failed, "another run holds the lock");
-        let lost = Some(Failure::Lock(LeaseLost::Expired { reason: "503".into() }));
-        check(lost, Done { count: 1 }, false, 1, Outcome::RolledBack, "ran out");
+        check(
+            app(),
+            LockTaken,
+            true,
+            2,
+            Outcome::Failed,
+            "another run holds the lock",
+        );
+        let lost = Some(Failure::Lock(LeaseLost::Expired {
+            reason: "503".into(),
+        }));
+        check(
+            lost,
+            Done { count: 1 },
+            false,
+            1,
+            Outcome::RolledBack,
+            "ran out",
+        );
     }
 }

@@ -28,7 +28,11 @@ pub const ANNOTATIONS: [&str; 4] = [
 ];
 
 /// The annotations of a deployed Application.
-pub(crate) fn annotations(opts: &RunOptions, release: &Release, now: Timestamp) -> BTreeMap<String, String> {
+pub(crate) fn annotations(
+    opts: &RunOptions,
+    release: &Release,
+    now: Timestamp,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         (ANNOTATION_RELEASE.to_owned(), release.tag.to_string()),
         (ANNOTATION_RUN.to_owned(), opts.run_id.clone()),

@@ -43,7 +43,12 @@ impl Run<'_> {
                 Ok(t) => (AppState::RolledBack, t.to_string(), true, None),
                 Err(e) => {
                     all_ok = false;
-                    (AppState::RollbackFailed(e.clone()), a.live.to_string(), false, Some(e))
+                    (
+                        AppState::RollbackFailed(e.clone()),
+                        a.live.to_string(),
+                        false,
+                        Some(e),
+                    )
                 }
             };
             self.emit(Event::AppRolledBack {
@@ -67,7 +72,10 @@ impl Run<'_> {
 
     /// What `a` returns to: the override of the release it ran before, never the release
     /// being rolled back from.
-    fn rollback_target<'p>(&self, a: &'p AppPlan) -> Result<(&'p crate::port::OverrideValue, Tag), String> {
+    fn rollback_target<'p>(
+        &self,
+        a: &'p AppPlan,
+    ) -> Result<(&'p crate::port::OverrideValue, Tag), String> {
         let previous = a.previous.as_ref().ok_or_else(|| {
             "what it ran before this run is unknown (no single release live, none in its history)"
                 .to_owned()
@@ -77,12 +85,19 @@ impl Run<'_> {
             _ => return Err("its previous override names no single release".to_owned()),
         };
         if tag == self.release.tag {
-            return Err(format!("its previous release is {tag} itself: nothing earlier is known"));
+            return Err(format!(
+                "its previous release is {tag} itself: nothing earlier is known"
+            ));
         }
         Ok((previous, tag))
     }
 
-    async fn return_to(&self, a: &AppPlan, value: &crate::port::OverrideValue, tag: &Tag) -> Result<(), String> {
+    async fn return_to(
+        &self,
+        a: &AppPlan,
+        value: &crate::port::OverrideValue,
+        tag: &Tag,
+    ) -> Result<(), String> {
         let argocd = self.ports.argocd;
         let stop_text = |s: Stop| match s {
             Stop::Failed(r) => r,

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::engine::{Event, Run, RETRY_PAUSE};
+use crate::engine::{Event, RETRY_PAUSE, Run};
 use crate::model::Tag;
 use crate::plan::live::live_tag;
 use crate::plan::promotion::{Action, AppPlan};
@@ -66,7 +66,10 @@ impl Vigil {
         }
         self.last_ok = now;
         self.retry_pause = RETRY_PAUSE;
-        (lapsed || soak_restarted).then_some(Restored { gap, soak_restarted })
+        (lapsed || soak_restarted).then_some(Restored {
+            gap,
+            soak_restarted,
+        })
     }
 
     /// Observing failed at `now`. Returns true when this begins a lapse (to report it once).
@@ -81,7 +84,8 @@ impl Vigil {
     /// The soak is complete: an unbroken run of good observations for the whole soak, the
     /// last of them at its end.
     pub fn passed(&self) -> bool {
-        self.retry_at.is_none() && self.last_ok.saturating_duration_since(self.span_start) >= self.soak
+        self.retry_at.is_none()
+            && self.last_ok.saturating_duration_since(self.span_start) >= self.soak
     }
 
     /// When to look (read the Application) next if the watch says nothing: halfway through
@@ -125,7 +129,10 @@ fn judge(app: &Application, a: &AppPlan, tag: &Tag) -> Verdict {
         return Verdict::Bad(format!("{:?} {msg}", app.health).trim().to_owned());
     }
     if live_tag(app, &a.images).tag() != Some(tag.as_str()) {
-        return Verdict::Bad(format!("no longer runs {tag} ({})", live_tag(app, &a.images)));
+        return Verdict::Bad(format!(
+            "no longer runs {tag} ({})",
+            live_tag(app, &a.images)
+        ));
     }
     if app.health != Health::Healthy {
         return Verdict::NotHealthy(app.health);
@@ -335,7 +342,10 @@ mod tests {
         let mut v = Vigil::new(t0, 10 * S);
         assert_eq!(v.next_look(), t0 + 5 * S);
         v.lost(t0 + S);
-        assert!(v.seen(t0 + 12 * S).unwrap().soak_restarted, "11 s > a 10 s soak");
+        assert!(
+            v.seen(t0 + 12 * S).unwrap().soak_restarted,
+            "11 s > a 10 s soak"
+        );
         v.seen(t0 + 22 * S);
         assert!(v.passed());
     }

@@ -70,11 +70,20 @@ pub struct RollbackTarget {
 /// the current release is the newest any of them synced, and every Application whose
 /// lineage ends there must agree on what came before it. `records` only add the digests.
 /// Returns why not when there is no answer.
-pub fn target(apps: &[&Application], kind: &ImageOverride, records: &[AuditRecord], env: &str) -> Result<RollbackTarget, String> {
+pub fn target(
+    apps: &[&Application],
+    kind: &ImageOverride,
+    records: &[AuditRecord],
+    env: &str,
+) -> Result<RollbackTarget, String> {
     let newest = apps
         .iter()
         .flat_map(|a| a.history.iter())
-        .filter(|h| h.override_value.as_ref().is_some_and(|v| same_kind(v, kind)))
+        .filter(|h| {
+            h.override_value
+                .as_ref()
+                .is_some_and(|v| same_kind(v, kind))
+        })
         .max_by_key(|h| (h.deployed_at, h.id))
         .and_then(|h| h.override_value.as_ref().and_then(single_tag));
     let Some(current) = newest else {
@@ -157,7 +166,10 @@ mod tests {
 
     #[track_caller]
     fn check(tags: &[&str], want: &[&str]) {
-        let got: Vec<String> = lineage(&app("a", tags), &helm()).iter().map(Tag::to_string).collect();
+        let got: Vec<String> = lineage(&app("a", tags), &helm())
+            .iter()
+            .map(Tag::to_string)
+            .collect();
         assert_eq!(got, want);
     }
 
@@ -179,7 +191,10 @@ mod tests {
         assert_eq!((t.tag.as_str(), t.from.as_str()), ("r3", "r4"));
         // After a rollback to r3, the next goes to r2, not back to r4.
         let a = app("c1", &["r1", "r2", "r3", "r4", "r3"]);
-        assert_eq!(target(&[&a], &helm(), &[], "prod").unwrap().tag.as_str(), "r2");
+        assert_eq!(
+            target(&[&a], &helm(), &[], "prod").unwrap().tag.as_str(),
+            "r2"
+        );
     }
 
     #[test]
@@ -187,16 +202,34 @@ mod tests {
         // Wave 1 got r4, wave 2 still runs r3.
         let a = app("c1", &["r2", "r3", "r4"]);
         let b = app("c2", &["r2", "r3"]);
-        assert_eq!(target(&[&a, &b], &helm(), &[], "prod").unwrap().tag.as_str(), "r3");
+        assert_eq!(
+            target(&[&a, &b], &helm(), &[], "prod")
+                .unwrap()
+                .tag
+                .as_str(),
+            "r3"
+        );
     }
 
     #[test]
     fn no_answer_says_why() {
-        assert!(target(&[&app("c1", &[])], &helm(), &[], "prod").unwrap_err().contains("names no release"));
-        assert!(target(&[&app("c1", &["r1"])], &helm(), &[], "prod").unwrap_err().contains("no release before r1"));
+        assert!(
+            target(&[&app("c1", &[])], &helm(), &[], "prod")
+                .unwrap_err()
+                .contains("names no release")
+        );
+        assert!(
+            target(&[&app("c1", &["r1"])], &helm(), &[], "prod")
+                .unwrap_err()
+                .contains("no release before r1")
+        );
         let a = app("c1", &["r1", "r4"]);
         let b = app("c2", &["r2", "r4"]);
-        assert!(target(&[&a, &b], &helm(), &[], "prod").unwrap_err().contains("disagree"));
+        assert!(
+            target(&[&a, &b], &helm(), &[], "prod")
+                .unwrap_err()
+                .contains("disagree")
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ async fn promotes_wave_by_wave() {
     ));
 
     let records = f.world.audit.records().await.unwrap();
-    assert_eq!(records.len(), 2, "one record when the lock is taken, one at the end");
+    assert_eq!(
+        records.len(),
+        2,
+        "one record when the lock is taken, one at the end"
+    );
     assert_eq!(records[0].outcome, Outcome::Started);
     assert_eq!(records[0].run_id, records[1].run_id);
     let r = &records[1];
