@@ -1139,29 +1139,6 @@ impl ArgoCd for RestArgoCd {
         Ok(app.to_port(&self.options.tag_parameters))
     }
 
-    async fn applications(&self, selector: Option<&str>) -> Result<Vec<port::Application>> {
-        let query: Vec<(&str, &str)> = selector
-            .filter(|s| !s.is_empty())
-            .map(|s| ("selector", s))
-            .into_iter()
-            .collect();
-        let bytes = self
-            .call(
-                Method::GET,
-                self.url(&["api", "v1", "applications"]),
-                &query,
-                None,
-                &Target::list("applications"),
-            )
-            .await?;
-        let list: wire::ApplicationList = decode(&bytes, "applications")?;
-        Ok(list
-            .items
-            .iter()
-            .map(|a| a.to_port(&self.options.tag_parameters))
-            .collect())
-    }
-
     /// Callers read the Application before they decide to change it (the engine does), so
     /// the spec of that read, when at most [`REUSE_WINDOW`] old, is patched directly with a
     /// patch that tests the array it replaces (`wire::guarded_override_patch`): one request
@@ -1251,37 +1228,6 @@ impl ArgoCd for RestArgoCd {
         }
     }
 
-    /// Argo CD's own rollback endpoint cannot carry `operation.info`, so the operation it
-    /// starts could not be told apart from anyone else's. Instead the override-bearing fields
-    /// of the history entry's source are written back to the spec (so the spec says what
-    /// runs, and a later sync does not redeploy the bad release) and a sync to the entry's
-    /// revision is started with our operation id. Like Argo CD, this refuses an Application
-    /// with automated sync.
-    async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> Result<()> {
-        let app = self
-            .read_modify_patch(name, |app| {
-                if wire::SyncPolicy::sync_mode(app.spec.sync_policy.as_ref()).is_automated() {
-                    return Err(Error::Refused {
-                        message: format!(
-                            "application {name}: rollback cannot be initiated when auto-sync is enabled"
-                        ),
-                    });
-                }
-                let entry = history_entry(app, name, id)?;
-                changing(app, name, app.restore_patch(entry)?)
-            })
-            .await?;
-        // Multi-source entries would need `revisions` with `sourcePositions`; their sync
-        // uses each source's targetRevision instead.
-        let revision = if app.spec.source.is_some() {
-            history_entry(&app, name, id)?.revision.clone()
-        } else {
-            None
-        };
-        self.start_sync(name, false, revision.as_deref(), operation_id)
-            .await
-    }
-
     async fn annotate(&self, name: &str, annotations: &BTreeMap<String, String>) -> Result<()> {
         if annotations.is_empty() {
             return Ok(());
@@ -1304,20 +1250,6 @@ impl ArgoCd for RestArgoCd {
         let list: wire::ClusterList = self.list("clusters").await?;
         Ok(list.items.iter().map(wire::Cluster::to_port).collect())
     }
-}
-
-fn history_entry<'a>(
-    app: &'a wire::Application,
-    name: &str,
-    id: i64,
-) -> Result<&'a wire::RevisionHistory> {
-    app.status
-        .as_ref()
-        .and_then(|s| s.history.iter().find(|h| h.id == id))
-        .ok_or_else(|| Error::NotFound {
-            what: format!("history entry {id} of application {name}"),
-            hint: Some("`deploy status` lists what is deployed; Argo CD keeps only the last revisionHistoryLimit entries".into()),
-        })
 }
 
 /// `patch` (a merge patch), unless applying it to `app` would change nothing: then `None`,

@@ -430,12 +430,6 @@ impl ArgoCd for Unconfigured {
     async fn application(&self, _: &str) -> deploy_core::Result<deploy_core::port::Application> {
         Err(self.err())
     }
-    async fn applications(
-        &self,
-        _: Option<&str>,
-    ) -> deploy_core::Result<Vec<deploy_core::port::Application>> {
-        Err(self.err())
-    }
     async fn set_override(
         &self,
         _: &str,
@@ -450,9 +444,6 @@ impl ArgoCd for Unconfigured {
         Err(self.err())
     }
     async fn terminate(&self, _: &str) -> deploy_core::Result<()> {
-        Err(self.err())
-    }
-    async fn rollback(&self, _: &str, _: i64, _: &str) -> deploy_core::Result<()> {
         Err(self.err())
     }
     async fn annotate(

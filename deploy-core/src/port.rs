@@ -430,9 +430,6 @@ pub trait ArgoCd: Send + Sync + Debug {
     /// One Application; [`crate::Error::NotFound`] when missing.
     async fn application(&self, name: &str) -> Result<Application>;
 
-    /// Applications matching a label selector (`k=v,k2=v2`), or all.
-    async fn applications(&self, selector: Option<&str>) -> Result<Vec<Application>>;
-
     /// Sets the image override in the Application's source, keeping every other
     /// Helm parameter or Kustomize image. Returns the updated Application.
     async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<Application>;
@@ -447,10 +444,6 @@ pub trait ArgoCd: Send + Sync + Debug {
     /// Asks Argo CD to terminate the running operation; with none running it is a no-op.
     /// Termination is asynchronous: watch for the operation to finish.
     async fn terminate(&self, name: &str) -> Result<()>;
-
-    /// Rolls back to the history entry `id`: its image override is written back and synced
-    /// with `operation_id` in the operation's info (Argo CD's rollback endpoint cannot carry it).
-    async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> Result<()>;
 
     /// Merges `annotations` into `metadata.annotations`.
     async fn annotate(&self, name: &str, annotations: &BTreeMap<String, String>) -> Result<()>;

@@ -205,30 +205,6 @@ impl ArgoCd for KubeArgoCd {
         self.to_port(&self.get(name).await?)
     }
 
-    async fn applications(&self, selector: Option<&str>) -> deploy_core::Result<Vec<Application>> {
-        let mut params = ListParams::default().limit(500);
-        if let Some(selector) = selector.filter(|s| !s.is_empty()) {
-            params = params.labels(selector);
-        }
-        let mut out = Vec::new();
-        loop {
-            let page = self
-                .applications
-                .list(&params)
-                .await
-                .map_err(|e| map_error(e, "applications"))?;
-            for object in &page.items {
-                out.push(self.to_port(object)?);
-            }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
     async fn set_override(
         &self,
         name: &str,
@@ -367,56 +343,6 @@ impl ArgoCd for KubeArgoCd {
             tracing::debug!(application = name, "terminate: no operation in progress");
         }
         Ok(())
-    }
-
-    async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> deploy_core::Result<()> {
-        let app = to_wire(&self.get(name).await?)?;
-        let port_view = app.to_port(&self.tags);
-        if matches!(
-            port_view.sync_mode,
-            deploy_core::model::SyncMode::Automated { .. }
-        ) {
-            return Err(Error::Refused {
-                message: format!(
-                    "{}: rollback cannot be initiated when auto-sync is enabled; disable automated sync first",
-                    what(name)
-                ),
-            });
-        }
-        let status = app.status.unwrap_or_default();
-        let Some(entry) = status.history.iter().find(|h| h.id == id) else {
-            return Err(Error::NotFound {
-                what: format!("history entry {id} of {}", what(name)),
-                hint: Some(format!(
-                    "known ids: {:?}",
-                    status.history.iter().map(|h| h.id).collect::<Vec<_>>()
-                )),
-            });
-        };
-        let mut sync = wire::SyncOperation {
-            revision: entry.revision.clone(),
-            source: entry.source.clone(),
-            ..wire::SyncOperation::default()
-        };
-        if !entry.sources.is_empty() {
-            sync.extra.insert(
-                "sources".into(),
-                serde_json::to_value(&entry.sources).map_err(|e| Error::invalid(e.to_string()))?,
-            );
-        }
-        if let Some(revisions) = entry.extra.get("revisions") {
-            sync.extra.insert("revisions".into(), revisions.clone());
-        }
-        let operation = wire::Operation {
-            sync: Some(sync),
-            initiated_by: Some(wire::Initiator {
-                username: Some(self.username.clone()),
-                automated: None,
-            }),
-            info: vec![wire::operation_info(operation_id)],
-            extra: wire::Extra::new(),
-        };
-        self.set_operation(name, &operation).await
     }
 
     async fn annotate(

@@ -99,37 +99,6 @@ async fn set_override_that_is_already_in_place_writes_nothing() {
 }
 
 #[tokio::test]
-async fn rollback_refuses_an_automated_application() {
-    let fake = FakeArgo::start().await;
-    let port = client(&fake.server);
-    let mut s = seed("auto", "v1");
-    s.sync_mode = SyncMode::Automated {
-        prune: true,
-        self_heal: false,
-    };
-    fake.create_application(&s).await;
-    let got = port.rollback("auto", 0, "op").await;
-    assert!(
-        matches!(&got, Err(Error::Refused { message }) if message.contains("auto-sync")),
-        "{got:?}"
-    );
-    let got = port.rollback("missing", 0, "op").await;
-    assert!(matches!(&got, Err(e) if e.is_not_found()), "{got:?}");
-}
-
-#[tokio::test]
-async fn rollback_to_an_unknown_history_id_is_not_found() {
-    let fake = FakeArgo::start().await;
-    let port = client(&fake.server);
-    fake.create_application(&seed("hist", "v1")).await;
-    let got = port.rollback("hist", 42, "op").await;
-    assert!(
-        matches!(&got, Err(Error::NotFound { what, .. }) if what.contains("history entry 42")),
-        "{got:?}"
-    );
-}
-
-#[tokio::test]
 async fn application_sets_clusters_and_user() {
     let fake = FakeArgo::start().await;
     let port = client(&fake.server);
@@ -179,7 +148,7 @@ async fn a_wrong_token_says_how_to_log_in() {
         deploy_argocd::rest::RestOptions::fast(),
     )
     .unwrap();
-    let got = port.applications(None).await;
+    let got = port.application_sets().await;
     assert!(
         matches!(&got, Err(Error::Permission { message }) if message.contains("ARGOCD_AUTH_TOKEN") && message.contains("argocd account generate-token")),
         "{got:?}"

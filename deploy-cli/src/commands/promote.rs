@@ -85,7 +85,14 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
         out.text(format!("  release {}: {}", r.tag, digests.join(", ")));
     }
     if !p.waves.is_empty() {
-        let mut t = table(&["WAVE", "CLUSTER", "APPLICATION", "NOW", "ACTION"]);
+        let mut t = table(&[
+            "WAVE",
+            "CLUSTER",
+            "APPLICATION",
+            "NOW",
+            "ACTION",
+            "ROLLBACK TO",
+        ]);
         for w in &p.waves {
             for a in &w.apps {
                 let mut action = match &a.action {
@@ -110,12 +117,19 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
                 if let Some(by) = &a.foreign_operation {
                     action.push_str(&format!(" (after {by}'s operation)"));
                 }
+                // Said before anything changes: where a failure would take this cluster.
+                let back = match (&a.action, a.previous.as_ref().map(|p| p.tags())) {
+                    (Action::Skip, _) => "-".to_owned(),
+                    (_, Some(tags)) if tags.len() == 1 => tags[0].clone(),
+                    _ => "unknown: no earlier release in its history".to_owned(),
+                };
                 t.add_row(vec![
                     w.number.to_string(),
                     a.cluster.clone(),
                     a.application.clone(),
                     a.live.to_string(),
                     action,
+                    back,
                 ]);
             }
         }

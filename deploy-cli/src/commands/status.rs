@@ -65,6 +65,12 @@ pub async fn run(
             .collect();
         let apps = join_all(names.iter().map(|n| backends.argocd.application(n))).await;
         for ((cluster, name), app) in config.clusters.iter().zip(names).zip(apps) {
+            let promotion = deploy_core::plan::live::promoted(
+                app.as_ref().ok(),
+                &records,
+                &env.name,
+                &cluster.name,
+            );
             let row = match app {
                 Ok(app) => {
                     let images = service_images(config, env, cluster);
@@ -111,16 +117,10 @@ pub async fn run(
                 }
             };
             let mut row = row;
-            if row.promoted_by.is_none()
-                && let Some(r) = records.iter().rev().find(|r| {
-                    r.environment == env.name
-                        && r.outcome.is_success()
-                        && r.changed.contains(&cluster.name)
-                })
-            {
-                row.promoted_by = Some(r.actor.to_string());
-                row.promoted_at = Some(r.finished_at.to_string());
-                row.promoted_release = Some(r.release.tag.to_string());
+            if let Some(p) = promotion {
+                row.promoted_by = Some(p.by);
+                row.promoted_at = Some(p.at).filter(|a| !a.is_empty());
+                row.promoted_release = Some(p.release).filter(|r| !r.is_empty());
             }
             out.record("application", &row);
             rows.push(row);

@@ -519,20 +519,6 @@ fn write_override(sim: &mut SimApp, value: &OverrideValue) {
     compare(sim);
 }
 
-fn matches_selector(app: &Application, selector: &str) -> bool {
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .all(|term| match term.split_once('=') {
-            Some((k, v)) => {
-                app.labels.get(k.trim_end_matches('!')).map(String::as_str)
-                    == Some(v.trim_start_matches('='))
-            }
-            None => app.labels.contains_key(term),
-        })
-}
-
 #[async_trait]
 impl ArgoCd for InMemoryArgoCd {
     async fn application(&self, name: &str) -> Result<Application> {
@@ -541,16 +527,6 @@ impl ArgoCd for InMemoryArgoCd {
             .get(name)
             .map(|a| a.app.clone())
             .ok_or_else(|| Error::not_found(format!("application {name}")))
-    }
-
-    async fn applications(&self, selector: Option<&str>) -> Result<Vec<Application>> {
-        Ok(self
-            .settled()
-            .apps
-            .values()
-            .filter(|a| selector.is_none_or(|s| matches_selector(&a.app, s)))
-            .map(|a| a.app.clone())
-            .collect())
     }
 
     async fn set_override(&self, name: &str, value: &OverrideValue) -> Result<Application> {
@@ -611,32 +587,6 @@ impl ArgoCd for InMemoryArgoCd {
                     s.phase = OperationPhase::Terminating;
                 }
             }
-            Ok(())
-        })
-    }
-
-    async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> Result<()> {
-        let user = self.user.clone();
-        self.with_app(name, |sim, now| {
-            if sim.app.sync_mode.is_automated() {
-                return Err(Error::Refused {
-                    message: format!("rollback of {name} refused: automated sync is enabled"),
-                });
-            }
-            if sim.run.is_some() {
-                return Err(Error::Collision {
-                    what: format!("application {name}"),
-                });
-            }
-            let entry = sim.app.history.iter().find(|h| h.id == id).ok_or_else(|| {
-                Error::not_found(format!("history id {id} of application {name}"))
-            })?;
-            let value = entry.override_value.clone();
-            if let Some(v) = &value {
-                write_override(sim, v);
-            }
-            let info = BTreeMap::from([(OPERATION_INFO_KEY.to_owned(), operation_id.to_owned())]);
-            self.start(sim, now, RunKind::Rollback(value), info, &user);
             Ok(())
         })
     }

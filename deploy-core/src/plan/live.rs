@@ -134,6 +134,52 @@ pub fn is_at(app: &Application, services: &[(String, String)], tag: &Tag) -> boo
         && !app.operation_pending
 }
 
+/// Who last promoted a cluster, with what and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// Who.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The release tag.
+    pub release: String,
+}
+
+/// Who last promoted `cluster` of `env`: the annotations the engine wrote on its Application,
+/// else (an ApplicationSet that does not preserve them) the newest successful record of the
+/// audit trail that changed that cluster. Pure.
+pub fn promoted(
+    app: Option<&Application>,
+    records: &[crate::trail::AuditRecord],
+    env: &str,
+    cluster: &str,
+) -> Option<Promotion> {
+    use crate::engine::{ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE};
+    let from_annotations = app.and_then(|app| {
+        let get = |k: &str| app.annotations.get(k).cloned();
+        Some(Promotion {
+            by: get(ANNOTATION_BY)?,
+            at: get(ANNOTATION_AT).unwrap_or_default(),
+            release: get(ANNOTATION_RELEASE).unwrap_or_default(),
+        })
+    });
+    from_annotations.or_else(|| {
+        records
+            .iter()
+            .rev()
+            .find(|r| {
+                r.environment == env
+                    && r.outcome.is_success()
+                    && r.changed.iter().any(|c| c == cluster)
+            })
+            .map(|r| Promotion {
+                by: r.actor.to_string(),
+                at: r.finished_at.to_string(),
+                release: r.release.tag.to_string(),
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

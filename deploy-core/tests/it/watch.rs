@@ -50,9 +50,6 @@ impl<A: ArgoCd> ArgoCd for Writes<A> {
     async fn application(&self, name: &str) -> deploy_core::Result<Application> {
         self.inner.application(name).await
     }
-    async fn applications(&self, selector: Option<&str>) -> deploy_core::Result<Vec<Application>> {
-        self.inner.applications(selector).await
-    }
     async fn set_override(
         &self,
         name: &str,
@@ -69,9 +66,6 @@ impl<A: ArgoCd> ArgoCd for Writes<A> {
     }
     async fn terminate(&self, name: &str) -> deploy_core::Result<()> {
         self.inner.terminate(name).await
-    }
-    async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> deploy_core::Result<()> {
-        self.inner.rollback(name, id, operation_id).await
     }
     async fn annotate(
         &self,

@@ -169,36 +169,6 @@ async fn set_override_is_conditional_on_the_version_read() {
 }
 
 #[tokio::test]
-async fn rollback_writes_the_history_source_and_respects_auto_sync() {
-    let (api, controller, port) = setup();
-    let mut auto = seed("rb-auto", "v1");
-    auto.sync_mode = deploy_core::model::SyncMode::Automated {
-        prune: false,
-        self_heal: true,
-    };
-    controller.create_application(&auto).await;
-    let got = port.rollback("rb-auto", 0, "op-rb").await;
-    assert!(matches!(got, Err(Error::Refused { .. })), "{got:?}");
-
-    controller.create_application(&seed("rb", "v1")).await;
-    let got = port.rollback("rb", 42, "op-rb").await;
-    assert!(matches!(&got, Err(e) if e.is_not_found()), "{got:?}");
-
-    controller.script("rb", Script::Hang).await;
-    port.rollback("rb", 0, "op-rb").await.unwrap();
-    let stored = api.get(APPS, NS, "rb").unwrap();
-    assert_eq!(
-        stored["operation"]["sync"]["source"],
-        stored["status"]["history"][0]["source"]
-    );
-    assert_eq!(
-        stored["operation"]["info"],
-        json!([{ "name": OPERATION_INFO_KEY, "value": "op-rb" }])
-    );
-    assert_valid(&application_schema(), &stored);
-}
-
-#[tokio::test]
 async fn watch_reconnects_after_the_stream_is_cut() {
     let (api, controller, port) = setup();
     controller.create_application(&seed("cut", "v1")).await;
