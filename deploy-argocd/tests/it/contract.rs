@@ -266,7 +266,6 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
     );
     let want: BTreeSet<String> = [
         "GET /api/v1/applications/{name}",
-        "GET /api/v1/applications",
         "PATCH /api/v1/applications/{name}",
         "POST /api/v1/applications/{name}/sync",
         "DELETE /api/v1/applications/{name}/operation",
