@@ -32,6 +32,13 @@ async fn make_plan(
     intent: Intent,
     cluster: Option<&str>,
 ) -> Result<PromotionPlan> {
+    if matches!(intent, Intent::Promote { tag: None }) && env.promote_from.is_none() {
+        return Err(UsageError(format!(
+            "environment {} has no promote_from: give the release with --tag",
+            env.name
+        ))
+        .into());
+    }
     let obs = observe(
         config,
         env,

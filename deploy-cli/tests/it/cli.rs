@@ -197,6 +197,24 @@ fn watch_refuses_what_it_cannot_do_well() {
 }
 
 #[test]
+fn promoting_without_a_source_or_a_tag_is_a_usage_error() {
+    let s = Sandbox::new();
+    for args in [
+        &["promote", "--env", "debug", "--yes"][..],
+        &["plan", "--env", "debug"],
+    ] {
+        let run = s.run(args);
+        run.expect_code(2);
+        assert!(
+            run.stderr
+                .contains("has no promote_from: give the release with --tag"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn a_second_watch_once_says_there_is_nothing_new() {
     let s = Sandbox::new();
     s.run(&["watch", "--env", "staging", "--once"])
