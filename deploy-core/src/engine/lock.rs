@@ -135,6 +135,9 @@ pub(crate) struct LeaseKeeper<'a> {
     clock: &'a dyn Clock,
     ttl: Duration,
     lease: Mutex<Lease>,
+    /// Set once another run provably holds the lock: from then on no write is ours to make,
+    /// whatever the local copy of the lease says.
+    taken: Mutex<Option<LeaseLost>>,
 }
 
 /// A write is refused when the lease has less than this left; a renewal is tried first.
@@ -154,6 +157,7 @@ impl<'a> LeaseKeeper<'a> {
             clock,
             ttl,
             lease: Mutex::new(lease),
+            taken: Mutex::new(None),
         }
     }
 
@@ -186,7 +190,11 @@ impl<'a> LeaseKeeper<'a> {
                             *self.lease.lock().expect("poisoned") = l;
                             Ok(())
                         }
-                        Err(Error::LockHeld { holder, .. }) => Err(LeaseLost::Taken { holder }),
+                        Err(Error::LockHeld { holder, .. }) => {
+                            let lost = LeaseLost::Taken { holder };
+                            *self.taken.lock().expect("poisoned") = Some(lost.clone());
+                            Err(lost)
+                        }
                         Err(e) => Err(LeaseLost::Expired {
                             reason: e.to_string(),
                         }),
@@ -214,7 +222,11 @@ impl<'a> LeaseKeeper<'a> {
 
     /// Before a write: the lease must still be ours by the wall clock. Close to its expiry
     /// (or past it, after a suspend that tokio's clock does not see) it is renewed first.
+    /// Once another run was seen holding the lock, every write is refused.
     pub(crate) async fn before_write(&self) -> Result<(), LeaseLost> {
+        if let Some(lost) = self.taken.lock().expect("poisoned").clone() {
+            return Err(lost);
+        }
         let lease = self.lease();
         if self.left(&lease) > RENEW_BELOW {
             return Ok(());

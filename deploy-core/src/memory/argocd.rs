@@ -270,6 +270,53 @@ impl InMemoryArgoCd {
         drop(self.settled());
     }
 
+    /// Ends someone else's operation now as Failed, as a sync whose PostSync hook failed
+    /// would: with `applied`, its resources already run what the spec names (Synced, and as
+    /// healthy as before). Nothing is added to the history (Argo CD records only successes).
+    pub fn fail_foreign(&self, name: &str, applied: bool) {
+        let now = self.clock.now();
+        let mut s = self.settled();
+        if let Some(sim) = s.apps.get_mut(name)
+            && sim
+                .run
+                .as_ref()
+                .is_some_and(|r| matches!(r.kind, RunKind::Foreign(_)))
+        {
+            if applied {
+                sim.app.images = images_for(sim, spec_override(sim).as_ref());
+            }
+            if let Some(run) = sim.run.as_mut() {
+                run.kind = RunKind::Foreign(Some(now));
+                run.script = Script::Failed;
+            }
+        }
+        drop(s);
+        drop(self.settled());
+    }
+
+    /// Makes the Application's health `health` now, without an operation (a crash-looping
+    /// pod, a lost node): what a test sees when a healthy release goes bad during its soak.
+    pub fn set_health(&self, name: &str, health: Health) {
+        let _ = self.with_app(name, |sim, now| {
+            sim.app.health = health;
+            sim.app.health_message = (health == Health::Degraded)
+                .then(|| "Back-off restarting failed container api".to_owned());
+            sim.app.reconciled_at = Some(now);
+            sim.settles = None;
+            Ok(())
+        });
+    }
+
+    /// Makes the Application's pods run `images` now, without an operation (a half-rolled
+    /// Deployment, old CronJob pods): a live state no single release describes.
+    pub fn set_images(&self, name: &str, images: Vec<String>) {
+        let _ = self.with_app(name, |sim, _| {
+            sim.app.images = images;
+            compare(sim);
+            Ok(())
+        });
+    }
+
     /// Every Application advanced to now.
     fn settled(&self) -> std::sync::MutexGuard<'_, ArgoCdState> {
         self.settled_only(None)

@@ -2,6 +2,7 @@
 //! planner invariants with proptest.
 
 mod engine;
+mod faults;
 mod invariants;
 mod support;
 mod watch;

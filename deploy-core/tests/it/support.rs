@@ -9,12 +9,17 @@ use deploy_core::memory::World;
 use deploy_core::model::Tag;
 use deploy_core::plan::live::{override_for, service_images};
 use deploy_core::plan::promotion::{Intent, PromotionPlan, observe, plan};
-use deploy_core::port::{ArgoCd, TokioClock};
+use deploy_core::port::{ArgoCd, Clock, TokioClock};
 use deploy_core::trail::Actor;
 use tokio::sync::watch;
 
 pub const T1: &str = "1111111aaaaa";
 pub const T2: &str = "2222222bbbbb";
+
+/// When the world's clock starts.
+pub fn epoch() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_790_000_000).unwrap()
+}
 
 pub fn tag(s: &str) -> Tag {
     Tag::new(s).unwrap()
@@ -28,10 +33,12 @@ pub struct Fixture {
 impl Fixture {
     /// Every environment at T1; staging then gets T2 from CI and deploys it.
     pub async fn with_staging_at_t2() -> Self {
+        Self::with_staging_at_t2_on(Arc::new(TokioClock::new(epoch()))).await
+    }
+
+    /// The same world on `clock` (every backend and the engine share it).
+    pub async fn with_staging_at_t2_on(clock: Arc<dyn Clock>) -> Self {
         let config = Config::parse("examples/deploy.toml", EXAMPLE).unwrap();
-        let clock = Arc::new(TokioClock::new(
-            jiff::Timestamp::from_second(1_790_000_000).unwrap(),
-        ));
         let world = World::seeded(&config, clock, &tag(T1));
         let f = Self { config, world };
         f.release_to_staging(T2).await;
