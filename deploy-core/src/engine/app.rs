@@ -136,10 +136,16 @@ impl Run<'_> {
         let names: Vec<String> = a.images.iter().map(|(_, n)| n.clone()).collect();
         let mut reported_wait = false;
         let baseline = loop {
-            let current = argocd
-                .application(&a.application)
-                .await
-                .map_err(|e| Stop::Failed(e.to_string()))?;
+            let current = match argocd.application(&a.application).await {
+                Ok(app) => app,
+                // Not readable for now: look again (the caller's deadline bounds it).
+                Err(Error::Transient { message, .. }) => {
+                    tracing::debug!("reading {}: {message}; trying again", a.application);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(e) => return Err(Stop::Failed(e.to_string())),
+            };
             if current.operation_pending {
                 if !reported_wait {
                     reported_wait = true;

@@ -78,7 +78,6 @@ enum Write {
     Override(Vec<String>),
     Sync { op: String, accepted: bool },
     Terminate,
-    Rollback,
     Annotate,
 }
 
@@ -221,10 +220,6 @@ impl ArgoCd for Faulty {
         Ok(app)
     }
 
-    async fn applications(&self, selector: Option<&str>) -> deploy_core::Result<Vec<Application>> {
-        self.inner.applications(selector).await
-    }
-
     async fn set_override(
         &self,
         name: &str,
@@ -273,11 +268,6 @@ impl ArgoCd for Faulty {
     async fn terminate(&self, name: &str) -> deploy_core::Result<()> {
         self.wrote(name, Write::Terminate);
         self.inner.terminate(name).await
-    }
-
-    async fn rollback(&self, name: &str, id: i64, operation_id: &str) -> deploy_core::Result<()> {
-        self.wrote(name, Write::Rollback);
-        self.inner.rollback(name, id, operation_id).await
     }
 
     async fn annotate(
