@@ -189,7 +189,7 @@ impl Case {
         };
         let start = Instant::now();
         let report = Engine::new(ports, opts)
-            .run(&plan, |e| {
+            .run(&plan, move |e| {
                 let _ = tx.send(e);
             })
             .await

@@ -1236,7 +1236,10 @@ impl ArgoCd for RestArgoCd {
             .await
             .map(|_| ())
     }
+}
 
+#[async_trait]
+impl port::ArgoCdInventory for RestArgoCd {
     async fn application_sets(&self) -> Result<Vec<port::ApplicationSet>> {
         let list: wire::ApplicationSetList = self.list("applicationsets").await?;
         Ok(list

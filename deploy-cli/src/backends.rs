@@ -10,7 +10,7 @@ use deploy_core::config::Config;
 use deploy_core::memory::{Timing, World, WorldState};
 use deploy_core::model::Tag;
 use deploy_core::plan::live::{override_for, service_images};
-use deploy_core::port::{ArgoCd, AuditLog, Clock, Lock, Registry, SystemClock};
+use deploy_core::port::{ArgoCd, ArgoCdInventory, AuditLog, Clock, Lock, Registry, SystemClock};
 
 use crate::cli::Global;
 use crate::exit::UsageError;
@@ -50,6 +50,8 @@ pub struct Backends {
     pub registry: Arc<dyn Registry>,
     /// Argo CD.
     pub argocd: Arc<dyn ArgoCd>,
+    /// What `deploy audit` reads of Argo CD (ApplicationSets, clusters).
+    pub inventory: Arc<dyn ArgoCdInventory>,
     /// Promotion locks.
     pub locks: Locks,
     /// Audit trail.
@@ -129,9 +131,11 @@ impl Backends {
                 .with_username(crate::commands::promote::actor().os_user)
                 .with_tag_parameters(tag_parameters);
             let lock = deploy_argocd::kube::LeaseLock::new(client, ns).with_clock(clock.clone());
+            let argocd = Arc::new(argocd);
             return Ok(Self {
                 registry,
-                argocd: Arc::new(argocd),
+                argocd: argocd.clone(),
+                inventory: argocd,
                 locks: Locks::Shared(Arc::new(lock)),
                 audit,
                 clock,
@@ -169,7 +173,8 @@ impl Backends {
             let argocd = Arc::new(Unconfigured(why.to_owned()));
             return Ok(Self {
                 registry,
-                argocd,
+                argocd: argocd.clone(),
+                inventory: argocd,
                 locks: Locks::PerApplication,
                 audit,
                 clock,
@@ -191,6 +196,7 @@ impl Backends {
         Ok(Self {
             registry,
             argocd: rest.clone(),
+            inventory: rest.clone(),
             locks: Locks::PerApplication,
             audit,
             clock,
@@ -346,7 +352,8 @@ impl Sandbox {
         let w = self.world.clone();
         Backends {
             registry: Arc::new(w.registry),
-            argocd: Arc::new(w.argocd),
+            argocd: Arc::new(w.argocd.clone()),
+            inventory: Arc::new(w.argocd),
             locks: Locks::Shared(Arc::new(w.lock)),
             audit: Arc::new(w.audit),
             clock: w.clock,
@@ -453,11 +460,16 @@ impl ArgoCd for Unconfigured {
     ) -> deploy_core::Result<()> {
         Err(self.err())
     }
+}
+
+#[async_trait::async_trait]
+impl ArgoCdInventory for Unconfigured {
     async fn application_sets(
         &self,
     ) -> deploy_core::Result<Vec<deploy_core::port::ApplicationSet>> {
         Err(self.err())
     }
+
     async fn clusters(&self) -> deploy_core::Result<Vec<deploy_core::port::ClusterInfo>> {
         Err(self.err())
     }

@@ -155,7 +155,7 @@ fn plan_and_findings(c: &mut Criterion, config: &Config) {
         .expect("observe");
         let observed = t.elapsed();
         let t = Instant::now();
-        let audit = findings::observe(config, prod, &world.registry, &world.argocd)
+        let audit = findings::observe(config, prod, &world.registry, &world.argocd, &world.argocd)
             .await
             .expect("audit observe");
         eprintln!(

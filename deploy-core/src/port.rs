@@ -235,50 +235,7 @@ pub struct HistoryEntry {
     pub override_value: Option<OverrideValue>,
 }
 
-/// The image override of an Application's source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum OverrideValue {
-    /// One Helm parameter (`spec.source.helm.parameters[name]`).
-    Helm {
-        /// Parameter name, e.g. `image.tag`.
-        parameter: String,
-        /// Its value: the tag.
-        value: String,
-    },
-    /// Kustomize image overrides (`spec.source.kustomize.images`), `name:tag` each.
-    Kustomize {
-        /// The entries for our images.
-        images: Vec<String>,
-    },
-}
-
-impl OverrideValue {
-    /// The tag(s) this override points at, deduplicated and sorted.
-    pub fn tags(&self) -> Vec<String> {
-        let mut tags: Vec<String> = match self {
-            Self::Helm { value, .. } => vec![value.clone()],
-            Self::Kustomize { images } => images
-                .iter()
-                .filter_map(|i| image_tag(i))
-                .map(str::to_owned)
-                .collect(),
-        };
-        tags.sort();
-        tags.dedup();
-        tags
-    }
-
-    /// The kind of override this is, as configured.
-    pub fn kind(&self) -> crate::config::ImageOverride {
-        match self {
-            Self::Helm { parameter, .. } => crate::config::ImageOverride::Helm {
-                parameter: parameter.clone(),
-            },
-            Self::Kustomize { .. } => crate::config::ImageOverride::Kustomize,
-        }
-    }
-}
+pub use crate::image_override::{OverrideValue, kustomize_name};
 
 /// The tag of an image reference `name:tag` or `name:tag@digest`; `None` when untagged.
 pub fn image_tag(image: &str) -> Option<&str> {
@@ -335,42 +292,6 @@ pub struct Application {
     pub history: Vec<HistoryEntry>,
     /// `metadata.resourceVersion`.
     pub resource_version: String,
-}
-
-impl Application {
-    /// The image override as configured by `kind`, if the Application has one.
-    pub fn override_value(
-        &self,
-        kind: &crate::config::ImageOverride,
-        image_names: &[String],
-    ) -> Option<OverrideValue> {
-        match kind {
-            crate::config::ImageOverride::Helm { parameter } => self
-                .helm_parameters
-                .get(parameter)
-                .map(|value| OverrideValue::Helm {
-                    parameter: parameter.clone(),
-                    value: value.clone(),
-                }),
-            crate::config::ImageOverride::Kustomize => {
-                let images: Vec<String> = self
-                    .kustomize_images
-                    .iter()
-                    .filter(|i| image_names.iter().any(|n| kustomize_name(i) == n))
-                    .cloned()
-                    .collect();
-                (!images.is_empty()).then_some(OverrideValue::Kustomize { images })
-            }
-        }
-    }
-}
-
-/// The image name a Kustomize override entry matches: `old=new:tag` → `old`, `name:tag` → `name`.
-pub fn kustomize_name(entry: &str) -> &str {
-    match entry.split_once('=') {
-        Some((old, _)) => old,
-        None => image_name(entry),
-    }
 }
 
 /// A request to sync.
@@ -447,7 +368,12 @@ pub trait ArgoCd: Send + Sync + Debug {
 
     /// Merges `annotations` into `metadata.annotations`.
     async fn annotate(&self, name: &str, annotations: &BTreeMap<String, String>) -> Result<()>;
+}
 
+/// What `deploy audit` reads of Argo CD: read-only, and apart from [`ArgoCd`] so that a
+/// backend for promotions need not list ApplicationSets or clusters.
+#[async_trait]
+pub trait ArgoCdInventory: Send + Sync + Debug {
     /// Every ApplicationSet.
     async fn application_sets(&self) -> Result<Vec<ApplicationSet>>;
 

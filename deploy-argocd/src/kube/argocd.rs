@@ -357,7 +357,10 @@ impl ArgoCd for KubeArgoCd {
             .map_err(|e| map_error(e, &what(name)))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl deploy_core::port::ArgoCdInventory for KubeArgoCd {
     async fn application_sets(&self) -> deploy_core::Result<Vec<ApplicationSet>> {
         let list = self
             .application_sets

@@ -4,6 +4,7 @@
 //! definitions and the CRD `openAPIV3Schema`. Schemas are made strict (no property they do not
 //! declare), so a misspelt field fails here rather than being ignored by the server.
 
+use deploy_core::port::ArgoCdInventory as _;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 

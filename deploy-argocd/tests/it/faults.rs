@@ -2,6 +2,7 @@
 //! malformed and truncated JSON, an answer slower than the timeout, a collision that clears,
 //! a retried sync that had landed, and a token that never shows in any output.
 
+use deploy_core::port::ArgoCdInventory as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

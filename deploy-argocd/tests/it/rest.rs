@@ -1,6 +1,7 @@
 //! The REST backend against the stateful fake Argo CD: the deploy-core conformance suite, the
 //! requests one promotion of one Application costs, and the calls the suite does not make.
 
+use deploy_core::port::ArgoCdInventory as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -19,9 +19,15 @@ pub async fn run(
     let envs = config.select_environments(only).map_err(UsageError)?;
     let mut all = Vec::new();
     for env in envs {
-        let input = observe(config, env, &*backends.registry, &*backends.argocd)
-            .await
-            .with_context(|| format!("reading the state of {}", env.name))?;
+        let input = observe(
+            config,
+            env,
+            &*backends.registry,
+            &*backends.argocd,
+            &*backends.inventory,
+        )
+        .await
+        .with_context(|| format!("reading the state of {}", env.name))?;
         for f in findings(config, env, &input) {
             out.record("finding", &f);
             all.push(f);

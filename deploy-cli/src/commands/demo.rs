@@ -51,6 +51,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
     let backends = Backends {
         registry: Arc::new(world.registry.clone()),
         argocd: Arc::new(world.argocd.clone()),
+        inventory: Arc::new(world.argocd.clone()),
         locks: crate::backends::Locks::Shared(Arc::new(world.lock.clone())),
         audit: Arc::new(world.audit.clone()),
         clock,

@@ -646,7 +646,10 @@ impl ArgoCd for InMemoryArgoCd {
             Ok(())
         })
     }
+}
 
+#[async_trait]
+impl crate::port::ArgoCdInventory for InMemoryArgoCd {
     async fn application_sets(&self) -> Result<Vec<ApplicationSet>> {
         Ok(self
             .state

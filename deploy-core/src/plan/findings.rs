@@ -10,7 +10,8 @@ use crate::config::{Config, Environment, ImageOverride};
 use crate::error::Result;
 use crate::model::SyncMode;
 use crate::port::{
-    Application, ApplicationSet, ArgoCd, ClusterInfo, Registry, ReplicationRule, RepositoryInfo,
+    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, Registry, ReplicationRule,
+    RepositoryInfo,
 };
 
 /// How bad a finding is.
@@ -59,6 +60,7 @@ pub async fn observe(
     env: &Environment,
     registry: &dyn Registry,
     argocd: &dyn ArgoCd,
+    inventory: &dyn ArgoCdInventory,
 ) -> Result<AuditInput> {
     let mut input = AuditInput::default();
     for cluster in &config.clusters {
@@ -73,7 +75,7 @@ pub async fn observe(
         input.apps.insert(cluster.name.clone(), app);
     }
     if let Some(name) = config.application_set_name(env) {
-        let sets = argocd.application_sets().await?;
+        let sets = inventory.application_sets().await?;
         input.application_set = sets.into_iter().find(|s| s.name == name);
         input.application_set_missing = input.application_set.is_none();
     }
@@ -107,7 +109,7 @@ pub async fn observe(
             .repositories
             .insert((loc.repository, loc.region), info);
     }
-    input.clusters = argocd.clusters().await?;
+    input.clusters = inventory.clusters().await?;
     Ok(input)
 }
 

@@ -5,9 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Environment, ImageOverride};
+use crate::config::{Config, Environment};
 use crate::model::Tag;
-use crate::port::{Application, Health, OverrideValue, SyncStatus, image_name, image_tag};
+use crate::port::{Application, Health, SyncStatus, image_name, image_tag};
 
 /// The tag an Application runs (or is told to run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,14 +90,7 @@ fn summarize(by: BTreeMap<String, Vec<String>>) -> LiveTag {
     }
 }
 
-/// The tag the image override points at.
-pub fn desired_tag(value: Option<&OverrideValue>) -> LiveTag {
-    match value.map(OverrideValue::tags).as_deref() {
-        Some([t]) => LiveTag::Tag(t.clone()),
-        Some([]) | None => LiveTag::Unknown,
-        Some(many) => LiveTag::Mixed(many.iter().map(|t| (t.clone(), vec![t.clone()])).collect()),
-    }
-}
+pub use crate::image_override::{desired_tag, override_for};
 
 /// (service, image name) pairs a cluster of `env` runs.
 pub fn service_images(
@@ -111,19 +104,6 @@ pub fn service_images(
         .map(|s| s.name.clone())
         .zip(env.image_names(&config.services, cluster))
         .collect()
-}
-
-/// The override that makes a cluster of `env` run `tag`.
-pub fn override_for(env: &Environment, image_names: &[String], tag: &Tag) -> OverrideValue {
-    match &env.image_override {
-        ImageOverride::Helm { parameter } => OverrideValue::Helm {
-            parameter: parameter.clone(),
-            value: tag.to_string(),
-        },
-        ImageOverride::Kustomize => OverrideValue::Kustomize {
-            images: image_names.iter().map(|n| format!("{n}:{tag}")).collect(),
-        },
-    }
 }
 
 /// Whether `app` runs `tag` on every image, Synced and Healthy, with no operation pending.

@@ -586,19 +586,7 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
     out
 }
 
-/// Whether the override in force equals `want`; Kustomize entries compare in any order.
-pub fn same_override(current: Option<&OverrideValue>, want: &OverrideValue) -> bool {
-    match (current, want) {
-        (Some(OverrideValue::Kustomize { images: a }), OverrideValue::Kustomize { images: b }) => {
-            let (mut a, mut b) = (a.clone(), b.clone());
-            a.sort();
-            b.sort();
-            a == b
-        }
-        (Some(c), w) => c == w,
-        (None, _) => false,
-    }
-}
+pub use crate::image_override::same_override;
 
 fn replication_text(state: &ReplicationState) -> String {
     match state {

@@ -21,7 +21,7 @@ pub fn lineage(app: &Application, kind: &ImageOverride) -> Vec<Tag> {
         let Some(tag) = h
             .override_value
             .as_ref()
-            .filter(|v| same_kind(v, kind))
+            .filter(|v| v.is_kind(kind))
             .and_then(single_tag)
         else {
             continue;
@@ -39,14 +39,6 @@ fn single_tag(v: &OverrideValue) -> Option<Tag> {
         [t] => Tag::new(t.clone()).ok(),
         _ => None,
     }
-}
-
-fn same_kind(v: &OverrideValue, kind: &ImageOverride) -> bool {
-    matches!(
-        (v, kind),
-        (OverrideValue::Helm { .. }, ImageOverride::Helm { .. })
-            | (OverrideValue::Kustomize { .. }, ImageOverride::Kustomize)
-    )
 }
 
 /// The newest release of its lineage that is not `release`: what an Application returns to
@@ -79,11 +71,7 @@ pub fn target(
     let newest = apps
         .iter()
         .flat_map(|a| a.history.iter())
-        .filter(|h| {
-            h.override_value
-                .as_ref()
-                .is_some_and(|v| same_kind(v, kind))
-        })
+        .filter(|h| h.override_value.as_ref().is_some_and(|v| v.is_kind(kind)))
         .max_by_key(|h| (h.deployed_at, h.id))
         .and_then(|h| h.override_value.as_ref().and_then(single_tag));
     let Some(current) = newest else {

@@ -19,8 +19,8 @@ use deploy_core::memory::{InMemoryArgoCd, InMemoryLock};
 use deploy_core::model::SyncMode;
 use deploy_core::plan::promotion::{Intent, PromotionPlan};
 use deploy_core::port::{
-    AppStream, Application, ApplicationSet, ArgoCd, AuditLog, Clock, ClusterInfo, Health, Lease,
-    Lock, OperationPhase, OverrideValue, SyncRequest, SyncStatus, TokioClock,
+    AppStream, Application, ArgoCd, AuditLog, Clock, Health, Lease, Lock, OperationPhase,
+    OverrideValue, SyncRequest, SyncStatus, TokioClock,
 };
 use deploy_core::trail::Outcome;
 use futures::StreamExt;
@@ -277,14 +277,6 @@ impl ArgoCd for Faulty {
     ) -> deploy_core::Result<()> {
         self.wrote(name, Write::Annotate);
         self.inner.annotate(name, annotations).await
-    }
-
-    async fn application_sets(&self) -> deploy_core::Result<Vec<ApplicationSet>> {
-        self.inner.application_sets().await
-    }
-
-    async fn clusters(&self) -> deploy_core::Result<Vec<ClusterInfo>> {
-        self.inner.clusters().await
     }
 }
 

@@ -14,9 +14,8 @@ use deploy_core::memory::{World, build_digest};
 use deploy_core::model::{RepoLocation, Tag};
 use deploy_core::plan::live::{override_for, service_images};
 use deploy_core::port::{
-    AppStream, Application, ApplicationSet, ArgoCd, ClusterInfo, ImageLookup, OverrideValue,
-    Registry, ReplicationRule, ReplicationStatus, RepositoryInfo, SyncRequest, TaggedImage,
-    TokioClock,
+    AppStream, Application, ArgoCd, ImageLookup, OverrideValue, Registry, ReplicationRule,
+    ReplicationStatus, RepositoryInfo, SyncRequest, TaggedImage, TokioClock,
 };
 use deploy_core::watch::{
     ANNOTATION_WATCHED, Leader, Poll, WatchEvent, WatchOptions, Watcher, lease_key,
@@ -73,12 +72,6 @@ impl<A: ArgoCd> ArgoCd for Writes<A> {
         annotations: &BTreeMap<String, String>,
     ) -> deploy_core::Result<()> {
         self.inner.annotate(name, annotations).await
-    }
-    async fn application_sets(&self) -> deploy_core::Result<Vec<ApplicationSet>> {
-        self.inner.application_sets().await
-    }
-    async fn clusters(&self) -> deploy_core::Result<Vec<ClusterInfo>> {
-        self.inner.clusters().await
     }
 }
 

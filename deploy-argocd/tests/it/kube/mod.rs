@@ -6,6 +6,7 @@
 mod controller;
 mod fake;
 
+use deploy_core::port::ArgoCdInventory as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
