@@ -1274,6 +1274,58 @@ async fn degraded_behind_503s_in_the_last_soak_rolls_back() {
     assert_eq!(world.lock(), None, "the lock is released");
 }
 
+/// Item 1 when Argo CD never answers again for that Application: the soak cannot observe
+/// it, so it fails at the soak plus the wave's timeout (not never, not with a pass); the
+/// rollback cannot reach that Application either, and the outcome says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_behind_503s_that_never_end_fails_at_soak_and_timeout() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.set_prod_timings("2s", "4s");
+    let running = world.spawn(&json_args(&PROMOTE));
+    running
+        .wait_for_event("the soak of wave 2", soak_started(2))
+        .await;
+    world.argo.inject(
+        EAST,
+        Requests::Reads,
+        Outage::Unavailable,
+        Lasts::UntilCleared,
+    );
+    world.argo.edit(EAST, degrade);
+    let run = running.wait().await;
+    world.argo.clear(EAST);
+    run.expect_code(1);
+    let report = run.result();
+    assert_eq!(report["outcome"], "failed", "{report:#}");
+    let states = states(&report);
+    assert_eq!(states["us-east-1"], "rollback_failed", "{report:#}");
+    assert_eq!(states["us-west-2"], "rolled_back", "{report:#}");
+    assert_eq!(states["eu-west-1"], "rolled_back", "{report:#}");
+    let events = events_of(&run);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "observation_lost" && e["cluster"] == "us-east-1"),
+        "the lapse is an event: {events:#?}"
+    );
+    let halted = events
+        .iter()
+        .find(|e| e["event"] == "halted")
+        .expect("the run halted");
+    assert!(
+        halted["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("us-east-1") && r.contains("before the deadline")),
+        "{halted}"
+    );
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert_eq!(audit[1]["outcome"], "failed");
+    assert_eq!(world.lock(), None, "the lock is released");
+}
+
 /// Item 1 with an expired token: Argo CD answers 401 to every read of the Degraded
 /// Application from the middle of the last soak on. A refused token does not heal by
 /// waiting, so the soak fails at once; the rollback cannot reach that Application either,
