@@ -5,7 +5,10 @@
 //! moves Progressing → Healthy or Degraded, collisions, history, terminate, JSON patches
 //! (RFC 6902, `test` included, as the REST lock writes them), the NDJSON watch stream,
 //! ApplicationSets, clusters and the session. It answers as Argo CD does (403 for a missing
-//! app without a project, code 9 for a collision, `{}` for terminate). It implements
+//! app without a project, code 9 for a collision, `{}` for terminate). Faults are injected at
+//! the HTTP level ([`FakeArgo::inject`]: 503 or 401 for an Application's reads or patches, for
+//! a time, a number of answers or until cleared), and someone else's sync can end Failed on a
+//! PostSync hook while the release runs ([`FakeArgo::start_foreign_sync`]). It implements
 //! [`ArgoCdFixture`], so the deploy-core conformance suite and end-to-end tests seed it the
 //! same way; every request stays readable through [`FakeArgo::server`] for assertions.
 //!
@@ -50,6 +53,9 @@ struct AppSim {
     /// Observations left before the controller finishes the foreign operation by itself
     /// (`None`: it runs until [`ArgoCdFixture::finish_foreign_operation`]).
     foreign_left: Option<u32>,
+    /// What the foreign operation deploys and how it ends ([`FakeArgo::start_foreign_sync`]);
+    /// `None`: it changes nothing but its own state and succeeds.
+    foreign_sync: Option<(String, ForeignEnd)>,
     /// Wall-clock durations of our operations ([`FakeArgo::set_timing`]); `None`: one step
     /// per observation.
     timing: Option<Timing>,
@@ -90,6 +96,10 @@ struct State {
     request_delay: Duration,
     /// Longest a timed Application's watch stream waits for a change ([`FakeArgo::set_stream_hold`]).
     stream_hold: Duration,
+    /// Faults injected at the HTTP level ([`FakeArgo::inject`]).
+    faults: Vec<Fault>,
+    /// Answers each Application's faults gave, whether or not the fault is still on.
+    fault_answers: BTreeMap<String, u32>,
 }
 
 /// A change to an Application object.
@@ -105,11 +115,28 @@ impl std::fmt::Debug for State {
             .field("after_patch", &self.after_patch.keys().collect::<Vec<_>>())
             .field("request_delay", &self.request_delay)
             .field("stream_hold", &self.stream_hold)
+            .field("faults", &self.faults)
+            .field("fault_answers", &self.fault_answers)
             .finish()
     }
 }
 
 impl State {
+    /// The outage to answer a request of `kind` for Application `name` with, if a fault is
+    /// on for it; a fault whose time or answers are used up is removed first.
+    fn fault_hit(&mut self, name: &str, kind: Requests) -> Option<Outage> {
+        let now = Instant::now();
+        self.faults.retain(|f| !f.over(now));
+        let fault = self
+            .faults
+            .iter_mut()
+            .find(|f| f.application == name && f.requests == kind)?;
+        fault.first_answer.get_or_insert(now);
+        fault.answered += 1;
+        *self.fault_answers.entry(name.to_owned()).or_default() += 1;
+        Some(fault.outage)
+    }
+
     fn now(&mut self) -> String {
         self.clock += 1;
         Timestamp::from_second(1_780_000_000 + self.clock)
@@ -166,12 +193,15 @@ impl State {
             } else {
                 app.foreign = false;
                 app.foreign_left = None;
-                finish(
-                    obj,
-                    "Succeeded",
-                    "successfully synced (all tasks run)",
-                    &now,
-                );
+                match app.foreign_sync.take() {
+                    None => finish(
+                        obj,
+                        "Succeeded",
+                        "successfully synced (all tasks run)",
+                        &now,
+                    ),
+                    Some((tag, end)) => finish_foreign_sync(obj, &app.image_names, &tag, end, &now),
+                }
                 true
             }
         } else if phase == "Terminating" {
@@ -283,6 +313,164 @@ fn permission_denied() -> ResponseTemplate {
     error(403, 7, "permission denied")
 }
 
+/// What an injected fault answers ([`FakeArgo::inject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// 503, gRPC code 14 (Unavailable): argocd-server restarting (grpc-go's "transport is
+    /// closing" while its listener shuts down).
+    Unavailable,
+    /// 401, gRPC code 16 (Unauthenticated): the token expired, in the words of Argo CD's
+    /// session manager ("invalid session: token has invalid claims: token is expired").
+    Unauthenticated,
+}
+
+/// Which requests for one Application an injected fault answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requests {
+    /// `GET /api/v1/applications/{name}` and the watch stream
+    /// `GET /api/v1/stream/applications?name={name}`.
+    Reads,
+    /// `PATCH /api/v1/applications/{name}` (the override, the annotations, the REST lock).
+    Patches,
+}
+
+/// How long an injected fault lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lasts {
+    /// Until [`FakeArgo::clear`].
+    UntilCleared,
+    /// This long from its first answer on the wall clock (an outage that begins when the
+    /// request comes, so the test needs not time the injection to the request).
+    For(Duration),
+    /// This many answers.
+    Answers(u32),
+}
+
+/// A fault injected at the HTTP level: requests of one kind for one Application get an
+/// error answer instead of being served.
+#[derive(Debug, Clone)]
+struct Fault {
+    application: String,
+    requests: Requests,
+    outage: Outage,
+    lasts: Lasts,
+    first_answer: Option<Instant>,
+    answered: u32,
+}
+
+impl Fault {
+    /// Whether the fault is used up at `now`.
+    fn over(&self, now: Instant) -> bool {
+        match self.lasts {
+            Lasts::UntilCleared => false,
+            Lasts::For(d) => self
+                .first_answer
+                .is_some_and(|t| now.saturating_duration_since(t) >= d),
+            Lasts::Answers(n) => self.answered >= n,
+        }
+    }
+}
+
+impl Outage {
+    fn status_code(self) -> (u16, i32, &'static str, &'static str) {
+        match self {
+            Self::Unavailable => (503, 14, "Service Unavailable", "transport is closing"),
+            Self::Unauthenticated => (
+                401,
+                16,
+                "Unauthorized",
+                "invalid session: token has invalid claims: token is expired",
+            ),
+        }
+    }
+
+    /// The answer to a unary request: grpc-gateway's error body `{"error","code","message",
+    /// "details"}` (`runtimeError` in Argo CD's swagger.json) with the HTTP status of the gRPC
+    /// code (`runtime.HTTPStatusFromCode`: Unavailable 503, Unauthenticated 401).
+    fn unary(self) -> ResponseTemplate {
+        let (status, code, _, message) = self.status_code();
+        error(status, code, message)
+    }
+
+    /// The answer to a watch stream. grpc-gateway's `ForwardResponseStream` meets the error
+    /// before it wrote anything, so `handleForwardResponseStreamError` (runtime/handler.go of
+    /// grpc-gateway v1, which argocd-server uses) sets the status of the gRPC code and writes
+    /// one error chunk, `{"error": runtimeStreamError}`, then ends the body.
+    fn stream(self) -> ResponseTemplate {
+        let (status, code, http_status, message) = self.status_code();
+        let chunk = json!({ "error": {
+            "grpc_code": code, "http_code": status, "message": message,
+            "http_status": http_status, "details": []
+        }});
+        ResponseTemplate::new(status).set_body_raw(format!("{chunk}\n"), "application/json")
+    }
+}
+
+/// How someone else's sync ends ([`FakeArgo::start_foreign_sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignEnd {
+    /// Succeeded.
+    Succeeded,
+    /// Failed on a PostSync hook (a smoke test) after every resource was applied and became
+    /// Healthy: the images run the release, Synced and Healthy, yet the operation Failed.
+    FailedOnPostSyncHook,
+}
+
+/// Ends the foreign sync of `tag` on `obj`: every resource applied and Healthy at `tag`, the
+/// history entry written, and the operation ended as `end` says. A failed PostSync hook looks
+/// as gitops-engine leaves it (pkg/sync/sync_context.go, `Sync`: a completed task that was not
+/// successful makes it `setOperationFailed(..., "one or more synchronization tasks completed
+/// unsuccessfully")`), with the hook's result among `syncResult.resources`.
+fn finish_foreign_sync(
+    obj: &mut Value,
+    image_names: &[String],
+    tag: &str,
+    end: ForeignEnd,
+    now: &str,
+) {
+    let revision = "7c3d9e1f";
+    let images: Vec<String> = image_names.iter().map(|n| format!("{n}:{tag}")).collect();
+    obj["status"]["summary"] = json!({ "images": images });
+    obj["status"]["sync"] = json!({ "status": "Synced", "revision": revision });
+    obj["status"]["health"] = json!({ "status": "Healthy" });
+    let source = obj["spec"]["source"].clone();
+    let initiated_by = obj["status"]["operationState"]["operation"]["initiatedBy"].clone();
+    let history = obj["status"]["history"]
+        .as_array_mut()
+        .expect("history is an array");
+    let id = history.last().and_then(|h| h["id"].as_i64()).unwrap_or(-1) + 1;
+    history.push(json!({
+        "id": id, "revision": revision, "deployedAt": now, "deployStartedAt": now,
+        "source": source.clone(), "initiatedBy": initiated_by,
+    }));
+    let mut resources = vec![json!({
+        "group": "apps", "version": "v1", "kind": "Deployment", "namespace": "myapp",
+        "name": "api", "status": "Synced", "message": "deployment.apps/api configured",
+        "hookPhase": "Running", "syncPhase": "Sync"
+    })];
+    match end {
+        ForeignEnd::Succeeded => {
+            finish(obj, "Succeeded", "successfully synced (all tasks run)", now);
+        }
+        ForeignEnd::FailedOnPostSyncHook => {
+            resources.push(json!({
+                "group": "batch", "version": "v1", "kind": "Job", "namespace": "myapp",
+                "name": "smoke-test", "status": "Synced",
+                "message": "Job has reached the specified backoff limit",
+                "hookType": "PostSync", "hookPhase": "Failed", "syncPhase": "PostSync"
+            }));
+            finish(
+                obj,
+                "Failed",
+                "one or more synchronization tasks completed unsuccessfully",
+                now,
+            );
+        }
+    }
+    obj["status"]["operationState"]["syncResult"] =
+        json!({ "revision": revision, "resources": resources, "source": source });
+}
+
 /// Which endpoint a responder serves.
 #[derive(Debug, Clone, Copy)]
 enum Route {
@@ -345,6 +533,25 @@ impl Responder {
         }
         let mut state = self.state.lock().expect("fake state");
         let name = app_name(request);
+        let faulted = match self.route {
+            Route::Get => Some((Requests::Reads, name.clone())),
+            Route::Patch => Some((Requests::Patches, name.clone())),
+            Route::Stream => request
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| (Requests::Reads, v.into_owned())),
+            _ => None,
+        };
+        if let Some((kind, target)) = faulted
+            && let Some(outage) = state.fault_hit(&target, kind)
+        {
+            return if matches!(self.route, Route::Stream) {
+                outage.stream()
+            } else {
+                outage.unary()
+            };
+        }
         match self.route {
             Route::Get => {
                 if !state.apps.contains_key(&name) {
@@ -680,6 +887,8 @@ impl FakeArgo {
             after_patch: BTreeMap::new(),
             request_delay: Duration::ZERO,
             stream_hold: Duration::from_secs(1),
+            faults: Vec::new(),
+            fault_answers: BTreeMap::new(),
         }));
         let app = r"^/api/v1/applications/[^/]+$";
         let routes: Vec<(&str, String, Route)> = vec![
@@ -750,6 +959,56 @@ impl FakeArgo {
         state.apps.get_mut(name).expect("known app").foreign_left = Some(observations);
     }
 
+    /// Starts a sync of release `tag` as another user (`alice`, as `argocd app set` then
+    /// `argocd app sync` would): the spec's tag parameter names `tag` at once, and once
+    /// Application `name` has been observed `observations` more times the controller ends it:
+    /// the images run `tag`, Synced and Healthy, and the operation ends as `end` says.
+    pub fn start_foreign_sync(&self, name: &str, tag: &str, observations: u32, end: ForeignEnd) {
+        let mut state = self.state.lock().expect("fake state");
+        start_foreign(&mut state, name);
+        let app = state.apps.get_mut(name).expect("known app");
+        app.foreign_left = Some(observations);
+        app.foreign_sync = Some((tag.to_owned(), end));
+        let parameter = app.tag_parameter.clone();
+        let parameters = app.obj["spec"]["source"]["helm"]["parameters"]
+            .as_array_mut()
+            .expect("helm parameters");
+        for p in parameters
+            .iter_mut()
+            .filter(|p| p["name"] == json!(parameter))
+        {
+            p["value"] = json!(tag);
+        }
+        state.bump(name);
+    }
+
+    /// Makes `requests` for Application `name` answer `outage` for as long as `lasts` says,
+    /// as Argo CD (or a restart of it) answers them; see [`Outage`] for the bodies. A later
+    /// fault for the same requests and Application comes after this one ends.
+    pub fn inject(&self, name: &str, requests: Requests, outage: Outage, lasts: Lasts) {
+        let mut state = self.state.lock().expect("fake state");
+        state.faults.push(Fault {
+            application: name.to_owned(),
+            requests,
+            outage,
+            lasts,
+            first_answer: None,
+            answered: 0,
+        });
+    }
+
+    /// Ends every fault injected for Application `name`.
+    pub fn clear(&self, name: &str) {
+        let mut state = self.state.lock().expect("fake state");
+        state.faults.retain(|f| f.application != name);
+    }
+
+    /// How many answers the faults of Application `name` gave so far.
+    pub fn fault_answers(&self, name: &str) -> u32 {
+        let state = self.state.lock().expect("fake state");
+        state.fault_answers.get(name).copied().unwrap_or(0)
+    }
+
     /// Delays every answer by `delay` (network and server time; default none). A watch
     /// stream's answer is delayed by at least as much.
     pub fn set_request_delay(&self, delay: Duration) {
@@ -802,6 +1061,7 @@ impl ArgoCdFixture for FakeArgo {
                 health_next: None,
                 foreign: false,
                 foreign_left: None,
+                foreign_sync: None,
                 timing: None,
                 started: None,
             },
@@ -823,12 +1083,17 @@ impl ArgoCdFixture for FakeArgo {
         let now = state.now();
         let app = state.apps.get_mut(name).expect("known app");
         app.foreign = false;
-        finish(
-            &mut app.obj,
-            "Succeeded",
-            "successfully synced (all tasks run)",
-            &now,
-        );
+        match app.foreign_sync.take() {
+            None => finish(
+                &mut app.obj,
+                "Succeeded",
+                "successfully synced (all tasks run)",
+                &now,
+            ),
+            Some((tag, end)) => {
+                finish_foreign_sync(&mut app.obj, &app.image_names, &tag, end, &now)
+            }
+        }
         state.bump(name);
     }
 }
@@ -844,6 +1109,7 @@ fn start_foreign(state: &mut State, name: &str) {
     });
     app.foreign = true;
     app.foreign_left = None;
+    app.foreign_sync = None;
     state.bump(name);
 }
 

@@ -228,3 +228,40 @@ async fn set_override_after_a_concurrent_change_reads_again_and_keeps_it() {
     assert_eq!(patch_types(&requests[before..]), ["json", "merge"]);
     assert_eq!(count(&requests[before..], "GET", "/moved"), 1);
 }
+
+/// The fake's injected faults as the client meets them: a 503 for a number of answers is
+/// ridden out by the client's retries, a 401 is a permission error at once (not retried),
+/// and clearing it serves the Application again.
+#[tokio::test]
+async fn injected_faults_answer_as_argo_cd_does() {
+    use deploy_argocd::fake::{Lasts, Outage, Requests};
+
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    fake.create_application(&seed("faulty", "v1")).await;
+
+    fake.inject(
+        "faulty",
+        Requests::Reads,
+        Outage::Unavailable,
+        Lasts::Answers(2),
+    );
+    port.application("faulty")
+        .await
+        .expect("retried past two 503s");
+    assert_eq!(fake.fault_answers("faulty"), 2);
+
+    fake.inject(
+        "faulty",
+        Requests::Reads,
+        Outage::Unauthenticated,
+        Lasts::UntilCleared,
+    );
+    let e = port.application("faulty").await.unwrap_err();
+    assert!(matches!(e, Error::Permission { .. }), "{e:?}");
+    assert_eq!(fake.fault_answers("faulty"), 3, "a 401 is not retried");
+    // Reads only: a patch still lands.
+    port.set_override("faulty", &helm("v2")).await.unwrap();
+    fake.clear("faulty");
+    port.application("faulty").await.expect("served again");
+}

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deploy_argocd::fake::{FakeArgo, TOKEN};
+use deploy_argocd::fake::{FakeArgo, ForeignEnd, Lasts, Outage, Requests, TOKEN};
 use deploy_aws::moto::{AwsFiles, EcrFixture, Moto};
 use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
 use deploy_core::conformance::registry::{RegistryFixture, manifest};
@@ -245,6 +245,21 @@ impl World {
         cmd
     }
 
+    /// Gives prod this soak and wave timeout (`"3s"`, `"30s"`) instead of the world's 1 s
+    /// and 60 s.
+    fn set_prod_timings(&self, soak: &str, timeout: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read deploy.toml");
+        let mut changed = text.clone();
+        for (from, to) in [
+            (r#"soak = "1s""#, format!(r#"soak = "{soak}""#)),
+            (r#"timeout = "60s""#, format!(r#"timeout = "{timeout}""#)),
+        ] {
+            assert!(changed.contains(from), "deploy.toml no longer has {from}");
+            changed = changed.replace(from, &to);
+        }
+        std::fs::write(&self.config, changed).expect("write deploy.toml");
+    }
+
     fn audit_log(&self) -> PathBuf {
         self.dir.path().join("audit.jsonl")
     }
@@ -454,6 +469,36 @@ impl Running {
             run.stderr
         );
         run
+    }
+
+    /// The `data` of every `event` line the process has printed so far (whole lines only).
+    pub(crate) fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["type"] == "event")
+            .map(|mut l| l["data"].take())
+            .collect()
+    }
+
+    /// Waits until the process has printed an event that `matches` (see [`wait_until`]).
+    pub(crate) async fn wait_for_event(&self, what: &str, matches: impl Fn(&Value) -> bool) {
+        wait_until(what, || {
+            let seen = self.events().iter().any(&matches);
+            async move { seen }
+        })
+        .await;
+    }
+
+    /// Sends `signal` (`"HUP"`, `"TERM"`, `"INT"`) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.id());
     }
 
     /// Kills the process with SIGKILL, as `kill -9` or an OOM killer would, and reaps it.
@@ -1125,4 +1170,461 @@ async fn release_check_stops_waiting_on_sigterm_with_exit_130() {
         run.stdout
     );
     assert!(run.stderr.contains("interrupted after"), "{}", run.stderr);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 10: faults injected at the HTTP level (items 1, 2, 5 and 8).
+
+/// A wave-2 Application that does not carry the lock.
+const EAST: &str = "myapp-prod-us-east-1";
+
+/// Turns an Application Degraded, as a crash-looping Deployment does, without a sync.
+fn degrade(app: &mut Value) {
+    app["status"]["health"] = json!({
+        "status": "Degraded",
+        "message": "Deployment \"api\" exceeded its progress deadline"
+    });
+}
+
+/// The events of a finished run (the `data` of its `event` lines).
+fn events_of(run: &Run) -> Vec<Value> {
+    run.lines()
+        .into_iter()
+        .filter(|l| l["type"] == "event")
+        .map(|mut l| l["data"].take())
+        .collect()
+}
+
+/// Where each cluster ended, from a run's report.
+fn states(report: &Value) -> BTreeMap<String, String> {
+    report["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .map(|a| {
+            (
+                a["cluster"].as_str().expect("cluster").to_owned(),
+                a["state"]["state"].as_str().expect("state").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn soak_started(wave: u64) -> impl Fn(&Value) -> bool {
+    move |e| e["event"] == "soak_started" && e["wave"] == wave
+}
+
+/// Item 1: the last wave's Application turns Degraded while Argo CD answers 503 to every
+/// read of it (GET and watch stream) for longer than the soak. A soak that observed
+/// nothing does not pass: the lapse is an event, the soak fails once it sees the truth,
+/// and the run rolls back and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_behind_503s_in_the_last_soak_rolls_back() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.set_prod_timings("3s", "30s");
+    let running = world.spawn(&json_args(&PROMOTE));
+    running
+        .wait_for_event("the soak of wave 2", soak_started(2))
+        .await;
+    // 8 s from the first 503: longer than the 3 s soak, shorter than soak and timeout.
+    world.argo.inject(
+        EAST,
+        Requests::Reads,
+        Outage::Unavailable,
+        Lasts::For(Duration::from_secs(8)),
+    );
+    world.argo.edit(EAST, degrade);
+    let run = running.wait().await;
+    run.expect_code(1);
+    let report = run.result();
+    assert_eq!(report["outcome"], "rolled_back", "{report:#}");
+    assert!(world.argo.fault_answers(EAST) > 0, "the outage was met");
+
+    let events = events_of(&run);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "observation_lost" && e["cluster"] == "us-east-1"),
+        "the lapse is an event: {events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "soak_finished" && e["wave"] == 2),
+        "wave 2's soak did not pass: {events:#?}"
+    );
+    let halted = events
+        .iter()
+        .find(|e| e["event"] == "halted")
+        .expect("the run halted");
+    assert!(
+        halted["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("us-east-1") && r.contains("Degraded")),
+        "{halted}"
+    );
+
+    world.assert_prod_runs(OLD);
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert_eq!(audit[0]["outcome"], "started");
+    assert_eq!(audit[1]["outcome"], "rolled_back");
+    assert_eq!(world.lock(), None, "the lock is released");
+}
+
+/// Item 1 when Argo CD never answers again for that Application: the soak cannot observe
+/// it, so it fails at the soak plus the wave's timeout (not never, not with a pass); the
+/// rollback cannot reach that Application either, and the outcome says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_behind_503s_that_never_end_fails_at_soak_and_timeout() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.set_prod_timings("2s", "4s");
+    let running = world.spawn(&json_args(&PROMOTE));
+    running
+        .wait_for_event("the soak of wave 2", soak_started(2))
+        .await;
+    world.argo.inject(
+        EAST,
+        Requests::Reads,
+        Outage::Unavailable,
+        Lasts::UntilCleared,
+    );
+    world.argo.edit(EAST, degrade);
+    let run = running.wait().await;
+    world.argo.clear(EAST);
+    run.expect_code(1);
+    let report = run.result();
+    assert_eq!(report["outcome"], "failed", "{report:#}");
+    let states = states(&report);
+    assert_eq!(states["us-east-1"], "rollback_failed", "{report:#}");
+    assert_eq!(states["us-west-2"], "rolled_back", "{report:#}");
+    assert_eq!(states["eu-west-1"], "rolled_back", "{report:#}");
+    let events = events_of(&run);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "observation_lost" && e["cluster"] == "us-east-1"),
+        "the lapse is an event: {events:#?}"
+    );
+    let halted = events
+        .iter()
+        .find(|e| e["event"] == "halted")
+        .expect("the run halted");
+    assert!(
+        halted["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("us-east-1") && r.contains("before the deadline")),
+        "{halted}"
+    );
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert_eq!(audit[1]["outcome"], "failed");
+    assert_eq!(world.lock(), None, "the lock is released");
+}
+
+/// Item 1 with an expired token: Argo CD answers 401 to every read of the Degraded
+/// Application from the middle of the last soak on. A refused token does not heal by
+/// waiting, so the soak fails at once; the rollback cannot reach that Application either,
+/// and the outcome says so (failed, not rolled back) while the other two go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_behind_a_refused_token_in_the_last_soak_fails_and_says_where() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.set_prod_timings("3s", "30s");
+    let running = world.spawn(&json_args(&PROMOTE));
+    running
+        .wait_for_event("the soak of wave 2", soak_started(2))
+        .await;
+    world.argo.inject(
+        EAST,
+        Requests::Reads,
+        Outage::Unauthenticated,
+        Lasts::UntilCleared,
+    );
+    world.argo.edit(EAST, degrade);
+    let run = running.wait().await;
+    world.argo.clear(EAST);
+    run.expect_code(1);
+    let report = run.result();
+    assert_eq!(report["outcome"], "failed", "{report:#}");
+    assert!(world.argo.fault_answers(EAST) > 0, "the refusal was met");
+    let states = states(&report);
+    assert_eq!(states["us-west-2"], "rolled_back", "{report:#}");
+    assert_eq!(states["eu-west-1"], "rolled_back", "{report:#}");
+    assert_eq!(states["us-east-1"], "rollback_failed", "{report:#}");
+
+    let events = events_of(&run);
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "soak_finished" && e["wave"] == 2),
+        "wave 2's soak did not pass: {events:#?}"
+    );
+    let halted = events
+        .iter()
+        .find(|e| e["event"] == "halted")
+        .expect("the run halted");
+    assert!(
+        halted["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("us-east-1")
+                && r.contains("cannot be observed")
+                && r.contains("token")),
+        "the reason names the cluster and the token: {halted}"
+    );
+
+    // us-east-1 stays where the refusal left it; the others run the old release again.
+    assert_eq!(tag_parameter(&world.prod_app("us-east-1")), NEW);
+    for cluster in ["us-west-2", "eu-west-1"] {
+        assert_eq!(tag_parameter(&world.prod_app(cluster)), OLD, "{cluster}");
+    }
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert_eq!(audit[1]["outcome"], "failed");
+    assert_eq!(world.lock(), None, "the lock is released");
+}
+
+/// Item 2: alice syncs wave 1 to the release herself, and her PostSync smoke test fails
+/// although every image runs the release, Synced and Healthy. Her operation is waited out
+/// and not taken for ours: deploy syncs again with its own operation id, and wave 2 starts
+/// only once that operation succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_sync_that_failed_on_a_post_sync_hook_is_followed_by_our_own() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world
+        .argo
+        .start_foreign_sync(WAVE1_APP, NEW, 4, ForeignEnd::FailedOnPostSyncHook);
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(0);
+    let report = run.result();
+    assert_eq!(report["outcome"], "succeeded", "{report:#}");
+
+    assert_eq!(
+        world.syncs(WAVE1_APP).await,
+        1,
+        "after alice's failed sync, deploy synced wave 1 with its own operation"
+    );
+    let west = world.prod_app("us-west-2");
+    let history = west["status"]["history"].as_array().expect("history");
+    assert!(
+        history
+            .iter()
+            .any(|h| h["initiatedBy"]["username"] == "alice"),
+        "alice's sync ran: {history:#?}"
+    );
+    let op = &west["status"]["operationState"];
+    assert_eq!(op["phase"], "Succeeded", "{op:#}");
+    assert_eq!(
+        op["operation"]["initiatedBy"]["username"], "ci-bot",
+        "{op:#}"
+    );
+    let run_id = report["run_id"].as_str().expect("run_id");
+    assert!(
+        op["operation"]["info"].to_string().contains(run_id),
+        "the last operation carries this run's id ({run_id}): {op:#}"
+    );
+
+    // Our sync of wave 1 came before any sync of wave 2, and wave 2 started only after
+    // wave 1 was Healthy through our operation.
+    let syncs: Vec<String> = world
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/sync"))
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(syncs.len(), 3, "{syncs:#?}");
+    assert_eq!(syncs[0], format!("/api/v1/applications/{WAVE1_APP}/sync"));
+    let events = events_of(&run);
+    let at = |what: &str, matches: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .position(matches)
+            .unwrap_or_else(|| panic!("no {what} event: {events:#?}"))
+    };
+    let waiting = at("app_waiting", &|e| {
+        e["event"] == "app_waiting" && e["cluster"] == "us-west-2"
+    });
+    assert_eq!(events[waiting]["operation_by"], "alice");
+    let syncing = at("app_syncing", &|e| {
+        e["event"] == "app_syncing" && e["cluster"] == "us-west-2"
+    });
+    let healthy = at("app_healthy", &|e| {
+        e["event"] == "app_healthy" && e["cluster"] == "us-west-2"
+    });
+    let wave2 = at("wave_started 2", &|e| {
+        e["event"] == "wave_started" && e["wave"] == 2
+    });
+    assert!(
+        waiting < syncing && syncing < healthy && healthy < wave2,
+        "waited, synced, Healthy, then wave 2: {events:#?}"
+    );
+    world.assert_prod_runs(NEW);
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert_eq!(audit[1]["outcome"], "succeeded");
+}
+
+/// Item 5: from the renewal at the start of wave 2, Argo CD answers 503 to every PATCH of the
+/// lock's Application for 20 s (the issue's restart of argocd-server; longer than the client's
+/// retries of one request, and than the 4 renewal tries with 1 s pauses the engine made before,
+/// at most about 18 s). The lease has many minutes left, so the renewal is retried until it
+/// lands: nothing is rolled back and the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_renewal_through_a_20_s_outage_rolls_nothing_back() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.set_prod_timings("3s", "60s");
+    let running = world.spawn(&json_args(&PROMOTE));
+    running
+        .wait_for_event("the soak of wave 1", soak_started(1))
+        .await;
+    // The next PATCH of the lock's Application is wave 2's renewal (it is in wave 2).
+    world.argo.inject(
+        LOCK_APP,
+        Requests::Patches,
+        Outage::Unavailable,
+        Lasts::For(Duration::from_secs(20)),
+    );
+    let run = running.wait().await;
+    run.expect_code(0);
+    let report = run.result();
+    assert_eq!(report["outcome"], "succeeded", "{report:#}");
+    // One renewal request is 1 + 4 retries: more answers than that mean it was renewed
+    // again after a failed request.
+    let met = world.argo.fault_answers(LOCK_APP);
+    assert!(
+        met >= 5,
+        "the outage met the renewal and its retries: {met}"
+    );
+
+    let events = events_of(&run);
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "halted" || e["event"] == "rolling_back"),
+        "{events:#?}"
+    );
+    for cluster in CLUSTERS {
+        assert_eq!(
+            world.syncs(&format!("myapp-prod-{cluster}")).await,
+            1,
+            "{cluster}: synced once, never rolled back"
+        );
+    }
+    world.assert_prod_runs(NEW);
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert_eq!(audit[1]["outcome"], "succeeded");
+    assert_eq!(world.lock(), None, "the lock is released");
+}
+
+/// Item 8: SIGHUP (a dropped SSH session) during wave 1 is a graceful stop, as SIGTERM is:
+/// the running sync finishes, no new one starts, the run records its start and its
+/// interrupted end, releases the lock and exits 130. The same command then resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_in_wave_one_records_the_interruption_and_a_rerun_resumes() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.argo.script(WAVE1_APP, Script::Hang).await;
+    let first = world.spawn(&json_args(&PROMOTE));
+    first
+        .wait_for_event("wave 1's sync", |e| {
+            e["event"] == "app_syncing" && e["cluster"] == "us-west-2"
+        })
+        .await;
+    first.signal("HUP");
+    first
+        .wait_for_event("the interrupt to be seen", |e| e["event"] == "interrupting")
+        .await;
+    // Within the grace period, Argo CD finishes the sync that runs.
+    world.argo.script(WAVE1_APP, Script::Healthy).await;
+    let first = first.wait().await;
+    first.expect_code(130);
+    let report = first.result();
+    assert_eq!(report["outcome"], "interrupted", "{report:#}");
+    let states = states(&report);
+    assert_eq!(states["us-west-2"], "deployed", "{report:#}");
+    assert_eq!(states["us-east-1"], "not_started", "{report:#}");
+    assert_eq!(states["eu-west-1"], "not_started", "{report:#}");
+    for cluster in ["us-east-1", "eu-west-1"] {
+        assert_eq!(world.syncs(&format!("myapp-prod-{cluster}")).await, 0);
+    }
+    assert_eq!(world.lock(), None, "the interrupted run released the lock");
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "its start and its end: {audit:#?}");
+    assert_eq!(audit[0]["outcome"], "started");
+    assert_eq!(audit[1]["outcome"], "interrupted");
+    assert_eq!(audit[0]["run_id"], audit[1]["run_id"]);
+
+    let second = world.run(&json_args(&PROMOTE)).await;
+    second.expect_code(0);
+    let report = second.result();
+    let resumed = self::states(&report);
+    assert_eq!(resumed["us-west-2"], "skipped", "{report:#}");
+    assert_eq!(resumed["us-east-1"], "deployed", "{report:#}");
+    world.assert_prod_runs(NEW);
+    assert_eq!(
+        world.syncs(WAVE1_APP).await,
+        1,
+        "wave 1 is not synced again"
+    );
+    let audit = world.audit();
+    assert_eq!(audit.len(), 4, "{audit:#?}");
+    assert_eq!(audit[3]["outcome"], "succeeded");
+}
+
+/// Item 8: `deploy promote ... 2>&1 | head -1`: once the first line is read nobody reads
+/// stdout or stderr (both closed). Text mode, so progress goes to stderr all along. The run
+/// neither panics (exit 101) nor leaves the lock: it promotes, records and releases as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_and_stderr_neither_panic_nor_leave_the_lock() {
+    use std::io::BufRead;
+
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    let mut child = world
+        .command(&PROMOTE)
+        .stdout(writer.try_clone().expect("the pipe again"))
+        .stderr(writer)
+        .spawn()
+        .expect("starting deploy");
+    let status = tokio::task::spawn_blocking(move || {
+        // `head -1`: one line, then the pipe's only reader goes away.
+        let mut first = String::new();
+        std::io::BufReader::new(reader)
+            .read_line(&mut first)
+            .expect("reading the first line");
+        assert!(!first.is_empty(), "deploy printed nothing");
+        let status = child.wait_timeout(DEADLINE).expect("waiting for deploy");
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    })
+    .await
+    .expect("the waiting thread")
+    .expect("deploy finished within the deadline");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "no panic, no signal: the promotion ran to the end ({status:?})"
+    );
+    world.assert_prod_runs(NEW);
+    assert_eq!(world.lock(), None, "the lock is released");
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert_eq!(audit[1]["outcome"], "succeeded");
 }

@@ -1,8 +1,6 @@
 //! `plan`, `promote` and `rollback` of prod over the sandbox: gates, waves, confirmation,
 //! dry run, failure with rollback, and the lock.
 
-use std::time::{Duration, Instant};
-
 use crate::support::{DEADLINE, FIRST, SECOND, Sandbox, changes};
 
 /// A sandbox whose staging runs [`SECOND`] everywhere, Synced and Healthy: prod can be
@@ -147,27 +145,19 @@ fn a_second_promotion_while_one_runs_exits_4_and_names_the_holder() {
         s.command(&["--output", "json", "promote", "--env", "prod", "--yes"]),
         &["promote --env prod --yes (first)"],
     );
-    // The running promotion saves the sandbox on every engine event, so its lease shows
-    // up in the state file; that happens on the wall clock, hence a bounded poll.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let held = s
-            .state()
+    // The running promotion saves the sandbox before it reports an event, so once it says
+    // it holds the lock, its lease is in the sandbox's state for the second run to find.
+    first.wait_for_event(
+        "the first promotion to take the lock",
+        |e| e["event"] == "lock_acquired",
+        DEADLINE,
+    );
+    assert!(
+        s.state()
             .and_then(|st| st["leases"].as_object().map(|l| !l.is_empty()))
-            .unwrap_or(false);
-        if held {
-            break;
-        }
-        assert!(
-            first.running(),
-            "the first promotion ended before taking the lock"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the first promotion's lease never appeared in the sandbox state"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .unwrap_or(false),
+        "the lease is in the sandbox state"
+    );
     let second = s.run(&["promote", "--env", "prod", "--yes"]);
     second.expect_code(4);
     let pid = format!("pid {}", first.id());
@@ -190,17 +180,12 @@ fn ctrl_c_finishes_the_running_wave_exits_130_and_a_rerun_resumes() {
         s.command(&["--output", "json", "promote", "--env", "prod", "--yes"]),
         &["promote --env prod --yes (interrupted)"],
     );
-    // Wait (wall clock: a real process) until wave 1's sync runs: the sandbox state, saved on
-    // every engine event, shows an operation on the us-west-2 Application.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s
-        .state()
-        .is_some_and(|st| st["argocd"]["apps"]["myapp-prod-us-west-2"]["run"].is_object())
-    {
-        assert!(first.running(), "the promotion ended before syncing wave 1");
-        assert!(Instant::now() < deadline, "wave 1 never started syncing");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Wait until the promotion says wave 1's sync runs.
+    first.wait_for_event(
+        "wave 1's sync",
+        |e| e["event"] == "app_syncing" && e["cluster"] == "us-west-2",
+        DEADLINE,
+    );
     let kill = std::process::Command::new("kill")
         .args(["-INT", &first.id().to_string()])
         .status()

@@ -332,6 +332,41 @@ impl Background {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The `data` of every `event` line it has printed so far (with `--output json`; whole
+    /// lines only).
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["type"] == "event")
+            .map(|mut l| l["data"].take())
+            .collect()
+    }
+
+    /// Waits until it has printed an event that `matches`: its own word for having reached
+    /// a point, read from its output every 50 ms. Fails if it exits first or `deadline` passes.
+    #[track_caller]
+    pub fn wait_for_event(
+        &mut self,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+        deadline: Duration,
+    ) {
+        let until = Instant::now() + deadline;
+        while !self.events().iter().any(&matches) {
+            assert!(
+                self.running(),
+                "`deploy {}` ended before {what}\n--- stdout\n{}",
+                self.args,
+                std::fs::read_to_string(&self.out).unwrap_or_default()
+            );
+            assert!(Instant::now() < until, "gave up waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for the exit (at most `deadline`, then kills it and fails the test).
     #[track_caller]
     pub fn wait(mut self, deadline: Duration) -> Run {
