@@ -136,16 +136,7 @@ impl Run<'_> {
         let names: Vec<String> = a.images.iter().map(|(_, n)| n.clone()).collect();
         let mut reported_wait = false;
         let baseline = loop {
-            let current = match argocd.application(&a.application).await {
-                Ok(app) => app,
-                // Not readable for now: look again (the caller's deadline bounds it).
-                Err(Error::Transient { message, .. }) => {
-                    tracing::debug!("reading {}: {message}; trying again", a.application);
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-                Err(e) => return Err(Stop::Failed(e.to_string())),
-            };
+            let current = self.read(&a.application).await?;
             if current.operation_pending {
                 if !reported_wait {
                     reported_wait = true;
@@ -246,6 +237,21 @@ impl Run<'_> {
             }
             Assessment::Failed(reason) => Err(Stop::Failed(reason)),
             Assessment::Pending => unreachable!("wait returns only on a verdict"),
+        }
+    }
+
+    /// Reads an Application; a transient failure is retried after a pause (the caller's
+    /// deadline bounds it), anything else fails.
+    pub(crate) async fn read(&self, name: &str) -> Result<Application, Stop> {
+        loop {
+            match self.ports.argocd.application(name).await {
+                Ok(app) => return Ok(app),
+                Err(Error::Transient { message, .. }) => {
+                    tracing::debug!("reading {name}: {message}; trying again");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(Stop::Failed(e.to_string())),
+            }
         }
     }
 

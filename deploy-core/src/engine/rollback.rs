@@ -105,10 +105,10 @@ impl Run<'_> {
             Stop::Lease(l) => l.to_string(),
         };
         // Our own operation may still run (a timeout): end it first.
-        if argocd
-            .application(&a.application)
+        if self
+            .read(&a.application)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(stop_text)?
             .operation_pending
             && argocd.terminate(&a.application).await.is_ok()
         {

@@ -203,10 +203,16 @@ impl Run<'_> {
                 )));
             }
             if stream.is_none() && !vigil.lapsed() {
-                match argocd.watch(&a.application).await {
-                    Ok(s) => stream = Some(s),
-                    Err(e) if fatal(&e) => return Err(fail(format!("cannot be observed: {e}"))),
-                    Err(e) => lost(&mut vigil, format!("watching: {e}"), &mut last_error),
+                // Opening a watch may wait for its first event: bound it by the next look.
+                let until = vigil.next_look().min(deadline);
+                match tokio::time::timeout_at(until, argocd.watch(&a.application)).await {
+                    Ok(Ok(s)) => stream = Some(s),
+                    Ok(Err(e)) if fatal(&e) => {
+                        lost(&mut vigil, format!("watching: {e}"), &mut last_error);
+                        return Err(fail(format!("cannot be observed: {e}")));
+                    }
+                    Ok(Err(e)) => lost(&mut vigil, format!("watching: {e}"), &mut last_error),
+                    Err(_) => lost(&mut vigil, "watching: no answer".into(), &mut last_error),
                 }
             }
             let wake = vigil.next_look().min(deadline);
@@ -221,10 +227,10 @@ impl Run<'_> {
                     Some(Ok(app)) => Some(app),
                     Some(Err(e)) => {
                         stream = None;
+                        lost(&mut vigil, format!("watch: {e}"), &mut last_error);
                         if fatal(&e) {
                             return Err(fail(format!("cannot be observed: {e}")));
                         }
-                        lost(&mut vigil, format!("watch: {e}"), &mut last_error);
                         None
                     }
                     None => {
@@ -240,7 +246,10 @@ impl Run<'_> {
                     // The watch was quiet (or broken) for long enough: read it now.
                     match argocd.application(&a.application).await {
                         Ok(app) => Some(app),
-                        Err(e) if fatal(&e) => return Err(fail(format!("cannot be observed: {e}"))),
+                        Err(e) if fatal(&e) => {
+                            lost(&mut vigil, format!("reading: {e}"), &mut last_error);
+                            return Err(fail(format!("cannot be observed: {e}")));
+                        }
                         Err(e) => {
                             stream = None;
                             lost(&mut vigil, format!("reading: {e}"), &mut last_error);
