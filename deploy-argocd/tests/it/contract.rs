@@ -299,8 +299,8 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
         .map(|r| serde_json::from_slice(&r.body).unwrap())
         .collect();
     assert!(
-        bodies.iter().any(|b| b.get("revision").is_some()),
-        "a rollback sync names the revision"
+        !bodies.is_empty() && bodies.iter().all(|b| b["infos"].is_array()),
+        "every sync carries our operation id in its infos: {bodies:?}"
     );
 
     // What the fake serves is what Argo CD would serve.

@@ -367,7 +367,13 @@ impl Run<'_> {
         apps.iter().zip(now).find_map(|(a, app)| match app {
             Ok(app) => {
                 let live = live_tag(&app, &a.images);
-                (live != a.live).then(|| {
+                // An operation the plan saw pending (e.g. the sync of a killed run) may have
+                // brought it to the release since: that was foreseen, and changes neither the
+                // action's purpose nor the rollback target. Any other change was another run's.
+                let foreseen =
+                    a.foreign_operation.is_some() && live.tag() == Some(self.release.tag.as_str());
+                let moved = live != a.live && !foreseen;
+                moved.then(|| {
                     format!(
                         "{} now runs {live}, planned from {}: plan again (another run changed it)",
                         a.application, a.live
