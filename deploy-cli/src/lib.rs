@@ -215,13 +215,15 @@ mod tests {
                 "-q {quiet}, -v {verbose}"
             );
         }
-        let warn = "error,deploy_cli=warn,deploy_core=warn,deploy_aws=warn,deploy_argocd=warn";
+        let warn = "error,deploy_cli=warn,deploy_core=warn,deploy_aws=warn,deploy_argocd=warn,\
+                    deploy_notify=warn";
         check(true, 0, warn);
         check(false, 0, warn);
         check(
             false,
             1,
-            "warn,deploy_cli=debug,deploy_core=debug,deploy_aws=debug,deploy_argocd=debug",
+            "warn,deploy_cli=debug,deploy_core=debug,deploy_aws=debug,deploy_argocd=debug,\
+             deploy_notify=debug",
         );
         check(false, 2, "trace");
     }
