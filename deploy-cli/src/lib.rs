@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod exit;
 pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod progress;
 pub mod signals;
@@ -95,7 +96,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
 fn log_filter(quiet: bool, verbose: u8) -> String {
     // The AWS SDK logs its own retries and credential probing at WARN; our errors already
     // say what failed and what to do, so it speaks only at -vv.
-    const OURS: &str = "deploy_cli={0},deploy_core={0},deploy_aws={0},deploy_argocd={0}";
+    const OURS: &str =
+        "deploy_cli={0},deploy_core={0},deploy_aws={0},deploy_argocd={0},deploy_notify={0}";
     match (quiet, verbose) {
         (true, _) | (false, 0) => format!("error,{}", OURS.replace("{0}", "warn")),
         (false, 1) => format!("warn,{}", OURS.replace("{0}", "debug")),
@@ -213,13 +215,15 @@ mod tests {
                 "-q {quiet}, -v {verbose}"
             );
         }
-        let warn = "error,deploy_cli=warn,deploy_core=warn,deploy_aws=warn,deploy_argocd=warn";
+        let warn = "error,deploy_cli=warn,deploy_core=warn,deploy_aws=warn,deploy_argocd=warn,\
+                    deploy_notify=warn";
         check(true, 0, warn);
         check(false, 0, warn);
         check(
             false,
             1,
-            "warn,deploy_cli=debug,deploy_core=debug,deploy_aws=debug,deploy_argocd=debug",
+            "warn,deploy_cli=debug,deploy_core=debug,deploy_aws=debug,deploy_argocd=debug,\
+             deploy_notify=debug",
         );
         check(false, 2, "trace");
     }

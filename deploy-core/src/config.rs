@@ -144,6 +144,35 @@ pub struct Environment {
     pub soak: Duration,
     /// Per-wave limit.
     pub timeout: Duration,
+    /// Where promotions and rollbacks of it are announced.
+    pub notify: Vec<NotifyTarget>,
+}
+
+/// Where notifications go. Secrets are named by environment variable, never held here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyTarget {
+    /// A Slack incoming webhook (or a Slack-compatible one, e.g. Mattermost).
+    Slack {
+        /// Where its URL comes from.
+        url: SlackUrl,
+    },
+    /// A generic webhook: the engine's JSON events, signed with HMAC-SHA256.
+    Webhook {
+        /// The URL (not a secret: the signature is what the receiver trusts).
+        url: String,
+        /// The environment variable holding the signing secret.
+        secret_env: String,
+    },
+}
+
+/// The URL of a Slack webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlackUrl {
+    /// Written in the file: only a URL that is not a secret (a relay, a local server);
+    /// `hooks.slack.com/services/...` URLs are rejected.
+    Literal(String),
+    /// Read from this environment variable when a promotion starts.
+    Env(String),
 }
 
 /// The Argo CD connection settings (no secrets).
@@ -312,7 +341,8 @@ fn explain_toml_error(message: &str) -> String {
         if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
             return format!(
                 "`{field}` looks like a secret, and secrets never live in deploy.toml; remove it and \
-                 set ARGOCD_AUTH_TOKEN for Argo CD, or use the AWS credential chain (profiles, SSO, OIDC) for ECR"
+                 set ARGOCD_AUTH_TOKEN for Argo CD, use the AWS credential chain (profiles, SSO, OIDC) for ECR, \
+                 or name an environment variable with `secret_env` or `slack_env` for a notification"
             );
         }
         return format!("{message}; remove or rename the key");
@@ -410,6 +440,104 @@ struct RawEnvironment {
     waves: Option<Spanned<Vec<Vec<Spanned<String>>>>>,
     soak: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    notify: Vec<Spanned<RawNotify>>,
+}
+
+/// One `notify` entry: exactly one of `slack`, `slack_env`, `webhook`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    slack: Option<Spanned<String>>,
+    slack_env: Option<Spanned<String>>,
+    webhook: Option<Spanned<String>>,
+    secret_env: Option<Spanned<String>>,
+}
+
+/// The part of a Slack incoming-webhook URL that makes it a credential.
+const SLACK_SECRET_URL: &str = "hooks.slack.com/services/";
+
+impl RawNotify {
+    fn validate(&self, span: Span) -> Result<NotifyTarget, Invalid> {
+        let url = |s: &Spanned<String>, what: &str| -> Result<String, Invalid> {
+            let v = nonempty(s, what)?;
+            if !(v.starts_with("https://") || v.starts_with("http://")) {
+                return Err((
+                    s.span(),
+                    format!("notify {what} {v:?} is not a URL; write it as https://host/path"),
+                ));
+            }
+            if v.contains(SLACK_SECRET_URL) {
+                return Err((
+                    s.span(),
+                    format!(
+                        "notify {what} is a Slack webhook URL, which is a secret, and secrets never \
+                         live in deploy.toml; put it in an environment variable and write \
+                         `{{ slack_env = \"DEPLOY_SLACK_WEBHOOK\" }}`"
+                    ),
+                ));
+            }
+            Ok(v)
+        };
+        let var = |s: &Spanned<String>, what: &str| -> Result<String, Invalid> {
+            let v = nonempty(s, what)?;
+            let ok = v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !v.as_bytes()[0].is_ascii_digit();
+            if !ok {
+                return Err((
+                    s.span(),
+                    format!(
+                        "notify {what} {v:?} is not an environment variable name; name the variable \
+                         that holds the secret, e.g. \"DEPLOY_SLACK_WEBHOOK\""
+                    ),
+                ));
+            }
+            Ok(v)
+        };
+        match (&self.slack, &self.slack_env, &self.webhook) {
+            (Some(s), None, None) => {
+                self.no_secret_env()?;
+                Ok(NotifyTarget::Slack {
+                    url: SlackUrl::Literal(url(s, "slack")?),
+                })
+            }
+            (None, Some(e), None) => {
+                self.no_secret_env()?;
+                Ok(NotifyTarget::Slack {
+                    url: SlackUrl::Env(var(e, "slack_env")?),
+                })
+            }
+            (None, None, Some(w)) => {
+                let url = url(w, "webhook")?;
+                let Some(secret) = &self.secret_env else {
+                    return Err((
+                        w.span(),
+                        "a notify webhook needs `secret_env`, the environment variable holding \
+                         the secret its HMAC-SHA256 signature is made with"
+                            .into(),
+                    ));
+                };
+                Ok(NotifyTarget::Webhook {
+                    url,
+                    secret_env: var(secret, "secret_env")?,
+                })
+            }
+            _ => Err((
+                span,
+                "each notify entry has exactly one of `slack`, `slack_env` or `webhook`".into(),
+            )),
+        }
+    }
+
+    fn no_secret_env(&self) -> Result<(), Invalid> {
+        match &self.secret_env {
+            Some(s) => Err((
+                s.span(),
+                "`secret_env` signs a `webhook` only; a Slack webhook is not signed".into(),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The longest soak or wave timeout accepted.
@@ -882,6 +1010,11 @@ impl RawEnvironment {
             waves,
             soak,
             timeout,
+            notify: self
+                .notify
+                .iter()
+                .map(|n| n.get_ref().validate(n.span()))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -1058,6 +1191,97 @@ mod tests {
             "kind = \"helm\", parameter = \"image.tag\" }\npromote_from",
             "kind = \"helm\" }\npromote_from",
             "missing field `parameter`",
+        );
+    }
+
+    #[test]
+    fn notify_targets() {
+        let with = |notify: &str| {
+            EXAMPLE.replacen(
+                "soak = \"5m\"",
+                &format!("soak = \"5m\"\nnotify = {notify}"),
+                1,
+            )
+        };
+        let c = Config::parse(
+            "deploy.toml",
+            &with(
+                r#"[{ slack_env = "DEPLOY_SLACK_WEBHOOK" }, { slack = "https://chat.example.com/hooks/x" }, { webhook = "https://hooks.example.com/deploy", secret_env = "DEPLOY_WEBHOOK_SECRET" }]"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            c.environment("prod").unwrap().notify,
+            [
+                NotifyTarget::Slack {
+                    url: SlackUrl::Env("DEPLOY_SLACK_WEBHOOK".into())
+                },
+                NotifyTarget::Slack {
+                    url: SlackUrl::Literal("https://chat.example.com/hooks/x".into())
+                },
+                NotifyTarget::Webhook {
+                    url: "https://hooks.example.com/deploy".into(),
+                    secret_env: "DEPLOY_WEBHOOK_SECRET".into()
+                },
+            ]
+        );
+        assert!(c.environment("staging").unwrap().notify.is_empty());
+
+        let line = with("")
+            .lines()
+            .position(|l| l.starts_with("notify ="))
+            .unwrap()
+            + 1;
+        #[track_caller]
+        fn rejected(text: &str, expect: &str) -> ConfigError {
+            let e = Config::parse("deploy.toml", text).expect_err("must be rejected");
+            assert!(e.message.contains(expect), "got: {e}\nwant: …{expect}…");
+            e
+        }
+        // A Slack webhook URL is a credential: rejected where it is, with the fix.
+        let e = rejected(
+            &with(r#"[{ slack = "https://hooks.slack.com/services/T000/B000/XXXX" }]"#),
+            "is a Slack webhook URL, which is a secret",
+        );
+        assert_eq!((e.line, e.column), (line, 21), "{e}");
+        assert!(
+            e.message.contains("slack_env = \"DEPLOY_SLACK_WEBHOOK\""),
+            "{e}"
+        );
+        rejected(
+            &with(
+                r#"[{ webhook = "https://hooks.slack.com/services/T0/B0/X", secret_env = "S" }]"#,
+            ),
+            "which is a secret",
+        );
+        rejected(
+            &with(r#"[{ webhook = "https://hooks.example.com/deploy" }]"#),
+            "needs `secret_env`",
+        );
+        rejected(
+            &with(r#"[{ webhook = "https://h.example.com/", secret = "abc" }]"#),
+            "looks like a secret",
+        );
+        rejected(
+            &with(r#"[{ slack_env = "DEPLOY SLACK" }]"#),
+            "is not an environment variable name",
+        );
+        rejected(
+            &with(r#"[{ slack_env = "A", secret_env = "B" }]"#),
+            "signs a `webhook` only",
+        );
+        rejected(
+            &with(r#"[{ slack = "hooks.example.com" }]"#),
+            "is not a URL",
+        );
+        rejected(
+            &with(r#"[{ slack_env = "A", webhook = "https://h.example.com/", secret_env = "B" }]"#),
+            "exactly one of",
+        );
+        rejected(&with("[{}]"), "exactly one of");
+        rejected(
+            &with(r#"[{ teams = "https://x" }]"#),
+            "unknown field `teams`",
         );
     }
 

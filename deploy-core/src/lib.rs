@@ -9,6 +9,7 @@ pub mod error;
 pub mod image_override;
 pub mod memory;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod port;
 pub mod trail;

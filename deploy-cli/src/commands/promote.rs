@@ -14,12 +14,13 @@ use deploy_core::engine::{
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
-use deploy_core::trail::{Actor, Outcome};
+use deploy_core::trail::{Actor, Outcome, RunKind};
 
 use super::release::parse_tag;
 use crate::backends::Backends;
 use crate::cli::{PlanArgs, PromoteArgs, RollbackArgs, RunArgs};
 use crate::exit::{Exit, UsageError};
+use crate::notify::Notifications;
 use crate::output::{Output, table};
 
 /// How long running syncs may finish after Ctrl-C.
@@ -322,6 +323,11 @@ async fn execute(
         audit: &*backends.audit,
         clock: &*backends.clock,
     };
+    let kind = match p.intent {
+        Intent::Promote { .. } => RunKind::Promote,
+        Intent::Rollback { .. } => RunKind::Rollback,
+    };
+    let mut notifications = Notifications::start(env, kind, &opts.actor, out);
     let engine = Engine::new(ports, opts);
     // The renderer runs on a thread of its own: a terminal or pipe that blocks never stalls
     // the engine's timers or its reaction to a Degraded cluster.
@@ -352,6 +358,8 @@ async fn execute(
         if let Err(e) = backends.save() {
             tracing::warn!("saving the sandbox: {e:#}");
         }
+        // Only queues: delivery runs on tasks of its own, off the engine's path.
+        notifications.observe(&e, backends.clock.now());
         let _ = tx.send(e);
     };
     let result = tokio::select! {
@@ -360,6 +368,10 @@ async fn execute(
     };
     drop(tx);
     renderer.finish();
+    // At most `notify::FLUSH` more; what is still unsent then is given up, with a warning.
+    notifications
+        .finish(result.as_ref().ok(), backends.clock.now())
+        .await;
     let report = match result {
         Ok(r) => r,
         Err(e @ EngineError::Locked { .. }) => {

@@ -5,6 +5,7 @@
 mod cli;
 mod e2e;
 mod manifests;
+mod notify;
 mod output;
 mod promote;
 mod release;
