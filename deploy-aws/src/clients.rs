@@ -83,7 +83,7 @@ impl Default for EcrOptions {
 }
 
 impl EcrOptions {
-    fn retry_config(&self) -> RetryConfig {
+    pub(crate) fn retry_config(&self) -> RetryConfig {
         let base = match self.retry_mode {
             RetryMode::Standard => RetryConfig::standard(),
             RetryMode::Adaptive => RetryConfig::adaptive(),
@@ -93,7 +93,7 @@ impl EcrOptions {
             .with_max_backoff(self.max_backoff)
     }
 
-    fn timeout_config(&self) -> TimeoutConfig {
+    pub(crate) fn timeout_config(&self) -> TimeoutConfig {
         TimeoutConfig::builder()
             .connect_timeout(self.connect_timeout)
             .operation_attempt_timeout(self.attempt_timeout)
@@ -244,29 +244,38 @@ impl Clients {
             .entry(profile.map(str::to_owned))
             .or_default()
             .clone();
-        cell.get_or_init(|| async {
-            let loader = || {
-                let mut loader = aws_config::defaults(BehaviorVersion::latest());
-                if let Some(profile) = profile {
-                    loader = loader.profile_name(profile);
-                }
-                if let Some(files) = self.options.profile_files() {
-                    loader = loader.profile_files(files);
-                }
-                loader
-            };
-            let config = loader().load().await;
-            if config.region().is_some() {
-                return config;
-            }
-            loader()
-                .region(Region::new(fallback_region.to_owned()))
-                .load()
-                .await
-        })
-        .await
-        .clone()
+        cell.get_or_init(|| load_sdk_config(&self.options, profile, fallback_region))
+            .await
+            .clone()
     }
+}
+
+/// Loads the AWS configuration of `profile` (the default chain when `None`) with the files
+/// `options` names; `fallback_region` is used when neither the profile nor the environment
+/// sets a region. The ECR clients and the S3 state store both start from it.
+pub(crate) async fn load_sdk_config(
+    options: &EcrOptions,
+    profile: Option<&str>,
+    fallback_region: &str,
+) -> SdkConfig {
+    let loader = || {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(files) = options.profile_files() {
+            loader = loader.profile_files(files);
+        }
+        loader
+    };
+    let config = loader().load().await;
+    if config.region().is_some() {
+        return config;
+    }
+    loader()
+        .region(Region::new(fallback_region.to_owned()))
+        .load()
+        .await
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -41,6 +41,31 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// The service's error code, when it answered with one.
+    pub(crate) fn code(&self) -> Option<&str> {
+        match self {
+            Self::Service { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the service's answer.
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Self::Service { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// A conditional write lost: 412 PreconditionFailed, or 409 ConditionalRequestConflict
+    /// (S3's answer to two conditional writes of one key at once).
+    pub(crate) fn is_precondition(&self) -> bool {
+        matches!(
+            self.code(),
+            Some("PreconditionFailed" | "ConditionalRequestConflict")
+        ) || matches!(self.status(), Some(412))
+    }
+
     /// Reduces an SDK error.
     pub(crate) fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Self
     where

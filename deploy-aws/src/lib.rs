@@ -1,4 +1,5 @@
-//! Amazon ECR adapter for the registry port of deploy-core.
+//! AWS adapters of deploy-core: Amazon ECR for the registry port, S3 for the lock and
+//! audit ports of a shared state store.
 //!
 //! [`EcrRegistry`] implements [`deploy_core::port::Registry`] with `aws-sdk-ecr`.
 //! It serves every environment of a [`deploy_core::config::Config`]: the account of each
@@ -15,6 +16,9 @@
 //!
 //! Failures come back as [`deploy_core::Error`] with a one-line message that names the
 //! account, region and profile and says what to do (log in, grant a permission, retry).
+//!
+//! [`state`] keeps an environment's promotion lock ([`S3Lock`]) and audit trail
+//! ([`S3AuditLog`]) in S3, with conditional writes, for `state = { s3 = ... }`.
 //!
 //! With the `moto` feature, [`moto`] is the test harness that runs ECR on moto servers, for
 //! the tests of this crate and of the crates above it.
@@ -39,6 +43,8 @@ mod errors;
 #[cfg(feature = "moto")]
 pub mod moto;
 mod registry;
+pub mod state;
 
 pub use clients::{EcrOptions, RetryMode};
 pub use registry::EcrRegistry;
+pub use state::{S3AuditLog, S3Lock, S3StateOptions, S3Store};

@@ -1,6 +1,7 @@
 //! Test support, not for production use: moto servers (one per AWS account) started and
 //! stopped by tests, AWS config and credentials files whose profiles point at them, and
-//! [`EcrFixture`], which seeds ECR state through plain aws-sdk-ecr clients.
+//! [`EcrFixture`], which seeds ECR state through plain aws-sdk-ecr clients, and
+//! [`create_bucket`] for the S3 state store.
 //!
 //! Compiled only with the `moto` feature, so that every crate's tests share this one
 //! harness (deploy-aws's own tests enable it through a dev-dependency on itself):
@@ -182,6 +183,53 @@ pub fn fast_options() -> EcrOptions {
         operation_timeout: Duration::from_secs(30),
         ..EcrOptions::default()
     }
+}
+
+/// Creates `bucket` in moto at `endpoint` (region us-west-2), through a plain aws-sdk-s3
+/// client independent of the code under test.
+pub async fn create_bucket(endpoint: &str, bucket: &str) {
+    s3_client(endpoint)
+        .create_bucket()
+        .bucket(bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateBucket {bucket}: {e:?}"));
+}
+
+/// Every key in `bucket` of moto at `endpoint`, for tests to look at the layout.
+pub async fn list_keys(endpoint: &str, bucket: &str) -> Vec<String> {
+    let out = s3_client(endpoint)
+        .list_objects_v2()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ListObjectsV2 {bucket}: {e:?}"));
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-west-2"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "AKIDFIXTURE",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 /// `sha256:<hex>` of `text`.

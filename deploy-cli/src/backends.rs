@@ -1,12 +1,13 @@
 //! Wiring: the configuration and the backends a command runs against — the sandbox's
 //! in-memory world (kept in `.deploy-sandbox/`) or the real adapters.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use deploy_core::config::Config;
+use deploy_core::config::{Config, LockBackend};
 use deploy_core::memory::{Timing, World, WorldState};
 use deploy_core::model::Tag;
 use deploy_core::plan::live::{override_for, service_images};
@@ -54,8 +55,11 @@ pub struct Backends {
     pub inventory: Arc<dyn ArgoCdInventory>,
     /// Promotion locks.
     pub locks: Locks,
-    /// Audit trail.
+    /// The audit trail of environments without a state store (a file on this machine, or
+    /// the sandbox's); [`Backends::audit_for`] picks an environment's.
     pub audit: Arc<dyn AuditLog>,
+    /// The S3 state store of each environment with `state.s3`.
+    pub state: BTreeMap<String, deploy_aws::S3Store>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
     /// The sandbox, when `--sandbox`.
@@ -105,6 +109,7 @@ impl Backends {
             compress_time(config);
             return Ok(sandbox.backends());
         }
+        let state = state_stores(config, &ecr).await;
         let registry = Arc::new(
             deploy_aws::EcrRegistry::with_options(config, ecr)
                 .context("setting up the ECR clients")?,
@@ -138,6 +143,7 @@ impl Backends {
                 inventory: argocd,
                 locks: Locks::Shared(Arc::new(lock)),
                 audit,
+                state,
                 clock,
                 sandbox: None,
                 rest: None,
@@ -177,6 +183,7 @@ impl Backends {
                 inventory: argocd,
                 locks: Locks::PerApplication,
                 audit,
+                state,
                 clock,
                 sandbox: None,
                 rest: None,
@@ -199,6 +206,7 @@ impl Backends {
             inventory: rest.clone(),
             locks: Locks::PerApplication,
             audit,
+            state,
             clock,
             sandbox: None,
             rest: Some(rest),
@@ -207,33 +215,80 @@ impl Backends {
         })
     }
 
-    /// The promotion lock for `env`: shared (sandbox, Lease), or an annotation on the
-    /// environment's first Application in wave order (REST API).
-    pub fn lock_for(
+    /// The promotion lock for `env`. With `state` in the environment, the backend it names
+    /// (an S3 object, a Lease, or the annotation), whatever the transport; without it,
+    /// shared (sandbox, Lease with `--core`) or an annotation on the environment's first
+    /// Application (REST API).
+    pub async fn lock_for(
         &self,
         config: &Config,
         env: &deploy_core::config::Environment,
     ) -> Result<Arc<dyn Lock>> {
-        match (&self.locks, &self.rest) {
-            (Locks::Shared(l), _) => Ok(l.clone()),
-            (Locks::PerApplication, Some(rest)) => {
-                let carrier = deploy_core::engine::lock::carrier(config, env)
-                    .expect("validated: a configuration has clusters");
+        let chosen = env.state.as_ref().filter(|_| self.sandbox.is_none());
+        match (chosen.map(|s| s.lock), &self.locks) {
+            (Some(LockBackend::S3), _) => {
+                let store = self.state.get(&env.name).ok_or_else(|| {
+                    anyhow::anyhow!("no S3 state store for {} (state.s3 is not set)", env.name)
+                })?;
+                Ok(Arc::new(store.lock(
+                    &env.name,
+                    &deploy_core::engine::lock::key(&config.app, &env.name),
+                    self.clock.clone(),
+                )))
+            }
+            (None, Locks::Shared(l)) => Ok(l.clone()),
+            (Some(LockBackend::Kubernetes), Locks::Shared(l)) => Ok(l.clone()),
+            (Some(LockBackend::Kubernetes), Locks::PerApplication) => {
+                let client = deploy_argocd::kube::client().await.with_context(|| {
+                    format!(
+                        "connecting to Kubernetes for the promotion lock of {} (state.lock = \"kubernetes\")",
+                        env.name
+                    )
+                })?;
                 Ok(Arc::new(
-                    deploy_argocd::rest::lock::ApplicationLock::new((**rest).clone(), carrier)
+                    deploy_argocd::kube::LeaseLock::new(client, &config.argocd.namespace)
                         .with_clock(self.clock.clone()),
                 ))
             }
-            (Locks::PerApplication, None) => Err(anyhow::anyhow!(
-                "Argo CD is not configured, so there is no promotion lock"
-            )),
+            (Some(LockBackend::Argocd) | None, _) => match &self.rest {
+                Some(rest) => {
+                    let carrier = deploy_core::engine::lock::carrier(config, env)
+                        .expect("validated: a configuration has clusters");
+                    Ok(Arc::new(
+                        deploy_argocd::rest::lock::ApplicationLock::new((**rest).clone(), carrier)
+                            .with_clock(self.clock.clone()),
+                    ))
+                }
+                None if chosen.is_some() => Err(UsageError(format!(
+                    "state.lock = \"argocd\" of {} needs Argo CD's REST API: drop --core, or set state.lock = \"kubernetes\" or \"s3\"",
+                    env.name
+                ))
+                .into()),
+                None => Err(anyhow::anyhow!(
+                    "Argo CD is not configured, so there is no promotion lock"
+                )),
+            },
         }
     }
 
-    /// Checks, before anything is changed, that the audit record can be written: the
-    /// directory exists (or is created) and the file opens for appending.
-    pub fn audit_ready(&self) -> Result<()> {
-        if self.sandbox.is_some() {
+    /// The audit trail of `env`: its S3 state store, else this machine's (or the sandbox's).
+    pub fn audit_for(&self, env: &deploy_core::config::Environment) -> Arc<dyn AuditLog> {
+        match self.state.get(&env.name) {
+            Some(store) if self.sandbox.is_none() => Arc::new(store.audit_log(&env.name)),
+            _ => self.audit.clone(),
+        }
+    }
+
+    /// Whether `env`'s audit trail is the file on this machine (no `state.s3`).
+    pub fn audit_is_local(&self, env: &deploy_core::config::Environment) -> bool {
+        self.sandbox.is_none() && !self.state.contains_key(&env.name)
+    }
+
+    /// Checks, before anything is changed, that the audit record of `env` can be written:
+    /// for a local trail, the directory exists (or is created) and the file opens for
+    /// appending (an S3 trail is checked by the run's first append, before any change).
+    pub fn audit_ready(&self, env: &deploy_core::config::Environment) -> Result<()> {
+        if !self.audit_is_local(env) {
             return Ok(());
         }
         let path = self.audit_path.as_ref().ok_or_else(|| {
@@ -276,6 +331,30 @@ impl Backends {
     pub fn save(&self) -> Result<()> {
         self.sandbox.as_ref().map_or(Ok(()), Sandbox::save)
     }
+}
+
+/// The S3 state store of every environment with `state.s3` (clients only: nothing is sent
+/// until a command reads or writes the state).
+async fn state_stores(
+    config: &Config,
+    aws: &deploy_aws::EcrOptions,
+) -> BTreeMap<String, deploy_aws::S3Store> {
+    let mut stores = BTreeMap::new();
+    for env in config.environments.values() {
+        let Some(state) = &env.state else { continue };
+        let Some(location) = &state.s3 else { continue };
+        let options = deploy_aws::S3StateOptions {
+            location: location.clone(),
+            region: state.region.clone(),
+            aws_profile: state.aws_profile.clone(),
+            fallback_region: env.registry.regions[0].clone(),
+        };
+        stores.insert(
+            env.name.clone(),
+            deploy_aws::S3Store::connect(options, aws).await,
+        );
+    }
+    stores
 }
 
 /// The sandbox compresses time: soak and timeout divided by [`SANDBOX_SPEEDUP`].
@@ -356,6 +435,7 @@ impl Sandbox {
             inventory: Arc::new(w.argocd),
             locks: Locks::Shared(Arc::new(w.lock)),
             audit: Arc::new(w.audit),
+            state: BTreeMap::new(),
             clock: w.clock,
             sandbox: Some(self),
             rest: None,

@@ -102,6 +102,15 @@ pub enum Command {
         #[arg(long)]
         env: Option<String>,
     },
+    /// Promotions and rollbacks, newest first, from the environment's state store: when, who, release, clusters, outcome, duration
+    History {
+        /// Only this environment
+        #[arg(long)]
+        env: Option<String>,
+        /// At most this many runs
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// The image-updater loop: write each new complete release into an automated environment
     Watch(WatchArgs),
     /// Print manifests
@@ -334,6 +343,7 @@ mod tests {
         ok("promote --env prod --dry-run");
         ok("rollback --env prod --to abc1234 --cluster us-east-1 --yes");
         ok("audit --env prod");
+        ok("history --env prod --limit 5 --output json");
         ok("watch --env staging --once --interval 1m");
         ok("render applicationset --env prod");
         ok("build plan --env staging --sha 0123456789abcdef");

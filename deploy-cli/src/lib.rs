@@ -178,6 +178,9 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
             commands::audit::run(&config, &backends, out, env.as_deref()).await
         }
         Command::Watch(args) => commands::watch::run(&config, &backends, out, args).await,
+        Command::History { env, limit } => {
+            commands::history::run(&config, &backends, out, env.as_deref(), *limit).await
+        }
         Command::Sandbox(cmd) => commands::sandbox::run(&config, Some(&backends), out, cmd),
         Command::Render(_)
         | Command::Build(_)

@@ -54,6 +54,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         inventory: Arc::new(world.argocd.clone()),
         locks: crate::backends::Locks::Shared(Arc::new(world.lock.clone())),
         audit: Arc::new(world.audit.clone()),
+        state: Default::default(),
         clock,
         sandbox: None,
         rest: None,

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod build;
 pub mod demo;
+pub mod history;
 pub mod promote;
 pub mod release;
 pub mod sandbox;

@@ -197,7 +197,7 @@ pub async fn rollback(
         return Err(UsageError(format!("no cluster {c:?} in the configuration")).into());
     }
     let records = backends
-        .audit
+        .audit_for(env)
         .records()
         .await
         .context("reading the audit trail")?;
@@ -291,10 +291,21 @@ async fn execute(
         return Ok(Exit::Success);
     }
 
-    backends.audit_ready()?;
+    backends.audit_ready(env)?;
+    if backends.audit_is_local(env) {
+        out.note(format!(
+            "the audit trail of {} is local to this machine ({}); set state = {{ s3 = \"s3://bucket/prefix\" }} in deploy.toml to share it",
+            env.name,
+            backends
+                .audit_path
+                .as_ref()
+                .map_or_else(|| "no file".to_owned(), |p| p.display().to_string())
+        ));
+    }
+    let audit = backends.audit_for(env);
     let mut actor = actor();
     actor.argocd_user = backends.argocd_user().await;
-    let lock = backends.lock_for(config, env)?;
+    let lock = backends.lock_for(config, env).await?;
     let run_id = format!(
         "{}-{}",
         backends.clock.now().strftime("%Y%m%dT%H%M%SZ"),
@@ -320,7 +331,7 @@ async fn execute(
     let ports = Ports {
         argocd: &*backends.argocd,
         lock: &*lock,
-        audit: &*backends.audit,
+        audit: &*audit,
         clock: &*backends.clock,
     };
     let kind = match p.intent {

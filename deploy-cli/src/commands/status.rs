@@ -49,15 +49,15 @@ pub async fn run(
     let envs = config
         .select_environments(only)
         .map_err(crate::exit::UsageError)?;
-    // The audit trail says who promoted a cluster when the annotations do not (for example
-    // when an ApplicationSet without preservedFields dropped them).
-    let records = backends.audit.records().await.unwrap_or_else(|e| {
-        tracing::warn!("reading the audit trail: {e}");
-        Vec::new()
-    });
     let mut rows = Vec::new();
     let mut summaries = Vec::new();
     for env in envs {
+        // The environment's audit trail says who promoted a cluster when the annotations do
+        // not (for example when an ApplicationSet without preservedFields dropped them).
+        let records = backends.audit_for(env).records().await.unwrap_or_else(|e| {
+            tracing::warn!("reading the audit trail of {}: {e}", env.name);
+            Vec::new()
+        });
         let names: Vec<String> = config
             .clusters
             .iter()

@@ -68,7 +68,7 @@ pub(crate) enum Replication {
 /// the AWS files and the audit trail.
 pub(crate) struct World {
     _staging: Moto,
-    _prod: Moto,
+    prod_moto: Moto,
     pub(crate) ecr: EcrFixture,
     pub(crate) argo: FakeArgo,
     _aws: AwsFiles,
@@ -208,7 +208,7 @@ impl World {
         );
         Some(World {
             _staging: staging,
-            _prod: prod,
+            prod_moto: prod,
             ecr,
             argo,
             aws_config: aws.config.clone(),
@@ -220,13 +220,51 @@ impl World {
         })
     }
 
+    /// Keeps prod's lock and audit trail in S3 (a bucket in the prod account's moto, reached
+    /// through the `prod` profile): `state = { s3 = ... }` in deploy.toml.
+    async fn use_s3_state(&self) {
+        deploy_aws::moto::create_bucket(&self.prod_moto.endpoint, STATE_BUCKET).await;
+        let text = std::fs::read_to_string(&self.config).expect("read deploy.toml");
+        let from = r#"timeout = "60s""#;
+        assert!(text.contains(from), "deploy.toml no longer has {from}");
+        let state = format!(
+            "{from}\nstate = {{ s3 = \"s3://{STATE_BUCKET}/deploy\", region = \"us-west-2\", aws_profile = \"prod\" }}"
+        );
+        std::fs::write(&self.config, text.replace(from, &state)).expect("write deploy.toml");
+    }
+
+    /// `deploy ARGS` as run on another machine: its own audit trail file.
+    async fn run_on(&self, machine: &str, args: &[&str]) -> Run {
+        let n = std::fs::read_dir(self.dir.path()).map_or(0, Iterator::count);
+        let stdout = self.dir.path().join(format!("stdout-{n}"));
+        let stderr = self.dir.path().join(format!("stderr-{n}"));
+        let child = self
+            .command_with(&self.dir.path().join(machine).join("audit.jsonl"), args)
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("starting deploy");
+        Running {
+            child: Some(child),
+            args: args.join(" "),
+            stdout,
+            stderr,
+        }
+        .wait()
+        .await
+    }
+
     /// `deploy --config … --audit-log … ARGS`, with only the environment the test gives it.
     fn command(&self, args: &[&str]) -> Command {
+        self.command_with(&self.audit_log(), args)
+    }
+
+    fn command_with(&self, audit_log: &std::path::Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy"));
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--audit-log")
-            .arg(self.audit_log())
+            .arg(audit_log)
             .args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -549,6 +587,8 @@ pub(crate) fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
 }
 
 const PROMOTE: [&str; 4] = ["promote", "--env", "prod", "--yes"];
+/// The bucket of prod's state store, when a test keeps it in S3.
+const STATE_BUCKET: &str = "myapp-deploy-state";
 
 // ---------------------------------------------------------------------------------------
 // Issue 5: promotion.
@@ -1603,4 +1643,140 @@ async fn closed_stdout_and_stderr_neither_panic_nor_leave_the_lock() {
     let audit = world.audit();
     assert_eq!(audit.len(), 2, "{audit:#?}");
     assert_eq!(audit[1]["outcome"], "succeeded");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 11: the shared state store in S3 (moto's S3 implements conditional writes).
+
+/// The runs of `deploy history --output json` (its `run` lines).
+fn runs_of(run: &Run) -> Vec<Value> {
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|v| v["type"] == "run")
+        .map(|v| v["data"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_two_machines_is_the_same() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.use_s3_state().await;
+    // A laptop promotes; a CI runner (another audit directory) rolls back.
+    let promoted = world.run_on("laptop", &PROMOTE).await;
+    promoted.expect_code(0);
+    assert!(
+        !promoted.stderr.contains("local to this machine"),
+        "the trail is shared: {}",
+        promoted.stderr
+    );
+    world.assert_prod_runs(NEW);
+    let rolled = world
+        .run_on("ci", &["rollback", "--env", "prod", "--yes"])
+        .await;
+    rolled.expect_code(0);
+    world.assert_prod_runs(OLD);
+    assert!(
+        !world.dir.path().join("laptop/audit.jsonl").exists()
+            && !world.dir.path().join("ci/audit.jsonl").exists(),
+        "nothing was written on either machine"
+    );
+
+    let laptop = world
+        .run_on("laptop", &json_args(&["history", "--env", "prod"]))
+        .await;
+    laptop.expect_code(0);
+    let ci = world
+        .run_on("ci", &json_args(&["history", "--env", "prod"]))
+        .await;
+    ci.expect_code(0);
+    let runs = runs_of(&laptop);
+    assert_eq!(runs, runs_of(&ci), "both machines see the same history");
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_eq!(runs[0]["kind"], "rollback", "newest first");
+    assert_eq!(runs[0]["release"]["tag"], OLD);
+    assert_eq!(runs[1]["kind"], "promote");
+    assert_eq!(runs[1]["outcome"], "succeeded");
+    assert_eq!(runs[1]["release"]["digests"], json!(world.digests));
+    assert_eq!(runs[1]["actor"]["os_user"], USER);
+    assert!(runs[1]["duration"].as_f64().is_some_and(|d| d > 0.0));
+    assert_eq!(laptop.result()["runs"], 2);
+    assert_eq!(
+        laptop.result()["sources"][0]["store"],
+        format!("s3://{STATE_BUCKET}/deploy")
+    );
+    // The text table says the same, with a limit.
+    let text = world
+        .run_on("ci", &["history", "--env", "prod", "--limit", "1"])
+        .await;
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains("rollback") && !text.stdout.contains("promote"),
+        "{}",
+        text.stdout
+    );
+    // The records are objects in the bucket; the lock is gone, and never was an annotation.
+    let keys = deploy_aws::moto::list_keys(&world.prod_moto.endpoint, STATE_BUCKET).await;
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.starts_with("deploy/prod/records/"))
+            .count(),
+        4,
+        "{keys:?}"
+    );
+    assert!(
+        !keys.contains(&"deploy/prod/lock.json".to_owned()),
+        "{keys:?}"
+    );
+    assert_eq!(world.lock(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_promotions_at_once_through_the_s3_lock_one_exits_4() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.use_s3_state().await;
+    world.argo.script(WAVE1_APP, Script::Hang).await;
+    let first = world.spawn(&json_args(&PROMOTE));
+    let pid = first.id();
+    wait_until("the first run's sync of wave 1", || async {
+        world.syncs(WAVE1_APP).await > 0
+    })
+    .await;
+    let keys = deploy_aws::moto::list_keys(&world.prod_moto.endpoint, STATE_BUCKET).await;
+    assert!(
+        keys.contains(&"deploy/prod/lock.json".to_owned()),
+        "{keys:?}"
+    );
+    assert_eq!(
+        world.lock(),
+        None,
+        "the lock is in S3, not on an Application"
+    );
+
+    let second = world.run_on("ci", &PROMOTE).await;
+    second.expect_code(4);
+    let said = format!("{}{}", second.stdout, second.stderr);
+    assert!(
+        said.contains(&format!("pid {pid}")),
+        "names the holder:\n{said}"
+    );
+    assert_eq!(
+        world.syncs(WAVE1_APP).await,
+        1,
+        "the second run synced nothing"
+    );
+
+    world.argo.script(WAVE1_APP, Script::Healthy).await;
+    first.wait().await.expect_code(0);
+    world.assert_prod_runs(NEW);
+    let history = world
+        .run_on("ci", &json_args(&["history", "--env", "prod"]))
+        .await;
+    let runs = runs_of(&history);
+    assert_eq!(runs.len(), 1, "one run promoted: {runs:#?}");
+    assert_eq!(runs[0]["outcome"], "succeeded");
 }

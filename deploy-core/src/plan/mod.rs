@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod findings;
+pub mod history;
 pub mod live;
 pub mod promotion;
 pub mod release;

@@ -1,0 +1,776 @@
+//! The shared state store of an environment in S3: the promotion lock ([`S3Lock`]) and the
+//! audit trail ([`S3AuditLog`]), kept the way Terraform 1.10+ keeps its S3 lock file.
+//!
+//! - The lock of an environment is one object, `{prefix}/{env}/lock.json` (a [`Lease`] as
+//!   JSON). It is taken with a conditional `PutObject` (`If-None-Match: *`), renewed and
+//!   released (`PutObject` / `DeleteObject`) with `If-Match` on the ETag we wrote, and taken
+//!   over only once it has expired, with `If-Match` on the stale ETag we read: of two runs
+//!   that see the same expired lease, one write succeeds and the other gets 412.
+//! - Every audit record is a new object, `{prefix}/{env}/records/{time}-{run_id}-{started|end}.json`,
+//!   written with `If-None-Match: *`, so nothing is ever overwritten; the key sorts by time,
+//!   so a listing reads the trail in order.
+//!
+//! Clients come from the standard AWS chain like the ECR clients, including a profile's
+//! `endpoint_url`, `AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL`; with a custom endpoint
+//! the client uses path-style addressing (`http://host/bucket/key`), which S3-compatible
+//! servers and moto expect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_types::service_config::ServiceConfigKey;
+use deploy_core::config::S3Location;
+use deploy_core::port::{AuditLog, Clock, Lease, Lock};
+use deploy_core::trail::{AuditRecord, Outcome};
+use deploy_core::{Error, Result};
+use futures::StreamExt as _;
+
+use crate::EcrOptions;
+use crate::errors::{Failure, chain};
+
+/// Where an environment's state lives and how to reach it.
+#[derive(Debug, Clone)]
+pub struct S3StateOptions {
+    /// The bucket and prefix.
+    pub location: S3Location,
+    /// The bucket's region; `None`: the profile's or the environment's (`fallback_region`).
+    pub region: Option<String>,
+    /// The AWS profile; `None`: the default chain.
+    pub aws_profile: Option<String>,
+    /// The region to use when neither `region` nor the AWS configuration sets one.
+    pub fallback_region: String,
+}
+
+/// An S3 client for one state bucket.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    location: S3Location,
+    profile: Option<String>,
+    region: String,
+}
+
+impl S3Store {
+    /// Builds the client from the standard AWS chain (`aws` carries the retry and timeout
+    /// settings and the AWS files to read, as for ECR). Nothing is sent yet.
+    pub async fn connect(state: S3StateOptions, aws: &EcrOptions) -> Self {
+        let shared = crate::clients::load_sdk_config(
+            aws,
+            state.aws_profile.as_deref(),
+            state.region.as_deref().unwrap_or(&state.fallback_region),
+        )
+        .await;
+        let region = state
+            .region
+            .clone()
+            .or_else(|| shared.region().map(|r| r.to_string()))
+            .unwrap_or_else(|| state.fallback_region.clone());
+        // The endpoint as the SDK resolves it for S3: the service's own setting
+        // (AWS_ENDPOINT_URL_S3, a profile's `[services]` section), then the global one.
+        let service_endpoint = ServiceConfigKey::builder()
+            .service_id("S3")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok()
+            .and_then(|key| shared.service_config().and_then(|c| c.load_config(key)));
+        let custom_endpoint = service_endpoint.is_some() || shared.endpoint_url().is_some();
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .region(Region::new(region.clone()))
+            .retry_config(aws.retry_config())
+            .timeout_config(aws.timeout_config())
+            .force_path_style(custom_endpoint)
+            .build();
+        tracing::debug!(
+            profile = state.aws_profile,
+            region,
+            custom_endpoint,
+            "created S3 client for {}",
+            state.location
+        );
+        Self {
+            client: aws_sdk_s3::Client::from_conf(config),
+            location: state.location,
+            profile: state.aws_profile,
+            region,
+        }
+    }
+
+    /// The bucket and prefix.
+    pub fn location(&self) -> &S3Location {
+        &self.location
+    }
+
+    /// The lock of `environment`. The lock named `promotion_key` (the environment's
+    /// promotion lock) is `{prefix}/{environment}/lock.json`; any other (a watch replica's
+    /// lease) is `{prefix}/{environment}/locks/{key}.json`.
+    pub fn lock(&self, environment: &str, promotion_key: &str, clock: Arc<dyn Clock>) -> S3Lock {
+        S3Lock {
+            store: self.clone(),
+            environment: environment.to_owned(),
+            promotion_key: promotion_key.to_owned(),
+            clock,
+            etags: Arc::default(),
+        }
+    }
+
+    /// The audit trail of `environment`, under `{prefix}/{environment}/records/`.
+    pub fn audit_log(&self, environment: &str) -> S3AuditLog {
+        S3AuditLog {
+            store: self.clone(),
+            environment: environment.to_owned(),
+        }
+    }
+
+    fn call<'a>(&'a self, operation: &'static str, key: &'a str) -> S3Call<'a> {
+        S3Call {
+            operation,
+            bucket: &self.location.bucket,
+            key,
+            region: &self.region,
+            profile: self.profile.as_deref(),
+        }
+    }
+
+    /// The object at `key` and its ETag, `None` when there is none.
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        let call = self.call("GetObject", key);
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let failure = Failure::from_sdk(&e);
+                if failure.code() == Some("NoSuchKey") {
+                    return Ok(None);
+                }
+                return Err(call.error(failure));
+            }
+        };
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| call.error(Failure::Response { detail: chain(&e) }))?;
+        Ok(Some((body.into_bytes().to_vec(), etag)))
+    }
+
+    /// Writes `body` at `key` if `condition` holds.
+    async fn put(&self, key: &str, body: Vec<u8>, condition: Condition<'_>) -> Result<Written> {
+        let call = self.call("PutObject", key);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.location.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        req = match condition {
+            Condition::Absent => req.if_none_match("*"),
+            Condition::ETag(etag) => req.if_match(etag),
+            Condition::None => req,
+        };
+        match req.send().await {
+            Ok(out) => Ok(Written::Yes(out.e_tag().unwrap_or_default().to_owned())),
+            Err(e) => {
+                let failure = Failure::from_sdk(&e);
+                if failure.is_precondition() {
+                    Ok(Written::PreconditionFailed)
+                } else {
+                    Err(call.error(failure))
+                }
+            }
+        }
+    }
+
+    /// Deletes `key` if its ETag is still `etag`; `false` when it is not.
+    async fn delete(&self, key: &str, etag: &str) -> Result<bool> {
+        let call = self.call("DeleteObject", key);
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.location.bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let failure = Failure::from_sdk(&e);
+                if failure.is_precondition() {
+                    Ok(false)
+                } else if failure.code() == Some("NoSuchKey") || failure.status() == Some(404) {
+                    Ok(true)
+                } else {
+                    Err(call.error(failure))
+                }
+            }
+        }
+    }
+
+    /// Every key under `prefix`, in order.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let call = self.call("ListObjectsV2", prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.location.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| call.error(Failure::from_sdk(&e)))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+enum Condition<'a> {
+    /// `If-None-Match: *`.
+    Absent,
+    /// `If-Match: etag`.
+    ETag(&'a str),
+    /// Unconditional (test fixtures only).
+    #[cfg_attr(not(feature = "moto"), allow(dead_code))]
+    None,
+}
+
+enum Written {
+    Yes(String),
+    PreconditionFailed,
+}
+
+// ---------------------------------------------------------------- lock
+
+/// The promotion lock of one environment as an S3 object (see the module docs).
+#[derive(Debug, Clone)]
+pub struct S3Lock {
+    store: S3Store,
+    environment: String,
+    promotion_key: String,
+    clock: Arc<dyn Clock>,
+    /// Lock name → (holder, the ETag of the lease object we last wrote).
+    etags: Arc<Mutex<HashMap<String, (String, String)>>>,
+}
+
+/// How often acquire re-reads after losing a race before it reports the lock as held.
+const RACES: usize = 4;
+
+impl S3Lock {
+    /// The object key of the lock named `key`.
+    pub fn object_key(&self, key: &str) -> String {
+        if key == self.promotion_key {
+            self.store.location.key(&self.environment, "lock.json")
+        } else {
+            self.store
+                .location
+                .key(&self.environment, &format!("locks/{key}.json"))
+        }
+    }
+
+    fn remember(&self, lease: &Lease, etag: String) {
+        guard(&self.etags).insert(lease.key.clone(), (lease.holder.clone(), etag));
+    }
+
+    fn remembered(&self, lease: &Lease) -> Option<String> {
+        guard(&self.etags)
+            .get(&lease.key)
+            .filter(|(holder, _)| holder == &lease.holder)
+            .map(|(_, etag)| etag.clone())
+    }
+
+    fn lease(&self, key: &str, holder: &str, ttl: Duration) -> Lease {
+        let now = self.clock.now();
+        Lease {
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            expires_at: now.checked_add(ttl).unwrap_or(now),
+        }
+    }
+
+    fn body(lease: &Lease) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(lease)
+            .map_err(|e| Error::invalid(format!("serializing a lease: {e}")))
+    }
+
+    /// The lease stored at `object`, with its ETag.
+    async fn read(&self, object: &str) -> Result<Option<(Lease, String)>> {
+        let Some((bytes, etag)) = self.store.get(object).await? else {
+            return Ok(None);
+        };
+        let lease = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::invalid(format!(
+                "the lock s3://{}/{object} is not a lease ({e}); if no promotion of {} is running, delete it: aws s3 rm s3://{}/{object}",
+                self.store.location.bucket, self.environment, self.store.location.bucket
+            ))
+        })?;
+        Ok(Some((lease, etag)))
+    }
+
+    fn held(lease: &Lease) -> Error {
+        Error::LockHeld {
+            key: lease.key.clone(),
+            holder: lease.holder.clone(),
+            expires_at: lease.expires_at.to_string(),
+        }
+    }
+
+    fn lost(&self, key: &str) -> Error {
+        Error::LockHeld {
+            key: key.to_owned(),
+            holder: "nobody (the lease was lost)".into(),
+            expires_at: self.clock.now().to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Lock for S3Lock {
+    async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Lease> {
+        let object = self.object_key(key);
+        let lease = self.lease(key, holder, ttl);
+        let body = Self::body(&lease)?;
+        let mut last = None;
+        for _ in 0..RACES {
+            if let Written::Yes(etag) = self
+                .store
+                .put(&object, body.clone(), Condition::Absent)
+                .await?
+            {
+                self.remember(&lease, etag);
+                return Ok(lease);
+            }
+            // Someone holds it, or held it: read whose it is and until when.
+            let Some((current, etag)) = self.read(&object).await? else {
+                continue; // released in between: try again
+            };
+            if current.holder != holder && current.expires_at > self.clock.now() {
+                return Err(Self::held(&current));
+            }
+            // Expired (or ours): take it over, only if nobody rewrote it since we read it.
+            match self
+                .store
+                .put(&object, body.clone(), Condition::ETag(&etag))
+                .await?
+            {
+                Written::Yes(etag) => {
+                    if current.holder != holder {
+                        tracing::info!(
+                            "took over the expired lock {key} of {} (expired {})",
+                            current.holder,
+                            current.expires_at
+                        );
+                    }
+                    self.remember(&lease, etag);
+                    return Ok(lease);
+                }
+                Written::PreconditionFailed => last = Some(current),
+            }
+        }
+        // Every race lost: whoever won holds it now.
+        match self.read(&object).await? {
+            Some((current, _)) if current.holder != holder => Err(Self::held(&current)),
+            _ => Err(last.map_or_else(|| self.lost(key), |l| Self::held(&l))),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let object = self.object_key(&lease.key);
+        let renewed = self.lease(&lease.key, &lease.holder, ttl);
+        let body = Self::body(&renewed)?;
+        let mut etag = self.remembered(lease);
+        for _ in 0..2 {
+            let current = match etag.take() {
+                Some(e) => e,
+                None => match self.read(&object).await? {
+                    Some((current, e)) if current.holder == lease.holder => e,
+                    Some((current, _)) => return Err(Self::held(&current)),
+                    None => return Err(self.lost(&lease.key)),
+                },
+            };
+            if let Written::Yes(e) = self
+                .store
+                .put(&object, body.clone(), Condition::ETag(&current))
+                .await?
+            {
+                self.remember(&renewed, e);
+                return Ok(renewed);
+            }
+        }
+        match self.read(&object).await? {
+            Some((current, _)) if current.holder != lease.holder => Err(Self::held(&current)),
+            _ => Err(self.lost(&lease.key)),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let object = self.object_key(&lease.key);
+        let mut etag = self.remembered(lease);
+        for _ in 0..2 {
+            let current = match etag.take() {
+                Some(e) => e,
+                None => match self.read(&object).await? {
+                    Some((current, e)) if current.holder == lease.holder => e,
+                    // Lost or already released: nothing of ours to free.
+                    _ => break,
+                },
+            };
+            if self.store.delete(&object, &current).await? {
+                break;
+            }
+        }
+        guard(&self.etags).remove(&lease.key);
+        Ok(())
+    }
+}
+
+#[cfg(feature = "moto")]
+#[async_trait]
+impl deploy_core::conformance::lock::LockFixture for S3Lock {
+    async fn expire(&self, key: &str) {
+        let object = self.object_key(key);
+        let (mut lease, _) = self
+            .read(&object)
+            .await
+            .expect("read the lease")
+            .expect("a lease to expire");
+        lease.expires_at = self.clock.now();
+        let body = Self::body(&lease).expect("lease");
+        self.store
+            .put(&object, body, Condition::None)
+            .await
+            .expect("rewrite the lease");
+    }
+}
+
+// ---------------------------------------------------------------- audit
+
+/// The audit trail of one environment as one S3 object per record (see the module docs).
+#[derive(Debug, Clone)]
+pub struct S3AuditLog {
+    store: S3Store,
+    environment: String,
+}
+
+/// Records read at once.
+const READ_CONCURRENCY: usize = 8;
+
+impl S3AuditLog {
+    fn records_prefix(&self) -> String {
+        self.store.location.key(&self.environment, "records/")
+    }
+
+    /// The object key of `record`: the time it was written (its start, or its end), the run
+    /// and which of its two records it is. Fixed-width UTC time, so keys sort by time.
+    pub fn object_key(&self, record: &AuditRecord) -> String {
+        let (at, which) = match record.outcome {
+            Outcome::Started => (record.started_at, "started"),
+            _ => (record.finished_at, "end"),
+        };
+        let run: String = record
+            .run_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!(
+            "{}{}-{run}-{which}.json",
+            self.records_prefix(),
+            at.strftime("%Y%m%dT%H%M%S.%9fZ")
+        )
+    }
+}
+
+#[async_trait]
+impl AuditLog for S3AuditLog {
+    async fn append(&self, record: &AuditRecord) -> Result<()> {
+        let key = self.object_key(record);
+        let body = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::invalid(format!("serializing an audit record: {e}")))?;
+        match self
+            .store
+            .put(&key, body.clone(), Condition::Absent)
+            .await?
+        {
+            Written::Yes(_) => Ok(()),
+            Written::PreconditionFailed => {
+                // A retry of a write that did land is not a conflict; another record is.
+                match self.store.get(&key).await? {
+                    Some((existing, _)) if existing == body => Ok(()),
+                    _ => Err(Error::Conflict {
+                        what: format!(
+                            "audit record s3://{}/{key} (another record has its key)",
+                            self.store.location.bucket
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn records(&self) -> Result<Vec<AuditRecord>> {
+        let keys = self.store.list(&self.records_prefix()).await?;
+        let bodies: Vec<(String, Result<Option<(Vec<u8>, String)>>)> = futures::stream::iter(keys)
+            .map(|key| async move {
+                let got = self.store.get(&key).await;
+                (key, got)
+            })
+            .buffered(READ_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(bodies.len());
+        for (key, got) in bodies {
+            let Some((bytes, _)) = got? else { continue };
+            match serde_json::from_slice(&bytes) {
+                Ok(r) => out.push(r),
+                // A record written by something else must not hide the others.
+                Err(e) => tracing::warn!(
+                    "s3://{}/{key}: skipping an unreadable audit record: {e}",
+                    self.store.location.bucket
+                ),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn guard<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // One insert or remove per update: the map stays consistent even after a panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------- errors
+
+/// What a failed S3 call was about, for its message.
+#[derive(Debug, Clone, Copy)]
+struct S3Call<'a> {
+    operation: &'static str,
+    bucket: &'a str,
+    key: &'a str,
+    region: &'a str,
+    profile: Option<&'a str>,
+}
+
+impl S3Call<'_> {
+    fn via(&self) -> String {
+        match self.profile {
+            Some(p) => format!("profile {p}"),
+            None => "default AWS credential chain".to_owned(),
+        }
+    }
+
+    /// The IAM action and resource an identity needs for this call.
+    fn action(&self) -> (String, String) {
+        match self.operation {
+            "ListObjectsV2" => (
+                "s3:ListBucket".into(),
+                format!("arn:aws:s3:::{}", self.bucket),
+            ),
+            op => (
+                format!("s3:{op}"),
+                format!("arn:aws:s3:::{}/{}", self.bucket, self.key),
+            ),
+        }
+    }
+
+    /// The error for `failure`, in one line naming bucket, key and profile.
+    fn error(&self, failure: Failure) -> Error {
+        let op = self.operation;
+        let place = format!(
+            "s3://{}/{} in {} ({})",
+            self.bucket,
+            self.key,
+            self.region,
+            self.via()
+        );
+        match failure {
+            Failure::Service {
+                code,
+                message,
+                status,
+            } => {
+                let code = code.unwrap_or_default();
+                let detail = match (code.is_empty(), message.unwrap_or_default()) {
+                    (true, m) if m.is_empty() => format!("HTTP {}", status.unwrap_or_default()),
+                    (true, m) => format!("HTTP {}: {m}", status.unwrap_or_default()),
+                    (false, m) if m.is_empty() => code.clone(),
+                    (false, m) => format!("{code}: {m}"),
+                };
+                if code == "NoSuchBucket" {
+                    Error::NotFound {
+                        what: format!("the state bucket {} ({})", self.bucket, self.via()),
+                        hint: Some(format!(
+                            "create it (aws s3 mb s3://{} --region {}) or fix state.s3 in deploy.toml",
+                            self.bucket, self.region
+                        )),
+                    }
+                } else if matches!(
+                    code.as_str(),
+                    "InvalidAccessKeyId"
+                        | "SignatureDoesNotMatch"
+                        | "ExpiredToken"
+                        | "TokenRefreshRequired"
+                ) {
+                    Error::Permission {
+                        message: format!(
+                            "S3 rejected the AWS credentials for {place} ({detail}): refresh them (aws configure, or aws sso login{})",
+                            self.profile
+                                .map(|p| format!(" --profile {p}"))
+                                .unwrap_or_default()
+                        ),
+                    }
+                } else if code == "AccessDenied"
+                    || code == "AllAccessDisabled"
+                    || status == Some(403)
+                {
+                    let (action, resource) = self.action();
+                    Error::Permission {
+                        message: format!(
+                            "access denied to {op} of {place}: grant {action} on {resource} to this identity ({detail})"
+                        ),
+                    }
+                } else if code == "SlowDown"
+                    || status == Some(503)
+                    || status.is_some_and(|s| s >= 500)
+                {
+                    Error::transient(format!("S3 failed {op} of {place} ({detail}): retry later"))
+                } else {
+                    Error::invalid(format!("S3 refused {op} of {place}: {detail}"))
+                }
+            }
+            Failure::Timeout => Error::transient(format!(
+                "{op} of {place} timed out: check network access to S3 and retry"
+            )),
+            Failure::Dispatch { detail } | Failure::Construction { detail } => {
+                let lower = detail.to_ascii_lowercase();
+                if lower.contains("credential")
+                    || lower.contains("identity")
+                    || lower.contains("was not defined")
+                {
+                    Error::Permission {
+                        message: format!(
+                            "no usable AWS credentials for the state store {place}: configure them (aws configure / aws sso login / AWS_PROFILE), or fix state.aws_profile in deploy.toml ({detail})"
+                        ),
+                    }
+                } else {
+                    Error::transient(format!(
+                        "could not reach S3 for {op} of {place}: {detail}; check the network, proxy and endpoint_url"
+                    ))
+                }
+            }
+            Failure::Response { detail } => Error::invalid(format!(
+                "S3 answered {op} of {place} with a response that cannot be read: {detail}"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(operation: &'static str) -> S3Call<'static> {
+        S3Call {
+            operation,
+            bucket: "state-bucket",
+            key: "deploy/prod/lock.json",
+            region: "us-west-2",
+            profile: Some("prod"),
+        }
+    }
+
+    fn service(code: &str, status: u16) -> Failure {
+        Failure::Service {
+            code: (!code.is_empty()).then(|| code.to_owned()),
+            message: Some("the message".into()),
+            status: Some(status),
+        }
+    }
+
+    #[test]
+    fn errors_name_bucket_key_profile_and_what_to_do() {
+        #[track_caller]
+        fn check(operation: &'static str, failure: Failure, parts: &[&str]) {
+            let text = call(operation).error(failure).to_string();
+            assert!(!text.contains('\n'), "one line: {text}");
+            for part in parts {
+                assert!(text.contains(part), "{text:?} lacks {part:?}");
+            }
+        }
+        let place = "s3://state-bucket/deploy/prod/lock.json in us-west-2 (profile prod)";
+        check(
+            "PutObject",
+            service("AccessDenied", 403),
+            &[
+                place,
+                "grant s3:PutObject on arn:aws:s3:::state-bucket/deploy/prod/lock.json",
+            ],
+        );
+        check(
+            "ListObjectsV2",
+            service("AccessDenied", 403),
+            &["grant s3:ListBucket on arn:aws:s3:::state-bucket "],
+        );
+        check(
+            "GetObject",
+            service("NoSuchBucket", 404),
+            &[
+                "state bucket state-bucket (profile prod) not found",
+                "aws s3 mb s3://state-bucket --region us-west-2",
+                "state.s3",
+            ],
+        );
+        check(
+            "PutObject",
+            Failure::Dispatch {
+                detail: "failed to load credentials: no providers in chain provided credentials"
+                    .into(),
+            },
+            &[
+                place,
+                "no usable AWS credentials",
+                "aws sso login",
+                "state.aws_profile",
+            ],
+        );
+        check(
+            "PutObject",
+            service("InvalidAccessKeyId", 403),
+            &[
+                "rejected the AWS credentials",
+                "aws sso login --profile prod",
+            ],
+        );
+        check("PutObject", service("", 503), &["retry later"]);
+        check(
+            "PutObject",
+            Failure::Dispatch {
+                detail: "Connection refused".into(),
+            },
+            &["could not reach S3", "endpoint_url"],
+        );
+    }
+}

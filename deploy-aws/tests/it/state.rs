@@ -1,0 +1,291 @@
+//! The S3 state store against moto's S3 (which implements `If-None-Match` and `If-Match`
+//! on PutObject and DeleteObject): the lock conformance suite, races between two
+//! "machines", expiry and takeover, and an audit trail written from two machines.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deploy_aws::moto::{AwsFiles, Moto, create_bucket, list_keys};
+use deploy_aws::{S3StateOptions, S3Store};
+use deploy_core::Error;
+use deploy_core::config::S3Location;
+use deploy_core::model::{Release, Tag};
+use deploy_core::port::{AuditLog, Clock, Lock, SystemClock};
+use deploy_core::trail::{Actor, AuditRecord, Outcome, RunKind};
+use jiff::Timestamp;
+
+const BUCKET: &str = "myapp-deploy-state";
+const KEY: &str = "deploy-myapp-prod";
+const TTL: Duration = Duration::from_secs(600);
+
+#[allow(clippy::print_stderr)]
+fn start() -> Option<Moto> {
+    Moto::start("222222222222")
+        .map_err(|unavailable| eprintln!("skipping: {unavailable}"))
+        .ok()
+}
+
+/// Two AWS profiles ("laptop" and "ci", two machines) pointing at one moto, and the bucket.
+async fn setup(moto: &Moto) -> AwsFiles {
+    create_bucket(&moto.endpoint, BUCKET).await;
+    AwsFiles::new(&[("laptop", &moto.endpoint), ("ci", &moto.endpoint)], "")
+}
+
+async fn store(files: &AwsFiles, profile: &str, bucket: &str) -> S3Store {
+    S3Store::connect(
+        S3StateOptions {
+            location: S3Location {
+                bucket: bucket.into(),
+                prefix: "deploy".into(),
+            },
+            region: Some("us-west-2".into()),
+            aws_profile: Some(profile.into()),
+            fallback_region: "us-west-2".into(),
+        },
+        &files.options(),
+    )
+    .await
+}
+
+/// A clock a test moves by hand (one per "machine").
+#[derive(Debug)]
+struct HandClock(Mutex<Timestamp>);
+
+impl HandClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Timestamp::now())))
+    }
+    fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap();
+        *t = t.checked_add(by).unwrap();
+    }
+}
+
+impl Clock for HandClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_conformance() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let lock = store(&files, "laptop", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(SystemClock));
+    if let Err(broken) = deploy_core::conformance::lock::run_all(&lock, &lock, "s3").await {
+        panic!("S3Lock: {broken}");
+    }
+    // The environment's promotion lock is its one object; other leases live beside it.
+    let lease = lock.acquire(KEY, "alice", TTL).await.unwrap();
+    let keys = list_keys(&moto.endpoint, BUCKET).await;
+    assert!(
+        keys.contains(&"deploy/prod/lock.json".to_owned()),
+        "{keys:?}"
+    );
+    lock.release(&lease).await.unwrap();
+    let keys = list_keys(&moto.endpoint, BUCKET).await;
+    assert!(
+        keys.iter().all(|k| k != "deploy/prod/lock.json"),
+        "released: {keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_acquisitions_one_gets_lock_held() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let laptop = store(&files, "laptop", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(SystemClock));
+    let ci = store(&files, "ci", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(SystemClock));
+    for round in 0..5 {
+        let (a, b) = tokio::join!(
+            laptop.acquire(KEY, "alice@laptop", TTL),
+            ci.acquire(KEY, "runner@ci", TTL)
+        );
+        let (won, lost, by) = match (&a, &b) {
+            (Ok(l), Err(e)) => (l, e, &laptop),
+            (Err(e), Ok(l)) => (l, e, &ci),
+            _ => panic!("round {round}: exactly one must win: {a:?} {b:?}"),
+        };
+        assert!(
+            matches!(lost, Error::LockHeld { holder, .. } if holder == &won.holder),
+            "round {round}: the loser names the winner: {lost}"
+        );
+        by.release(won).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lock_is_taken_over_a_live_one_never() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let (laptop_clock, ci_clock) = (HandClock::new(), HandClock::new());
+    let laptop = store(&files, "laptop", BUCKET)
+        .await
+        .lock("prod", KEY, laptop_clock.clone());
+    let ci = store(&files, "ci", BUCKET)
+        .await
+        .lock("prod", KEY, ci_clock.clone());
+
+    let crashed = laptop.acquire(KEY, "alice@laptop", TTL).await.unwrap();
+    // Live: refused, however often it is tried, and the lease is unchanged.
+    ci_clock.advance(TTL - Duration::from_secs(1));
+    for _ in 0..3 {
+        let got = ci.acquire(KEY, "runner@ci", TTL).await;
+        assert!(
+            matches!(&got, Err(Error::LockHeld { holder, .. }) if holder == "alice@laptop"),
+            "{got:?}"
+        );
+    }
+    laptop_clock.advance(TTL - Duration::from_secs(1));
+    let renewed = laptop
+        .renew(&crashed, TTL)
+        .await
+        .expect("the holder renews");
+    // The renewal moved the expiry: what was nearly expired is live again.
+    ci_clock.advance(Duration::from_secs(2));
+    assert!(matches!(
+        ci.acquire(KEY, "runner@ci", TTL).await,
+        Err(Error::LockHeld { .. })
+    ));
+
+    // Expired: taken over.
+    ci_clock.advance(TTL);
+    let next = ci
+        .acquire(KEY, "runner@ci", TTL)
+        .await
+        .expect("expired: taken over");
+    assert_eq!(next.holder, "runner@ci");
+    // The old holder has lost it: renewal says who has it now, release frees nothing.
+    let got = laptop.renew(&renewed, TTL).await;
+    assert!(
+        matches!(&got, Err(Error::LockHeld { holder, .. }) if holder == "runner@ci"),
+        "{got:?}"
+    );
+    laptop.release(&renewed).await.unwrap();
+    assert!(
+        matches!(
+            laptop.acquire(KEY, "alice@laptop", TTL).await,
+            Err(Error::LockHeld { .. })
+        ),
+        "releasing a lost lease leaves the new holder's"
+    );
+    ci.release(&next).await.unwrap();
+    laptop
+        .acquire(KEY, "alice@laptop", TTL)
+        .await
+        .expect("free again");
+}
+
+fn record(run: &str, at: Timestamp, outcome: Outcome, by: &str) -> AuditRecord {
+    AuditRecord {
+        run_id: run.into(),
+        kind: RunKind::Promote,
+        environment: "prod".into(),
+        actor: Actor {
+            os_user: by.into(),
+            argocd_user: None,
+        },
+        release: Release {
+            tag: Tag::new("abc1234").unwrap(),
+            digests: Default::default(),
+        },
+        previous: Default::default(),
+        changed: vec!["us-west-2".into()],
+        skipped: vec![],
+        started_at: at,
+        finished_at: at.checked_add(Duration::from_secs(90)).unwrap(),
+        outcome,
+        message: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_two_machines_read_back_the_same_in_order() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let laptop = store(&files, "laptop", BUCKET).await.audit_log("prod");
+    let ci = store(&files, "ci", BUCKET).await.audit_log("prod");
+    let t0: Timestamp = "2025-03-01T10:00:00Z".parse().unwrap();
+    let min = |m: u64| t0.checked_add(Duration::from_secs(60 * m)).unwrap();
+    // Two runs, one after the other, from two machines; each appends when it starts and ends.
+    laptop
+        .append(&record("r1", min(0), Outcome::Started, "alice"))
+        .await
+        .unwrap();
+    laptop
+        .append(&record("r1", min(0), Outcome::Succeeded, "alice"))
+        .await
+        .unwrap();
+    ci.append(&record("r2", min(10), Outcome::Started, "ci"))
+        .await
+        .unwrap();
+    ci.append(&record("r2", min(10), Outcome::RolledBack, "ci"))
+        .await
+        .unwrap();
+    laptop
+        .append(&record("r3", min(20), Outcome::Started, "alice"))
+        .await
+        .unwrap();
+
+    let a = laptop.records().await.unwrap();
+    let b = ci.records().await.unwrap();
+    assert_eq!(a, b, "both machines read the same trail");
+    let seen: Vec<(&str, Outcome)> = a.iter().map(|r| (r.run_id.as_str(), r.outcome)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("r1", Outcome::Started),
+            ("r1", Outcome::Succeeded),
+            ("r2", Outcome::Started),
+            ("r2", Outcome::RolledBack),
+            ("r3", Outcome::Started),
+        ]
+    );
+    // Each record is its own object, named by time, run and which record it is.
+    let keys = list_keys(&moto.endpoint, BUCKET).await;
+    assert!(
+        keys.contains(&"deploy/prod/records/20250301T100000.000000000Z-r1-started.json".to_owned()),
+        "{keys:?}"
+    );
+    // Appending is idempotent for the same record and never overwrites another.
+    laptop
+        .append(&record("r1", min(0), Outcome::Started, "alice"))
+        .await
+        .unwrap();
+    let other = record("r1", min(0), Outcome::Started, "mallory");
+    assert!(matches!(
+        laptop.append(&other).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(laptop.records().await.unwrap(), a, "nothing was rewritten");
+    // Another environment's trail is its own.
+    let staging = store(&files, "ci", BUCKET).await.audit_log("staging");
+    assert!(staging.records().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_says_what_to_do() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let s = store(&files, "laptop", "no-such-state-bucket").await;
+    let lock = s.lock("prod", KEY, Arc::new(SystemClock));
+    let err = lock.acquire(KEY, "alice", TTL).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::NotFound { .. }), "{text}");
+    for part in [
+        "no-such-state-bucket",
+        "profile laptop",
+        "aws s3 mb",
+        "state.s3",
+    ] {
+        assert!(text.contains(part), "{text:?} lacks {part:?}");
+    }
+    let err = s.audit_log("prod").records().await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}

@@ -1,0 +1,101 @@
+//! `deploy history`: the promotions and rollbacks of an environment, newest first, from its
+//! state store (S3 with `state.s3`, else the audit trail on this machine).
+
+use anyhow::{Context, Result};
+use deploy_core::plan::history::{HistoryRow, history};
+
+use crate::backends::Backends;
+use crate::exit::{Exit, UsageError};
+use crate::output::{Output, table};
+use deploy_core::config::Config;
+
+/// Reads the chosen environments' trails and prints one row per run.
+pub async fn run(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    only: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Exit> {
+    let envs = config.select_environments(only).map_err(UsageError)?;
+    let mut rows: Vec<HistoryRow> = Vec::new();
+    let mut sources = Vec::new();
+    for env in envs {
+        let records = backends
+            .audit_for(env)
+            .records()
+            .await
+            .with_context(|| format!("reading the audit trail of {}", env.name))?;
+        rows.extend(history(&records, &env.name, None));
+        sources.push(serde_json::json!({
+            "environment": env.name,
+            "store": match backends.state.get(&env.name) {
+                Some(store) => store.location().to_string(),
+                None if backends.sandbox.is_some() => "sandbox".to_owned(),
+                None => backends
+                    .audit_path
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+            },
+        }));
+    }
+    rows.sort_by(|a, b| {
+        b.started_at
+            .cmp(&a.started_at)
+            .then_with(|| b.run_id.cmp(&a.run_id))
+    });
+    if let Some(n) = limit {
+        rows.truncate(n);
+    }
+    for r in &rows {
+        out.record("run", r);
+    }
+    let mut t = table(&[
+        "STARTED", "ENV", "KIND", "BY", "RELEASE", "CLUSTERS", "OUTCOME", "DURATION",
+    ]);
+    for r in &rows {
+        let digests: Vec<String> = r
+            .release
+            .digests
+            .iter()
+            .map(|(service, d)| {
+                let d = d.as_str();
+                format!("{service} {}", &d[..d.len().min(19)])
+            })
+            .collect();
+        let release = if digests.is_empty() {
+            r.release.tag.to_string()
+        } else {
+            format!("{}\n{}", r.release.tag, digests.join("\n"))
+        };
+        t.add_row(vec![
+            r.started_at.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+            r.environment.clone(),
+            format!("{:?}", r.kind).to_lowercase(),
+            r.actor.to_string(),
+            release,
+            if r.clusters.is_empty() {
+                "-".into()
+            } else {
+                r.clusters.join(", ")
+            },
+            r.outcome_text(),
+            r.duration.map_or_else(
+                || "-".into(),
+                |d| humantime::format_duration(round(d)).to_string(),
+            ),
+        ]);
+    }
+    if rows.is_empty() {
+        out.text("no promotions or rollbacks recorded");
+    } else {
+        out.text(t);
+    }
+    out.result(&serde_json::json!({ "runs": rows.len(), "sources": sources }));
+    Ok(Exit::Success)
+}
+
+/// Whole seconds: a duration to read, not to measure.
+fn round(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(d.as_secs())
+}

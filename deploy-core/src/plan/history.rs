@@ -1,0 +1,212 @@
+//! `deploy history`: the runs of an environment, newest first, from its audit records.
+//!
+//! A run leaves two records (one when it takes the lock, one when it ends); this pairs them
+//! by run id. A run with only its first record was killed, or is still running.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::model::Release;
+use crate::trail::{Actor, AuditRecord, Outcome, RunKind};
+
+/// One promotion or rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryRow {
+    /// The run's id.
+    pub run_id: String,
+    /// Promote or rollback.
+    pub kind: RunKind,
+    /// Environment.
+    pub environment: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended; `None` when no end was recorded.
+    pub finished_at: Option<Timestamp>,
+    /// How long it ran; `None` when no end was recorded.
+    #[serde(with = "opt_secs")]
+    pub duration: Option<Duration>,
+    /// Who.
+    pub actor: Actor,
+    /// The release, with every digest.
+    pub release: Release,
+    /// Clusters the run synced (from its end record), else every cluster it planned.
+    pub clusters: Vec<String>,
+    /// Clusters already at the release.
+    pub skipped: Vec<String>,
+    /// How it ended; [`Outcome::Started`] when no end was recorded.
+    pub outcome: Outcome,
+    /// Why, in one line.
+    pub message: String,
+    /// Whether the run's end is recorded (`false`: killed, or still running).
+    pub ended: bool,
+}
+
+impl HistoryRow {
+    /// The outcome as a person reads it.
+    pub fn outcome_text(&self) -> String {
+        if self.ended {
+            self.outcome.to_string()
+        } else {
+            "started (no end recorded: killed?)".to_owned()
+        }
+    }
+}
+
+/// The runs of `environment` in `records`, newest first (by start, then run id), at most
+/// `limit` of them.
+pub fn history(
+    records: &[AuditRecord],
+    environment: &str,
+    limit: Option<usize>,
+) -> Vec<HistoryRow> {
+    let mut runs: BTreeMap<&str, (Option<&AuditRecord>, Option<&AuditRecord>)> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.environment == environment) {
+        let entry = runs.entry(r.run_id.as_str()).or_default();
+        if r.outcome == Outcome::Started {
+            entry.0.get_or_insert(r);
+        } else {
+            // The last end record wins (there is one per run; a retry writes the same).
+            entry.1 = Some(r);
+        }
+    }
+    let mut rows: Vec<HistoryRow> = runs
+        .into_values()
+        .filter_map(|(started, end)| {
+            let base = end.or(started)?;
+            let started_at = started.map_or(base.started_at, |s| s.started_at);
+            let finished_at = end.map(|e| e.finished_at);
+            Some(HistoryRow {
+                run_id: base.run_id.clone(),
+                kind: base.kind,
+                environment: base.environment.clone(),
+                started_at,
+                finished_at,
+                duration: finished_at.map(|f| {
+                    f.duration_since(started_at)
+                        .try_into()
+                        .unwrap_or(Duration::ZERO)
+                }),
+                actor: base.actor.clone(),
+                release: base.release.clone(),
+                clusters: match end {
+                    Some(e) => e.changed.clone(),
+                    None => base.previous.keys().cloned().collect(),
+                },
+                skipped: base.skipped.clone(),
+                outcome: base.outcome,
+                message: base.message.clone(),
+                ended: end.is_some(),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.started_at
+            .cmp(&a.started_at)
+            .then_with(|| b.run_id.cmp(&a.run_id))
+    });
+    if let Some(n) = limit {
+        rows.truncate(n);
+    }
+    rows
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Tag;
+
+    fn record(run: &str, env: &str, start_min: i64, outcome: Outcome, end_min: i64) -> AuditRecord {
+        let at = |m: i64| Timestamp::from_second(1_700_000_000 + m * 60).unwrap();
+        AuditRecord {
+            run_id: run.into(),
+            kind: RunKind::Promote,
+            environment: env.into(),
+            actor: Actor {
+                os_user: "alice".into(),
+                argocd_user: None,
+            },
+            release: Release {
+                tag: Tag::new(format!("tag-{run}")).unwrap(),
+                digests: BTreeMap::new(),
+            },
+            previous: BTreeMap::from([("us-west-2".into(), None), ("eu-west-1".into(), None)]),
+            changed: if outcome == Outcome::Started {
+                vec![]
+            } else {
+                vec!["us-west-2".into()]
+            },
+            skipped: vec![],
+            started_at: at(start_min),
+            finished_at: at(end_min),
+            outcome,
+            message: String::new(),
+        }
+    }
+
+    #[track_caller]
+    fn check(records: &[AuditRecord], limit: Option<usize>, expect: &[(&str, &str, Option<u64>)]) {
+        let got: Vec<(String, String, Option<u64>)> = history(records, "prod", limit)
+            .iter()
+            .map(|r| {
+                (
+                    r.run_id.clone(),
+                    r.outcome_text(),
+                    r.duration.map(|d| d.as_secs()),
+                )
+            })
+            .collect();
+        let expect: Vec<(String, String, Option<u64>)> = expect
+            .iter()
+            .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), *c))
+            .collect();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn pairs_runs_newest_first() {
+        let records = [
+            record("r1", "prod", 0, Outcome::Started, 0),
+            record("s1", "staging", 1, Outcome::Started, 1),
+            record("r1", "prod", 0, Outcome::Succeeded, 3),
+            record("r2", "prod", 10, Outcome::Started, 10),
+            record("r3", "prod", 20, Outcome::Started, 20),
+            record("r3", "prod", 20, Outcome::RolledBack, 25),
+        ];
+        let killed = "started (no end recorded: killed?)";
+        check(
+            &records,
+            None,
+            &[
+                ("r3", "rolled_back", Some(300)),
+                ("r2", killed, None),
+                ("r1", "succeeded", Some(180)),
+            ],
+        );
+        check(&records, Some(1), &[("r3", "rolled_back", Some(300))]);
+        check(&records[..0], None, &[]);
+        // An end without its start (a trail cut short) is still a run.
+        check(&records[2..3], None, &[("r1", "succeeded", Some(180))]);
+        let rows = history(&records, "prod", None);
+        assert_eq!(rows[0].clusters, ["us-west-2"], "what the run synced");
+        assert_eq!(
+            rows[1].clusters,
+            ["eu-west-1", "us-west-2"],
+            "what it planned"
+        );
+        assert!(!rows[1].ended);
+    }
+}
