@@ -1,6 +1,7 @@
 //! Planners: pure functions from observed state to a decision, plus the small async
 //! `observe` helpers that read that state through the ports.
 
+pub mod appset;
 pub mod build;
 pub mod findings;
 pub mod live;
