@@ -149,10 +149,7 @@ pub fn application_set_value(config: &Config, env: &Environment, source: &Source
 
 /// The annotations `deploy` writes on Applications, which the ApplicationSet must preserve.
 pub fn preserved_annotations() -> Vec<&'static str> {
-    let mut names = deploy_core::engine::ANNOTATIONS.to_vec();
-    names.push(crate::rest::lock::LOCK_ANNOTATION);
-    names.push(deploy_core::watch::ANNOTATION_WATCHED);
-    names
+    deploy_core::plan::appset::every_written_annotation()
 }
 
 /// The ApplicationSet of `env` as YAML, with a leading comment naming the fields to fill in

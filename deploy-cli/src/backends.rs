@@ -470,6 +470,13 @@ impl ArgoCdInventory for Unconfigured {
         Err(self.err())
     }
 
+    async fn application_set(
+        &self,
+        _: &str,
+    ) -> deploy_core::Result<deploy_core::port::ApplicationSet> {
+        Err(self.err())
+    }
+
     async fn clusters(&self) -> deploy_core::Result<Vec<deploy_core::port::ClusterInfo>> {
         Err(self.err())
     }

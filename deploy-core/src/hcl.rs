@@ -12,12 +12,66 @@
 
 use serde_json::{Map, Value};
 
+/// One item of a body: an attribute, or a nested block (`rule { ... }`) of a schema that
+/// uses blocks rather than object attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// `name = value`.
+    Attribute(String, Value),
+    /// `name { items }`.
+    Block(String, Vec<Item>),
+}
+
 /// `resource "<kind>" "<name>" { ... }` with `attributes` as its body, ending in a newline.
 pub fn resource(kind: &str, name: &str, attributes: &Map<String, Value>) -> String {
-    let mut out = format!("resource {} {} {{\n", string(kind), string(name));
-    body(&mut out, attributes, 1);
+    let items: Vec<Item> = attributes
+        .iter()
+        .map(|(k, v)| Item::Attribute(k.clone(), v.clone()))
+        .collect();
+    resource_with(kind, name, &items)
+}
+
+/// `resource "<kind>" "<name>" { ... }` with `items` as its body, ending in a newline.
+pub fn resource_with(kind: &str, name: &str, items: &[Item]) -> String {
+    let mut out = format!(
+        "resource {} {} {{\n",
+        string(kind),
+        string(label(name).as_str())
+    );
+    items_body(&mut out, items, 1);
     out.push_str("}\n");
     out
+}
+
+/// Writes `items` at `level`: runs of one-line attributes aligned, blocks and multi-line
+/// values each ending a run.
+fn items_body(out: &mut String, items: &[Item], level: usize) {
+    let pad = indent(level);
+    let mut run = Map::new();
+    let flush = |out: &mut String, run: &mut Map<String, Value>| {
+        body(out, run, level);
+        run.clear();
+    };
+    for item in items {
+        match item {
+            Item::Attribute(k, v) if is_inline(v) => {
+                run.insert(k.clone(), v.clone());
+            }
+            Item::Attribute(k, v) => {
+                flush(out, &mut run);
+                out.push_str(&format!("{pad}{} = ", key(k)));
+                block(out, v, level);
+                out.push('\n');
+            }
+            Item::Block(name, inner) => {
+                flush(out, &mut run);
+                out.push_str(&format!("{pad}{name} {{\n"));
+                items_body(out, inner, level + 1);
+                out.push_str(&format!("{pad}}}\n"));
+            }
+        }
+    }
+    flush(out, &mut run);
 }
 
 /// The attributes of `object` as the lines of a body at `level` (no surrounding braces):
@@ -197,6 +251,30 @@ mod tests {
         check(
             json!({ "s": "${x} %{y} {{.cluster}} \"q\" \\" }),
             "resource \"t\" \"n\" {\n  s = \"$${x} %%{y} {{.cluster}} \\\"q\\\" \\\\\"\n}\n",
+        );
+    }
+
+    #[test]
+    fn blocks() {
+        let items = vec![
+            Item::Attribute("a".into(), json!("x")),
+            Item::Block(
+                "rule".into(),
+                vec![
+                    Item::Block(
+                        "destination".into(),
+                        vec![
+                            Item::Attribute("region".into(), json!("us-east-1")),
+                            Item::Attribute("registry_id".into(), json!("2")),
+                        ],
+                    ),
+                    Item::Attribute("n".into(), json!(1)),
+                ],
+            ),
+        ];
+        assert_eq!(
+            resource_with("t", "my.name", &items),
+            "resource \"t\" \"my_name\" {\n  a = \"x\"\n  rule {\n    destination {\n      region      = \"us-east-1\"\n      registry_id = \"2\"\n    }\n    n = 1\n  }\n}\n"
         );
     }
 

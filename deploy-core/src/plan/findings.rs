@@ -222,8 +222,8 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
                         Severity::Error,
                         dest.image_name(),
                         format!(
-                            "no replication rule of {} copies {} to {}/{region}; add one (ECR PutReplicationConfiguration)",
-                            src.name, source.repository, dest.account
+                            "no replication rule of {} copies {} to {}/{region}; add one (deploy render replication --env {} prints it, as Terraform or JSON)",
+                            src.name, source.repository, dest.account, env.name
                         ),
                     );
                 }

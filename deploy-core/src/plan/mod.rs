@@ -7,4 +7,5 @@ pub mod findings;
 pub mod live;
 pub mod promotion;
 pub mod release;
+pub mod replication;
 pub mod rollback;
