@@ -207,6 +207,12 @@ impl Backends {
         })
     }
 
+    /// Whether the promotion lock is an annotation of the environment's carrier Application
+    /// (REST without another lock), which its ApplicationSet must then preserve.
+    pub fn annotation_lock(&self) -> bool {
+        matches!((&self.locks, &self.rest), (Locks::PerApplication, Some(_)))
+    }
+
     /// The promotion lock for `env`: shared (sandbox, Lease), or an annotation on the
     /// environment's first Application in wave order (REST API).
     pub fn lock_for(

@@ -5,6 +5,7 @@ pub mod build;
 pub mod demo;
 pub mod promote;
 pub mod release;
+pub mod render;
 pub mod sandbox;
 pub mod status;
 pub mod watch;
