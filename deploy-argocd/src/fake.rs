@@ -113,7 +113,7 @@ struct State {
     sets: BTreeMap<String, SetSim>,
     /// Owned Applications by name: what their ApplicationSet generates for them.
     generated: BTreeMap<String, Generated>,
-    /// Rewrites of Applications by an ApplicationSet controller so far.
+    /// Reconciles of owned Applications by an ApplicationSet controller so far.
     reconciles: u32,
     rv: u64,
     clock: i64,
@@ -346,6 +346,7 @@ fn reconcile(state: &mut State, name: &str) -> bool {
         return false;
     };
     let set_spec = set.obj["spec"].clone();
+    state.reconciles += 1;
     let Some(app) = state.apps.get_mut(name) else {
         return false;
     };
@@ -404,7 +405,6 @@ fn reconcile(state: &mut State, name: &str) -> bool {
         return false;
     }
     app.obj = desired;
-    state.reconciles += 1;
     state.bump(name);
     true
 }
@@ -1270,7 +1270,8 @@ impl FakeArgo {
         state.bump(app);
     }
 
-    /// How many times an ApplicationSet controller rewrote an Application.
+    /// How many times an ApplicationSet controller reconciled an Application it owns after
+    /// a change (whether or not it rewrote it).
     pub fn reconciles(&self) -> u32 {
         self.state.lock().expect("fake state").reconciles
     }
