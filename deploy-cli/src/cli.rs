@@ -366,6 +366,8 @@ mod tests {
         ok("audit --env prod");
         ok("watch --env staging --once --interval 1m");
         ok("render applicationset --env prod");
+        ok("render applicationset --env prod --format terraform");
+        ok("render replication --env prod --format json");
         ok("build plan --env staging --sha 0123456789abcdef");
         ok("demo");
         ok("sandbox push --env staging --tag abc1234 --skip api");
