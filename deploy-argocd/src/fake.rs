@@ -382,10 +382,9 @@ fn reconcile(state: &mut State, name: &str) -> bool {
             .as_object()
             .is_some_and(|m| m.is_empty())
             && live["metadata"].get(key).is_none()
+            && let Some(meta) = desired["metadata"].as_object_mut()
         {
-            if let Some(meta) = desired["metadata"].as_object_mut() {
-                meta.remove(key);
-            }
+            meta.remove(key);
         }
     }
     for entry in set_spec["ignoreApplicationDifferences"]

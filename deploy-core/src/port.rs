@@ -378,8 +378,8 @@ pub trait ArgoCd: Send + Sync + Debug {
     async fn annotate(&self, name: &str, annotations: &BTreeMap<String, String>) -> Result<()>;
 }
 
-/// What `deploy audit` reads of Argo CD: read-only, and apart from [`ArgoCd`] so that a
-/// backend for promotions need not list ApplicationSets or clusters.
+/// What `deploy audit` and gate 4 of a promotion read of Argo CD besides Applications:
+/// read-only, and apart from [`ArgoCd`] so that the writing port stays small.
 #[async_trait]
 pub trait ArgoCdInventory: Send + Sync + Debug {
     /// Every ApplicationSet.

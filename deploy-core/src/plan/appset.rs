@@ -298,9 +298,11 @@ impl Uncovered {
             return Vec::new();
         }
         let mut out = self.why();
-        out.push(format!(
-            "in the ApplicationSet manifest (the list replaces spec.preservedFields.annotations; the ignore entry is added to spec.ignoreApplicationDifferences):"
-        ));
+        out.push(
+            "in the ApplicationSet manifest (the list replaces spec.preservedFields.annotations; \
+             the ignore entry is added to spec.ignoreApplicationDifferences):"
+                .to_owned(),
+        );
         out.extend(self.fix_yaml().into_iter().map(|l| format!("  {l}")));
         out.push(format!(
             "or in Terraform, inside manifest = {{ ... }} of resource \"kubernetes_manifest\" for {}:",
@@ -447,7 +449,7 @@ mod tests {
         let mut release_lock: Vec<&str> = RELEASE.to_vec();
         release_lock.push(LOCK);
         // Everything preserved and ignored: nothing to say.
-        check_case("prod", None, &[full.clone()], true, &[]);
+        check_case("prod", None, std::slice::from_ref(&full), true, &[]);
         // No preservedFields: the release annotations and the lock (on its carrier).
         check_case(
             "prod",
@@ -492,7 +494,7 @@ mod tests {
         check_case(
             "prod",
             Some("gone"),
-            &[full.clone()],
+            std::slice::from_ref(&full),
             true,
             &[("gone", false, &[], true)],
         );

@@ -258,8 +258,8 @@ pub enum GateName {
     SourceComplete,
     /// 3. Same digests in every target region.
     TargetDigests,
-    /// 4. Applications exist with the right sync policy, and their ApplicationSets leave
-    /// the override and deploy's annotations alone.
+    /// 4. Applications exist with the right sync policy, and their ApplicationSets leave the
+    ///    override and deploy's annotations alone.
     Applications,
 }
 
