@@ -148,6 +148,7 @@ impl Case {
             None,
             &world.registry,
             &argocd,
+            &argocd,
         )
         .await
         .expect("observe");

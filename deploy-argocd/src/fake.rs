@@ -12,6 +12,13 @@
 //! [`ArgoCdFixture`], so the deploy-core conformance suite and end-to-end tests seed it the
 //! same way; every request stays readable through [`FakeArgo::server`] for assertions.
 //!
+//! ApplicationSets are served by name and in a list ([`FakeArgo::put_application_set`]).
+//! An Application can be owned by one ([`FakeArgo::own`]: an `ownerReferences` entry, and
+//! the spec, labels and annotations it has then become what the template generates for it),
+//! and each ApplicationSet's controller can be switched on ([`FakeArgo::set_controller`]):
+//! it then behaves as upstream's ApplicationSet controller does after every change to an
+//! Application it owns ([`reconcile`]).
+//!
 //! Time is simulated: the "controller" advances an Application by one step each time it is
 //! observed (a GET or a watch stream), so no test waits on the wall clock. Benches can opt in
 //! to the wall clock instead: [`FakeArgo::set_timing`] gives an Application real sync and
@@ -83,8 +90,31 @@ impl AppSim {
     }
 }
 
+/// An ApplicationSet and its controller.
+#[derive(Debug)]
+struct SetSim {
+    obj: Value,
+    /// Whether its controller rewrites the Applications it owns after each change.
+    controller: bool,
+}
+
+/// What an ApplicationSet's template generates for one Application it owns.
+#[derive(Debug, Clone)]
+struct Generated {
+    set: String,
+    spec: Value,
+    labels: Value,
+    annotations: Value,
+}
+
 struct State {
     apps: BTreeMap<String, AppSim>,
+    /// ApplicationSets by name.
+    sets: BTreeMap<String, SetSim>,
+    /// Owned Applications by name: what their ApplicationSet generates for them.
+    generated: BTreeMap<String, Generated>,
+    /// Reconciles of owned Applications by an ApplicationSet controller so far.
+    reconciles: u32,
     rv: u64,
     clock: i64,
     /// Changes the controller makes per watch stream connection before the server cuts it.
@@ -109,6 +139,9 @@ impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
             .field("apps", &self.apps)
+            .field("sets", &self.sets)
+            .field("generated", &self.generated)
+            .field("reconciles", &self.reconciles)
             .field("rv", &self.rv)
             .field("clock", &self.clock)
             .field("steps_per_stream", &self.steps_per_stream)
@@ -288,6 +321,122 @@ impl State {
             self.bump(name);
         }
         changed
+    }
+}
+
+/// Upstream's ApplicationSet controller on one Application it owns, after a change to it
+/// (it requeues on any change to the spec, labels or annotations of what it generated).
+/// True if the Application changed.
+///
+/// As argo-cd `applicationset/controllers/applicationset_controller.go`
+/// (`createOrUpdateInCluster`): `found.Spec = generatedApp.Spec`; the keys of
+/// `spec.preservedFields.annotations` plus `defaultPreservedAnnotations`
+/// (`notified.notifications.argoproj.io`, `argocd.argoproj.io/refresh`) are copied from the
+/// live Application into the generated annotations, which then replace the live ones
+/// whole; the labels become the template's (keeping `spec.preservedFields.labels`). Then
+/// `applicationset/utils/createOrUpdate.go` (`CreateOrUpdate`, `applyIgnoreDifferences`)
+/// removes the fields `spec.ignoreApplicationDifferences` names from both sides before the
+/// patch, so the live values of those fields stay. Only JSON pointers are honoured here
+/// (not jq path expressions), and a `name` restricts an entry to that Application.
+fn reconcile(state: &mut State, name: &str) -> bool {
+    let Some(generated) = state.generated.get(name).cloned() else {
+        return false;
+    };
+    let Some(set) = state.sets.get(&generated.set).filter(|s| s.controller) else {
+        return false;
+    };
+    let set_spec = set.obj["spec"].clone();
+    state.reconciles += 1;
+    let Some(app) = state.apps.get_mut(name) else {
+        return false;
+    };
+    let live = app.obj.clone();
+    let mut desired = live.clone();
+    desired["spec"] = generated.spec.clone();
+    let keep = |kind: &str, generated: &Value, defaults: &[&str]| -> Value {
+        let mut out = generated.as_object().cloned().unwrap_or_default();
+        let mut keys: Vec<String> = set_spec["preservedFields"][kind]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.extend(defaults.iter().map(|d| (*d).to_owned()));
+        for key in keys {
+            if let Some(v) = live["metadata"][kind].get(&key) {
+                out.insert(key, v.clone());
+            }
+        }
+        Value::Object(out)
+    };
+    desired["metadata"]["annotations"] = keep(
+        "annotations",
+        &generated.annotations,
+        &deploy_core::plan::appset::CONTROLLER_PRESERVED,
+    );
+    desired["metadata"]["labels"] = keep("labels", &generated.labels, &[]);
+    for key in ["labels", "annotations"] {
+        if desired["metadata"][key]
+            .as_object()
+            .is_some_and(|m| m.is_empty())
+            && live["metadata"].get(key).is_none()
+            && let Some(meta) = desired["metadata"].as_object_mut()
+        {
+            meta.remove(key);
+        }
+    }
+    for entry in set_spec["ignoreApplicationDifferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["name"].as_str().is_none_or(|n| n.is_empty() || n == name))
+    {
+        for pointer in entry["jsonPointers"].as_array().into_iter().flatten() {
+            let Some(pointer) = pointer.as_str() else {
+                continue;
+            };
+            put(&mut desired, pointer, live.pointer(pointer).cloned());
+        }
+    }
+    if desired == live {
+        return false;
+    }
+    app.obj = desired;
+    state.bump(name);
+    true
+}
+
+/// Sets the value at JSON `pointer` in `target` (creating objects on the way), or removes
+/// it for `None`.
+fn put(target: &mut Value, pointer: &str, value: Option<Value>) {
+    let Some(split) = pointer.rfind('/') else {
+        return;
+    };
+    let (parent, last) = (&pointer[..split], &pointer[split + 1..]);
+    let last = last.replace("~1", "/").replace("~0", "~");
+    if target.pointer(parent).is_none() {
+        if value.is_none() || parent.is_empty() {
+            return;
+        }
+        put(target, parent, Some(json!({})));
+    }
+    match (target.pointer_mut(parent), value) {
+        (Some(Value::Object(map)), Some(v)) => {
+            map.insert(last, v);
+        }
+        (Some(Value::Object(map)), None) => {
+            map.remove(&last);
+        }
+        (Some(Value::Array(items)), v) => {
+            if let (Ok(i), Some(v)) = (last.parse::<usize>(), v)
+                && i < items.len()
+            {
+                items[i] = v;
+            }
+        }
+        _ => {}
     }
 }
 
@@ -481,6 +630,7 @@ enum Route {
     Terminate,
     Stream,
     AppSets,
+    AppSet,
     Clusters,
     UserInfo,
 }
@@ -639,6 +789,9 @@ impl Responder {
                     edit(&mut app.obj);
                     state.bump(&name);
                 }
+                // The ApplicationSet controller sees the change and rewrites the Application
+                // before anyone reads it again.
+                reconcile(&mut state, &name);
                 response
             }
             Route::Sync => {
@@ -733,9 +886,14 @@ impl Responder {
                     .set_body_raw(body, "application/json")
                     .set_delay(state.request_delay)
             }
-            Route::AppSets => ResponseTemplate::new(200).set_body_json(json!({
-                "metadata": {}, "items": [application_set()]
-            })),
+            Route::AppSets => {
+                let items: Vec<&Value> = state.sets.values().map(|s| &s.obj).collect();
+                ResponseTemplate::new(200).set_body_json(json!({ "metadata": {}, "items": items }))
+            }
+            Route::AppSet => match state.sets.get(&name) {
+                Some(set) => ResponseTemplate::new(200).set_body_json(&set.obj),
+                None => permission_denied(),
+            },
             Route::Clusters => ResponseTemplate::new(200).set_body_json(json!({
                 "metadata": {}, "items": clusters()
             })),
@@ -788,8 +946,17 @@ fn stream_body(events: &[Value], min_version: u64) -> String {
         .collect()
 }
 
-/// The ApplicationSet the fake serves.
+/// The ApplicationSet the fake serves at start: `myapp-prod`, ignoring the Helm parameters
+/// and preserving every annotation `deploy` writes (as `deploy render applicationset` does).
 pub fn application_set() -> Value {
+    let mut set = application_set_without_preserved_fields();
+    set["spec"]["preservedFields"] =
+        json!({ "annotations": crate::render::preserved_annotations() });
+    set
+}
+
+/// [`application_set`] as a team may have it: no `spec.preservedFields`.
+pub fn application_set_without_preserved_fields() -> Value {
     json!({
         "metadata": { "name": "myapp-prod", "namespace": "argocd", "resourceVersion": "11",
                       "annotations": { "team": "platform" } },
@@ -879,8 +1046,21 @@ impl FakeArgo {
     /// Starts a server whose watch streams carry at most `steps` controller steps each.
     pub async fn start_with(steps: usize) -> Self {
         let server = MockServer::start().await;
+        let initial = application_set();
         let state = Arc::new(Mutex::new(State {
             apps: BTreeMap::new(),
+            sets: BTreeMap::from([(
+                initial["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                SetSim {
+                    obj: initial,
+                    controller: false,
+                },
+            )]),
+            generated: BTreeMap::new(),
+            reconciles: 0,
             rv: 100,
             clock: 0,
             steps_per_stream: steps,
@@ -907,6 +1087,11 @@ impl FakeArgo {
             ),
             ("GET", "^/api/v1/stream/applications$".into(), Route::Stream),
             ("GET", "^/api/v1/applicationsets$".into(), Route::AppSets),
+            (
+                "GET",
+                r"^/api/v1/applicationsets/[^/]+$".into(),
+                Route::AppSet,
+            ),
             ("GET", "^/api/v1/clusters$".into(), Route::Clusters),
             ("GET", "^/api/v1/session/userinfo$".into(), Route::UserInfo),
         ];
@@ -1028,6 +1213,66 @@ impl FakeArgo {
     /// wiremock holds the response head too).
     pub fn set_stream_hold(&self, hold: Duration) {
         self.state.lock().expect("fake state").stream_hold = hold;
+    }
+
+    /// Creates or replaces an ApplicationSet (its `metadata.name` names it); its controller
+    /// keeps its switch (off for a new one).
+    pub fn put_application_set(&self, set: Value) {
+        let mut state = self.state.lock().expect("fake state");
+        let name = set["metadata"]["name"]
+            .as_str()
+            .expect("an ApplicationSet has a name")
+            .to_owned();
+        let controller = state.sets.get(&name).is_some_and(|s| s.controller);
+        state.sets.insert(
+            name,
+            SetSim {
+                obj: set,
+                controller,
+            },
+        );
+    }
+
+    /// Switches the controller of ApplicationSet `set` on or off: when on, every change to an
+    /// Application it owns is followed at once by the rewrite upstream's controller makes.
+    pub fn set_controller(&self, set: &str, on: bool) {
+        let mut state = self.state.lock().expect("fake state");
+        state
+            .sets
+            .get_mut(set)
+            .expect("known ApplicationSet")
+            .controller = on;
+    }
+
+    /// Makes ApplicationSet `set` the owner of Application `app`: an `ownerReferences` entry
+    /// (as `controllerutil.SetControllerReference` writes it), and its spec, labels and
+    /// annotations as they are now become what the template generates for it.
+    pub fn own(&self, app: &str, set: &str) {
+        let mut state = self.state.lock().expect("fake state");
+        let uid = format!("uid-applicationset-{set}");
+        let sim = state.apps.get_mut(app).expect("known app");
+        let obj = &mut sim.obj;
+        obj["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationSet", "name": set,
+            "uid": uid, "controller": true, "blockOwnerDeletion": true
+        }]);
+        let generated = Generated {
+            set: set.to_owned(),
+            spec: obj["spec"].clone(),
+            labels: obj["metadata"]["labels"].clone(),
+            annotations: obj["metadata"]
+                .get("annotations")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        };
+        state.generated.insert(app.to_owned(), generated);
+        state.bump(app);
+    }
+
+    /// How many times an ApplicationSet controller reconciled an Application it owns after
+    /// a change (whether or not it rewrote it).
+    pub fn reconciles(&self) -> u32 {
+        self.state.lock().expect("fake state").reconciles
     }
 
     /// Application `name` as served, as JSON.

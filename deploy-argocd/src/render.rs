@@ -149,10 +149,7 @@ pub fn application_set_value(config: &Config, env: &Environment, source: &Source
 
 /// The annotations `deploy` writes on Applications, which the ApplicationSet must preserve.
 pub fn preserved_annotations() -> Vec<&'static str> {
-    let mut names = deploy_core::engine::ANNOTATIONS.to_vec();
-    names.push(crate::rest::lock::LOCK_ANNOTATION);
-    names.push(deploy_core::watch::ANNOTATION_WATCHED);
-    names
+    deploy_core::plan::appset::every_written_annotation()
 }
 
 /// The ApplicationSet of `env` as YAML, with a leading comment naming the fields to fill in
@@ -172,6 +169,40 @@ pub fn application_set(config: &Config, env: &Environment, source: &SourceTempla
         );
     }
     out.push_str(&yaml);
+    out
+}
+
+/// The ApplicationSet of `env` as a Terraform `kubernetes_manifest` resource (hashicorp/kubernetes
+/// provider), `terraform fmt`-clean: the same manifest as [`application_set`], with
+/// `metadata.namespace` set to `[argocd] namespace` (the provider needs it).
+pub fn application_set_terraform(
+    config: &Config,
+    env: &Environment,
+    source: &SourceTemplate,
+) -> String {
+    let mut manifest = application_set_value(config, env, source);
+    manifest["metadata"]["namespace"] = json!(config.argocd.namespace);
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("manifest".into(), manifest);
+    let mut out = format!(
+        "# ApplicationSet of environment {env} (rendered by `deploy render applicationset --env {env} --format terraform`).\n",
+        env = env.name
+    );
+    if source.repo_url == PLACEHOLDER_REPO_URL {
+        out.push_str(
+            "# FILL IN manifest.spec.template.spec.source (repoURL, path, targetRevision), the project and the\n\
+             # destination namespace: deploy.toml does not say where the manifests live.\n",
+        );
+    }
+    out.push_str(&deploy_core::hcl::resource(
+        "kubernetes_manifest",
+        &format!("applicationset_{name}"),
+        &attributes,
+    ));
     out
 }
 
@@ -223,6 +254,200 @@ mod tests {
             staging["spec"]["generators"][0]["list"]["elements"][2],
             json!({ "cluster": "eu-west-1", "region": "eu-west-1" })
         );
+    }
+
+    /// Checks `text` against `terraform fmt`'s layout (hclwrite's `format.go`): two spaces
+    /// per open bracket; in each run of lines whose `=` is followed by a whole expression, the
+    /// `=` one space after the longest lead; no trailing spaces or tabs.
+    #[track_caller]
+    fn assert_fmt_clean(text: &str) {
+        let mut depth: usize = 0;
+        let mut run: Vec<(usize, usize)> = Vec::new(); // (line, lead width) of the current run
+        let mut errors = Vec::new();
+        let lines: Vec<&str> = text.lines().collect();
+        let close_run = |run: &mut Vec<(usize, usize)>, errors: &mut Vec<String>| {
+            let max = run.iter().map(|(_, w)| *w).max().unwrap_or(0);
+            for (i, _) in run.iter() {
+                let eq = lines[*i].find(" = ").map(|p| p + 1);
+                if eq != Some(max + 1) {
+                    errors.push(format!(
+                        "line {}: `=` not aligned at {}: {}",
+                        i + 1,
+                        max + 1,
+                        lines[*i]
+                    ));
+                }
+            }
+            run.clear();
+        };
+        for (i, line) in lines.iter().enumerate() {
+            if line.ends_with(' ') || line.contains('\t') {
+                errors.push(format!("line {}: trailing space or tab", i + 1));
+            }
+            // Brackets outside quoted strings.
+            let mut net: isize = 0;
+            let mut leading_closers = 0;
+            let (mut in_string, mut escaped, mut seen_other) = (false, false, false);
+            let mut assign_at = None;
+            for (at, c) in line.trim_start().char_indices() {
+                if in_string {
+                    match (escaped, c) {
+                        (false, '\\') => escaped = true,
+                        (false, '"') => in_string = false,
+                        _ => escaped = false,
+                    }
+                    continue;
+                }
+                match c {
+                    '"' => {
+                        in_string = true;
+                        seen_other = true;
+                    }
+                    '{' | '[' | '(' => {
+                        net += 1;
+                        seen_other = true;
+                    }
+                    '}' | ']' | ')' => {
+                        net -= 1;
+                        if !seen_other {
+                            leading_closers += 1;
+                        }
+                    }
+                    '=' if assign_at.is_none() && at > 0 => {
+                        assign_at = Some(at);
+                        seen_other = true;
+                    }
+                    ' ' => {}
+                    _ => seen_other = true,
+                }
+            }
+            let expected = depth.saturating_sub(leading_closers) * 2;
+            let indent = line.len() - line.trim_start().len();
+            if !line.trim().is_empty() && indent != expected {
+                errors.push(format!(
+                    "line {}: indented {indent}, want {expected}: {line}",
+                    i + 1
+                ));
+            }
+            let whole = assign_at.is_some() && net == 0;
+            if whole {
+                let lead = line[..indent + assign_at.unwrap_or(0)].trim_end().len();
+                run.push((i, lead));
+            } else {
+                close_run(&mut run, &mut errors);
+            }
+            depth = (depth as isize + net).max(0) as usize;
+        }
+        close_run(&mut run, &mut errors);
+        assert!(
+            errors.is_empty(),
+            "not terraform fmt layout:\n{}\n{text}",
+            errors.join("\n")
+        );
+    }
+
+    /// The first resource block of `text`: its labels and its body.
+    fn resource_block(text: &str) -> (Vec<String>, hcl::Body) {
+        let body: hcl::Body = hcl::from_str(text).expect("valid HCL");
+        let block = body.blocks().next().expect("a resource block").clone();
+        assert_eq!(block.identifier(), "resource");
+        let labels = block
+            .labels()
+            .iter()
+            .map(|l| l.as_str().to_owned())
+            .collect();
+        (labels, block.body().clone())
+    }
+
+    #[test]
+    fn terraform_parses_back_to_the_manifest_and_is_fmt_clean() {
+        let config = config();
+        for env in config.environments.values() {
+            let source = SourceTemplate::placeholder(&config);
+            let text = application_set_terraform(&config, env, &source);
+            assert_fmt_clean(&text);
+            let (labels, body) = resource_block(&text);
+            assert_eq!(
+                labels,
+                [
+                    "kubernetes_manifest".to_owned(),
+                    format!("applicationset_myapp-{}", env.name)
+                ]
+            );
+            let manifest = body
+                .attributes()
+                .find(|a| a.key() == "manifest")
+                .expect("manifest");
+            let got = hcl::eval::Evaluate::evaluate(manifest.expr(), &hcl::eval::Context::new())
+                .expect("a literal");
+            let mut want = application_set_value(&config, env, &source);
+            want["metadata"]["namespace"] = json!("argocd");
+            assert_eq!(serde_json::to_value(got).unwrap(), want, "{}", env.name);
+        }
+    }
+
+    #[test]
+    fn replication_terraform_parses_back_and_is_fmt_clean() {
+        let config = config();
+        let prod = &config.environments["prod"];
+        let replication = deploy_core::plan::replication::required(&config, prod).unwrap();
+        let text = replication.terraform();
+        assert_fmt_clean(&text);
+        let (labels, body) = resource_block(&text);
+        assert_eq!(
+            labels,
+            ["aws_ecr_replication_configuration", "staging_replication"]
+        );
+        let configuration = body.blocks().next().expect("replication_configuration");
+        assert_eq!(configuration.identifier(), "replication_configuration");
+        let rule = configuration.body().blocks().next().expect("rule");
+        let mut destinations = Vec::new();
+        let mut filters = Vec::new();
+        for b in rule.body().blocks() {
+            let attr = |k: &str| {
+                let e = b
+                    .body()
+                    .attributes()
+                    .find(|a| a.key() == k)
+                    .expect(k)
+                    .expr();
+                hcl::eval::Evaluate::evaluate(e, &hcl::eval::Context::new())
+                    .expect("a literal")
+                    .as_str()
+                    .expect("a string")
+                    .to_owned()
+            };
+            match b.identifier() {
+                "destination" => destinations.push((attr("registry_id"), attr("region"))),
+                "repository_filter" => filters.push((attr("filter"), attr("filter_type"))),
+                other => panic!("unexpected block {other}"),
+            }
+        }
+        assert_eq!(destinations, replication.rules[0].destinations);
+        assert_eq!(
+            filters,
+            [("staging/".to_owned(), "PREFIX_MATCH".to_owned())]
+        );
+    }
+
+    #[test]
+    fn the_fix_fragment_is_fmt_clean() {
+        let u = deploy_core::plan::appset::Uncovered {
+            application_set: "myapp-prod".into(),
+            applications: vec!["myapp-prod-us-west-2".into()],
+            missing: false,
+            override_pointer: Some("/spec/source/helm/parameters".into()),
+            annotations: preserved_annotations()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            preserved: Vec::new(),
+            lock_carrier: None,
+        };
+        let fragment = u.fix_terraform().join("\n");
+        assert_fmt_clean(&fragment);
+        let body: hcl::Body = hcl::from_str(&fragment).expect("valid HCL");
+        assert_eq!(body.attributes().count(), 1);
     }
 
     #[test]

@@ -1249,6 +1249,25 @@ impl port::ArgoCdInventory for RestArgoCd {
             .collect())
     }
 
+    async fn application_set(&self, name: &str) -> Result<port::ApplicationSet> {
+        let label = format!("applicationset {name}");
+        let target = Target {
+            label: label.clone(),
+            named: true,
+        };
+        let bytes = self
+            .call(
+                Method::GET,
+                self.url(&["api", "v1", "applicationsets", name]),
+                &[],
+                None,
+                &target,
+            )
+            .await?;
+        let set: wire::ApplicationSet = decode(&bytes, &label)?;
+        Ok(set.to_port())
+    }
+
     async fn clusters(&self) -> Result<Vec<ClusterInfo>> {
         let list: wire::ClusterList = self.list("clusters").await?;
         Ok(list.items.iter().map(wire::Cluster::to_port).collect())

@@ -38,9 +38,47 @@ pub struct ObjectMeta {
     /// Optimistic-concurrency token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    /// The objects that own this one (an ApplicationSet owns the Applications it generates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
     /// Everything else (uid, generation, finalizers, ...).
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// One `metadata.ownerReferences` entry (`v1OwnerReference`, the fields we use).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference {
+    /// e.g. `argoproj.io/v1alpha1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// e.g. `ApplicationSet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The owner's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Everything else (uid, controller, blockOwnerDeletion).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ObjectMeta {
+    /// The name of the ApplicationSet that owns this object: the owner reference of kind
+    /// `ApplicationSet` (the controller's one first, as `controllerutil.SetControllerReference`
+    /// writes it).
+    pub fn owner_application_set(&self) -> Option<String> {
+        let sets = || {
+            self.owner_references
+                .iter()
+                .filter(|r| r.kind.as_deref() == Some("ApplicationSet"))
+        };
+        sets()
+            .find(|r| r.extra.get("controller") == Some(&Value::Bool(true)))
+            .or_else(|| sets().next())
+            .and_then(|r| r.name.clone())
+    }
 }
 
 /// An Argo CD Application (`v1alpha1Application`).
@@ -524,6 +562,9 @@ pub struct ApplicationSetSpec {
     /// Fields of generated Applications the controller leaves alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore_application_differences: Vec<IgnoreApplicationDifferences>,
+    /// Labels and annotations of generated Applications the controller keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserved_fields: Option<PreservedFields>,
     /// Everything else (generators, syncPolicy of the set, strategy, ...).
     #[serde(flatten)]
     pub extra: Extra,
@@ -553,6 +594,17 @@ pub struct IgnoreApplicationDifferences {
     /// jq path expressions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jq_path_expressions: Vec<String>,
+}
+
+/// `spec.preservedFields` (`v1alpha1ApplicationPreservedFields`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreservedFields {
+    /// Annotation keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
+    /// Label keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// `v1alpha1ApplicationSetList`.
@@ -808,6 +860,7 @@ impl Application {
                 })
                 .collect(),
             resource_version: self.metadata.resource_version.clone().unwrap_or_default(),
+            owner_application_set: self.metadata.owner_application_set(),
         }
     }
 
@@ -1029,6 +1082,12 @@ impl ApplicationSet {
                     jq_path_expressions: d.jq_path_expressions.clone(),
                 })
                 .collect(),
+            preserved_annotations: self
+                .spec
+                .preserved_fields
+                .as_ref()
+                .map(|p| p.annotations.clone())
+                .unwrap_or_default(),
             annotations: self.metadata.annotations.clone(),
             resource_version: self.metadata.resource_version.clone().unwrap_or_default(),
         }

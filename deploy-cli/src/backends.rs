@@ -215,6 +215,15 @@ impl Backends {
         })
     }
 
+    /// Whether the promotion lock of `env` is an annotation of the environment's carrier
+    /// Application, which its ApplicationSet must then preserve.
+    pub fn annotation_lock(&self, env: &deploy_core::config::Environment) -> bool {
+        match env.state.as_ref().filter(|_| self.sandbox.is_none()) {
+            Some(state) => state.lock == deploy_core::config::LockBackend::Argocd,
+            None => matches!((&self.locks, &self.rest), (Locks::PerApplication, Some(_))),
+        }
+    }
+
     /// The promotion lock for `env`. With `state` in the environment, the backend it names
     /// (an S3 object, a Lease, or the annotation), whatever the transport; without it,
     /// shared (sandbox, Lease with `--core`) or an annotation on the environment's first
@@ -547,6 +556,13 @@ impl ArgoCdInventory for Unconfigured {
     async fn application_sets(
         &self,
     ) -> deploy_core::Result<Vec<deploy_core::port::ApplicationSet>> {
+        Err(self.err())
+    }
+
+    async fn application_set(
+        &self,
+        _: &str,
+    ) -> deploy_core::Result<deploy_core::port::ApplicationSet> {
         Err(self.err())
     }
 

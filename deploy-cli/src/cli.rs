@@ -241,12 +241,42 @@ pub struct WatchArgs {
 /// `deploy render ...`
 #[derive(Debug, Subcommand)]
 pub enum RenderCommand {
-    /// The ApplicationSet of ENV as YAML, valid against the upstream CRD schema
+    /// The ApplicationSet of ENV, valid against the upstream CRD schema: YAML, or a Terraform kubernetes_manifest
     Applicationset {
         /// Environment
         #[arg(long)]
         env: String,
+        /// yaml, or terraform (a kubernetes_manifest resource)
+        #[arg(long, value_enum, default_value_t = ManifestFormat::Yaml)]
+        format: ManifestFormat,
     },
+    /// The replication configuration of ENV's source registry (promote_from) covering every region of ENV
+    Replication {
+        /// Environment
+        #[arg(long)]
+        env: String,
+        /// terraform (an aws_ecr_replication_configuration resource), or json (for aws ecr put-replication-configuration)
+        #[arg(long, value_enum, default_value_t = ReplicationFormat::Terraform)]
+        format: ReplicationFormat,
+    },
+}
+
+/// `deploy render applicationset --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManifestFormat {
+    /// The manifest as YAML (kubectl apply -f).
+    Yaml,
+    /// A Terraform `kubernetes_manifest` resource.
+    Terraform,
+}
+
+/// `deploy render replication --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplicationFormat {
+    /// A Terraform `aws_ecr_replication_configuration` resource.
+    Terraform,
+    /// The JSON of `aws ecr put-replication-configuration --replication-configuration`.
+    Json,
 }
 
 /// `deploy build ...`
@@ -346,6 +376,8 @@ mod tests {
         ok("history --env prod --limit 5 --output json");
         ok("watch --env staging --once --interval 1m");
         ok("render applicationset --env prod");
+        ok("render applicationset --env prod --format terraform");
+        ok("render replication --env prod --format json");
         ok("build plan --env staging --sha 0123456789abcdef");
         ok("demo");
         ok("sandbox push --env staging --tag abc1234 --skip api");

@@ -22,8 +22,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::backends::{Backends, load_config};
-use crate::cli::{BuildCommand, Cli, Command, ReleaseCommand, RenderCommand, SandboxCommand};
-use crate::exit::{Exit, UsageError};
+use crate::cli::{BuildCommand, Cli, Command, ReleaseCommand, SandboxCommand};
+use crate::exit::Exit;
 use crate::output::Output;
 
 /// Parses `args` (the first is the program name), runs the command and returns the exit code.
@@ -140,15 +140,8 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
     if let Command::Sandbox(SandboxCommand::Reset) = &cli.command {
         return commands::sandbox::run(&config, None, out, &SandboxCommand::Reset);
     }
-    if let Command::Render(RenderCommand::Applicationset { env }) = &cli.command {
-        let env = config.environment(env).map_err(UsageError)?;
-        let source = deploy_argocd::render::SourceTemplate::placeholder(&config);
-        let yaml = deploy_argocd::render::application_set(&config, env, &source);
-        out.text(yaml.trim_end());
-        out.result(&deploy_argocd::render::application_set_value(
-            &config, env, &source,
-        ));
-        return Ok(Exit::Success);
+    if let Command::Render(render) = &cli.command {
+        return commands::render::run(&config, out, render);
     }
     let mut ecr = deploy_aws::EcrOptions::default();
     if let Command::Watch(args) = &cli.command {

@@ -81,6 +81,7 @@ impl Case {
             None,
             &world.registry,
             &world.argocd,
+            &world.argocd,
         )
         .await
         .expect("observe");

@@ -150,6 +150,7 @@ fn plan_and_findings(c: &mut Criterion, config: &Config) {
             None,
             &world.registry,
             &world.argocd,
+            &world.argocd,
         )
         .await
         .expect("observe");

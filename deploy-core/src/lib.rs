@@ -6,6 +6,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod hcl;
 pub mod image_override;
 pub mod memory;
 pub mod model;

@@ -292,6 +292,10 @@ pub struct Application {
     pub history: Vec<HistoryEntry>,
     /// `metadata.resourceVersion`.
     pub resource_version: String,
+    /// The ApplicationSet that generated it: the `metadata.ownerReferences` entry of kind
+    /// `ApplicationSet`; `None` when no ApplicationSet owns it (or the backend cannot say).
+    #[serde(default)]
+    pub owner_application_set: Option<String>,
 }
 
 /// A request to sync.
@@ -323,6 +327,10 @@ pub struct ApplicationSet {
     pub sync_mode: SyncMode,
     /// `spec.ignoreApplicationDifferences`.
     pub ignore_differences: Vec<IgnoreDifferences>,
+    /// `spec.preservedFields.annotations`: the annotations of its Applications its controller
+    /// keeps (besides its own defaults); every other one is replaced by the template's.
+    #[serde(default)]
+    pub preserved_annotations: Vec<String>,
     /// `metadata.annotations`.
     pub annotations: BTreeMap<String, String>,
     /// `metadata.resourceVersion`.
@@ -370,12 +378,15 @@ pub trait ArgoCd: Send + Sync + Debug {
     async fn annotate(&self, name: &str, annotations: &BTreeMap<String, String>) -> Result<()>;
 }
 
-/// What `deploy audit` reads of Argo CD: read-only, and apart from [`ArgoCd`] so that a
-/// backend for promotions need not list ApplicationSets or clusters.
+/// What `deploy audit` and gate 4 of a promotion read of Argo CD besides Applications:
+/// read-only, and apart from [`ArgoCd`] so that the writing port stays small.
 #[async_trait]
 pub trait ArgoCdInventory: Send + Sync + Debug {
     /// Every ApplicationSet.
     async fn application_sets(&self) -> Result<Vec<ApplicationSet>>;
+
+    /// One ApplicationSet; [`crate::Error::NotFound`] when missing.
+    async fn application_set(&self, name: &str) -> Result<ApplicationSet>;
 
     /// Every cluster Argo CD knows, with its connection state.
     async fn clusters(&self) -> Result<Vec<ClusterInfo>>;
@@ -482,6 +493,7 @@ pub(crate) fn test_app(name: &str, images: &[&str]) -> Application {
         images: images.iter().map(|s| s.to_string()).collect(),
         history: Vec::new(),
         resource_version: "1".into(),
+        owner_application_set: None,
     }
 }
 

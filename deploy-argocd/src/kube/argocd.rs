@@ -11,7 +11,7 @@
 //! | `terminate` | GET, set `status.operationState.phase = Terminating`, PUT (retried on 409) — Argo CD's `TerminateOperation` |
 //! | `annotate` | merge PATCH of `metadata.annotations` |
 //! | `watch` | GET (the current state first), then a [`kube::runtime::watcher`] on the name, which re-lists and re-watches by itself |
-//! | `application_sets` | LIST of ApplicationSets |
+//! | `application_sets`, `application_set` | LIST, GET of ApplicationSets |
 //! | `clusters` | LIST of Secrets labelled `argocd.argoproj.io/secret-type=cluster` |
 //!
 //! Differences from the REST backend, all because there is no API server in between:
@@ -384,6 +384,21 @@ impl deploy_core::port::ArgoCdInventory for KubeArgoCd {
             .collect::<deploy_core::Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    async fn application_set(&self, name: &str) -> deploy_core::Result<ApplicationSet> {
+        let object = self
+            .application_sets
+            .get(name)
+            .await
+            .map_err(|e| map_error(e, &format!("applicationset {name}")))?;
+        let value = serde_json::to_value(&object).map_err(|e| Error::invalid(e.to_string()))?;
+        let set: wire::ApplicationSet = serde_json::from_value(value).map_err(|e| {
+            Error::invalid(format!(
+                "applicationset {name} is not a valid ApplicationSet: {e}"
+            ))
+        })?;
+        Ok(set.to_port())
     }
 
     async fn clusters(&self) -> deploy_core::Result<Vec<ClusterInfo>> {

@@ -75,7 +75,7 @@ use super::{RestArgoCd, Target};
 use crate::wire;
 
 /// The annotation that holds the leases.
-pub const LOCK_ANNOTATION: &str = "deploy/lock";
+pub const LOCK_ANNOTATION: &str = deploy_core::engine::lock::ANNOTATION;
 
 /// How long [`ApplicationLock::acquire`] waits after its write before reading it back.
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);

@@ -265,3 +265,81 @@ async fn injected_faults_answer_as_argo_cd_does() {
     fake.clear("faulty");
     port.application("faulty").await.expect("served again");
 }
+
+/// The fake's ApplicationSet controller as upstream's: after each change it puts the
+/// template's spec and annotations back, keeping only `preservedFields.annotations` (and its
+/// defaults) and the fields `ignoreApplicationDifferences` names.
+#[tokio::test]
+async fn the_application_set_controller_keeps_only_what_it_is_told_to() {
+    use deploy_argocd::fake::{application_set, application_set_without_preserved_fields};
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    fake.create_application(&seed("owned", "v1")).await;
+    fake.own("owned", "myapp-prod");
+    let set = application_set_without_preserved_fields();
+    fake.put_application_set(set.clone());
+    fake.set_controller("myapp-prod", true);
+    let owner = port
+        .application("owned")
+        .await
+        .unwrap()
+        .owner_application_set;
+    assert_eq!(
+        owner.as_deref(),
+        Some("myapp-prod"),
+        "ownerReferences parsed"
+    );
+    let read = port.application_set("myapp-prod").await.unwrap();
+    assert!(read.preserved_annotations.is_empty());
+
+    let marks = BTreeMap::from([
+        ("deploy/release".to_owned(), "v2".to_owned()),
+        (
+            "notified.notifications.argoproj.io".to_owned(),
+            "{}".to_owned(),
+        ),
+    ]);
+    port.annotate("owned", &marks).await.unwrap();
+    let app = port.application("owned").await.unwrap();
+    assert_eq!(
+        app.annotations.keys().collect::<Vec<_>>(),
+        ["notified.notifications.argoproj.io"],
+        "only the controller's default survives"
+    );
+    // The override is in ignoreApplicationDifferences: it stays.
+    let v2 = OverrideValue::Helm {
+        parameter: "image.tag".into(),
+        value: "v2".into(),
+    };
+    port.set_override("owned", &v2).await.unwrap();
+    let app = port.application("owned").await.unwrap();
+    assert_eq!(app.helm_parameters["image.tag"], "v2");
+
+    // Without the ignore rule it is reverted; with preservedFields the annotation stays.
+    let mut reverting = set.clone();
+    reverting["spec"]["ignoreApplicationDifferences"] = serde_json::json!([]);
+    fake.put_application_set(reverting);
+    let v3 = OverrideValue::Helm {
+        parameter: "image.tag".into(),
+        value: "v3".into(),
+    };
+    port.set_override("owned", &v3).await.unwrap();
+    let app = port.application("owned").await.unwrap();
+    assert_eq!(
+        app.helm_parameters["image.tag"], "v1",
+        "the template's value is back"
+    );
+
+    fake.put_application_set(application_set());
+    port.annotate("owned", &marks).await.unwrap();
+    let app = port.application("owned").await.unwrap();
+    assert_eq!(app.annotations["deploy/release"], "v2");
+    assert!(fake.reconciles() >= 4, "{}", fake.reconciles());
+    let read = port.application_set("myapp-prod").await.unwrap();
+    assert!(
+        read.preserved_annotations
+            .iter()
+            .any(|a| a == "deploy/lock")
+    );
+    assert!(matches!(port.application_set("nope").await, Err(e) if e.is_not_found()));
+}

@@ -19,7 +19,7 @@ pub async fn run(
     let envs = config.select_environments(only).map_err(UsageError)?;
     let mut all = Vec::new();
     for env in envs {
-        let input = observe(
+        let mut input = observe(
             config,
             env,
             &*backends.registry,
@@ -28,6 +28,9 @@ pub async fn run(
         )
         .await
         .with_context(|| format!("reading the state of {}", env.name))?;
+        if !backends.annotation_lock(env) {
+            input.lock_carrier = None;
+        }
         for f in findings(config, env, &input) {
             out.record("finding", &f);
             all.push(f);
@@ -35,7 +38,7 @@ pub async fn run(
     }
     let errors = all.iter().filter(|f| f.severity == Severity::Error).count();
     if all.is_empty() {
-        out.text("no findings: sync policies, ignore rules, replication, tag mutability and clusters are as the configuration says");
+        out.text("no findings: sync policies, ignore rules, preserved annotations, replication, tag mutability and clusters are as the configuration says");
     } else {
         let mut t = table(&["SEVERITY", "ENV", "SUBJECT", "FINDING"]);
         for f in &all {
@@ -47,6 +50,12 @@ pub async fn run(
             ]);
         }
         out.text(t);
+        for f in all.iter().filter(|f| !f.fix.is_empty()) {
+            out.text(format!("fix for {} ({}):", f.subject, f.environment));
+            for line in &f.fix {
+                out.text(format!("  {line}"));
+            }
+        }
         out.text(format!(
             "{errors} error(s), {} warning(s)",
             all.len() - errors

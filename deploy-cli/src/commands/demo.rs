@@ -148,6 +148,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
             None,
             &*backends.registry,
             &*backends.argocd,
+            &*backends.inventory,
         )
         .await?;
         let p = plan(&config, &prod, &obs);

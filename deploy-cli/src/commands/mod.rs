@@ -6,6 +6,7 @@ pub mod demo;
 pub mod history;
 pub mod promote;
 pub mod release;
+pub mod render;
 pub mod sandbox;
 pub mod status;
 pub mod watch;

@@ -40,16 +40,20 @@ async fn make_plan(
         ))
         .into());
     }
-    let obs = observe(
+    let mut obs = observe(
         config,
         env,
         intent,
         cluster,
         &*backends.registry,
         &*backends.argocd,
+        &*backends.inventory,
     )
     .await
     .with_context(|| format!("reading the state of {}", env.name))?;
+    if !backends.annotation_lock(env) {
+        obs.lock_carrier = None;
+    }
     Ok(plan(config, env, &obs))
 }
 

@@ -1780,3 +1780,143 @@ async fn two_promotions_at_once_through_the_s3_lock_one_exits_4() {
     assert_eq!(runs.len(), 1, "one run promoted: {runs:#?}");
     assert_eq!(runs[0]["outcome"], "succeeded");
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 11: the ApplicationSet as a gate, under a controller that behaves as upstream's.
+
+/// Makes `set` (a manifest) the owner of every prod Application, with its controller on.
+fn own_prod_by(world: &World, set: Value) {
+    world.argo.put_application_set(set);
+    for cluster in CLUSTERS {
+        world
+            .argo
+            .own(&format!("myapp-prod-{cluster}"), "myapp-prod");
+    }
+    world.argo.set_controller("myapp-prod", true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_set_without_preserved_fields_refuses_with_the_fix_and_writes_nothing() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    own_prod_by(
+        &world,
+        deploy_argocd::fake::application_set_without_preserved_fields(),
+    );
+    world.forbid_writes().await;
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(3);
+    let result = run.result();
+    assert_eq!(result["gate"]["name"], "applications", "{result:#}");
+    let details: Vec<String> = result["gate"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d.as_str().expect("a line").to_owned())
+        .collect();
+    let text = details.join("\n");
+    for want in [
+        "applicationset/myapp-prod (generates myapp-prod-eu-west-1, myapp-prod-us-east-1, myapp-prod-us-west-2)",
+        "deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/lock not in spec.preservedFields.annotations",
+        "deploy/lock holds the promotion lock on myapp-prod-eu-west-1",
+        // The YAML and the Terraform of the fix.
+        "    preservedFields:\n      annotations:\n        - \"deploy/release\"",
+        "    preservedFields = {\n      annotations = [\"deploy/release\", \"deploy/run\", \"deploy/promoted-by\", \"deploy/promoted-at\", \"deploy/lock\"]\n    }",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    world.verify_no_writes().await;
+    world.assert_prod_runs(OLD);
+
+    // The same in text, as a person reads it.
+    let run = world.run(&PROMOTE).await;
+    run.expect_code(3);
+    assert!(
+        run.stdout.contains("spec.preservedFields.annotations")
+            && run.stdout.contains("preservedFields = {"),
+        "{}",
+        run.stdout
+    );
+    world.verify_no_writes().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_rendered_application_set_a_promotion_succeeds_under_the_controller() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    let rendered = world
+        .run(&json_args(&["render", "applicationset", "--env", "prod"]))
+        .await;
+    rendered.expect_code(0);
+    let mut set = rendered.result();
+    set["metadata"]["namespace"] = json!("argocd");
+    own_prod_by(&world, set);
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(0);
+    world.assert_prod_runs(NEW);
+    assert!(
+        world.argo.reconciles() >= 6,
+        "the controller saw every write: {}",
+        world.argo.reconciles()
+    );
+    for cluster in CLUSTERS {
+        let app = world.prod_app(cluster);
+        assert_eq!(
+            app["metadata"]["annotations"]["deploy/release"], NEW,
+            "{cluster}: the release annotation survived the controller"
+        );
+    }
+    assert_eq!(world.lock(), None, "the lock was released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_reports_unpreserved_annotations_with_the_fix() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    // As the fake starts: the ApplicationSet preserves everything; no such finding.
+    let run = world.run(&json_args(&["audit", "--env", "prod"])).await;
+    let findings = run.result()["findings"].clone();
+    assert!(
+        !findings.to_string().contains("preservedFields"),
+        "{findings:#}"
+    );
+
+    own_prod_by(
+        &world,
+        deploy_argocd::fake::application_set_without_preserved_fields(),
+    );
+    let run = world.run(&json_args(&["audit", "--env", "prod"])).await;
+    run.expect_code(1);
+    let findings = run.result()["findings"].clone();
+    let finding = findings
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["subject"] == "applicationset/myapp-prod")
+        .unwrap_or_else(|| panic!("no applicationset finding: {findings:#}"))
+        .clone();
+    assert_eq!(finding["severity"], "error");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("deploy/lock not in spec.preservedFields.annotations"),
+        "{finding:#}"
+    );
+    let fix = finding["fix"].to_string();
+    assert!(
+        fix.contains("preservedFields:") && fix.contains("preservedFields = {"),
+        "{fix}"
+    );
+    let run = world.run(&["audit", "--env", "prod"]).await;
+    run.expect_code(1);
+    assert!(
+        run.stdout
+            .contains("fix for applicationset/myapp-prod (prod):"),
+        "{}",
+        run.stdout
+    );
+}

@@ -32,6 +32,8 @@ pub struct Vigil {
     /// Observation failed since `last_ok`; retry at this time.
     retry_at: Option<Instant>,
     retry_pause: Duration,
+    /// A good observation arrived since the soak began.
+    observed: bool,
 }
 
 /// A lapse that just ended.
@@ -44,7 +46,8 @@ pub struct Restored {
 }
 
 impl Vigil {
-    /// A soak of `soak` that begins with a good observation at `now`.
+    /// A soak of `soak` that begins at `now`; it counts from its first good observation
+    /// (what was seen before, while the wave's other Applications deployed, does not count).
     pub fn new(now: Instant, soak: Duration) -> Self {
         Self {
             soak,
@@ -53,11 +56,24 @@ impl Vigil {
             last_ok: now,
             retry_at: None,
             retry_pause: RETRY_PAUSE,
+            observed: false,
         }
     }
 
     /// A good observation (Healthy at the release) at `now`. Returns the lapse it ends, if any.
     pub fn seen(&mut self, now: Instant) -> Option<Restored> {
+        if !self.observed {
+            self.observed = true;
+            let lapsed = self.retry_at.take().is_some();
+            let gap = now.saturating_duration_since(self.last_ok);
+            self.span_start = now;
+            self.last_ok = now;
+            self.retry_pause = RETRY_PAUSE;
+            return lapsed.then_some(Restored {
+                gap,
+                soak_restarted: false,
+            });
+        }
         let gap = now.saturating_duration_since(self.last_ok);
         let lapsed = self.retry_at.take().is_some();
         let soak_restarted = gap > self.max_gap;
@@ -84,7 +100,8 @@ impl Vigil {
     /// The soak is complete: an unbroken run of good observations for the whole soak, the
     /// last of them at its end.
     pub fn passed(&self) -> bool {
-        self.retry_at.is_none()
+        self.observed
+            && self.retry_at.is_none()
             && self.last_ok.saturating_duration_since(self.span_start) >= self.soak
     }
 
@@ -298,6 +315,12 @@ mod tests {
     fn an_unbroken_soak_passes_on_a_fresh_look_at_its_end() {
         let t0 = Instant::now();
         let mut v = Vigil::new(t0, 60 * S);
+        assert_eq!(
+            v.next_look(),
+            t0 + 15 * S,
+            "the watch's first event is awaited first"
+        );
+        assert_eq!(v.seen(t0), None);
         assert!(!v.passed());
         assert_eq!(v.next_look(), t0 + 15 * S, "halfway through the 30 s bound");
         for s in [15, 30, 45] {
@@ -310,9 +333,25 @@ mod tests {
     }
 
     #[test]
+    fn the_soak_counts_from_its_first_observation() {
+        let t0 = Instant::now();
+        let mut v = Vigil::new(t0, 60 * S);
+        assert!(v.lost(t0), "the first look fails");
+        assert!(!v.passed());
+        assert!(v.seen(t0 + 5 * S).is_some_and(|r| !r.soak_restarted));
+        for s in [20, 35, 50, 60] {
+            v.seen(t0 + s * S);
+        }
+        assert!(!v.passed(), "only 55 s observed");
+        v.seen(t0 + 65 * S);
+        assert!(v.passed());
+    }
+
+    #[test]
     fn nothing_observed_never_passes() {
         let t0 = Instant::now();
         let mut v = Vigil::new(t0, 60 * S);
+        v.seen(t0);
         assert!(v.lost(t0 + S), "the first failure begins a lapse");
         for s in 2..600 {
             assert!(!v.lost(t0 + s * S), "reported once");
@@ -324,6 +363,7 @@ mod tests {
     fn a_short_lapse_is_bridged_a_long_one_starts_over() {
         let t0 = Instant::now();
         let mut v = Vigil::new(t0, 60 * S);
+        v.seen(t0);
         v.lost(t0 + 10 * S);
         let r = v.seen(t0 + 25 * S).unwrap();
         assert_eq!((r.gap, r.soak_restarted), (25 * S, false));
@@ -332,6 +372,7 @@ mod tests {
         assert!(v.passed());
 
         let mut v = Vigil::new(t0, 60 * S);
+        v.seen(t0);
         v.lost(t0 + 10 * S);
         let r = v.seen(t0 + 50 * S).unwrap();
         assert_eq!((r.gap, r.soak_restarted), (50 * S, true));
@@ -349,6 +390,7 @@ mod tests {
     fn a_soak_shorter_than_the_bound_bounds_the_gap() {
         let t0 = Instant::now();
         let mut v = Vigil::new(t0, 10 * S);
+        v.seen(t0);
         assert_eq!(v.next_look(), t0 + 5 * S);
         v.lost(t0 + S);
         assert!(
@@ -363,6 +405,7 @@ mod tests {
     fn retries_back_off_but_stay_within_the_bound() {
         let t0 = Instant::now();
         let mut v = Vigil::new(t0, 300 * S);
+        v.seen(t0);
         let mut now = t0;
         let mut pauses = Vec::new();
         for _ in 0..6 {

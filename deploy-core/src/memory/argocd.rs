@@ -197,6 +197,7 @@ impl InMemoryArgoCd {
                 override_value: Some(override_value),
             }],
             resource_version: s.version.to_string(),
+            owner_application_set: None,
         };
         let sim = SimApp {
             app,
@@ -659,6 +660,16 @@ impl crate::port::ArgoCdInventory for InMemoryArgoCd {
             .values()
             .cloned()
             .collect())
+    }
+
+    async fn application_set(&self, name: &str) -> Result<ApplicationSet> {
+        self.state
+            .lock()
+            .expect("poisoned")
+            .app_sets
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("applicationset {name}")))
     }
 
     async fn clusters(&self) -> Result<Vec<ClusterInfo>> {

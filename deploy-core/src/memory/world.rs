@@ -137,6 +137,11 @@ impl World {
                         json_pointers: vec![override_pointer(&env.image_override).to_owned()],
                         ..Default::default()
                     }],
+                    // As `deploy render applicationset` writes it.
+                    preserved_annotations: crate::plan::appset::every_written_annotation()
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
                     annotations: BTreeMap::new(),
                     resource_version: "1".into(),
                 });

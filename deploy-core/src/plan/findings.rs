@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Environment, ImageOverride};
+use crate::config::{Config, Environment};
 use crate::error::Result;
 use crate::model::SyncMode;
 use crate::port::{
@@ -35,6 +35,9 @@ pub struct Finding {
     pub subject: String,
     /// What is wrong and what to do.
     pub message: String,
+    /// The change that fixes it, one line each (e.g. YAML and Terraform fragments).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fix: Vec<String>,
 }
 
 /// What the audit of one environment looks at.
@@ -52,9 +55,17 @@ pub struct AuditInput {
     pub repositories: BTreeMap<(String, String), Option<RepositoryInfo>>,
     /// Clusters registered in Argo CD.
     pub clusters: Vec<ClusterInfo>,
+    /// The ApplicationSets that generate the Applications (by owner reference, else the
+    /// configured name), by name; `None` when not found.
+    #[serde(default)]
+    pub application_sets: BTreeMap<String, Option<ApplicationSet>>,
+    /// The Application that carries the lock annotation; `None` when the lock lives elsewhere.
+    #[serde(default)]
+    pub lock_carrier: Option<String>,
 }
 
-/// Reads the audit input of `env`.
+/// Reads the audit input of `env`, assuming the lock is an annotation of
+/// [`crate::engine::lock::carrier`] (set [`AuditInput::lock_carrier`] to `None` when it is not).
 pub async fn observe(
     config: &Config,
     env: &Environment,
@@ -110,47 +121,46 @@ pub async fn observe(
             .insert((loc.repository, loc.region), info);
     }
     input.clusters = inventory.clusters().await?;
+    input.application_sets = super::appset::read(config, env, &input.apps, inventory).await?;
+    input.lock_carrier = crate::engine::lock::carrier(config, env);
     Ok(input)
 }
 
-/// The JSON pointer of the override field the ApplicationSet must ignore.
-pub fn override_pointer(kind: &ImageOverride) -> &'static str {
-    match kind {
-        ImageOverride::Helm { .. } => "/spec/source/helm/parameters",
-        ImageOverride::Kustomize => "/spec/source/kustomize/images",
-    }
-}
-
-fn ignores(set: &ApplicationSet, pointer: &str) -> bool {
-    let jq = pointer.replace('/', ".");
-    set.ignore_differences
-        .iter()
-        .filter(|d| d.name.is_none())
-        .any(|d| {
-            d.json_pointers.iter().any(|p| {
-                pointer == p
-                    || pointer.starts_with(&format!("{}/", p.trim_end_matches('/')))
-                    // Multi-source Applications carry the override in `/spec/sources/N/...`.
-                    || p == "/spec/sources"
-                    || p.starts_with("/spec/sources/")
-            }) || d
-                .jq_path_expressions
-                .iter()
-                .any(|e| jq == *e || jq.starts_with(&format!("{e}.")))
-        })
-}
+pub use super::appset::override_pointer;
 
 /// Findings for `env` from `input`. Pure.
 pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut add = |severity, subject: String, message: String| {
+    let mut fixed = |severity, subject: String, message: String, fix: Vec<String>| {
         out.push(Finding {
             severity,
             environment: env.name.clone(),
             subject,
             message,
+            fix,
         })
     };
+    let mut sets = input.application_sets.clone();
+    if let Some(set) = &input.application_set {
+        sets.entry(set.name.clone())
+            .or_insert_with(|| Some(set.clone()));
+    }
+    for u in super::appset::check(
+        config,
+        env,
+        &input.apps,
+        &sets,
+        input.lock_carrier.as_deref(),
+    ) {
+        fixed(
+            Severity::Error,
+            format!("applicationset/{}", u.application_set),
+            u.problem(),
+            u.fix_lines(),
+        );
+    }
+    let mut add =
+        |severity, subject: String, message: String| fixed(severity, subject, message, Vec::new());
     let manual = env.sync == SyncMode::Manual;
     for cluster in &config.clusters {
         let name = config.application_name(env, cluster);
@@ -180,16 +190,6 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
                 Severity::Warning,
                 format!("applicationset/{}", set.name),
                 "template has no automated sync in an automated environment".into(),
-            );
-        }
-        let pointer = override_pointer(&env.image_override);
-        if !ignores(set, pointer) {
-            add(
-                Severity::Error,
-                format!("applicationset/{}", set.name),
-                format!(
-                    "{pointer} is not in ignoreApplicationDifferences: the ApplicationSet controller reverts every image override; add {{jsonPointers: [{pointer}]}}"
-                ),
             );
         }
     } else if input.application_set_missing {
@@ -222,8 +222,8 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
                         Severity::Error,
                         dest.image_name(),
                         format!(
-                            "no replication rule of {} copies {} to {}/{region}; add one (ECR PutReplicationConfiguration)",
-                            src.name, source.repository, dest.account
+                            "no replication rule of {} copies {} to {}/{region}; add one (deploy render replication --env {} prints it, as Terraform or JSON)",
+                            src.name, source.repository, dest.account, env.name
                         ),
                     );
                 }
@@ -308,9 +308,14 @@ mod tests {
                 json_pointers: vec!["/spec/source/helm/parameters".into()],
                 ..Default::default()
             }],
+            preserved_annotations: crate::plan::appset::every_written_annotation()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             annotations: BTreeMap::new(),
             resource_version: "1".into(),
         });
+        input.lock_carrier = crate::engine::lock::carrier(config, env);
         input.source_rules.insert(
             "us-west-2".into(),
             vec![ReplicationRule {
@@ -382,7 +387,7 @@ mod tests {
                     .ignore_differences
                     .clear()
             },
-            &[(Severity::Error, "not in ignoreApplicationDifferences")],
+            &[(Severity::Error, "not in spec.ignoreApplicationDifferences")],
         );
         check(
             |i| {
@@ -390,6 +395,51 @@ mod tests {
                     vec!["/spec/source".into()]
             },
             &[],
+        );
+        // The annotations deploy writes, preserved or erased by the controller.
+        check(
+            |i| {
+                i.application_set
+                    .as_mut()
+                    .unwrap()
+                    .preserved_annotations
+                    .clear()
+            },
+            &[(
+                Severity::Error,
+                "applicationset/myapp-prod: applicationset/myapp-prod (generates myapp-prod-eu-west-1, \
+                 myapp-prod-us-east-1, myapp-prod-us-west-2): it would erase annotations deploy writes: \
+                 deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/lock not in \
+                 spec.preservedFields.annotations",
+            )],
+        );
+        // Without the annotation lock, deploy/lock need not be preserved.
+        check(
+            |i| {
+                i.lock_carrier = None;
+                i.application_set
+                    .as_mut()
+                    .unwrap()
+                    .preserved_annotations
+                    .retain(|a| a != crate::engine::lock::ANNOTATION);
+            },
+            &[],
+        );
+        // An Application owned (ownerReferences) by another ApplicationSet is checked against it.
+        check(
+            |i| {
+                let app = i.apps.get_mut("us-east-1").unwrap().as_mut().unwrap();
+                app.owner_application_set = Some("other".into());
+                let mut other = i.application_set.clone().unwrap();
+                other.name = "other".into();
+                other.preserved_annotations = vec![crate::engine::lock::ANNOTATION.into()];
+                i.application_sets.insert("other".into(), Some(other));
+            },
+            &[(
+                Severity::Error,
+                "applicationset/other (generates myapp-prod-us-east-1): it would erase annotations deploy writes: \
+                 deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at not in",
+            )],
         );
         check(
             |i| {
@@ -454,6 +504,29 @@ mod tests {
                 Severity::Error,
                 "myapp-prod-us-west-2: Application not found",
             )],
+        );
+    }
+
+    #[test]
+    fn an_erased_annotation_comes_with_its_fix() {
+        let config = Config::parse("x", EXAMPLE).unwrap();
+        let prod = config.environment("prod").unwrap();
+        let mut input = healthy_input(&config, prod);
+        input
+            .application_set
+            .as_mut()
+            .unwrap()
+            .preserved_annotations
+            .clear();
+        let got = findings(&config, prod, &input);
+        let fix = got[0].fix.join("\n");
+        assert!(
+            fix.contains("    preservedFields:\n      annotations:\n        - \"deploy/release\""),
+            "{fix}"
+        );
+        assert!(
+            fix.contains("    preservedFields = {\n      annotations = [\"deploy/release\""),
+            "{fix}"
         );
     }
 

@@ -14,7 +14,8 @@ use crate::config::{Config, Environment};
 use crate::error::{Error, Result};
 use crate::model::{Release, SyncMode, Tag};
 use crate::port::{
-    Application, ArgoCd, Health, OverrideValue, Registry, ReplicationState, SyncStatus,
+    Application, ApplicationSet, ArgoCd, ArgoCdInventory, Health, OverrideValue, Registry,
+    ReplicationState, SyncStatus,
 };
 
 /// Promote (from the source environment) or roll back (to an earlier release).
@@ -52,9 +53,19 @@ pub struct Observation {
     pub replication: BTreeMap<String, BTreeMap<String, ReplicationState>>,
     /// Target Applications by cluster (`None` when missing).
     pub target_apps: BTreeMap<String, Option<Application>>,
+    /// The ApplicationSets that generate the target Applications, by name (`None`: not found).
+    #[serde(default)]
+    pub application_sets: BTreeMap<String, Option<ApplicationSet>>,
+    /// The target Application that carries the lock annotation ([`crate::engine::lock::carrier`]);
+    /// `None` when the lock lives elsewhere (a Kubernetes Lease, a state store, the sandbox).
+    #[serde(default)]
+    pub lock_carrier: Option<String>,
 }
 
 /// Reads what [`plan`] needs. Only reads: nothing is changed.
+///
+/// It assumes the lock is an annotation of [`crate::engine::lock::carrier`]; a caller whose
+/// lock lives elsewhere sets [`Observation::lock_carrier`] to `None`.
 pub async fn observe(
     config: &Config,
     env: &Environment,
@@ -62,6 +73,7 @@ pub async fn observe(
     only_cluster: Option<&str>,
     registry: &dyn Registry,
     argocd: &dyn ArgoCd,
+    inventory: &dyn ArgoCdInventory,
 ) -> Result<Observation> {
     let clusters: Vec<String> = config
         .clusters
@@ -112,7 +124,10 @@ pub async fn observe(
         target_check: None,
         replication: BTreeMap::new(),
         target_apps: read_apps(config, env, argocd, &clusters).await?,
+        application_sets: BTreeMap::new(),
+        lock_carrier: crate::engine::lock::carrier(config, env),
     };
+    obs.application_sets = super::appset::read(config, env, &obs.target_apps, inventory).await?;
     if let Some(tag) = tag {
         if let (Some(src), Intent::Promote { .. }) = (source, &obs.intent) {
             obs.source_check = Some(check_release(registry, config, src, &tag).await?);
@@ -243,7 +258,8 @@ pub enum GateName {
     SourceComplete,
     /// 3. Same digests in every target region.
     TargetDigests,
-    /// 4. Applications exist with the right sync policy.
+    /// 4. Applications exist with the right sync policy, and their ApplicationSets leave the
+    ///    override and deploy's annotations alone.
     Applications,
 }
 
@@ -569,6 +585,16 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
             }
         }
     }
+    for u in super::appset::check(
+        config,
+        env,
+        &obs.target_apps,
+        &obs.application_sets,
+        obs.lock_carrier.as_deref(),
+    ) {
+        problems.push(u.problem());
+        problems.extend(u.fix_lines());
+    }
     let ok = if waits > 0 {
         format!(
             "{} applications, {waits} busy with another operation (will wait)",
@@ -576,6 +602,20 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
         )
     } else {
         format!("{} applications, sync {}", obs.clusters.len(), env.sync)
+    };
+    let sets: Vec<&str> = obs
+        .application_sets
+        .iter()
+        .filter(|(_, s)| s.is_some())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let ok = if sets.is_empty() {
+        ok
+    } else {
+        format!(
+            "{ok}; applicationset {} keeps the override and annotations",
+            sets.join(", ")
+        )
     };
     gates.push(gate(GateName::Applications, problems, ok));
 

@@ -79,6 +79,7 @@ impl Fixture {
             None,
             &self.world.registry,
             &self.world.argocd,
+            &self.world.argocd,
         )
         .await
         .unwrap();
