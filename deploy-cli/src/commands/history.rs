@@ -26,9 +26,35 @@ pub async fn run(
             .records()
             .await
             .with_context(|| format!("reading the audit trail of {}", env.name))?;
-        rows.extend(history(&records, &env.name, None));
+        let from_store = history(&records, &env.name, None);
+        let mut source = "store";
+        if from_store.is_empty() && backends.argocd_missing.is_none() {
+            // Nothing recorded: what Argo CD's history of the Applications says.
+            let mut apps = Vec::new();
+            for c in &config.clusters {
+                if let Ok(app) = backends
+                    .argocd
+                    .application(&config.application_name(env, c))
+                    .await
+                {
+                    apps.push((c.name.clone(), app));
+                }
+            }
+            let apps: Vec<(&str, &deploy_core::port::Application)> =
+                apps.iter().map(|(c, a)| (c.as_str(), a)).collect();
+            rows.extend(deploy_core::plan::history::from_argocd(
+                &env.name,
+                &apps,
+                &env.image_override,
+                None,
+            ));
+            source = "argocd";
+        } else {
+            rows.extend(from_store);
+        }
         sources.push(serde_json::json!({
             "environment": env.name,
+            "from": source,
             "store": match backends.state.get(&env.name) {
                 Some(store) => store.location().to_string(),
                 None if backends.sandbox.is_some() => "sandbox".to_owned(),

@@ -113,6 +113,65 @@ pub fn history(
     rows
 }
 
+/// The syncs of an environment as Argo CD's history of its Applications tells them, for when
+/// its state store has no record (a trail that was lost, or promotions made by hand): one row
+/// per release in time order, across the clusters that synced it in a row. Who ran it is not
+/// known there; every history entry is a successful sync. Newest first, at most `limit`.
+pub fn from_argocd(
+    environment: &str,
+    apps: &[(&str, &crate::port::Application)],
+    kind: &crate::config::ImageOverride,
+    limit: Option<usize>,
+) -> Vec<HistoryRow> {
+    let mut entries: Vec<(Timestamp, crate::model::Tag, &str)> = apps
+        .iter()
+        .flat_map(|(cluster, app)| {
+            app.history.iter().filter_map(move |h| {
+                let v = h.override_value.as_ref().filter(|v| v.is_kind(kind))?;
+                let [tag] = v.tags().try_into().ok()?;
+                Some((h.deployed_at?, crate::model::Tag::new(tag).ok()?, *cluster))
+            })
+        })
+        .collect();
+    entries.sort();
+    let mut rows: Vec<HistoryRow> = Vec::new();
+    for (at, tag, cluster) in entries {
+        match rows.last_mut() {
+            Some(r) if r.release.tag == tag && !r.clusters.iter().any(|c| c == cluster) => {
+                r.clusters.push(cluster.to_owned());
+                r.finished_at = Some(at);
+                r.duration = at.duration_since(r.started_at).try_into().ok();
+            }
+            _ => rows.push(HistoryRow {
+                run_id: format!("argocd-{}", at.as_second()),
+                kind: RunKind::Promote,
+                environment: environment.to_owned(),
+                started_at: at,
+                finished_at: Some(at),
+                duration: Some(Duration::ZERO),
+                actor: Actor {
+                    os_user: "unknown (Argo CD history)".into(),
+                    argocd_user: None,
+                },
+                release: Release {
+                    tag,
+                    digests: BTreeMap::new(),
+                },
+                clusters: vec![cluster.to_owned()],
+                skipped: Vec::new(),
+                outcome: Outcome::Succeeded,
+                message: "from Argo CD's history: the state store has no record of it".into(),
+                ended: true,
+            }),
+        }
+    }
+    rows.reverse();
+    if let Some(n) = limit {
+        rows.truncate(n);
+    }
+    rows
+}
+
 mod opt_secs {
     use std::time::Duration;
 
@@ -208,5 +267,50 @@ mod tests {
             "what it planned"
         );
         assert!(!rows[1].ended);
+    }
+
+    #[test]
+    fn argo_cd_history_when_the_store_has_nothing() {
+        use crate::port::{HistoryEntry, OverrideValue};
+        let helm = crate::config::ImageOverride::Helm {
+            parameter: "image.tag".into(),
+        };
+        let app = |tags: &[(&str, i64)]| {
+            let mut a = crate::port::test_app("a", &[]);
+            a.history = tags
+                .iter()
+                .enumerate()
+                .map(|(i, (t, s))| HistoryEntry {
+                    id: i as i64,
+                    revision: "HEAD".into(),
+                    deployed_at: Some(Timestamp::from_second(1_700_000_000 + s).unwrap()),
+                    override_value: Some(OverrideValue::Helm {
+                        parameter: "image.tag".into(),
+                        value: (*t).into(),
+                    }),
+                })
+                .collect();
+            a
+        };
+        let west = app(&[("v1", 0), ("v2", 100), ("v1", 400)]);
+        let east = app(&[("v1", 1), ("v2", 200)]);
+        let rows = from_argocd("prod", &[("west", &west), ("east", &east)], &helm, None);
+        let got: Vec<(String, Vec<String>)> = rows
+            .iter()
+            .map(|r| (r.release.tag.to_string(), r.clusters.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("v1".into(), vec!["west".into()]),
+                ("v2".into(), vec!["west".into(), "east".into()]),
+                ("v1".into(), vec!["west".into(), "east".into()]),
+            ]
+        );
+        assert_eq!(rows[1].duration, Some(Duration::from_secs(100)));
+        assert_eq!(
+            from_argocd("prod", &[("west", &west)], &helm, Some(1)).len(),
+            1
+        );
     }
 }
