@@ -1920,3 +1920,51 @@ async fn audit_reports_unpreserved_annotations_with_the_fix() {
         run.stdout
     );
 }
+
+/// Issue 11: a run killed mid-wave with its state in S3 leaves its `started` record there
+/// (history shows it as killed), its lock is taken over by the next run on this machine, and
+/// that run resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_its_state_in_s3_then_run_again_resumes() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.use_s3_state().await;
+    world
+        .argo
+        .script("myapp-prod-eu-west-1", Script::Hang)
+        .await;
+    let first = world.spawn(&json_args(&PROMOTE));
+    wait_until("the sync of wave 2", || async {
+        world.syncs("myapp-prod-eu-west-1").await > 0
+    })
+    .await;
+    let killed = first.kill();
+    assert_eq!(killed.code, None, "killed by a signal: {killed:?}");
+    let history = world.run(&json_args(&["history", "--env", "prod"])).await;
+    history.expect_code(0);
+    let runs = runs_of(&history);
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(
+        runs[0]["ended"], false,
+        "the killed run has no end: {runs:#?}"
+    );
+
+    world
+        .argo
+        .script("myapp-prod-eu-west-1", Script::Healthy)
+        .await;
+    let second = world.run(&json_args(&PROMOTE)).await;
+    second.expect_code(0);
+    world.assert_prod_runs(NEW);
+    assert_eq!(
+        world.syncs(WAVE1_APP).await,
+        1,
+        "wave 1 is not synced again"
+    );
+    let runs = runs_of(&world.run(&json_args(&["history", "--env", "prod"])).await);
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_eq!(runs[0]["outcome"], "succeeded", "newest first: {runs:#?}");
+    assert_eq!(runs[1]["ended"], false);
+    assert_eq!(world.lock(), None, "no annotation lock: it is in S3");
+}
