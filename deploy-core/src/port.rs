@@ -392,6 +392,46 @@ pub trait ArgoCdInventory: Send + Sync + Debug {
     async fn clusters(&self) -> Result<Vec<ClusterInfo>>;
 }
 
+// ---------------------------------------------------------------- metrics
+
+/// Where a check's measurements come from (resolved: placeholders already filled in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum MetricSource {
+    /// A Prometheus HTTP API (`/api/v1/query`), or an Amazon Managed Prometheus workspace
+    /// URL signed with SigV4 (service `aps`) in `region`.
+    Prometheus {
+        /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+        url: String,
+        /// Sign requests with SigV4 (Amazon Managed Prometheus).
+        sigv4: bool,
+        /// The region to sign for (with `sigv4`).
+        region: Option<String>,
+        /// The AWS profile to sign with (with `sigv4`).
+        aws_profile: Option<String>,
+    },
+    /// CloudWatch alarms by name.
+    CloudWatchAlarms {
+        /// Alarm names.
+        names: Vec<String>,
+        /// Their region.
+        region: String,
+        /// The AWS profile to read them with.
+        aws_profile: Option<String>,
+    },
+}
+
+/// Takes measurements for the checks of a soak.
+#[async_trait]
+pub trait Metrics: Send + Sync + Debug {
+    /// One measurement: for Prometheus, the value of every series (or the scalar) the
+    /// instant query `query` returns, in the order returned (empty: no data); for CloudWatch
+    /// alarms, one value per alarm name, in order: 1.0 while it is in ALARM, 0.0 otherwise
+    /// (`query` is unused). A source that cannot be reached is [`crate::Error::Transient`];
+    /// a query it rejects is [`crate::Error::Invalid`].
+    async fn measure(&self, source: &MetricSource, query: &str) -> Result<Vec<f64>>;
+}
+
 // ---------------------------------------------------------------- lock
 
 /// A held lock.
