@@ -296,12 +296,19 @@ fn makefile_deploy_prod_calls_the_xtask() {
 
 /// Events a workflow of this repository may run on: the workflows are for the teams that
 /// adopt deploy (they need their AWS account), so none may run on this repository's pushes.
+/// The one exception is [`CI_WORKFLOW`], the repository's own CI.
 const WORKFLOW_TRIGGERS: &[&str] = &["workflow_call", "workflow_dispatch"];
+
+/// The repository's own CI: it runs `.ci/run` on pushes and pull requests.
+const CI_WORKFLOW: &str = "ci.yml";
 
 #[test]
 fn workflows_run_only_when_called() {
     let mut violations = Vec::new();
     for path in read_dir(&project_root().join(".github/workflows")) {
+        if path.file_name().is_some_and(|n| n == CI_WORKFLOW) {
+            continue;
+        }
         match workflow_triggers(&read(&path)) {
             Some(triggers) => {
                 for t in triggers
@@ -320,6 +327,26 @@ fn workflows_run_only_when_called() {
                 rel(&path)
             )),
         }
+    }
+    report(violations);
+}
+
+#[test]
+fn the_repository_ci_runs_ci_run_on_pushes_and_pull_requests() {
+    let path = project_root().join(".github/workflows").join(CI_WORKFLOW);
+    let yaml = read(&path);
+    let triggers = workflow_triggers(&yaml).unwrap_or_default();
+    let mut violations = Vec::new();
+    for want in ["push", "pull_request"] {
+        if !triggers.iter().any(|t| t == want) {
+            violations.push(format!("{}: does not run on `{want}`", rel(&path)));
+        }
+    }
+    if !yaml.lines().any(|l| l.trim() == "run: .ci/run") {
+        violations.push(format!(
+            "{}: has no step `run: .ci/run` (CI is what a clean machine runs)",
+            rel(&path)
+        ));
     }
     report(violations);
 }
