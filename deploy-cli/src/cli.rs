@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "deploy",
     version,
+    before_help = "First time? `deploy demo` tells the whole story in seconds; then \
+                   `deploy --sandbox --config examples/deploy.toml status`, and \
+                   `deploy audit --env prod` against your own Argo CD.",
     propagate_version = true,
     max_term_width = 100
 )]

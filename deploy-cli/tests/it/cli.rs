@@ -99,6 +99,15 @@ fn demo_finishes() {
 }
 
 #[test]
+fn help_says_what_to_run_first() {
+    let s = Sandbox::new();
+    let run = s.finish(s.bare(&["--help"]), &["--help"], crate::support::DEADLINE);
+    run.expect_code(0);
+    let first = run.stdout.lines().next().unwrap_or_default();
+    assert!(first.contains("`deploy demo`"), "{first}");
+}
+
+#[test]
 fn completions_for_bash_complete_deploy() {
     let s = Sandbox::new();
     let run = s.finish(
