@@ -2,7 +2,7 @@
 //! Kubernetes API ([`kube`]), the promotion lock as a Kubernetes Lease, and the
 //! ApplicationSet renderer ([`render`]).
 //!
-//! With the `fake` feature, [`fake`] is test support: a stateful fake Argo CD API server for
+//! With the `fake` feature, `fake` is test support: a stateful fake Argo CD API server for
 //! the tests of this crate and of the crates above it.
 
 #[cfg(feature = "fake")]

@@ -1140,7 +1140,7 @@ impl ArgoCd for RestArgoCd {
     }
 
     /// Callers read the Application before they decide to change it (the engine does), so
-    /// the spec of that read, when at most [`REUSE_WINDOW`] old, is patched directly with a
+    /// the spec of that read, when at most `REUSE_WINDOW` old, is patched directly with a
     /// patch that tests the array it replaces (`wire::guarded_override_patch`): one request
     /// instead of a GET and a PATCH. A refused test (someone changed it since) and every case
     /// the guarded form does not cover fall back to reading the Application and patching it.

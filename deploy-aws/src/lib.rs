@@ -20,7 +20,7 @@
 //! [`state`] keeps an environment's promotion lock ([`S3Lock`]) and audit trail
 //! ([`S3AuditLog`]) in S3, with conditional writes, for `state = { s3 = ... }`.
 //!
-//! With the `moto` feature, [`moto`] is the test harness that runs ECR on moto servers, for
+//! With the `moto` feature, `moto` is the test harness that runs ECR on moto servers, for
 //! the tests of this crate and of the crates above it.
 //!
 //! ```no_run

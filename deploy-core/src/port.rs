@@ -2,7 +2,7 @@
 //!
 //! Each port has an in-memory backend in [`crate::memory`] and real adapters in
 //! `deploy-aws` (registry) and `deploy-argocd` (Argo CD, lock). The contract of each
-//! method is stated here and checked by [`crate::conformance`].
+//! method is stated here and checked by `crate::conformance`.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

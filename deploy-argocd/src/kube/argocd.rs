@@ -45,7 +45,7 @@ use serde_json::{Value, json};
 use super::{CONFLICT_RETRIES, is_conflict, map_error};
 use crate::wire::{self, TagParameters};
 
-/// The message of every [`ClusterInfo`] from [`KubeArgoCd::clusters`].
+/// The message of every [`ClusterInfo`] from `ArgoCdInventory::clusters` of [`KubeArgoCd`].
 pub const CONNECTION_NOT_CHECKED: &str =
     "registered; connection state is not checked in core mode (no Argo CD API server)";
 

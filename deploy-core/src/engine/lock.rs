@@ -1,5 +1,5 @@
 //! The promotion lock as the engine holds it: one key per environment, who holds it
-//! ([`Holder`]), when a stale holder may be taken over, and a [`LeaseKeeper`] that renews
+//! ([`Holder`]), when a stale holder may be taken over, and a `LeaseKeeper` that renews
 //! through transient failures while the lease still has time and refuses a write once the
 //! lease has run out by the wall clock.
 

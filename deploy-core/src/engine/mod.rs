@@ -2,9 +2,9 @@
 //! health waits, soak, halt, rollback, the lock, annotations and the audit trail, and
 //! reports progress as typed [`Event`]s to a callback.
 //!
-//! The run is this module; one Application's deployment is [`app`], the soak [`soak`],
-//! rollback [`rollback`], the completion rule [`assess`], the outcome rule [`outcome`], the
-//! records [`record`] and the lock [`lock`]. Every decision is a pure function or a small
+//! The run is this module; one Application's deployment is `app`, the soak [`soak`],
+//! rollback `rollback`, the completion rule [`assess`](mod@assess), the outcome rule [`outcome`], the
+//! records `record` and the lock [`lock`]. Every decision is a pure function or a small
 //! state machine tested alone; this module only sequences them.
 
 mod app;
