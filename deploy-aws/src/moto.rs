@@ -13,7 +13,7 @@
 //!
 //! moto is `pip install 'moto[server]'`; [`Moto::start`] runs `moto_server` (or
 //! `python3 -m moto.server`). Where it is missing the caller skips its test, except under
-//! `CI=true`, where a missing moto fails it (DESIGN §6).
+//! `CI=true`, where a missing moto fails it.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Exit codes (DESIGN §5) and how errors map to them.
+//! Exit codes and how errors map to them.
 
 use deploy_core::config::ConfigError;
 use deploy_core::engine::EngineError;

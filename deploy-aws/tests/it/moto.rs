@@ -48,7 +48,7 @@ async fn conformance_against_moto() {
 }
 
 /// staging (one region) promotes to prod (three regions, another account), each reached
-/// through its own `aws_profile`, as in DESIGN §4.
+/// through its own `aws_profile`, as deploy.toml allows.
 const CONFIG: &str = r#"
 app = "myapp"
 [[clusters]]

@@ -1,4 +1,4 @@
-//! End-to-end tests of the `deploy` binary over the sandbox (DESIGN §5): every test runs
+//! End-to-end tests of the `deploy` binary over the sandbox: every test runs
 //! the real binary in its own temporary directory, so each one starts from a fresh
 //! in-memory world kept in that directory's `.deploy-sandbox/`.
 

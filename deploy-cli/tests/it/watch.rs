@@ -1,4 +1,4 @@
-//! `deploy watch` end to end (DESIGN §5, Watch): the real binary WITHOUT `--sandbox`, in the
+//! `deploy watch` end to end: the real binary WITHOUT `--sandbox`, in the
 //! world of [`crate::e2e`] (ECR on moto, the stateful fake Argo CD over plain HTTP, the
 //! example configuration).
 //!

@@ -248,7 +248,7 @@ fn source_target(
     }
 }
 
-/// The four gates of DESIGN §5.
+/// The four gates of a promotion, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GateName {
