@@ -1,0 +1,1 @@
+//! SigV4 signing of Amazon Managed Prometheus queries, checked against wiremock.
