@@ -16,11 +16,14 @@ use crate::aws::{AwsConfigs, via};
 /// Most names one `DescribeAlarms` call takes.
 const NAMES_PER_CALL: usize = 100;
 
+/// One client per (profile, region).
+type ClientMap = HashMap<(Option<String>, String), aws_sdk_cloudwatch::Client>;
+
 /// Reads alarm states, with one client per (profile, region).
 #[derive(Debug, Clone)]
 pub(crate) struct CloudWatchAlarms {
     configs: Arc<AwsConfigs>,
-    clients: Arc<Mutex<HashMap<(Option<String>, String), aws_sdk_cloudwatch::Client>>>,
+    clients: Arc<Mutex<ClientMap>>,
 }
 
 impl CloudWatchAlarms {
@@ -53,10 +56,7 @@ impl CloudWatchAlarms {
             .clone()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(Option<String>, String), aws_sdk_cloudwatch::Client>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClientMap> {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -120,16 +120,16 @@ impl PrometheusServer {
                 .send()
                 .await
                 .ok();
-            if let Some(answer) = answer {
-                if let Ok(body) = answer.bytes().await {
-                    let values = crate::prometheus::read_answer(&url, 200, None, &body);
-                    if let Ok(values) = &values {
-                        if until(values) {
-                            return values.clone();
-                        }
-                    }
-                    last = Some(values);
+            if let Some(answer) = answer
+                && let Ok(body) = answer.bytes().await
+            {
+                let values = crate::prometheus::read_answer(&url, 200, None, &body);
+                if let Ok(values) = &values
+                    && until(values)
+                {
+                    return values.clone();
                 }
+                last = Some(values);
             }
             if Instant::now() > deadline {
                 panic!(

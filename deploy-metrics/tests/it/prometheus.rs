@@ -38,6 +38,8 @@ async fn exporter() -> (MockServer, Arc<AtomicU64>) {
 }
 
 /// Prometheus scraping `exporter`, or `None` (the test skips) where it is not installed.
+// The skip is said where cargo shows it, as deploy-aws's moto tests do.
+#[allow(clippy::print_stderr)]
 async fn prometheus(exporter: &MockServer) -> Option<PrometheusServer> {
     let target = exporter.address().to_string();
     match PrometheusServer::start(&[&target]).await {
