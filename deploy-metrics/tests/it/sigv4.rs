@@ -84,6 +84,55 @@ async fn amp_queries_are_signed_for_aps_in_the_region_with_the_profile() {
         "{authorization}"
     );
     assert!(request.headers.get("x-amz-security-token").is_none());
+    assert_eq!(
+        signature,
+        expected_signature(&request, "secret", "eu-west-1")
+    );
+}
+
+/// The SigV4 signature of `request` (signed headers content-type, host, x-amz-date), computed
+/// from the SigV4 specification with sha2 alone, independently of aws-sigv4.
+fn expected_signature(request: &wiremock::Request, secret: &str, region: &str) -> String {
+    use sha2::{Digest, Sha256};
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    fn hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(message)
+            .finalize();
+        Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize()
+            .to_vec()
+    }
+    let date = header(request, "x-amz-date");
+    let canonical = format!(
+        "POST\n{}\n\ncontent-type:{}\nhost:{}\nx-amz-date:{date}\n\ncontent-type;host;x-amz-date\n{}",
+        request.url.path(),
+        header(request, "content-type"),
+        header(request, "host"),
+        hex(&Sha256::digest(&request.body)),
+    );
+    let scope = format!("{}/{region}/aps/aws4_request", &date[..8]);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
+    let mut key = format!("AWS4{secret}").into_bytes();
+    for part in [&date[..8], region, "aps", "aws4_request"] {
+        key = hmac(&key, part.as_bytes());
+    }
+    hex(&hmac(&key, to_sign.as_bytes()))
 }
 
 #[tokio::test]
