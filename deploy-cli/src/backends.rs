@@ -70,6 +70,9 @@ pub struct Backends {
     pub audit_path: Option<std::path::PathBuf>,
     /// What to set when Argo CD is not configured (no server or no token).
     pub argocd_missing: Option<String>,
+    /// The checks' metric sources (Prometheus, Amazon Managed Prometheus, CloudWatch
+    /// alarms); `None` where a backend has none.
+    pub metrics: Option<Arc<dyn deploy_core::port::Metrics>>,
 }
 
 /// Where the promotion lock lives.
@@ -115,6 +118,10 @@ impl Backends {
                 .context("setting up the ECR clients")?,
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics: Arc<dyn deploy_core::port::Metrics> = Arc::new(
+            deploy_metrics::Sources::new(deploy_metrics::SourceOptions::default())
+                .context("setting up the metric sources of checks")?,
+        );
         // Reading commands work without a place for the audit trail; `audit_ready` is checked
         // before anything is changed.
         let audit_path = global
@@ -149,6 +156,7 @@ impl Backends {
                 rest: None,
                 audit_path,
                 argocd_missing: None,
+                metrics: Some(metrics),
             });
         }
         let mut argocd_config = config.argocd.clone();
@@ -189,6 +197,7 @@ impl Backends {
                 rest: None,
                 audit_path,
                 argocd_missing: Some(why.to_owned()),
+                metrics: Some(metrics),
             });
         }
         let token =
@@ -212,6 +221,7 @@ impl Backends {
             rest: Some(rest),
             audit_path,
             argocd_missing: None,
+            metrics: Some(metrics),
         })
     }
 
@@ -450,6 +460,7 @@ impl Sandbox {
             rest: None,
             audit_path: None,
             argocd_missing: None,
+            metrics: None,
         }
     }
 }

@@ -42,9 +42,15 @@ const CORE_FORBIDDEN_PATHS: &[&str] = &[
 
 /// Crates (or crate-name prefixes, ending in `-`) that only their adapters may depend on.
 const ADAPTER_DEPENDENCIES: &[(&str, &[&str])] = &[
-    ("aws-", &["deploy-aws"]),
+    // deploy-metrics reads the checks' sources: it signs Amazon Managed Prometheus queries
+    // (SigV4) and reads CloudWatch alarms, so that one crate implements the Metrics port.
+    ("aws-", &["deploy-aws", "deploy-metrics"]),
     // deploy-notify posts notifications; it is HTTP only, and talks to no Argo CD.
-    ("reqwest", &["deploy-argocd", "deploy-notify"]),
+    // deploy-metrics queries Prometheus.
+    (
+        "reqwest",
+        &["deploy-argocd", "deploy-notify", "deploy-metrics"],
+    ),
     ("kube", &["deploy-argocd"]),
     ("kube-", &["deploy-argocd"]),
     ("k8s-openapi", &["deploy-argocd"]),
@@ -56,6 +62,7 @@ const SILENT_CRATES: &[&str] = &[
     "deploy-aws",
     "deploy-argocd",
     "deploy-notify",
+    "deploy-metrics",
 ];
 
 /// Macros and calls that write to the terminal.

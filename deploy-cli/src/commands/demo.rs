@@ -60,6 +60,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         rest: None,
         audit_path: None,
         argocd_missing: None,
+        metrics: None,
     };
     let say = |s: &str| out.text(s);
     let staging = config
