@@ -3,6 +3,7 @@
 //!
 //! This crate decides; the adapters act. It performs no network or file I/O.
 
+pub mod check;
 pub mod config;
 pub mod engine;
 pub mod error;
