@@ -70,6 +70,8 @@ pub struct Backends {
     pub audit_path: Option<std::path::PathBuf>,
     /// What to set when Argo CD is not configured (no server or no token).
     pub argocd_missing: Option<String>,
+    /// Measurements for the checks; `None` until a metrics adapter is wired.
+    pub metrics: Option<Arc<dyn deploy_core::port::Metrics>>,
 }
 
 /// Where the promotion lock lives.
@@ -149,6 +151,7 @@ impl Backends {
                 rest: None,
                 audit_path,
                 argocd_missing: None,
+                metrics: None,
             });
         }
         let mut argocd_config = config.argocd.clone();
@@ -189,6 +192,7 @@ impl Backends {
                 rest: None,
                 audit_path,
                 argocd_missing: Some(why.to_owned()),
+                metrics: None,
             });
         }
         let token =
@@ -212,6 +216,7 @@ impl Backends {
             rest: Some(rest),
             audit_path,
             argocd_missing: None,
+            metrics: None,
         })
     }
 
@@ -371,6 +376,10 @@ pub fn compress_time(config: &mut Config) {
     for env in config.environments.values_mut() {
         env.soak /= SANDBOX_SPEEDUP;
         env.timeout = (env.timeout / SANDBOX_SPEEDUP).max(Duration::from_secs(10));
+        for c in &mut env.checks {
+            c.interval = (c.interval / SANDBOX_SPEEDUP).max(Duration::from_millis(100));
+            c.initial_delay /= SANDBOX_SPEEDUP;
+        }
     }
 }
 
@@ -450,6 +459,7 @@ impl Sandbox {
             rest: None,
             audit_path: None,
             argocd_missing: None,
+            metrics: Some(Arc::new(w.metrics)),
         }
     }
 }
