@@ -176,6 +176,7 @@ impl Case {
             lock: &world.lock,
             audit: &world.audit,
             clock: &clock,
+            metrics: Some(&world.metrics),
         };
         let opts = RunOptions {
             run_id: "bench".into(),

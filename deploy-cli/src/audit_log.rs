@@ -144,6 +144,7 @@ mod tests {
             finished_at: jiff::Timestamp::UNIX_EPOCH,
             outcome: Outcome::Succeeded,
             message: "ok".into(),
+            checks: vec![],
         }
     }
 

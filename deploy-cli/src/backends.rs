@@ -381,6 +381,10 @@ pub fn compress_time(config: &mut Config) {
     for env in config.environments.values_mut() {
         env.soak /= SANDBOX_SPEEDUP;
         env.timeout = (env.timeout / SANDBOX_SPEEDUP).max(Duration::from_secs(10));
+        for c in &mut env.checks {
+            c.interval = (c.interval / SANDBOX_SPEEDUP).max(Duration::from_millis(100));
+            c.initial_delay /= SANDBOX_SPEEDUP;
+        }
     }
 }
 
@@ -460,7 +464,7 @@ impl Sandbox {
             rest: None,
             audit_path: None,
             argocd_missing: None,
-            metrics: None,
+            metrics: Some(Arc::new(w.metrics)),
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum Exit {
     GateNotMet,
     /// 4: another promotion holds the lock.
     Locked,
+    /// 5: halted for a decision (a check was inconclusive; nothing rolled back): run
+    /// promote again to continue, or rollback.
+    Decision,
     /// 130: interrupted.
     Interrupted,
 }
@@ -30,6 +33,7 @@ impl Exit {
             Self::Usage => 2,
             Self::GateNotMet => 3,
             Self::Locked => 4,
+            Self::Decision => 5,
             Self::Interrupted => 130,
         }
     }
@@ -41,6 +45,7 @@ impl Exit {
             // A report never ends in Started (that is the first audit record's outcome).
             Outcome::RolledBack | Outcome::Failed | Outcome::Started => Self::Failed,
             Outcome::Interrupted => Self::Interrupted,
+            Outcome::Inconclusive => Self::Decision,
         }
     }
 
@@ -102,5 +107,6 @@ mod tests {
         assert_eq!(Exit::of_outcome(Outcome::RolledBack).code(), 1);
         assert_eq!(Exit::of_outcome(Outcome::Interrupted).code(), 130);
         assert_eq!(Exit::of_outcome(Outcome::UpToDate).code(), 0);
+        assert_eq!(Exit::of_outcome(Outcome::Inconclusive).code(), 5);
     }
 }

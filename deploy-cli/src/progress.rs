@@ -180,6 +180,11 @@ pub fn describe(event: &Event) -> Option<String> {
             let gap = *gap_ms as f64 / 1000.0;
             if *soak_restarted { format!("  {cluster}: observed again after {gap:.0}s; the soak starts over") } else { format!("  {cluster}: observed again after {gap:.0}s") }
         }
+        Event::CheckMeasured { check, cluster, values, phase, verdict, error } => {
+            let values = deploy_core::engine::check::show_values(values);
+            let why = error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+            format!("  {cluster}: check {check} = {values}: {phase:?}{why}; check {verdict:?}")
+        }
         Event::SoakFinished { wave } => format!("  wave {wave} soaked: observed Healthy throughout"),
         Event::Halted { reason } => format!("halted: {reason}"),
         Event::RollingBack { clusters } => format!("rolling back {}", clusters.join(", ")),

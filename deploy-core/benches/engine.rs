@@ -103,6 +103,7 @@ impl Case {
                 lock: &world.lock,
                 audit: &world.audit,
                 clock: &*world.clock,
+                metrics: Some(&world.metrics),
             };
             let opts = RunOptions {
                 run_id: "bench".into(),

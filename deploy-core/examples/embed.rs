@@ -64,6 +64,7 @@ async fn promote() -> (RunReport, Vec<String>) {
         lock: &world.lock,
         audit: &world.audit,
         clock: &*clock,
+        metrics: Some(&world.metrics),
     };
     let opts = RunOptions {
         run_id: "embedded".into(),

@@ -12,7 +12,9 @@ use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::check::{Condition, NoData, ResolvedCheck, Scope};
 use crate::model::{RepoLocation, SyncMode};
+use crate::port::MetricSource;
 
 /// A configuration error at a place in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,6 +151,79 @@ pub struct Environment {
     /// Where the lock and the audit trail live; `None`: today's places (the lock in Argo CD
     /// or a Lease, the audit trail in a file on this machine).
     pub state: Option<StateConfig>,
+    /// Metric checks evaluated per cluster during each wave's soak.
+    pub checks: Vec<Check>,
+}
+
+/// A metric check (`[[environments.E.checks]]`), its placeholders unresolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Name, unique in its environment.
+    pub name: String,
+    /// Where to measure; url, names and region may hold placeholders.
+    pub source: MetricSource,
+    /// The query (Prometheus; empty for CloudWatch alarms).
+    pub query: String,
+    /// When a measurement is successful.
+    pub success: Condition,
+    /// When it failed (optional).
+    pub failure: Option<Condition>,
+    /// Between measurements (at least 1 s).
+    pub interval: Duration,
+    /// Before the first measurement, from the wave being Healthy.
+    pub initial_delay: Duration,
+    /// How many measurements; `None`: until the soak ends.
+    pub count: Option<u32>,
+    /// Failed measurements tolerated.
+    pub failure_limit: u32,
+    /// Inconclusive measurements tolerated.
+    pub inconclusive_limit: u32,
+    /// Consecutive errors tolerated.
+    pub consecutive_error_limit: u32,
+    /// What an empty result counts as.
+    pub no_data: NoData,
+}
+
+impl Check {
+    /// The check on one cluster: every placeholder filled in. Pure.
+    pub fn resolve(&self, scope: &Scope<'_>) -> ResolvedCheck {
+        let source = match &self.source {
+            MetricSource::Prometheus {
+                url,
+                sigv4,
+                region,
+                aws_profile,
+            } => MetricSource::Prometheus {
+                url: scope.fill(url),
+                sigv4: *sigv4,
+                region: region.as_deref().map(|r| scope.fill(r)),
+                aws_profile: aws_profile.clone(),
+            },
+            MetricSource::CloudWatchAlarms {
+                names,
+                region,
+                aws_profile,
+            } => MetricSource::CloudWatchAlarms {
+                names: names.iter().map(|n| scope.fill(n)).collect(),
+                region: scope.fill(region),
+                aws_profile: aws_profile.clone(),
+            },
+        };
+        ResolvedCheck {
+            name: self.name.clone(),
+            source,
+            query: scope.fill(&self.query),
+            success: self.success.clone(),
+            failure: self.failure.clone(),
+            interval: self.interval,
+            initial_delay: self.initial_delay,
+            count: self.count,
+            failure_limit: self.failure_limit,
+            inconclusive_limit: self.inconclusive_limit,
+            consecutive_error_limit: self.consecutive_error_limit,
+            no_data: self.no_data,
+        }
+    }
 }
 
 /// Where notifications go. Secrets are named by environment variable, never held here.
@@ -502,6 +577,241 @@ struct RawEnvironment {
     #[serde(default)]
     notify: Vec<Spanned<RawNotify>>,
     state: Option<Spanned<RawState>>,
+    #[serde(default)]
+    checks: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    prometheus: Option<Spanned<RawPrometheus>>,
+    cloudwatch_alarms: Option<Spanned<RawAlarms>>,
+    query: Option<Spanned<String>>,
+    success: Option<Spanned<String>>,
+    failure: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    initial_delay: Option<Spanned<String>>,
+    count: Option<Spanned<u32>>,
+    #[serde(default)]
+    failure_limit: u32,
+    #[serde(default)]
+    inconclusive_limit: u32,
+    consecutive_error_limit: Option<u32>,
+    #[serde(default)]
+    no_data: NoData,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrometheus {
+    url: Spanned<String>,
+    #[serde(default)]
+    sigv4: bool,
+    region: Option<Spanned<String>>,
+    aws_profile: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlarms {
+    names: Spanned<Vec<Spanned<String>>>,
+    region: Option<Spanned<String>>,
+    aws_profile: Option<String>,
+}
+
+/// The default success condition of `cloudwatch_alarms`: every alarm is not in ALARM.
+pub const ALARMS_SUCCESS: &str = "all(result, # == 0)";
+
+impl RawCheck {
+    fn validate(&self, span: Range<usize>) -> Result<Check, Invalid> {
+        let name = nonempty(&self.name, "check name")?;
+        let what = |key: &str| format!("check {name:?}: {key}");
+        let tpl = |s: &Spanned<String>, key: &str| check_template(s, &what(key));
+        let profile = |p: &Option<String>| p.clone().filter(|p| !p.trim().is_empty());
+        let (source, query, default_success) = match (&self.prometheus, &self.cloudwatch_alarms) {
+            (Some(p), None) => {
+                let raw = p.get_ref();
+                let Some(q) = &self.query else {
+                    return Err((
+                        span,
+                        format!("check {name:?} needs query = \"…\" (a PromQL instant query)"),
+                    ));
+                };
+                let region = raw
+                    .region
+                    .as_ref()
+                    .map(|r| tpl(r, "prometheus.region"))
+                    .transpose()?;
+                if raw.sigv4 && region.is_none() && !raw.url.get_ref().contains("aps-workspaces.") {
+                    return Err((
+                        p.span(),
+                        format!(
+                            "check {name:?}: prometheus.sigv4 = true needs region = \"…\" (or an aps-workspaces.REGION.amazonaws.com url)"
+                        ),
+                    ));
+                }
+                let region = region.or_else(|| {
+                    raw.sigv4.then(|| {
+                        raw.url
+                            .get_ref()
+                            .split("aps-workspaces.")
+                            .nth(1)
+                            .and_then(|r| r.split('.').next())
+                            .unwrap_or_default()
+                            .to_owned()
+                    })
+                });
+                (
+                    MetricSource::Prometheus {
+                        url: tpl(&raw.url, "prometheus.url")?,
+                        sigv4: raw.sigv4,
+                        region,
+                        aws_profile: profile(&raw.aws_profile),
+                    },
+                    tpl(q, "query")?,
+                    None,
+                )
+            }
+            (None, Some(a)) => {
+                let raw = a.get_ref();
+                if let Some(q) = &self.query {
+                    return Err((
+                        q.span(),
+                        format!(
+                            "check {name:?}: query is for prometheus; cloudwatch_alarms reads the alarms named in names"
+                        ),
+                    ));
+                }
+                if raw.names.get_ref().is_empty() {
+                    return Err((
+                        raw.names.span(),
+                        format!("check {name:?}: cloudwatch_alarms.names cannot be empty"),
+                    ));
+                }
+                let names = raw
+                    .names
+                    .get_ref()
+                    .iter()
+                    .map(|n| tpl(n, "cloudwatch_alarms.names"))
+                    .collect::<Result<_, _>>()?;
+                let region = match &raw.region {
+                    Some(r) => tpl(r, "cloudwatch_alarms.region")?,
+                    None => "{region}".to_owned(),
+                };
+                (
+                    MetricSource::CloudWatchAlarms {
+                        names,
+                        region,
+                        aws_profile: profile(&raw.aws_profile),
+                    },
+                    String::new(),
+                    Some(ALARMS_SUCCESS),
+                )
+            }
+            _ => {
+                return Err((
+                    span,
+                    format!(
+                        "check {name:?} needs exactly one of prometheus = {{ url = \"…\" }} or cloudwatch_alarms = {{ names = [\"…\"] }}"
+                    ),
+                ));
+            }
+        };
+        let condition = |s: &Spanned<String>, key: &str| {
+            Condition::parse(s.get_ref()).map_err(|e| {
+                (
+                    s.span(),
+                    format!(
+                        "check {name:?}: {key} {:?} is not a valid expression: {e}; write e.g. \"result < 0.01\"",
+                        s.get_ref()
+                    ),
+                )
+            })
+        };
+        let success = match (&self.success, default_success) {
+            (Some(s), _) => condition(s, "success")?,
+            (None, Some(d)) => Condition::parse(d).map_err(|e| (span.clone(), e))?,
+            (None, None) => {
+                return Err((
+                    span,
+                    format!("check {name:?} needs success = \"…\", e.g. \"result < 0.01\""),
+                ));
+            }
+        };
+        let failure = self
+            .failure
+            .as_ref()
+            .map(|f| condition(f, "failure"))
+            .transpose()?;
+        let interval = duration(&self.interval, Duration::from_secs(30), &what("interval"))?;
+        if interval < Duration::from_secs(1) {
+            return Err((
+                self.interval.as_ref().map_or(0..0, Spanned::span),
+                format!("check {name:?}: interval is at least 1s"),
+            ));
+        }
+        if interval > MAX_DURATION {
+            return Err((
+                self.interval.as_ref().map_or(0..0, Spanned::span),
+                format!("check {name:?}: interval is at most 24h"),
+            ));
+        }
+        let initial_delay = duration(&self.initial_delay, Duration::ZERO, &what("initial_delay"))?;
+        if initial_delay > MAX_DURATION {
+            return Err((
+                self.initial_delay.as_ref().map_or(0..0, Spanned::span),
+                format!("check {name:?}: initial_delay is at most 24h"),
+            ));
+        }
+        if let Some(c) = self.count.as_ref().filter(|c| *c.get_ref() == 0) {
+            return Err((
+                c.span(),
+                format!(
+                    "check {name:?}: count must be at least 1 (omit it to measure until the soak ends)"
+                ),
+            ));
+        }
+        Ok(Check {
+            name,
+            source,
+            query,
+            success,
+            failure,
+            interval,
+            initial_delay,
+            count: self.count.as_ref().map(|c| *c.get_ref()),
+            failure_limit: self.failure_limit,
+            inconclusive_limit: self.inconclusive_limit,
+            consecutive_error_limit: self.consecutive_error_limit.unwrap_or(4),
+            no_data: self.no_data,
+        })
+    }
+}
+
+/// A check's url, query, alarm name or region: `{word}` is a placeholder and must be a known
+/// one; any other brace (PromQL's label matchers) is the text's own.
+fn check_template(s: &Spanned<String>, what: &str) -> Result<String, Invalid> {
+    let t = nonempty(s, what)?;
+    let words = Regex::new(r"\{([a-z_]+)\}").expect("a valid regex");
+    if let Some(unknown) = words
+        .captures_iter(&t)
+        .map(|c| c[1].to_owned())
+        .find(|w| !crate::check::PLACEHOLDERS.contains(&w.as_str()))
+    {
+        let list: Vec<String> = crate::check::PLACEHOLDERS
+            .iter()
+            .map(|a| format!("{{{a}}}"))
+            .collect();
+        return Err((
+            s.span(),
+            format!(
+                "{what} {t:?} uses unknown placeholder {{{unknown}}}; use {}",
+                list.join(" ")
+            ),
+        ));
+    }
+    Ok(t)
 }
 
 /// One `notify` entry: exactly one of `slack`, `slack_env`, `webhook`.
@@ -1161,6 +1471,13 @@ impl RawEnvironment {
                 .as_ref()
                 .map(|st| st.get_ref().validate(st.span()))
                 .transpose()?,
+            checks: {
+                unique(self.checks.iter().map(|c| &c.get_ref().name), "check")?;
+                self.checks
+                    .iter()
+                    .map(|c| c.get_ref().validate(c.span()))
+                    .collect::<Result<_, _>>()?
+            },
         })
     }
 }
@@ -1217,7 +1534,12 @@ mod tests {
     /// Replaces `from` by `to` in the example and returns the error, as `line:col: message`.
     fn error_of(from: &str, to: &str) -> String {
         assert!(EXAMPLE.contains(from), "the example has no {from:?}");
-        let text = EXAMPLE.replacen(from, to, 1);
+        let mut text = EXAMPLE.replacen(from, to, 1);
+        // Renaming an environment renames its checks' table too.
+        let table = |s: &str| s.strip_prefix('[')?.strip_suffix(']').map(str::to_owned);
+        if let (Some(f), Some(t)) = (table(from), table(to)) {
+            text = text.replace(&format!("[[{f}.checks]]"), &format!("[[{t}.checks]]"));
+        }
         let e = Config::parse("deploy.toml", &text).expect_err("must be rejected");
         format!("{}:{}: {}", e.line, e.column, e.message)
     }
@@ -1619,6 +1941,157 @@ mod tests {
         check("a-", Some("start and end"));
         check("a.-b", Some("start and end"));
         check("a..b", Some("start and end"));
+    }
+
+    #[test]
+    fn checks() {
+        let c = Config::parse("examples/deploy.toml", EXAMPLE).unwrap();
+        let prod = c.environment("prod").unwrap();
+        let [check] = prod.checks.as_slice() else {
+            panic!("one check: {:?}", prod.checks)
+        };
+        assert_eq!(check.name, "5xx-ratio");
+        assert_eq!(check.interval, Duration::from_secs(30));
+        assert_eq!(check.initial_delay, Duration::ZERO);
+        assert_eq!(check.consecutive_error_limit, 4);
+        assert_eq!((check.failure_limit, check.inconclusive_limit), (0, 0));
+        assert_eq!(check.no_data, NoData::Fail);
+        let scope = Scope {
+            cluster: "eu-west-1",
+            region: "eu-west-1",
+            env: "prod",
+            app: "myapp",
+            release: "v2",
+        };
+        let r = check.resolve(&scope);
+        assert!(r.query.contains(r#"cluster="eu-west-1""#), "{}", r.query);
+
+        let base = "name = \"5xx-ratio\"";
+        let alarms = EXAMPLE.replacen(
+            "prometheus = { url = \"http://prometheus.monitoring:9090\" }\nquery = ",
+            "cloudwatch_alarms = { names = [\"myapp-{region}-5xx\"] }\nx = ",
+            1,
+        );
+        let alarms = alarms.replacen("\nx = '", "\n# '", 1);
+        let alarms = alarms.replacen(
+            "success = \"result < 0.01\"\nfailure = \"result >= 0.05\"\n",
+            "",
+            1,
+        );
+        let c = Config::parse("deploy.toml", &alarms).unwrap();
+        let check = &c.environment("prod").unwrap().checks[0];
+        assert_eq!(
+            check.success.as_str(),
+            ALARMS_SUCCESS,
+            "the default success"
+        );
+        assert_eq!(
+            check.resolve(&scope).source,
+            MetricSource::CloudWatchAlarms {
+                names: vec!["myapp-eu-west-1-5xx".into()],
+                region: "eu-west-1".into(),
+                aws_profile: None,
+            }
+        );
+
+        check_err(base, "name = \"\"", "check name cannot be empty");
+        check_err(
+            "success = \"result < 0.01\"",
+            "success = \"result <\"",
+            "check \"5xx-ratio\": success \"result <\" is not a valid expression",
+        );
+        check_err(
+            "success = \"result < 0.01\"",
+            "success = \"result + 1\"",
+            "not true or false",
+        );
+        check_err(
+            "failure = \"result >= 0.05\"",
+            "failure = \"(\"",
+            "failure \"(\" is not a valid expression",
+        );
+        check_err(
+            "interval = \"30s\"",
+            "interval = \"500ms\"",
+            "interval is at least 1s",
+        );
+        check_err(
+            "interval = \"30s\"",
+            "interval = \"soon\"",
+            "is not a duration",
+        );
+        check_err(
+            "interval = \"30s\"",
+            "count = 0",
+            "count must be at least 1",
+        );
+        check_err(
+            "no_data = \"fail\"",
+            "no_data = \"maybe\"",
+            "unknown variant",
+        );
+        check_err("no_data = \"fail\"", "timeout = \"1m\"", "unknown field");
+        check_err(
+            "{cluster}\"}[2m]))'",
+            "{clutser}\"}[2m]))'",
+            "unknown placeholder {clutser}",
+        );
+        check_err(
+            "prometheus = { url = \"http://prometheus.monitoring:9090\" }",
+            "",
+            "needs exactly one of prometheus",
+        );
+        check_err(
+            "prometheus = { url = \"http://prometheus.monitoring:9090\" }",
+            "prometheus = { url = \"https://example.com\", sigv4 = true }",
+            "sigv4 = true needs region",
+        );
+        check_err(
+            "prometheus = { url = \"http://prometheus.monitoring:9090\" }",
+            "prometheus = { url = \"http://p:9090\" }\ncloudwatch_alarms = { names = [\"a\"] }",
+            "exactly one of",
+        );
+        let twice = format!(
+            "{EXAMPLE}{}",
+            &EXAMPLE[EXAMPLE.find("[[environments.prod.checks]]").unwrap()..]
+        );
+        let e = Config::parse("deploy.toml", &twice).unwrap_err();
+        assert!(e.message.contains("defined twice"), "{e}");
+        let amp = EXAMPLE.replacen(
+            "prometheus = { url = \"http://prometheus.monitoring:9090\" }",
+            "prometheus = { url = \"https://aps-workspaces.{region}.amazonaws.com/workspaces/ws-1\", sigv4 = true }",
+            1,
+        );
+        let c = Config::parse("deploy.toml", &amp).unwrap();
+        let MetricSource::Prometheus {
+            url, region, sigv4, ..
+        } = c.environment("prod").unwrap().checks[0]
+            .resolve(&scope)
+            .source
+        else {
+            panic!("prometheus")
+        };
+        assert!(sigv4);
+        assert_eq!(
+            url,
+            "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1"
+        );
+        assert_eq!(region.as_deref(), Some("eu-west-1"));
+    }
+
+    /// Replaces `from` by `to` in the example's check and expects an error naming `expect`.
+    #[track_caller]
+    fn check_err(from: &str, to: &str, expect: &str) {
+        let at = EXAMPLE.find("[[environments.prod.checks]]").unwrap();
+        let (head, tail) = EXAMPLE.split_at(at);
+        assert!(tail.contains(from), "the example's check has no {from:?}");
+        let text = format!("{head}{}", tail.replacen(from, to, 1));
+        let e = Config::parse("deploy.toml", &text).expect_err("must be rejected");
+        assert!(e.line > 0);
+        assert!(
+            e.message.contains(expect),
+            "replacing {from:?} by {to:?}: {e}"
+        );
     }
 
     #[test]

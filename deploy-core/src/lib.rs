@@ -42,12 +42,14 @@
 //! let promotion = plan(&config, prod, &seen);
 //! assert!(promotion.is_go(), "{:#?}", promotion.gates);
 //!
-//! // Run it: wave by wave, each cluster synced by us and observed Healthy through its soak.
+//! // Run it: wave by wave, each cluster synced by us, observed Healthy through its soak
+//! // and its checks measured.
 //! let ports = Ports {
 //!     argocd: &world.argocd,
 //!     lock: &world.lock,
 //!     audit: &world.audit,
 //!     clock: &*clock,
+//!     metrics: Some(&world.metrics), // the 5xx-ratio check of the example's prod
 //! };
 //! let opts = RunOptions {
 //!     run_id: "example".into(),
@@ -68,6 +70,8 @@
 //! assert_eq!(healthy, ["us-west-2", "us-east-1", "eu-west-1"]);
 //! # }
 //! ```
+
+pub mod check;
 pub mod config;
 pub mod engine;
 pub mod error;

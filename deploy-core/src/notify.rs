@@ -144,6 +144,7 @@ impl Announcer {
             Outcome::Succeeded | Outcome::UpToDate => "✅",
             Outcome::RolledBack => "↩️",
             Outcome::Interrupted => "⏸️",
+            Outcome::Inconclusive => "✋",
             Outcome::Failed | Outcome::Started => "❌",
         };
         let summary = format!(

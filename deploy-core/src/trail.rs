@@ -34,6 +34,9 @@ pub enum Outcome {
     Failed,
     /// Stopped by a signal; re-running resumes.
     Interrupted,
+    /// A check was inconclusive: halted without rollback for a person to decide (promote
+    /// again continues, rollback goes back).
+    Inconclusive,
 }
 
 impl Outcome {
@@ -62,7 +65,7 @@ impl std::fmt::Display for Actor {
 }
 
 /// One line of the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// The run's id.
     pub run_id: String,
@@ -88,6 +91,9 @@ pub struct AuditRecord {
     pub outcome: Outcome,
     /// Why, in one line.
     pub message: String,
+    /// Every check measurement of the run, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::engine::check::Measurement>,
 }
 
 impl std::fmt::Display for Outcome {
@@ -100,6 +106,7 @@ impl std::fmt::Display for Outcome {
             Self::RolledBack => "rolled_back",
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
+            Self::Inconclusive => "inconclusive",
         })
     }
 }
@@ -116,6 +123,7 @@ mod tests {
             (Outcome::RolledBack, "rolled_back"),
             (Outcome::Failed, "failed"),
             (Outcome::Interrupted, "interrupted"),
+            (Outcome::Inconclusive, "inconclusive"),
         ] {
             assert_eq!(outcome.to_string(), expect);
             assert_eq!(serde_json::to_value(outcome).unwrap(), expect);

@@ -202,6 +202,7 @@ fn record(run: &str, at: Timestamp, outcome: Outcome, by: &str) -> AuditRecord {
         finished_at: at.checked_add(Duration::from_secs(90)).unwrap(),
         outcome,
         message: String::new(),
+        checks: vec![],
     }
 }
 

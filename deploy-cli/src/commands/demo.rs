@@ -39,6 +39,10 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
     for env in config.environments.values_mut() {
         env.soak = env.soak.min(scaled(1500));
         env.timeout = scaled(20_000);
+        for c in &mut env.checks {
+            c.interval = scaled(300);
+            c.initial_delay = Duration::ZERO;
+        }
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let first = Tag::new("5e1f00d0c0de")?;
@@ -60,7 +64,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         rest: None,
         audit_path: None,
         argocd_missing: None,
-        metrics: None,
+        metrics: Some(Arc::new(world.metrics.clone())),
     };
     let say = |s: &str| out.text(s);
     let staging = config
@@ -186,6 +190,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
             lock: &world.lock,
             audit: &*backends.audit,
             clock: &*backends.clock,
+            metrics: backends.metrics.as_deref(),
         };
         // The demo renders in the engine's callback: in memory, printing is all that blocks.
         let report = Engine::new(ports, opts)

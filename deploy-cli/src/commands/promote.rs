@@ -337,6 +337,7 @@ async fn execute(
         lock: &*lock,
         audit: &*audit,
         clock: &*backends.clock,
+        metrics: backends.metrics.as_deref(),
     };
     let kind = match p.intent {
         Intent::Promote { .. } => RunKind::Promote,

@@ -184,7 +184,11 @@ impl World {
             .expect("temporary directory");
         // The example configuration, pointed at the fake, with a short soak and timeout.
         let example = std::fs::read_to_string(example_config()).expect("examples/deploy.toml");
-        let mut text = example.clone();
+        // No metrics adapter is wired to the real backends yet: leave the checks out.
+        let mut text = match example.find("\n# Evaluated per cluster during each wave's soak") {
+            Some(at) => example[..at].to_owned(),
+            None => example.clone(),
+        };
         for (from, to) in [
             (
                 r#"server = "argocd.example.com""#,

@@ -125,6 +125,21 @@ pub enum Event {
         /// The gap was longer than allowed: the soak starts over from now.
         soak_restarted: bool,
     },
+    /// One measurement of a check on a cluster during the soak.
+    CheckMeasured {
+        /// The check.
+        check: String,
+        /// Cluster.
+        cluster: String,
+        /// The values (empty: no data, or an error).
+        values: Vec<f64>,
+        /// The measurement's phase.
+        phase: crate::check::Phase,
+        /// The check's verdict after it.
+        verdict: crate::check::Verdict,
+        /// Why, for an error or no data.
+        error: Option<String>,
+    },
     /// Soak ended well.
     SoakFinished {
         /// Wave.

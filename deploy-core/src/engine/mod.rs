@@ -9,6 +9,7 @@
 
 mod app;
 pub mod assess;
+pub mod check;
 mod event;
 pub mod lock;
 pub mod outcome;
@@ -28,7 +29,7 @@ use crate::error::Error;
 use crate::model::Release;
 use crate::plan::live::live_tag;
 use crate::plan::promotion::{AppPlan, PromotionPlan};
-use crate::port::{ArgoCd, AuditLog, Clock, Lease, Lock};
+use crate::port::{ArgoCd, AuditLog, Clock, Lease, Lock, Metrics};
 use crate::trail::{Actor, Outcome};
 
 pub use assess::{Assessment, Baseline, Ours, assess};
@@ -53,6 +54,9 @@ pub struct Ports<'a> {
     pub audit: &'a dyn AuditLog,
     /// Wall-clock time for records and leases.
     pub clock: &'a dyn Clock,
+    /// Measurements for the checks; `None`: no check can run, so a plan with checks fails
+    /// before anything is written.
+    pub metrics: Option<&'a dyn Metrics>,
 }
 
 /// A request to stop a run, sent through [`RunOptions::stop`].
@@ -166,6 +170,7 @@ pub(crate) struct Run<'r> {
     release: &'r Release,
     lease: LeaseKeeper<'r>,
     sink: &'r Sink<'r>,
+    measurements: Mutex<Vec<check::Measurement>>,
 }
 
 fn emit_to(sink: &Sink<'_>, e: Event) {
@@ -195,6 +200,18 @@ impl<'a> Engine<'a> {
             }
             return Err(EngineError::GateFailed(g.clone()));
         }
+        if self.ports.metrics.is_none()
+            && let Some(c) = plan
+                .waves
+                .iter()
+                .flat_map(|w| &w.apps)
+                .find_map(|a| a.checks.first())
+        {
+            return Err(EngineError::Port(Error::invalid(format!(
+                "{} has checks (e.g. {:?}) but no metrics backend is configured, so they cannot run; nothing was changed",
+                plan.environment, c.name
+            ))));
+        }
         let release = plan
             .release
             .as_ref()
@@ -213,6 +230,7 @@ impl<'a> Engine<'a> {
             release,
             lease: LeaseKeeper::new(self.ports.lock, self.ports.clock, ttl, lease),
             sink: &sink,
+            measurements: Mutex::new(Vec::new()),
         };
         // The plan was made before the lock was ours (and maybe before a confirmation): if
         // another run changed an Application since, its actions and rollback targets are stale.
@@ -232,6 +250,7 @@ impl<'a> Engine<'a> {
                 finished_at: started_at,
                 outcome: Outcome::Started,
                 message: "took the lock".into(),
+                checks: Vec::new(),
             },
         );
         if let Err(e) = self.ports.audit.append(&intent).await {
@@ -319,6 +338,14 @@ impl<'a> Engine<'a> {
 impl Run<'_> {
     fn emit(&self, e: Event) {
         emit_to(self.sink, e);
+    }
+
+    /// Keeps a check measurement for the audit record.
+    fn measured(&self, m: check::Measurement) {
+        self.measurements
+            .lock()
+            .expect("a measurement was being kept")
+            .push(m);
     }
 
     fn stop_request(&self) -> StopRequest {
@@ -462,7 +489,8 @@ impl Run<'_> {
             if failure.is_some() || interrupted {
                 break 'waves;
             }
-            if !soak_apps.is_empty() && !plan.soak.is_zero() {
+            let checked = soak_apps.iter().any(|a| !a.checks.is_empty());
+            if !soak_apps.is_empty() && (!plan.soak.is_zero() || checked) {
                 match self.soak(wave.number, &soak_apps).await {
                     Ok(()) => {}
                     Err(SoakEnd::Interrupted) => {
@@ -476,6 +504,36 @@ impl Run<'_> {
                         failure = Some(Failure::Soak { cluster, reason });
                         break 'waves;
                     }
+                    Err(SoakEnd::Check {
+                        check,
+                        cluster,
+                        values,
+                        reason,
+                    }) => {
+                        let failed = Failure::Check {
+                            check,
+                            cluster: cluster.clone(),
+                            values,
+                            reason,
+                        };
+                        if let Some(r) = reports.get_mut(&cluster) {
+                            r.state = AppState::Failed(failed.to_string());
+                        }
+                        failure = Some(failed);
+                        break 'waves;
+                    }
+                    Err(SoakEnd::Inconclusive {
+                        check,
+                        cluster,
+                        values,
+                    }) => {
+                        failure = Some(Failure::Inconclusive {
+                            check,
+                            cluster,
+                            values,
+                        });
+                        break 'waves;
+                    }
                 }
             }
         }
@@ -486,7 +544,7 @@ impl Run<'_> {
                 self.emit(Event::Halted {
                     reason: f.to_string(),
                 });
-                if changed.is_empty() {
+                if changed.is_empty() || f.awaits_decision() {
                     RollbackResult::NothingChanged
                 } else if !self.opts.rollback_on_failure {
                     RollbackResult::Disabled
@@ -548,6 +606,12 @@ impl Run<'_> {
                 finished_at: now,
                 outcome,
                 message: message.clone(),
+                checks: std::mem::take(
+                    &mut *self
+                        .measurements
+                        .lock()
+                        .expect("a measurement was being kept"),
+                ),
             },
         );
         if let Err(e) = self.ports.audit.append(&end).await {

@@ -4,12 +4,13 @@
 
 use std::fmt;
 
+use crate::engine::check::show_values;
 use crate::engine::lock::LeaseLost;
 use crate::model::Tag;
 use crate::trail::Outcome;
 
 /// Why a run stopped before the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
     /// An Application did not reach the release (a failed sync, Degraded, a timeout).
     App {
@@ -25,6 +26,27 @@ pub enum Failure {
         /// Why.
         reason: String,
     },
+    /// A metric check failed on a cluster during the soak.
+    Check {
+        /// The check.
+        check: String,
+        /// Cluster.
+        cluster: String,
+        /// The last measurement's values.
+        values: Vec<f64>,
+        /// Why, in a few words.
+        reason: String,
+    },
+    /// A metric check was inconclusive: the run halts without rollback for a person to
+    /// decide.
+    Inconclusive {
+        /// The check.
+        check: String,
+        /// Cluster.
+        cluster: String,
+        /// The last measurement's values.
+        values: Vec<f64>,
+    },
     /// The lock can no longer be trusted.
     Lock(LeaseLost),
 }
@@ -34,6 +56,11 @@ impl Failure {
     pub fn lock_taken(&self) -> bool {
         matches!(self, Self::Lock(LeaseLost::Taken { .. }))
     }
+
+    /// Whether the run halts for a decision (nothing is rolled back).
+    pub fn awaits_decision(&self) -> bool {
+        matches!(self, Self::Inconclusive { .. })
+    }
 }
 
 impl fmt::Display for Failure {
@@ -41,6 +68,25 @@ impl fmt::Display for Failure {
         match self {
             Self::App { cluster, reason } => write!(f, "{cluster}: {reason}"),
             Self::Soak { cluster, reason } => write!(f, "{cluster}: {reason} during soak"),
+            Self::Check {
+                check,
+                cluster,
+                values,
+                reason,
+            } => write!(
+                f,
+                "{cluster}: check {check} failed at {} ({reason}) during soak",
+                show_values(values)
+            ),
+            Self::Inconclusive {
+                check,
+                cluster,
+                values,
+            } => write!(
+                f,
+                "{cluster}: check {check} was inconclusive at {} during soak",
+                show_values(values)
+            ),
             Self::Lock(lost) => lost.fmt(f),
         }
     }
@@ -73,6 +119,14 @@ pub fn conclude(
     clusters: usize,
     tag: &Tag,
 ) -> (Outcome, String) {
+    if let Some(failure) = failure.filter(|f| f.awaits_decision()) {
+        return (
+            Outcome::Inconclusive,
+            format!(
+                "{failure}; halted for a decision, nothing rolled back: run promote again to continue, or rollback"
+            ),
+        );
+    }
     if let Some(failure) = failure {
         return match rollback {
             RollbackResult::Done { count } => (
@@ -216,6 +270,33 @@ mod tests {
             2,
             Outcome::Failed,
             "another run holds the lock",
+        );
+        let metric = Some(Failure::Check {
+            check: "5xx-ratio".into(),
+            cluster: "eu".into(),
+            values: vec![0.2],
+            reason: "1 failed".into(),
+        });
+        check(
+            metric,
+            Done { count: 2 },
+            false,
+            2,
+            Outcome::RolledBack,
+            "eu: check 5xx-ratio failed at 0.2 (1 failed) during soak; rolled back 2",
+        );
+        let unsure = Some(Failure::Inconclusive {
+            check: "5xx-ratio".into(),
+            cluster: "eu".into(),
+            values: vec![0.02],
+        });
+        check(
+            unsure,
+            NothingChanged,
+            false,
+            2,
+            Outcome::Inconclusive,
+            "inconclusive at 0.02 during soak; halted for a decision",
         );
         let lost = Some(Failure::Lock(LeaseLost::Expired {
             reason: "503".into(),

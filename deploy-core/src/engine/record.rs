@@ -48,6 +48,7 @@ pub(crate) struct Progress<'a> {
     pub finished_at: Timestamp,
     pub outcome: Outcome,
     pub message: String,
+    pub checks: Vec<crate::engine::check::Measurement>,
 }
 
 /// The record of a run: at its start (`Outcome::Started`, nothing changed yet) or its end.
@@ -84,5 +85,6 @@ pub(crate) fn record(
         finished_at: progress.finished_at,
         outcome: progress.outcome,
         message: progress.message,
+        checks: progress.checks,
     }
 }

@@ -128,7 +128,23 @@ impl Vigil {
 
 /// How a soak ended without passing.
 pub(crate) enum SoakEnd {
-    Failed { cluster: String, reason: String },
+    Failed {
+        cluster: String,
+        reason: String,
+    },
+    /// A metric check failed (too many failed measurements or errors).
+    Check {
+        check: String,
+        cluster: String,
+        values: Vec<f64>,
+        reason: String,
+    },
+    /// A metric check was inconclusive: a person decides.
+    Inconclusive {
+        check: String,
+        cluster: String,
+        values: Vec<f64>,
+    },
     Interrupted,
 }
 
@@ -163,9 +179,11 @@ fn fatal(e: &Error) -> bool {
 }
 
 impl Run<'_> {
-    /// Soaks the wave's deployed Applications; the first that fails ends the soak.
+    /// Soaks the wave's deployed Applications and runs their checks; the first that fails
+    /// ends the soak, which lasts until every check has its verdict.
     pub(crate) async fn soak(&self, wave: usize, apps: &[AppPlan]) -> Result<(), SoakEnd> {
         let soak = self.plan.soak;
+        let soak_end = Instant::now() + soak;
         self.emit(Event::SoakStarted {
             wave,
             duration_ms: soak.as_millis() as u64,
@@ -176,8 +194,9 @@ impl Run<'_> {
             .iter()
             .filter(|a| a.action != Action::Skip)
             .map(|a| self.keep_watch(a, deadline));
+        let watched = async { futures::future::try_join_all(watchers).await.map(|_| ()) };
         tokio::select! {
-            r = futures::future::try_join_all(watchers) => r.map(|_| ())?,
+            r = futures::future::try_join(watched, self.run_checks(wave, apps, soak_end)) => r.map(|_| ())?,
             () = self.cancel_requested() => return Err(SoakEnd::Interrupted),
         }
         self.emit(Event::SoakFinished { wave });

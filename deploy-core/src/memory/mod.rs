@@ -4,11 +4,13 @@
 pub mod argocd;
 pub mod audit;
 pub mod lock;
+pub mod metrics;
 pub mod registry;
 pub mod world;
 
 pub use argocd::{ArgoCdState, InMemoryArgoCd, Timing};
 pub use audit::InMemoryAuditLog;
 pub use lock::InMemoryLock;
+pub use metrics::{Answer, InMemoryMetrics, MetricsState};
 pub use registry::{InMemoryRegistry, RegistryState, digest_of};
 pub use world::{World, WorldState, build_digest};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ArgoCdState, InMemoryArgoCd, InMemoryAuditLog, InMemoryLock, InMemoryRegistry, RegistryState,
-    digest_of,
+    ArgoCdState, InMemoryArgoCd, InMemoryAuditLog, InMemoryLock, InMemoryMetrics, InMemoryRegistry,
+    MetricsState, RegistryState, digest_of,
 };
 use crate::config::{Config, Environment};
 use crate::model::{Digest, Release, Tag};
@@ -34,6 +34,8 @@ pub struct World {
     pub lock: InMemoryLock,
     /// Audit trail.
     pub audit: InMemoryAuditLog,
+    /// Measurements for the checks.
+    pub metrics: InMemoryMetrics,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -49,6 +51,9 @@ pub struct WorldState {
     pub leases: BTreeMap<String, Lease>,
     /// Audit records.
     pub audit: Vec<AuditRecord>,
+    /// Scripted measurements.
+    #[serde(default)]
+    pub metrics: MetricsState,
 }
 
 /// The digest the world gives `service` built at `tag`.
@@ -64,6 +69,7 @@ impl World {
             argocd: InMemoryArgoCd::new(clock.clone()),
             lock: InMemoryLock::new(clock.clone()),
             audit: InMemoryAuditLog::default(),
+            metrics: InMemoryMetrics::new(),
             clock,
         }
     }
@@ -75,6 +81,7 @@ impl World {
             argocd: InMemoryArgoCd::from_state(state.argocd, clock.clone()),
             lock: InMemoryLock::from_state(state.leases, clock.clone()),
             audit: InMemoryAuditLog::from_state(state.audit),
+            metrics: InMemoryMetrics::from_state(state.metrics),
             clock,
         }
     }
@@ -86,6 +93,7 @@ impl World {
             argocd: self.argocd.state(),
             leases: self.lock.state(),
             audit: self.audit.state(),
+            metrics: self.metrics.state(),
         }
     }
 
@@ -94,6 +102,8 @@ impl World {
     /// every Application Synced and Healthy at `initial` (pushed and replicated already).
     pub fn seeded(config: &Config, clock: Arc<dyn Clock>, initial: &Tag) -> Self {
         let world = Self::new(clock);
+        // A healthy world: every check's query measures 0 (no errors, no alarm).
+        world.metrics.set_default(Some(vec![0.0]));
         for cluster in &config.clusters {
             world.argocd.put_cluster(ClusterInfo {
                 name: cluster.name.clone(),

@@ -213,6 +213,7 @@ mod tests {
             finished_at: at(end_min),
             outcome,
             message: String::new(),
+            checks: vec![],
         }
     }
 

@@ -319,6 +319,10 @@ pub struct AppPlan {
     pub foreign_operation: Option<String>,
     /// What to do.
     pub action: Action,
+    /// The environment's checks on this cluster, placeholders resolved, run during the
+    /// wave's soak.
+    #[serde(default)]
+    pub checks: Vec<crate::check::ResolvedCheck>,
 }
 
 /// One wave.
@@ -683,6 +687,19 @@ fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Ve
                     images,
                     foreign_operation,
                     action,
+                    checks: env
+                        .checks
+                        .iter()
+                        .map(|c| {
+                            c.resolve(&crate::check::Scope {
+                                cluster: &cluster.name,
+                                region: &cluster.region,
+                                env: &env.name,
+                                app: &config.app,
+                                release: tag.as_str(),
+                            })
+                        })
+                        .collect(),
                 })
             })
             .collect();

@@ -444,6 +444,7 @@ impl Harness {
             lock: &self.lock,
             audit: &self.f.world.audit,
             clock: &*self.clock,
+            metrics: Some(&self.f.world.metrics),
         };
         let opts: RunOptions = self.f.options(run_id, None);
         Engine::new(ports, opts)

@@ -118,6 +118,7 @@ impl Fixture {
             lock: &self.world.lock,
             audit: &self.world.audit,
             clock: &*self.world.clock,
+            metrics: Some(&self.world.metrics),
         };
         let result = Engine::new(ports, opts).run(p, |e| events.push(e)).await;
         (result, events)

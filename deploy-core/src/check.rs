@@ -1,0 +1,539 @@
+//! Metric checks of a soak, as pure functions: a [`Condition`] over one measurement's values,
+//! the [`Phase`] of one measurement, and the [`Tally`] that turns a check's measurements into
+//! its [`Verdict`], with Argo Rollouts' AnalysisTemplate semantics (success and failure
+//! conditions, count, failure, inconclusive and consecutive-error limits).
+//!
+//! Conditions are written in expr, the language of Argo Rollouts, Kargo and GitOps Promoter
+//! conditions, so a template's `successCondition` can be carried over: `result < 0.01`,
+//! `result[0] < 0.01`, `all(result, # < 0.01)`, `len(result) > 0`. `result` is the value when
+//! the measurement has one series, and the list of values otherwise. Besides expr's
+//! built-ins, `isNaN(x)` and `isInf(x)` are available, as in Rollouts.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::port::MetricSource;
+
+/// A condition over a measurement (`result < 0.01`), compiled once.
+#[derive(Clone)]
+pub struct Condition {
+    text: String,
+    program: Arc<expr::Program>,
+}
+
+/// The expr environment: the base built-ins plus `isNaN` and `isInf`.
+static EXPR: LazyLock<expr::Environment<'static>> = LazyLock::new(|| {
+    let mut env = expr::Environment::new();
+    let float_test = |name: &str, args: &[expr::Value], f: fn(f64) -> bool| match args {
+        [expr::Value::Float(x)] => Ok(expr::Value::Bool(f(*x))),
+        [expr::Value::Integer(_)] => Ok(expr::Value::Bool(false)),
+        _ => Err(expr::Error::ExprError(format!("{name}() takes one number"))),
+    };
+    env.add_function("isNaN", move |c| float_test("isNaN", &c.args, f64::is_nan));
+    env.add_function("isInf", move |c| {
+        float_test("isInf", &c.args, f64::is_infinite)
+    });
+    env
+});
+
+impl Condition {
+    /// Compiles `text`; the error says why it is not an expression.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("the condition is empty".into());
+        }
+        let program = expr::compile(text).map_err(|e| one_line(&e.to_string()))?;
+        let c = Self {
+            text: text.to_owned(),
+            program: Arc::new(program),
+        };
+        // Catch what compiles but cannot mean a verdict (`result +`, `"x"`): evaluate it once
+        // on a typical value; only a type error is reported, not a failed lookup such as
+        // `result[1]`, which depends on the data.
+        if let Ok(v) = c.value(&[0.0])
+            && !matches!(v, expr::Value::Bool(_))
+        {
+            return Err(format!("it gives {v}, not true or false"));
+        }
+        Ok(c)
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn value(&self, values: &[f64]) -> Result<expr::Value, String> {
+        let result = match values {
+            [one] => expr::Value::Float(*one),
+            many => expr::Value::Array(many.iter().map(|v| expr::Value::Float(*v)).collect()),
+        };
+        let mut ctx = expr::Context::default();
+        ctx.insert("result", result);
+        EXPR.run(&self.program, &ctx)
+            .map_err(|e| one_line(&e.to_string()))
+    }
+
+    /// Whether the condition holds for `values`; an error when it cannot be evaluated (e.g.
+    /// `result[0]` of an empty list) or is not true or false.
+    pub fn holds(&self, values: &[f64]) -> Result<bool, String> {
+        match self.value(values)? {
+            expr::Value::Bool(b) => Ok(b),
+            other => Err(format!("{:?} gives {other}, not true or false", self.text)),
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Condition").field(&self.text).finish()
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Condition {}
+
+impl Serialize for Condition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What an empty measurement (no series) counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoData {
+    /// A failed measurement (the default: no data is never silently a pass).
+    #[default]
+    Fail,
+    /// A successful one.
+    Pass,
+    /// An inconclusive one.
+    Inconclusive,
+}
+
+/// The phase of one measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The success condition held (and the failure condition did not).
+    Successful,
+    /// The failure condition held, or the success condition did not (without a failure
+    /// condition).
+    Failed,
+    /// Both conditions are set and neither held.
+    Inconclusive,
+    /// No measurement: the source could not be reached, rejected the query, or the
+    /// condition could not be evaluated. Counted against the consecutive-error limit; never
+    /// a pass.
+    Error,
+}
+
+/// A check as the engine runs it on one cluster: placeholders resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedCheck {
+    /// The check's name.
+    pub name: String,
+    /// Where to measure.
+    pub source: MetricSource,
+    /// The query (Prometheus; empty for CloudWatch alarms).
+    pub query: String,
+    /// When a measurement is successful.
+    pub success: Condition,
+    /// When it failed (optional; with it, neither holding is inconclusive).
+    pub failure: Option<Condition>,
+    /// Between measurements.
+    #[serde(with = "millis")]
+    pub interval: Duration,
+    /// Before the first measurement, from the wave being Healthy.
+    #[serde(with = "millis")]
+    pub initial_delay: Duration,
+    /// How many measurements; `None`: until the soak ends.
+    pub count: Option<u32>,
+    /// Failed measurements tolerated.
+    pub failure_limit: u32,
+    /// Inconclusive measurements tolerated.
+    pub inconclusive_limit: u32,
+    /// Consecutive errors tolerated.
+    pub consecutive_error_limit: u32,
+    /// What an empty result counts as.
+    pub no_data: NoData,
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// The phase of one measurement, and why when it is an error. Pure.
+///
+/// As Rollouts: the failure condition is looked at first; without a failure condition a
+/// false success condition is a failure; with both, neither holding is inconclusive. An
+/// empty result is what `no_data` says, whatever the conditions.
+pub fn phase(
+    measured: Result<&[f64], &str>,
+    success: &Condition,
+    failure: Option<&Condition>,
+    no_data: NoData,
+) -> (Phase, Option<String>) {
+    let values = match measured {
+        Err(e) => return (Phase::Error, Some(e.to_owned())),
+        Ok([]) => {
+            return match no_data {
+                NoData::Fail => (Phase::Failed, Some("no data".into())),
+                NoData::Pass => (Phase::Successful, Some("no data".into())),
+                NoData::Inconclusive => (Phase::Inconclusive, Some("no data".into())),
+            };
+        }
+        Ok(v) => v,
+    };
+    let failed = match failure.map(|f| f.holds(values)).transpose() {
+        Ok(f) => f,
+        Err(e) => return (Phase::Error, Some(e)),
+    };
+    if failed == Some(true) {
+        return (Phase::Failed, None);
+    }
+    match success.holds(values) {
+        Err(e) => (Phase::Error, Some(e)),
+        Ok(true) => (Phase::Successful, None),
+        Ok(false) if failed.is_some() => (Phase::Inconclusive, None),
+        Ok(false) => (Phase::Failed, None),
+    }
+}
+
+/// A check's verdict on one cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// More measurements are due.
+    Running,
+    /// Its measurements are done and it passed.
+    Passed,
+    /// Too many failed measurements, or too many consecutive errors: halt and roll back.
+    Failed,
+    /// Too many inconclusive measurements: halt for a person to decide.
+    Inconclusive,
+}
+
+/// The measurements of one check on one cluster so far. Pure: a state machine fed with
+/// each measurement's [`Phase`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Measurements taken.
+    pub measured: u32,
+    /// Successful ones.
+    pub successful: u32,
+    /// Failed ones.
+    pub failed: u32,
+    /// Inconclusive ones.
+    pub inconclusive: u32,
+    /// Errors in a row, up to the last measurement.
+    pub consecutive_errors: u32,
+}
+
+/// The limits a [`Tally`] is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Measurements to take; `None`: until the soak ends.
+    pub count: Option<u32>,
+    /// Failed measurements tolerated.
+    pub failure_limit: u32,
+    /// Inconclusive measurements tolerated.
+    pub inconclusive_limit: u32,
+    /// Consecutive errors tolerated.
+    pub consecutive_error_limit: u32,
+}
+
+impl From<&ResolvedCheck> for Limits {
+    fn from(c: &ResolvedCheck) -> Self {
+        Self {
+            count: c.count,
+            failure_limit: c.failure_limit,
+            inconclusive_limit: c.inconclusive_limit,
+            consecutive_error_limit: c.consecutive_error_limit,
+        }
+    }
+}
+
+impl Tally {
+    /// Counts one measurement.
+    pub fn record(&mut self, phase: Phase) {
+        self.measured += 1;
+        match phase {
+            Phase::Successful => self.successful += 1,
+            Phase::Failed => self.failed += 1,
+            Phase::Inconclusive => self.inconclusive += 1,
+            Phase::Error => {
+                self.consecutive_errors += 1;
+                return;
+            }
+        }
+        self.consecutive_errors = 0;
+    }
+
+    /// The verdict so far; `soak_over` says whether the soak's time has passed (a check
+    /// without a count then passes on its first successful measurement, never on errors).
+    pub fn verdict(&self, limits: Limits, soak_over: bool) -> Verdict {
+        if self.failed > limits.failure_limit
+            || self.consecutive_errors > limits.consecutive_error_limit
+        {
+            return Verdict::Failed;
+        }
+        if self.inconclusive > limits.inconclusive_limit {
+            return Verdict::Inconclusive;
+        }
+        let done = match limits.count {
+            Some(n) => self.measured >= n,
+            None => soak_over,
+        };
+        if !done {
+            return Verdict::Running;
+        }
+        if self.successful > 0 && self.consecutive_errors == 0 {
+            return Verdict::Passed;
+        }
+        match limits.count {
+            // Every measurement taken, none successful: never a pass.
+            Some(_) if self.inconclusive > 0 && self.failed == 0 => Verdict::Inconclusive,
+            Some(_) => Verdict::Failed,
+            // Until the soak ends: measure on until a success or a limit decides.
+            None => Verdict::Running,
+        }
+    }
+}
+
+/// The placeholders of a check's url, query, alarm names and region.
+pub const PLACEHOLDERS: [&str; 5] = ["cluster", "region", "env", "app", "release"];
+
+/// What the placeholders stand for on one cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// `{cluster}`.
+    pub cluster: &'a str,
+    /// `{region}`.
+    pub region: &'a str,
+    /// `{env}`.
+    pub env: &'a str,
+    /// `{app}`.
+    pub app: &'a str,
+    /// `{release}` (the tag).
+    pub release: &'a str,
+}
+
+impl Scope<'_> {
+    /// `template` with every placeholder filled in. Pure.
+    pub fn fill(&self, template: &str) -> String {
+        template
+            .replace("{cluster}", self.cluster)
+            .replace("{region}", self.region)
+            .replace("{env}", self.env)
+            .replace("{app}", self.app)
+            .replace("{release}", self.release)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `condition` on `result` gives `expect`: Some(bool), or None for an error.
+    #[track_caller]
+    fn check(result: &[f64], condition: &str, expect: Option<bool>) {
+        let c = Condition::parse(condition).unwrap();
+        let got = c.holds(result);
+        assert_eq!(
+            got.as_ref().ok().copied(),
+            expect,
+            "{condition} on {result:?}: {got:?}"
+        );
+    }
+
+    #[test]
+    fn conditions() {
+        let nan = f64::NAN;
+        check(&[0.001], "result < 0.01", Some(true));
+        check(&[0.5], "result < 0.01", Some(false));
+        check(&[0.001], "result[0] < 0.01", None);
+        check(&[0.001, 0.002], "result[0] < 0.01", Some(true));
+        check(&[0.001, 0.2], "all(result, # < 0.01)", Some(false));
+        check(&[0.001, 0.002], "all(result, # < 0.01)", Some(true));
+        check(&[0.001, 0.2], "any(result, # > 0.1)", Some(true));
+        check(&[0.001, 0.2], "len(result) == 2", Some(true));
+        check(&[], "len(result) == 0", Some(true));
+        check(&[], "result[0] < 0.01", None);
+        check(&[], "all(result, # < 0.01)", Some(true));
+        check(&[nan], "result < 0.01", Some(false));
+        check(&[nan], "result >= 0.01", Some(false));
+        check(&[nan], "isNaN(result)", Some(true));
+        check(&[1.0], "isNaN(result)", Some(false));
+        check(&[f64::INFINITY], "isInf(result)", Some(true));
+        check(&[nan, 0.0], "any(result, isNaN(#))", Some(true));
+        check(&[0.0], "result == 0", Some(true));
+        check(&[1.0, 0.0], "result[0] == 1 && result[1] == 0", Some(true));
+        check(&[3.0], "result >= 1 and result <= 5", Some(true));
+        check(&[0.0, 1.0], "none(result, # == 1)", Some(false));
+    }
+
+    #[test]
+    fn bad_conditions_are_rejected_when_parsed() {
+        for (bad, says) in [
+            ("", "empty"),
+            ("result <", ""),
+            ("result + 1", "not true or false"),
+            ("\"yes\"", "not true or false"),
+        ] {
+            let e = Condition::parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        assert!(
+            Condition::parse("result[1] < 2").is_ok(),
+            "depends on the data"
+        );
+    }
+
+    #[test]
+    fn phases() {
+        let ok = Condition::parse("result < 0.01").unwrap();
+        let bad = Condition::parse("result >= 0.05").unwrap();
+        let p = |m: Result<&[f64], &str>, failure: Option<&Condition>, no_data| {
+            phase(m, &ok, failure, no_data).0
+        };
+        use Phase::*;
+        assert_eq!(p(Ok(&[0.001]), None, NoData::Fail), Successful);
+        assert_eq!(p(Ok(&[0.02]), None, NoData::Fail), Failed);
+        assert_eq!(p(Ok(&[0.02]), Some(&bad), NoData::Fail), Inconclusive);
+        assert_eq!(p(Ok(&[0.07]), Some(&bad), NoData::Fail), Failed);
+        assert_eq!(p(Ok(&[0.001]), Some(&bad), NoData::Fail), Successful);
+        assert_eq!(p(Ok(&[]), None, NoData::Fail), Failed);
+        assert_eq!(p(Ok(&[]), None, NoData::Pass), Successful);
+        assert_eq!(p(Ok(&[]), None, NoData::Inconclusive), Inconclusive);
+        assert_eq!(p(Err("connection refused"), None, NoData::Pass), Error);
+        assert_eq!(p(Ok(&[f64::NAN]), None, NoData::Fail), Failed);
+        let indexed = Condition::parse("result[0] < 0.01").unwrap();
+        let (ph, why) = phase(Ok(&[0.001]), &indexed, None, NoData::Fail);
+        assert_eq!(ph, Error, "indexing a number: {why:?}");
+    }
+
+    fn limits(count: Option<u32>, failure: u32, inconclusive: u32, errors: u32) -> Limits {
+        Limits {
+            count,
+            failure_limit: failure,
+            inconclusive_limit: inconclusive,
+            consecutive_error_limit: errors,
+        }
+    }
+
+    /// Feeds `phases` and returns the verdict after each, with the soak over from `over`.
+    fn run(l: Limits, phases: &[Phase], over: usize) -> Vec<Verdict> {
+        let mut t = Tally::default();
+        phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                t.record(*p);
+                t.verdict(l, i >= over)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn verdicts() {
+        use Phase::*;
+        use Verdict::{Failed as F, Inconclusive as I, Passed as P, Running as R};
+        // A count: passes when taken, fails on the first failure beyond the limit.
+        assert_eq!(
+            run(limits(Some(3), 0, 0, 4), &[Successful; 3], 9),
+            [R, R, P]
+        );
+        assert_eq!(
+            run(limits(Some(3), 0, 0, 4), &[Successful, Failed], 9),
+            [R, F]
+        );
+        assert_eq!(
+            run(
+                limits(Some(3), 1, 0, 4),
+                &[Failed, Successful, Successful],
+                9
+            ),
+            [R, R, P]
+        );
+        // Errors: tolerated up to the limit in a row, reset by a measurement, never a pass.
+        assert_eq!(
+            run(
+                limits(None, 0, 0, 2),
+                &[Error, Error, Successful, Error, Error, Error],
+                0
+            ),
+            [R, R, P, R, R, F]
+        );
+        assert_eq!(run(limits(Some(2), 0, 0, 4), &[Error, Error], 9), [R, F]);
+        assert_eq!(run(limits(None, 0, 0, 4), &[Error; 3], 0), [R, R, R]);
+        // Inconclusive beyond its limit halts.
+        assert_eq!(run(limits(None, 0, 0, 4), &[Inconclusive], 9), [I]);
+        assert_eq!(
+            run(limits(Some(2), 0, 2, 4), &[Inconclusive, Inconclusive], 9),
+            [R, I]
+        );
+        // Until the soak ends: passes on a success once the soak is over.
+        assert_eq!(
+            run(
+                limits(None, 0, 0, 4),
+                &[Successful, Successful, Successful],
+                2
+            ),
+            [R, R, P]
+        );
+        assert_eq!(run(limits(None, 1, 0, 4), &[Failed, Successful], 0), [R, P]);
+    }
+
+    #[test]
+    fn placeholders_are_filled() {
+        let s = Scope {
+            cluster: "eu-1",
+            region: "eu-west-1",
+            env: "prod",
+            app: "myapp",
+            release: "v2",
+        };
+        assert_eq!(
+            s.fill("{app}-{env}-{cluster}-{region}-{release}-{other}"),
+            "myapp-prod-eu-1-eu-west-1-v2-{other}"
+        );
+    }
+}

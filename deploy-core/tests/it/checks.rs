@@ -1,0 +1,214 @@
+//! Metric checks during the soak, on tokio's paused clock: a good metric passes, a bad one
+//! halts and rolls back, no data follows `no_data`, an unreachable source counts against
+//! the consecutive-error limit and is never a pass, inconclusive halts without rollback.
+
+use deploy_core::check::{Phase, Verdict};
+use deploy_core::engine::{AppState, Engine, EngineError, Event, Ports};
+use deploy_core::memory::Answer;
+use deploy_core::plan::promotion::Intent;
+use deploy_core::port::{AuditLog, Health};
+use deploy_core::trail::Outcome;
+
+use crate::support::{Fixture, T1, T2};
+
+/// The example's 5xx-ratio query on `cluster`.
+fn query(f: &Fixture, cluster: &str) -> String {
+    let prod = f.config.environment("prod").unwrap();
+    let c = f.config.cluster(cluster).unwrap();
+    prod.checks[0]
+        .resolve(&deploy_core::check::Scope {
+            cluster: &c.name,
+            region: &c.region,
+            env: "prod",
+            app: &f.config.app,
+            release: T2,
+        })
+        .query
+}
+
+fn measured<'e>(events: &'e [Event], on: &str) -> Vec<(&'e [f64], Phase, Verdict)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CheckMeasured {
+                cluster,
+                values,
+                phase,
+                verdict,
+                ..
+            } if cluster == on => Some((values.as_slice(), *phase, *verdict)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn all_at(t: &str) -> Vec<(String, String, Health)> {
+    ["us-west-2", "us-east-1", "eu-west-1"]
+        .iter()
+        .map(|c| (c.to_string(), t.to_string(), Health::Healthy))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_metric_passes_and_is_recorded() {
+    let f = Fixture::with_staging_at_t2().await;
+    let plan = f.plan(Intent::Promote { tag: None }).await;
+    assert!(plan.waves[1].apps[1].checks[0].query.contains("eu-west-1"));
+    let (report, events) = f.run(&plan, f.options("run-ok", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let m = measured(&events, "us-west-2");
+    // Every 30 s through a 5 m soak: at 0 s … 300 s, passed at the end.
+    assert_eq!(m.len(), 11, "{m:?}");
+    assert!(
+        m.iter()
+            .all(|(v, p, _)| *v == [0.0] && *p == Phase::Successful)
+    );
+    assert_eq!(m.last().unwrap().2, Verdict::Passed);
+    let record = f.world.audit.records().await.unwrap().pop().unwrap();
+    assert_eq!(record.checks.len(), 33, "3 clusters × 11");
+    assert_eq!(record.checks[0].check, "5xx-ratio");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_metric_in_wave_two_halts_and_rolls_back_waves_one_and_two() {
+    let f = Fixture::with_staging_at_t2().await;
+    let q = query(&f, "eu-west-1");
+    f.world
+        .metrics
+        .script(&q, [Answer::Values(vec![0.001]), Answer::Values(vec![0.2])]);
+    let (report, events) = f.promote(f.options("run-bad", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report
+            .message
+            .contains("eu-west-1: check 5xx-ratio failed at 0.2"),
+        "{}",
+        report.message
+    );
+    assert!(report.apps.iter().all(|a| a.state == AppState::RolledBack));
+    assert_eq!(f.prod_images().await, all_at(T1));
+    assert_eq!(
+        measured(&events, "eu-west-1").last().map(|m| (m.1, m.2)),
+        Some((Phase::Failed, Verdict::Failed))
+    );
+    let record = f.world.audit.records().await.unwrap().pop().unwrap();
+    assert_eq!(record.outcome, Outcome::RolledBack);
+    assert!(record.checks.iter().any(|m| m.values == [0.2]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_data_fails_by_default() {
+    let f = Fixture::with_staging_at_t2().await;
+    f.world.metrics.set(&query(&f, "us-west-2"), vec![]);
+    let (report, events) = f.promote(f.options("run-empty", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("failed at no data"),
+        "{}",
+        report.message
+    );
+    assert_eq!(measured(&events, "us-west-2").len(), 1, "failure_limit = 0");
+    assert_eq!(f.prod_images().await, all_at(T1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_data_can_pass_or_be_inconclusive() {
+    for (no_data, want) in [
+        ("pass", Outcome::Succeeded),
+        ("inconclusive", Outcome::Inconclusive),
+    ] {
+        let mut f = Fixture::with_staging_at_t2().await;
+        let text = deploy_core::config::EXAMPLE
+            .replace("no_data = \"fail\"", &format!("no_data = \"{no_data}\""));
+        f.config = deploy_core::config::Config::parse("deploy.toml", &text).unwrap();
+        f.world.metrics.set(&query(&f, "us-west-2"), vec![]);
+        let (report, _) = f.promote(f.options("run-nd", None)).await;
+        assert_eq!(report.unwrap().outcome, want, "no_data = {no_data}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_source_counts_against_the_limit_and_never_passes() {
+    let f = Fixture::with_staging_at_t2().await;
+    let q = query(&f, "us-west-2");
+    // Errors below the limit (4 in a row) are tolerated ...
+    f.world.metrics.script(
+        &q,
+        [
+            Answer::Unreachable,
+            Answer::Unreachable,
+            Answer::Unreachable,
+            Answer::Values(vec![0.0]),
+        ],
+    );
+    let (report, events) = f.promote(f.options("run-flaky", None)).await;
+    assert_eq!(report.unwrap().outcome, Outcome::Succeeded);
+    let m = measured(&events, "us-west-2");
+    assert_eq!(m[..3].iter().filter(|m| m.1 == Phase::Error).count(), 3);
+
+    // ... but a source that never answers fails the check: 5 errors in a row > 4.
+    let f = Fixture::with_staging_at_t2().await;
+    f.world.metrics.script(&q, [Answer::Unreachable]);
+    let (report, events) = f.promote(f.options("run-down", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("5 error(s) in a row"),
+        "{}",
+        report.message
+    );
+    let m = measured(&events, "us-west-2");
+    assert_eq!(m.len(), 5);
+    assert!(
+        m.iter()
+            .all(|m| m.1 == Phase::Error && m.2 != Verdict::Passed)
+    );
+    assert_eq!(f.prod_images().await, all_at(T1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn inconclusive_halts_without_rollback() {
+    let f = Fixture::with_staging_at_t2().await;
+    // Between success (< 0.01) and failure (>= 0.05).
+    f.world.metrics.set(&query(&f, "us-east-1"), vec![0.02]);
+    let (report, events) = f.promote(f.options("run-unsure", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Inconclusive, "{}", report.message);
+    assert!(
+        report.message.contains("run promote again"),
+        "{}",
+        report.message
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::RollingBack { .. }))
+    );
+    assert_eq!(f.prod_images().await, all_at(T2), "nothing rolled back");
+    let record = f.world.audit.records().await.unwrap().pop().unwrap();
+    assert_eq!(record.outcome, Outcome::Inconclusive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn checks_without_a_metrics_backend_change_nothing() {
+    let f = Fixture::with_staging_at_t2().await;
+    let plan = f.plan(Intent::Promote { tag: None }).await;
+    let ports = Ports {
+        argocd: &f.world.argocd,
+        lock: &f.world.lock,
+        audit: &f.world.audit,
+        clock: &*f.world.clock,
+        metrics: None,
+    };
+    let err = Engine::new(ports, f.options("run-nom", None))
+        .run(&plan, |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Port(_)), "{err}");
+    assert!(err.to_string().contains("no metrics backend"), "{err}");
+    assert!(f.world.audit.records().await.unwrap().is_empty());
+    assert_eq!(f.prod_images().await, all_at(T1));
+}
