@@ -17,6 +17,8 @@ pub enum Exit {
     GateNotMet,
     /// 4: another promotion holds the lock.
     Locked,
+    /// 5: halted for a decision or a wait (e.g. a sync window); nothing rolled back.
+    Halted,
     /// 130: interrupted.
     Interrupted,
 }
@@ -30,6 +32,7 @@ impl Exit {
             Self::Usage => 2,
             Self::GateNotMet => 3,
             Self::Locked => 4,
+            Self::Halted => 5,
             Self::Interrupted => 130,
         }
     }
@@ -41,6 +44,7 @@ impl Exit {
             // A report never ends in Started (that is the first audit record's outcome).
             Outcome::RolledBack | Outcome::Failed | Outcome::Started => Self::Failed,
             Outcome::Interrupted => Self::Interrupted,
+            Outcome::Halted => Self::Halted,
         }
     }
 
@@ -50,7 +54,9 @@ impl Exit {
             return Self::Usage;
         }
         match e.downcast_ref::<EngineError>() {
-            Some(EngineError::GateFailed(_) | EngineError::Stale(_)) => Self::GateNotMet,
+            Some(
+                EngineError::GateFailed(_) | EngineError::Stale(_) | EngineError::WindowBlocked(_),
+            ) => Self::GateNotMet,
             Some(EngineError::Locked { .. }) => Self::Locked,
             _ => Self::Failed,
         }

@@ -34,6 +34,9 @@ pub enum Outcome {
     Failed,
     /// Stopped by a signal; re-running resumes.
     Interrupted,
+    /// Stopped before the end for a decision or a wait, without rollback (a sync window
+    /// blocks the next wave); re-running continues.
+    Halted,
 }
 
 impl Outcome {
@@ -100,6 +103,7 @@ impl std::fmt::Display for Outcome {
             Self::RolledBack => "rolled_back",
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
+            Self::Halted => "halted",
         })
     }
 }

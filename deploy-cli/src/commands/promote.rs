@@ -331,6 +331,7 @@ async fn execute(
         stop: Some(stop_rx),
         grace: GRACE,
         process_exists: cfg!(target_os = "linux").then_some(process_exists as fn(u32) -> bool),
+        window_wait: run.window_wait,
     };
     let ports = Ports {
         argocd: &*backends.argocd,

@@ -27,6 +27,9 @@ pub enum Failure {
     },
     /// The lock can no longer be trusted.
     Lock(LeaseLost),
+    /// A wave's sync windows would keep it waiting past `--window-wait`: the run halts
+    /// before writing that wave, and what it deployed stays.
+    Window(crate::engine::window::Blocked),
 }
 
 impl Failure {
@@ -42,6 +45,7 @@ impl fmt::Display for Failure {
             Self::App { cluster, reason } => write!(f, "{cluster}: {reason}"),
             Self::Soak { cluster, reason } => write!(f, "{cluster}: {reason} during soak"),
             Self::Lock(lost) => lost.fmt(f),
+            Self::Window(b) => b.fmt(f),
         }
     }
 }
@@ -73,6 +77,15 @@ pub fn conclude(
     clusters: usize,
     tag: &Tag,
 ) -> (Outcome, String) {
+    if let Some(failure @ Failure::Window(b)) = failure {
+        return (
+            Outcome::Halted,
+            format!(
+                "{failure}; halted before wave {}, nothing rolled back: run the same command again when the window allows (done waves are kept)",
+                b.wave
+            ),
+        );
+    }
     if let Some(failure) = failure {
         return match rollback {
             RollbackResult::Done { count } => (
