@@ -6,3 +6,4 @@ mod faults;
 mod invariants;
 mod support;
 mod watch;
+mod windows;
