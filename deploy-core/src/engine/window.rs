@@ -117,6 +117,85 @@ pub async fn wave_blocked(argocd: &dyn ArgoCd, wave: &WavePlan, now: Timestamp) 
     worst
 }
 
+/// The sync windows of one Application of a plan, and what they say now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppWindowReport {
+    /// Cluster.
+    pub cluster: String,
+    /// Application.
+    pub application: String,
+    /// Its assigned windows, described; empty when it has none (or they cannot be read).
+    pub windows: Vec<String>,
+    /// Whether the sync it needs may run now; `None` when it needs none (skip) or the windows
+    /// cannot be read.
+    pub verdict: Option<Verdict>,
+    /// Why its windows could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The windows of one wave (for `deploy plan`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveWindows {
+    /// The wave (1-based).
+    pub wave: usize,
+    /// Whether every sync of the wave may run now.
+    pub can_sync_now: bool,
+    /// Its Applications.
+    pub apps: Vec<AppWindowReport>,
+}
+
+/// Every wave's windows at `now`: what `deploy plan` shows.
+pub async fn plan_windows(
+    argocd: &dyn ArgoCd,
+    plan: &PromotionPlan,
+    now: Timestamp,
+) -> Vec<WaveWindows> {
+    let mut out = Vec::new();
+    for wave in &plan.waves {
+        let read = join_all(
+            wave.apps
+                .iter()
+                .map(|a| argocd.sync_windows(&a.application)),
+        )
+        .await;
+        let apps: Vec<AppWindowReport> = wave
+            .apps
+            .iter()
+            .zip(read)
+            .map(|(a, w)| {
+                let manual = match &a.action {
+                    Action::Deploy { sync, .. } => Some(*sync),
+                    Action::Skip => None,
+                };
+                let (windows, verdict, error) = match w {
+                    Ok(w) => (
+                        w.assigned.iter().map(ToString::to_string).collect(),
+                        manual.map(|m| app_verdict(&w, now, m)),
+                        None,
+                    ),
+                    Err(e) => (Vec::new(), None, Some(e.to_string())),
+                };
+                AppWindowReport {
+                    cluster: a.cluster.clone(),
+                    application: a.application.clone(),
+                    windows,
+                    verdict,
+                    error,
+                }
+            })
+            .collect();
+        out.push(WaveWindows {
+            wave: wave.number,
+            can_sync_now: apps
+                .iter()
+                .all(|a| a.verdict.as_ref().is_none_or(Verdict::is_open)),
+            apps,
+        });
+    }
+    out
+}
+
 /// How long from `now` until `until`, or `None` when it is not known.
 fn wait_for(b: &Blocked, now: Timestamp) -> Option<Duration> {
     let until = b.until?;
