@@ -371,11 +371,9 @@ pub fn verdict(
     // Open for a moment only is not open: a deny that ends as the next begins leaves
     // an instant between them that no sync could use.
     let open = |m: Timestamp| blocker(windows, &parsed, m, manual).is_none();
-    let until = moments.into_iter().find(|m| {
-        open(*m)
-            && m.checked_add(SignedDuration::from_secs(1))
-                .is_ok_and(|next| open(next))
-    });
+    let until = moments
+        .into_iter()
+        .find(|m| open(*m) && m.checked_add(SignedDuration::from_secs(1)).is_ok_and(&open));
     Ok(Verdict::Blocked {
         window: culprit.to_string(),
         until,
