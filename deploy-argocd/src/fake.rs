@@ -12,6 +12,10 @@
 //! [`ArgoCdFixture`], so the deploy-core conformance suite and end-to-end tests seed it the
 //! same way; every request stays readable through [`FakeArgo::server`] for assertions.
 //!
+//! AppProject sync windows ([`FakeArgo::set_sync_windows`]) are served by
+//! `GET /api/v1/applications/{name}/syncwindows` as `GetApplicationSyncWindows` answers, and a
+//! sync they block is refused with 403 "Cannot sync: Blocked by sync window", by the wall clock.
+//!
 //! ApplicationSets are served by name and in a list ([`FakeArgo::put_application_set`]).
 //! An Application can be owned by one ([`FakeArgo::own`]: an `ownerReferences` entry, and
 //! the spec, labels and annotations it has then become what the template generates for it),
