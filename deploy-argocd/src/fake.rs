@@ -12,6 +12,10 @@
 //! [`ArgoCdFixture`], so the deploy-core conformance suite and end-to-end tests seed it the
 //! same way; every request stays readable through [`FakeArgo::server`] for assertions.
 //!
+//! AppProject sync windows ([`FakeArgo::set_sync_windows`]) are served by
+//! `GET /api/v1/applications/{name}/syncwindows` as `GetApplicationSyncWindows` answers, and a
+//! sync they block is refused with 403 "Cannot sync: Blocked by sync window", by the wall clock.
+//!
 //! ApplicationSets are served by name and in a list ([`FakeArgo::put_application_set`]).
 //! An Application can be owned by one ([`FakeArgo::own`]: an `ownerReferences` entry, and
 //! the spec, labels and annotations it has then become what the template generates for it),
@@ -130,6 +134,8 @@ struct State {
     faults: Vec<Fault>,
     /// Answers each Application's faults gave, whether or not the fault is still on.
     fault_answers: BTreeMap<String, u32>,
+    /// AppProjects by name, as `{"spec":{"syncWindows":[...]}}` ([`FakeArgo::set_sync_windows`]).
+    projects: BTreeMap<String, Value>,
 }
 
 /// A change to an Application object.
@@ -150,6 +156,7 @@ impl std::fmt::Debug for State {
             .field("stream_hold", &self.stream_hold)
             .field("faults", &self.faults)
             .field("fault_answers", &self.fault_answers)
+            .field("projects", &self.projects)
             .finish()
     }
 }
@@ -168,6 +175,23 @@ impl State {
         fault.answered += 1;
         *self.fault_answers.entry(name.to_owned()).or_default() += 1;
         Some(fault.outage)
+    }
+
+    /// The windows of Application `name`'s project that match it, and whether a manual sync
+    /// may run now by the wall clock (sync windows are real time, unlike the simulated
+    /// controller).
+    fn windows_of(&self, name: &str) -> (Vec<deploy_core::port::SyncWindow>, bool) {
+        let Some(app) = self.apps.get(name) else {
+            return (Vec::new(), true);
+        };
+        let project = app.obj["spec"]["project"].as_str().unwrap_or("default");
+        let windows = self
+            .projects
+            .get(project)
+            .and_then(|p| crate::windows::matching(p, &app.obj).ok())
+            .unwrap_or_default();
+        let can = deploy_core::window::can_sync(&windows, Timestamp::now(), true).unwrap_or(true);
+        (windows, can)
     }
 
     fn now(&mut self) -> String {
@@ -633,6 +657,7 @@ enum Route {
     AppSet,
     Clusters,
     UserInfo,
+    SyncWindows,
 }
 
 /// The stateful responder.
@@ -800,6 +825,11 @@ impl Responder {
                 }
                 let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
                 let now = state.now();
+                // argocd-server's Sync refuses what the project's windows block for a manual
+                // sync (`server/application/application.go`), before it sets the operation.
+                if !state.windows_of(&name).1 {
+                    return error(403, 7, "Cannot sync: Blocked by sync window");
+                }
                 let app = state.apps.get_mut(&name).expect("checked above");
                 if app.obj.get("operation").is_some() {
                     return error(
@@ -894,6 +924,28 @@ impl Responder {
                 Some(set) => ResponseTemplate::new(200).set_body_json(&set.obj),
                 None => permission_denied(),
             },
+            Route::SyncWindows => {
+                if !state.apps.contains_key(&name) {
+                    return permission_denied();
+                }
+                // `GetApplicationSyncWindows`: the matching windows, the active ones and
+                // `CanSync(true)`, each window as `applicationApplicationSyncWindow`.
+                let (windows, can_sync) = state.windows_of(&name);
+                let now = Timestamp::now();
+                let wire = |w: &deploy_core::port::SyncWindow| {
+                    json!({ "kind": w.kind.to_string(), "schedule": w.schedule,
+                            "duration": w.duration, "manualSync": w.manual_sync })
+                };
+                let active: Vec<Value> = windows
+                    .iter()
+                    .filter(|w| w.active_at(now).unwrap_or(false))
+                    .map(wire)
+                    .collect();
+                let assigned: Vec<Value> = windows.iter().map(wire).collect();
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "assignedWindows": assigned, "activeWindows": active, "canSync": can_sync
+                }))
+            }
             Route::Clusters => ResponseTemplate::new(200).set_body_json(json!({
                 "metadata": {}, "items": clusters()
             })),
@@ -1069,6 +1121,7 @@ impl FakeArgo {
             stream_hold: Duration::from_secs(1),
             faults: Vec::new(),
             fault_answers: BTreeMap::new(),
+            projects: BTreeMap::new(),
         }));
         let app = r"^/api/v1/applications/[^/]+$";
         let routes: Vec<(&str, String, Route)> = vec![
@@ -1094,6 +1147,11 @@ impl FakeArgo {
             ),
             ("GET", "^/api/v1/clusters$".into(), Route::Clusters),
             ("GET", "^/api/v1/session/userinfo$".into(), Route::UserInfo),
+            (
+                "GET",
+                r"^/api/v1/applications/[^/]+/syncwindows$".into(),
+                Route::SyncWindows,
+            ),
         ];
         for (verb, regex, route) in routes {
             Mock::given(method(verb))
@@ -1273,6 +1331,16 @@ impl FakeArgo {
     /// a change (whether or not it rewrote it).
     pub fn reconciles(&self) -> u32 {
         self.state.lock().expect("fake state").reconciles
+    }
+
+    /// Sets the `spec.syncWindows` of AppProject `project` (`v1alpha1SyncWindow` objects);
+    /// the syncwindows endpoint and the sync endpoint then answer by them and the wall clock.
+    pub fn set_sync_windows(&self, project: &str, windows: Value) {
+        let mut state = self.state.lock().expect("fake state");
+        state.projects.insert(
+            project.to_owned(),
+            json!({ "metadata": { "name": project }, "spec": { "syncWindows": windows } }),
+        );
     }
 
     /// Application `name` as served, as JSON.

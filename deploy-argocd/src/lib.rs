@@ -43,4 +43,5 @@ pub mod fake;
 pub mod kube;
 pub mod render;
 pub mod rest;
+pub mod windows;
 pub mod wire;

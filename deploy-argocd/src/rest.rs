@@ -1236,6 +1236,22 @@ impl ArgoCd for RestArgoCd {
             .await
             .map(|_| ())
     }
+
+    /// `GET /api/v1/applications/{name}/syncwindows` (`GetApplicationSyncWindows` upstream):
+    /// the project's windows matched to the Application and `canSync` for a manual sync.
+    async fn sync_windows(&self, name: &str) -> Result<port::AppWindows> {
+        let bytes = self
+            .call(
+                Method::GET,
+                self.app_url(name, &["syncwindows"]),
+                &[],
+                None,
+                &Target::app(name),
+            )
+            .await?;
+        let answer: Value = decode(&bytes, &format!("the sync windows of {name}"))?;
+        crate::windows::response(&answer)
+    }
 }
 
 #[async_trait]

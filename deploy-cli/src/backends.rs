@@ -564,6 +564,9 @@ impl ArgoCd for Unconfigured {
     ) -> deploy_core::Result<()> {
         Err(self.err())
     }
+    async fn sync_windows(&self, _: &str) -> deploy_core::Result<deploy_core::port::AppWindows> {
+        Err(self.err())
+    }
 }
 
 #[async_trait::async_trait]

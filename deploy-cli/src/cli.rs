@@ -195,6 +195,10 @@ pub struct RunArgs {
     /// Show the plan and exit
     #[arg(long)]
     pub dry_run: bool,
+    /// How long a wave may wait for its Applications' sync windows to allow it (e.g. 30m);
+    /// 0: do not wait (exit 3 before the first write, or halt before a later wave)
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime_duration)]
+    pub window_wait: std::time::Duration,
 }
 
 /// `deploy rollback`

@@ -17,8 +17,8 @@ pub enum Exit {
     GateNotMet,
     /// 4: another promotion holds the lock.
     Locked,
-    /// 5: halted for a decision (a check was inconclusive; nothing rolled back): run
-    /// promote again to continue, or rollback.
+    /// 5: halted for a decision or a wait, nothing rolled back: a check was inconclusive
+    /// (run promote again to continue, or rollback), or a sync window blocks the next wave.
     Decision,
     /// 130: interrupted.
     Interrupted,
@@ -45,7 +45,7 @@ impl Exit {
             // A report never ends in Started (that is the first audit record's outcome).
             Outcome::RolledBack | Outcome::Failed | Outcome::Started => Self::Failed,
             Outcome::Interrupted => Self::Interrupted,
-            Outcome::Inconclusive => Self::Decision,
+            Outcome::Inconclusive | Outcome::Halted => Self::Decision,
         }
     }
 
@@ -55,7 +55,9 @@ impl Exit {
             return Self::Usage;
         }
         match e.downcast_ref::<EngineError>() {
-            Some(EngineError::GateFailed(_) | EngineError::Stale(_)) => Self::GateNotMet,
+            Some(
+                EngineError::GateFailed(_) | EngineError::Stale(_) | EngineError::WindowBlocked(_),
+            ) => Self::GateNotMet,
             Some(EngineError::Locked { .. }) => Self::Locked,
             _ => Self::Failed,
         }

@@ -167,6 +167,10 @@ pub fn describe(event: &Event) -> Option<String> {
             format!("  lock {key} taken (until {until} unless renewed)")
         }
         Event::WaveStarted { wave, clusters } => format!("wave {wave}: {}", clusters.join(", ")),
+        Event::WaveBlocked { wave, application, window, until } => match until {
+            Some(u) => format!("wave {wave}: waiting until {} for sync window {window} of {application}", u.strftime("%H:%M:%S UTC")),
+            None => format!("wave {wave}: blocked by sync window {window} of {application}"),
+        },
         Event::AppSkipped { cluster, .. } => format!("  {cluster}: already runs the release, Healthy; skipped"),
         Event::AppWaiting { cluster, operation_by, .. } => format!("  {cluster}: waiting for an operation started by {operation_by}"),
         Event::AppSyncing { cluster, from, to, .. } => format!("  {cluster}: syncing {from} → {to}"),

@@ -84,6 +84,7 @@ pub mod plan;
 pub mod port;
 pub mod trail;
 pub mod watch;
+pub mod window;
 
 pub use error::{Error, Result};
 

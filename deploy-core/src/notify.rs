@@ -143,7 +143,7 @@ impl Announcer {
         let icon = match report.outcome {
             Outcome::Succeeded | Outcome::UpToDate => "✅",
             Outcome::RolledBack => "↩️",
-            Outcome::Interrupted => "⏸️",
+            Outcome::Interrupted | Outcome::Halted => "⏸️",
             Outcome::Inconclusive => "✋",
             Outcome::Failed | Outcome::Started => "❌",
         };

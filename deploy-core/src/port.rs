@@ -376,7 +376,16 @@ pub trait ArgoCd: Send + Sync + Debug {
 
     /// Merges `annotations` into `metadata.annotations`.
     async fn annotate(&self, name: &str, annotations: &BTreeMap<String, String>) -> Result<()>;
+
+    /// The sync windows of the Application's project that apply to it (upstream
+    /// `SyncWindows.Matches`), with Argo CD's own "may a manual sync run now" when the backend
+    /// gets one. On [`ArgoCd`] rather than [`ArgoCdInventory`] although it only reads: the
+    /// engine decides with it before every wave, and the engine holds only this port.
+    /// [`crate::Error::NotFound`] when the Application is missing.
+    async fn sync_windows(&self, name: &str) -> Result<AppWindows>;
 }
+
+pub use crate::window::{AppWindows, SyncWindow, WindowKind};
 
 /// What `deploy audit` and gate 4 of a promotion read of Argo CD besides Applications:
 /// read-only, and apart from [`ArgoCd`] so that the writing port stays small.

@@ -37,6 +37,9 @@ pub enum Outcome {
     /// A check was inconclusive: halted without rollback for a person to decide (promote
     /// again continues, rollback goes back).
     Inconclusive,
+    /// Stopped before the end for a decision or a wait, without rollback (a sync window
+    /// blocks the next wave); re-running continues.
+    Halted,
 }
 
 impl Outcome {
@@ -107,6 +110,7 @@ impl std::fmt::Display for Outcome {
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
             Self::Inconclusive => "inconclusive",
+            Self::Halted => "halted",
         })
     }
 }

@@ -16,6 +16,7 @@ use crate::project_root;
 /// concurrency. No AWS, Kubernetes or HTTP crate.
 const CORE_ALLOWED_DEPENDENCIES: &[&str] = &[
     "async-trait",
+    "croner",
     "expr-lang",
     "futures",
     "humantime",

@@ -36,7 +36,8 @@ use ::kube::runtime::{WatchStreamExt, watcher};
 use async_trait::async_trait;
 use deploy_core::Error;
 use deploy_core::port::{
-    AppStream, Application, ApplicationSet, ArgoCd, ClusterInfo, OverrideValue, SyncRequest,
+    AppStream, AppWindows, Application, ApplicationSet, ArgoCd, ClusterInfo, OverrideValue,
+    SyncRequest,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -70,6 +71,7 @@ fn resource(kind: &str, plural: &str) -> ApiResource {
 pub struct KubeArgoCd {
     applications: Api<DynamicObject>,
     application_sets: Api<DynamicObject>,
+    projects: Api<DynamicObject>,
     secrets: Api<Secret>,
     namespace: String,
     username: String,
@@ -97,9 +99,11 @@ impl KubeArgoCd {
     pub fn new(client: ::kube::Client, namespace: &str) -> Self {
         let apps = resource("Application", "applications");
         let sets = resource("ApplicationSet", "applicationsets");
+        let projects = resource("AppProject", "appprojects");
         Self {
             applications: Api::namespaced_with(client.clone(), namespace, &apps),
             application_sets: Api::namespaced_with(client.clone(), namespace, &sets),
+            projects: Api::namespaced_with(client.clone(), namespace, &projects),
             secrets: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
             username: "deploy".into(),
@@ -356,6 +360,30 @@ impl ArgoCd for KubeArgoCd {
             .await
             .map_err(|e| map_error(e, &what(name)))?;
         Ok(())
+    }
+
+    /// The AppProject's `spec.syncWindows` matched to the Application as argo-cd's
+    /// `SyncWindows.Matches` does; with no API server there is no `canSync` answer, so the
+    /// engine decides alone. AppProjects live in Argo CD's namespace, as upstream requires.
+    async fn sync_windows(&self, name: &str) -> deploy_core::Result<AppWindows> {
+        let app = self.get(name).await?;
+        let app = serde_json::to_value(&app)
+            .map_err(|e| Error::invalid(format!("application {name}: {e}")))?;
+        let project = app["spec"]["project"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let project = self
+            .projects
+            .get(&project)
+            .await
+            .map_err(|e| map_error(e, &format!("AppProject {project}")))?;
+        let project = serde_json::to_value(&project)
+            .map_err(|e| Error::invalid(format!("AppProject of {name}: {e}")))?;
+        Ok(AppWindows {
+            assigned: crate::windows::matching(&project, &app)?,
+            can_sync: None,
+        })
     }
 }
 

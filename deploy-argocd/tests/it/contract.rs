@@ -250,6 +250,42 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
     port.application_set("myapp-prod").await.unwrap();
     port.clusters().await.unwrap();
     port.username().await.unwrap();
+    // The project's windows, as the AppProject CRD and swagger describe them.
+    let windows = json!([
+        { "kind": "deny", "schedule": "0 22 * * *", "duration": "8h", "applications": ["contract-*"],
+          "timeZone": "Europe/Berlin", "manualSync": false },
+        { "kind": "allow", "schedule": "0 6 * * 1-5", "duration": "14h", "clusters": ["*"], "manualSync": true }
+    ]);
+    for w in windows.as_array().unwrap() {
+        let found = errors(&swagger.definition("v1alpha1SyncWindow"), w);
+        assert!(found.is_empty(), "SyncWindow vs swagger: {found:#?}");
+    }
+    fake.set_sync_windows("default", windows);
+    let assigned = port.sync_windows("contract-kustomize").await.unwrap();
+    assert_eq!(assigned.assigned.len(), 2, "{assigned:?}");
+    assert!(assigned.can_sync.is_some());
+    let answer: Value = {
+        let r = fake.server.received_requests().await.expect("recording");
+        let last = r.last().expect("the syncwindows request");
+        let url = format!("{}{}", fake.server.uri(), last.url.path());
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(deploy_argocd::fake::TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let found = errors(
+        &swagger.definition("applicationApplicationSyncWindowsResponse"),
+        &answer,
+    );
+    assert!(
+        found.is_empty(),
+        "syncwindows answer vs swagger: {found:#?}\n{answer:#}"
+    );
 
     let requests = fake.server.received_requests().await.expect("recording");
     let mut covered = BTreeSet::new();
@@ -276,6 +312,7 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
         "GET /api/v1/applicationsets/{name}",
         "GET /api/v1/clusters",
         "GET /api/v1/session/userinfo",
+        "GET /api/v1/applications/{name}/syncwindows",
     ]
     .into_iter()
     .map(String::from)

@@ -10,3 +10,4 @@ pub mod render;
 pub mod sandbox;
 pub mod status;
 pub mod watch;
+pub mod windows;

@@ -166,6 +166,11 @@ pub async fn plan_cmd(
     let tag = args.tag.as_deref().map(parse_tag).transpose()?;
     let p = make_plan(config, backends, env, Intent::Promote { tag }, None).await?;
     print_plan(out, &p);
+    let windows =
+        deploy_core::engine::window::plan_windows(&*backends.argocd, &p, backends.clock.now())
+            .await;
+    super::windows::print_windows(out, &windows);
+    out.record("windows", &windows);
     out.result(&p);
     Ok(if p.is_go() {
         Exit::Success
@@ -331,6 +336,7 @@ async fn execute(
         stop: Some(stop_rx),
         grace: GRACE,
         process_exists: cfg!(target_os = "linux").then_some(process_exists as fn(u32) -> bool),
+        window_wait: run.window_wait,
     };
     let ports = Ports {
         argocd: &*backends.argocd,
@@ -395,6 +401,19 @@ async fn execute(
                 "if that run is gone, wait for the expiry or clear the lock as README \"Deploying to production\" shows",
             ));
         }
+        Err(EngineError::WindowBlocked(b)) => {
+            out.text(format!(
+                "not {}: {b}; nothing was changed (wait for the window, or pass --window-wait)",
+                match p.intent {
+                    Intent::Promote { .. } => "promoted",
+                    Intent::Rollback { .. } => "rolled back",
+                }
+            ));
+            out.result(
+                &serde_json::json!({ "outcome": "window_blocked", "blocked": b, "changed": 0 }),
+            );
+            return Ok(Exit::GateNotMet);
+        }
         Err(e) => return Err(e.into()),
     };
     backends.save()?;
@@ -402,6 +421,13 @@ async fn execute(
     if report.outcome == Outcome::Interrupted {
         out.note(format!(
             "interrupted: run `deploy {} --env {}` again to resume; finished clusters are skipped",
+            verb(&p),
+            env.name
+        ));
+    }
+    if report.outcome == Outcome::Halted {
+        out.note(format!(
+            "halted, nothing rolled back: run `deploy {} --env {}` again when the sync window allows (or with --window-wait); finished clusters are skipped",
             verb(&p),
             env.name
         ));

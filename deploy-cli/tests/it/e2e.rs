@@ -1972,3 +1972,96 @@ async fn killed_with_its_state_in_s3_then_run_again_resumes() {
     assert_eq!(runs[1]["ended"], false);
     assert_eq!(world.lock(), None, "no annotation lock: it is in S3");
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 12 item 3: sync windows, served by the fake as argocd-server serves them.
+
+/// A deny window of the `default` project over every prod Application, active from the
+/// start of the minute before now for `seconds` (a yearly schedule at that minute, UTC).
+fn deny_window_since_last_minute(applications: &str, seconds: i64) -> (Value, jiff::Timestamp) {
+    let now = jiff::Timestamp::now().as_second();
+    let start = now - now.rem_euclid(60) - 60;
+    let start = jiff::Timestamp::from_second(start).expect("a time");
+    let window = json!([{
+        "kind": "deny",
+        "schedule": start.strftime("%-M %-H %-d %-m *").to_string(),
+        "duration": format!("{seconds}s"),
+        "applications": [applications],
+    }]);
+    (window, start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_window_shows_in_plan_and_promote_exits_3_with_nothing_written() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    let (windows, _) = deny_window_since_last_minute("myapp-prod-*", 2 * 3600);
+    world.argo.set_sync_windows("default", windows);
+    world.forbid_writes().await;
+
+    let plan = world.run(&["plan", "--env", "prod"]).await;
+    plan.expect_code(0);
+    for wanted in [
+        "sync windows:",
+        "wave 1: could NOT sync now",
+        "wave 2: could NOT sync now",
+        "us-west-2 (myapp-prod-us-west-2): deny",
+        "blocked by deny",
+    ] {
+        assert!(
+            plan.stdout.contains(wanted),
+            "{wanted:?} not in:\n{}",
+            plan.stdout
+        );
+    }
+
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(3);
+    let result = run.result();
+    assert_eq!(result["outcome"], "window_blocked", "{result:#}");
+    assert_eq!(result["blocked"]["wave"], 1, "{result:#}");
+    assert!(
+        result["blocked"]["window"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("deny")),
+        "{result:#}"
+    );
+    world.verify_no_writes().await;
+    world.assert_prod_runs(OLD);
+    assert!(world.audit().is_empty(), "no run, no audit record");
+    assert_eq!(world.lock(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_window_wait_a_window_that_ends_soon_is_waited_out() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    // Wave 1's window ends 12 seconds from now: the gates (moto) take a few before wave 1.
+    let now = jiff::Timestamp::now().as_second();
+    let (_, start) = deny_window_since_last_minute(WAVE1_APP, 0);
+    let seconds = now + 12 - start.as_second();
+    let (windows, _) = deny_window_since_last_minute(WAVE1_APP, seconds);
+    world.argo.set_sync_windows("default", windows);
+
+    let mut args = json_args(&PROMOTE);
+    args.extend(["--window-wait", "1m"]);
+    let run = world.run(&args).await;
+    run.expect_code(0);
+    assert_eq!(run.result()["outcome"], "succeeded", "{}", run.stdout);
+    let events = events_of(&run);
+    let blocked = events
+        .iter()
+        .position(|e| e["event"] == "wave_blocked" && e["wave"] == 1)
+        .unwrap_or_else(|| panic!("no wave_blocked event: {events:#?}"));
+    let started = events
+        .iter()
+        .position(|e| e["event"] == "wave_started" && e["wave"] == 1)
+        .expect("wave 1 started");
+    assert!(blocked < started, "{events:#?}");
+    assert_eq!(events[blocked]["application"], WAVE1_APP);
+    // Not one sync was refused: each Application was synced once, after the window.
+    assert_eq!(world.syncs(WAVE1_APP).await, 1);
+    world.assert_prod_runs(NEW);
+}

@@ -98,10 +98,10 @@ impl Run<'_> {
         };
         let work = self.bring_to(a, &target, &writes);
         let result = tokio::select! {
-            r = tokio::time::timeout_at(deadline, work) => r.unwrap_or_else(|_| Err(Stop::Failed(format!(
-                "timed out after {} (the wave's timeout)",
-                humantime::format_duration(self.plan.timeout)
-            )))),
+            r = tokio::time::timeout_at(deadline, work) => match r {
+                Ok(r) => r,
+                Err(_) => Err(Stop::Failed(self.timed_out(&a.application).await)),
+            },
             () = self.grace_expired() => Err(Stop::Interrupted),
         };
         let wrote = writes.any();
@@ -192,7 +192,13 @@ impl Run<'_> {
                     writes.sync_sent.store(false, Ordering::Relaxed);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Err(e) => return Err(Stop::Failed(format!("sync refused: {e}"))),
+                Err(e) => {
+                    let e = e.to_string();
+                    return Err(Stop::Failed(
+                        super::window::blocked_reason(&e)
+                            .unwrap_or_else(|| format!("sync refused: {e}")),
+                    ));
+                }
             }
         };
         self.emit(Event::AppSyncing {
@@ -237,6 +243,26 @@ impl Run<'_> {
             }
             Assessment::Failed(reason) => Err(Stop::Failed(reason)),
             Assessment::Pending => unreachable!("wait returns only on a verdict"),
+        }
+    }
+
+    /// Why the wave's timeout ended the wait: an operation Argo CD holds Running because a
+    /// sync window closed after it was accepted is said as such, not as a bare timeout.
+    async fn timed_out(&self, name: &str) -> String {
+        let timeout = format!(
+            "timed out after {} (the wave's timeout)",
+            humantime::format_duration(self.plan.timeout)
+        );
+        let held = match self.ports.argocd.application(name).await {
+            Ok(app) => app
+                .operation_state
+                .filter(|s| !s.phase.is_completed())
+                .and_then(|s| super::window::blocked_reason(&s.message)),
+            Err(_) => None,
+        };
+        match held {
+            Some(reason) => format!("{reason}; {timeout}"),
+            None => timeout,
         }
     }
 

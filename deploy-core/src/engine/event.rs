@@ -36,6 +36,17 @@ pub enum Event {
         /// Who held it.
         holder: String,
     },
+    /// A wave waits for its Applications' sync windows to let it sync.
+    WaveBlocked {
+        /// Wave.
+        wave: usize,
+        /// The Application whose window opens last.
+        application: String,
+        /// The window, described.
+        window: String,
+        /// When the wave may sync.
+        until: Option<jiff::Timestamp>,
+    },
     /// A wave began.
     WaveStarted {
         /// 1-based.

@@ -16,6 +16,7 @@ pub mod outcome;
 mod record;
 mod rollback;
 pub mod soak;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -93,6 +94,9 @@ pub struct RunOptions {
     /// holder and the lock's are [`Holder`]s, a lock left by a process of this user, host,
     /// boot and PID namespace that no longer exists is taken over ([`Holder::may_take_over`]).
     pub process_exists: Option<fn(u32) -> bool>,
+    /// How long a wave may wait for its Applications' sync windows to allow it (`--window-wait`);
+    /// zero: do not wait ([`window`]).
+    pub window_wait: Duration,
 }
 
 impl Default for RunOptions {
@@ -106,6 +110,7 @@ impl Default for RunOptions {
             stop: None,
             grace: Duration::from_secs(30),
             process_exists: None,
+            window_wait: Duration::ZERO,
         }
     }
 }
@@ -138,6 +143,10 @@ pub enum EngineError {
         "the audit record of the run's start could not be written, so nothing was changed: {0}"
     )]
     Audit(Error),
+    /// The first wave that writes may not sync now, and its sync windows would keep it
+    /// waiting longer than [`RunOptions::window_wait`]; nothing was changed.
+    #[error("{0}; nothing was changed (wait for the window, or pass --window-wait)")]
+    WindowBlocked(window::Blocked),
     /// A port failed before anything was changed.
     #[error(transparent)]
     Port(#[from] Error),
@@ -216,6 +225,19 @@ impl<'a> Engine<'a> {
             .release
             .as_ref()
             .ok_or_else(|| Error::invalid("the plan has no release"))?;
+        if let Some(b) = window::preflight(
+            self.ports.argocd,
+            plan,
+            self.ports.clock.now(),
+            self.opts.window_wait,
+        )
+        .await
+        {
+            for g in &plan.gates {
+                emit_to(&sink, Event::Gate(g.clone()));
+            }
+            return Err(EngineError::WindowBlocked(b));
+        }
         // Long enough for a wave, its soak, and a soak extended by lapses; renewed per wave.
         let ttl = plan
             .timeout
@@ -433,6 +455,21 @@ impl Run<'_> {
                 interrupted = true;
                 break;
             }
+            match self.await_windows(wave).await {
+                window::WindowGate::Open => {}
+                window::WindowGate::Interrupted => {
+                    interrupted = true;
+                    break;
+                }
+                window::WindowGate::Closed(b) => {
+                    failure = Some(Failure::Window(b));
+                    break;
+                }
+                window::WindowGate::Lease(lost) => {
+                    failure = Some(Failure::Lock(lost));
+                    break;
+                }
+            }
             if let Err(lost) = self.lease.renew().await {
                 failure = Some(Failure::Lock(lost));
                 break;
@@ -544,7 +581,9 @@ impl Run<'_> {
                 self.emit(Event::Halted {
                     reason: f.to_string(),
                 });
-                if changed.is_empty() || f.awaits_decision() {
+                if changed.is_empty() || f.awaits_decision() || matches!(f, Failure::Window(_)) {
+                    // A window halts the run: what is deployed is good, and a rollback would
+                    // need the very syncs the window forbids.
                     RollbackResult::NothingChanged
                 } else if !self.opts.rollback_on_failure {
                     RollbackResult::Disabled

@@ -49,6 +49,9 @@ pub enum Failure {
     },
     /// The lock can no longer be trusted.
     Lock(LeaseLost),
+    /// A wave's sync windows would keep it waiting past `--window-wait`: the run halts
+    /// before writing that wave, and what it deployed stays.
+    Window(crate::engine::window::Blocked),
 }
 
 impl Failure {
@@ -88,6 +91,7 @@ impl fmt::Display for Failure {
                 show_values(values)
             ),
             Self::Lock(lost) => lost.fmt(f),
+            Self::Window(b) => b.fmt(f),
         }
     }
 }
@@ -119,6 +123,15 @@ pub fn conclude(
     clusters: usize,
     tag: &Tag,
 ) -> (Outcome, String) {
+    if let Some(failure @ Failure::Window(b)) = failure {
+        return (
+            Outcome::Halted,
+            format!(
+                "{failure}; halted before wave {}, nothing rolled back: run the same command again when the window allows (done waves are kept)",
+                b.wave
+            ),
+        );
+    }
     if let Some(failure) = failure.filter(|f| f.awaits_decision()) {
         return (
             Outcome::Inconclusive,

@@ -21,6 +21,7 @@ use crate::port::{
     OPERATION_INFO_KEY, OperationPhase, OperationState, OverrideValue, SyncRequest, SyncStatus,
     kustomize_name,
 };
+use crate::window::{self, AppWindows, SyncWindow};
 
 /// An Application to create: Synced and Healthy, running `image_names` at `tag`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +103,9 @@ struct SimApp {
     /// Progressing until this time, then the given health.
     settles: Option<(Timestamp, Health)>,
     timing: Option<Timing>,
+    /// The sync windows of its project that apply to it ([`InMemoryArgoCd::set_sync_windows`]).
+    #[serde(default)]
+    windows: Vec<SyncWindow>,
 }
 
 /// The whole state, serializable so the sandbox can keep it between commands.
@@ -207,8 +211,17 @@ impl InMemoryArgoCd {
             run: None,
             settles: None,
             timing: None,
+            windows: Vec::new(),
         };
         s.apps.insert(seed.name.clone(), sim);
+    }
+
+    /// Assigns sync windows to an Application (as if its project's windows matched it): a
+    /// manual sync they block is refused as Argo CD refuses it.
+    pub fn set_sync_windows(&self, name: &str, windows: Vec<SyncWindow>) {
+        if let Some(a) = self.state.lock().expect("poisoned").apps.get_mut(name) {
+            a.windows = windows;
+        }
     }
 
     /// Creates (or replaces) an ApplicationSet.
@@ -592,6 +605,15 @@ impl ArgoCd for InMemoryArgoCd {
                     what: format!("application {name}"),
                 });
             }
+            // As argocd-server's Sync: `proj.Spec.SyncWindows.Matches(a).CanSync(true)`, else
+            // PermissionDenied "cannot sync: blocked by sync window".
+            if !window::can_sync(&sim.windows, now, true).unwrap_or(true) {
+                return Err(Error::Refused {
+                    message: format!(
+                        "application {name}: cannot sync: blocked by sync window (a sync window of its project forbids syncing now)"
+                    ),
+                });
+            }
             let info =
                 BTreeMap::from([(OPERATION_INFO_KEY.to_owned(), request.operation_id.clone())]);
             self.start(sim, now, RunKind::Sync, info, &user);
@@ -645,6 +667,19 @@ impl ArgoCd for InMemoryArgoCd {
                 .annotations
                 .extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
             Ok(())
+        })
+    }
+
+    async fn sync_windows(&self, name: &str) -> Result<AppWindows> {
+        let now = self.clock.now();
+        let s = self.state.lock().expect("poisoned");
+        let sim = s
+            .apps
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("application {name}")))?;
+        Ok(AppWindows {
+            assigned: sim.windows.clone(),
+            can_sync: window::can_sync(&sim.windows, now, true).ok(),
         })
     }
 }

@@ -278,6 +278,9 @@ impl ArgoCd for Faulty {
         self.wrote(name, Write::Annotate);
         self.inner.annotate(name, annotations).await
     }
+    async fn sync_windows(&self, name: &str) -> deploy_core::Result<deploy_core::port::AppWindows> {
+        self.inner.sync_windows(name).await
+    }
 }
 
 /// The in-memory lock with renewal outages injected.

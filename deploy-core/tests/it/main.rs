@@ -7,3 +7,4 @@ mod faults;
 mod invariants;
 mod support;
 mod watch;
+mod windows;

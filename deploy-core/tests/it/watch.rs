@@ -73,6 +73,9 @@ impl<A: ArgoCd> ArgoCd for Writes<A> {
     ) -> deploy_core::Result<()> {
         self.inner.annotate(name, annotations).await
     }
+    async fn sync_windows(&self, name: &str) -> deploy_core::Result<deploy_core::port::AppWindows> {
+        self.inner.sync_windows(name).await
+    }
 }
 
 /// A registry that counts calls and throttles the next `throttled` of them.

@@ -1,0 +1,356 @@
+//! Sync windows before each wave: read every Application's windows, and either go on, wait
+//! for the windows to allow the wave (within [`super::RunOptions::window_wait`]), or stop
+//! before writing anything of the wave.
+//!
+//! Argo CD refuses a sync inside a window ("Cannot sync: Blocked by sync window",
+//! `server/application/application.go` Sync), and a window that closes after a sync was
+//! accepted leaves its operation Running with "Sync operation blocked by sync window"
+//! (`controller/sync.go`). Checking every Application of a wave first keeps a wave from
+//! half-starting; [`blocked_reason`] names the other two cases when they happen anyway.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::lock::LeaseLost;
+use super::{Event, Run};
+use crate::plan::promotion::{Action, PromotionPlan, WavePlan};
+use crate::port::ArgoCd;
+use crate::window::{self, AppWindows, Verdict};
+
+/// How far ahead [`window::verdict`] looks for the moment a blocked wave may sync.
+const HORIZON: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// Longest single sleep while waiting for a window, so the lease is renewed meanwhile.
+const WAIT_STEP: Duration = Duration::from_secs(60);
+
+/// A wave that its Applications' sync windows do not let sync now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// The wave (1-based).
+    pub wave: usize,
+    /// The Application whose window blocks it (the one that opens last).
+    pub application: String,
+    /// The window, described (kind, schedule, duration).
+    pub window: String,
+    /// When the wave may sync; `None` when not within eight days, or unknown.
+    pub until: Option<Timestamp>,
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "wave {}: {} is blocked by sync window {}",
+            self.wave, self.application, self.window
+        )?;
+        match self.until {
+            Some(u) => write!(f, " until {}", u.strftime("%Y-%m-%d %H:%M:%S UTC")),
+            None => f.write_str(" with no opening in the next 8 days"),
+        }
+    }
+}
+
+/// What the windows of one Application say about a sync now. `manual` is whether we start
+/// the sync (else Argo CD's automated sync does, which `manualSync` does not let through).
+pub fn app_verdict(windows: &AppWindows, now: Timestamp, manual: bool) -> Verdict {
+    match window::verdict(&windows.assigned, now, manual, HORIZON) {
+        // Argo CD knows the zones the REST answer leaves out: its "no" stands.
+        Ok(Verdict::Open) if manual && windows.can_sync == Some(false) => Verdict::Blocked {
+            window: "of its project (Argo CD answers canSync = false)".into(),
+            until: None,
+        },
+        Ok(v) => v,
+        Err(_) if manual && windows.can_sync == Some(true) => Verdict::Open,
+        Err(e) => Verdict::Blocked {
+            window: e.to_string(),
+            until: None,
+        },
+    }
+}
+
+/// Whether `wave` may sync at `now`: `None` when it may, else the Application that opens
+/// last. Applications the wave does not deploy are not asked; a window that cannot be read
+/// does not stop the wave (Argo CD still refuses a blocked sync, and that is reported).
+pub async fn wave_blocked(argocd: &dyn ArgoCd, wave: &WavePlan, now: Timestamp) -> Option<Blocked> {
+    let deploying: Vec<(&str, bool)> = wave
+        .apps
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::Deploy { sync, .. } => Some((a.application.as_str(), *sync)),
+            Action::Skip => None,
+        })
+        .collect();
+    let read = join_all(deploying.iter().map(|(name, _)| argocd.sync_windows(name))).await;
+    let mut worst: Option<Blocked> = None;
+    for ((name, manual), windows) in deploying.iter().zip(read) {
+        let windows = match windows {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("the sync windows of {name} cannot be read ({e}); going on");
+                continue;
+            }
+        };
+        if let Verdict::Blocked { window, until } = app_verdict(&windows, now, *manual) {
+            let later = match &worst {
+                None => true,
+                Some(w) => match (w.until, until) {
+                    (Some(a), Some(b)) => b > a,
+                    (Some(_), None) => true,
+                    _ => false,
+                },
+            };
+            if later {
+                worst = Some(Blocked {
+                    wave: wave.number,
+                    application: (*name).to_owned(),
+                    window,
+                    until,
+                });
+            }
+        }
+    }
+    worst
+}
+
+/// The sync windows of one Application of a plan, and what they say now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppWindowReport {
+    /// Cluster.
+    pub cluster: String,
+    /// Application.
+    pub application: String,
+    /// Its assigned windows, described; empty when it has none (or they cannot be read).
+    pub windows: Vec<String>,
+    /// Whether the sync it needs may run now; `None` when it needs none (skip) or the windows
+    /// cannot be read.
+    pub verdict: Option<Verdict>,
+    /// Why its windows could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The windows of one wave (for `deploy plan`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveWindows {
+    /// The wave (1-based).
+    pub wave: usize,
+    /// Whether every sync of the wave may run now.
+    pub can_sync_now: bool,
+    /// Its Applications.
+    pub apps: Vec<AppWindowReport>,
+}
+
+/// Every wave's windows at `now`: what `deploy plan` shows.
+pub async fn plan_windows(
+    argocd: &dyn ArgoCd,
+    plan: &PromotionPlan,
+    now: Timestamp,
+) -> Vec<WaveWindows> {
+    let mut out = Vec::new();
+    for wave in &plan.waves {
+        let read = join_all(
+            wave.apps
+                .iter()
+                .map(|a| argocd.sync_windows(&a.application)),
+        )
+        .await;
+        let apps: Vec<AppWindowReport> = wave
+            .apps
+            .iter()
+            .zip(read)
+            .map(|(a, w)| {
+                let manual = match &a.action {
+                    Action::Deploy { sync, .. } => Some(*sync),
+                    Action::Skip => None,
+                };
+                let (windows, verdict, error) = match w {
+                    Ok(w) => (
+                        w.assigned.iter().map(ToString::to_string).collect(),
+                        manual.map(|m| app_verdict(&w, now, m)),
+                        None,
+                    ),
+                    Err(e) => (Vec::new(), None, Some(e.to_string())),
+                };
+                AppWindowReport {
+                    cluster: a.cluster.clone(),
+                    application: a.application.clone(),
+                    windows,
+                    verdict,
+                    error,
+                }
+            })
+            .collect();
+        out.push(WaveWindows {
+            wave: wave.number,
+            can_sync_now: apps
+                .iter()
+                .all(|a| a.verdict.as_ref().is_none_or(Verdict::is_open)),
+            apps,
+        });
+    }
+    out
+}
+
+/// How long from `now` until `until`, or `None` when it is not known.
+fn wait_for(b: &Blocked, now: Timestamp) -> Option<Duration> {
+    let until = b.until?;
+    Some(Duration::try_from(until.duration_since(now)).unwrap_or(Duration::ZERO))
+}
+
+/// Before the lock is taken: the first wave that writes, if its windows block it longer than
+/// `bound`. Nothing has been written then, so the run can refuse with nothing changed.
+pub async fn preflight(
+    argocd: &dyn ArgoCd,
+    plan: &PromotionPlan,
+    now: Timestamp,
+    bound: Duration,
+) -> Option<Blocked> {
+    let first = plan.waves.iter().find(|w| {
+        w.apps
+            .iter()
+            .any(|a| matches!(a.action, Action::Deploy { .. }))
+    })?;
+    let b = wave_blocked(argocd, first, now).await?;
+    match wait_for(&b, now) {
+        Some(w) if w <= bound => None,
+        _ => Some(b),
+    }
+}
+
+/// What the windows let a wave do.
+pub(crate) enum WindowGate {
+    /// Sync it now.
+    Open,
+    /// A stop was requested while waiting.
+    Interrupted,
+    /// The windows would keep it waiting longer than the bound.
+    Closed(Blocked),
+    /// The lease could not be renewed while waiting.
+    Lease(LeaseLost),
+}
+
+impl Run<'_> {
+    /// Waits until the windows of `wave` let it sync, within the run's bound; the wait
+    /// renews the lease and yields to a stop request.
+    pub(crate) async fn await_windows(&self, wave: &WavePlan) -> WindowGate {
+        let started = Instant::now();
+        let mut told: Option<Blocked> = None;
+        loop {
+            let now = self.ports.clock.now();
+            let Some(b) = wave_blocked(self.ports.argocd, wave, now).await else {
+                return WindowGate::Open;
+            };
+            let left = self.opts.window_wait.saturating_sub(started.elapsed());
+            let wait = match wait_for(&b, now) {
+                Some(w) if w <= left => w,
+                _ => return WindowGate::Closed(b),
+            };
+            if told.as_ref() != Some(&b) {
+                self.emit(Event::WaveBlocked {
+                    wave: b.wave,
+                    application: b.application.clone(),
+                    window: b.window.clone(),
+                    until: b.until,
+                });
+                told = Some(b);
+            }
+            // Clocks differ by a little: past the opening, look again a second later.
+            let step = wait
+                .clamp(Duration::from_secs(1), WAIT_STEP)
+                .min(left.max(Duration::from_secs(1)));
+            tokio::select! {
+                () = tokio::time::sleep(step) => {}
+                () = self.cancel_requested() => return WindowGate::Interrupted,
+            }
+            if let Err(lost) = self.lease.renew().await {
+                return WindowGate::Lease(lost);
+            }
+            if started.elapsed() > self.opts.window_wait + Duration::from_secs(1) {
+                // Looked again past the bound: one last look decides.
+                let now = self.ports.clock.now();
+                return match wave_blocked(self.ports.argocd, wave, now).await {
+                    None => WindowGate::Open,
+                    Some(b) => WindowGate::Closed(b),
+                };
+            }
+        }
+    }
+}
+
+/// Names a sync window as the reason a sync was refused or an operation did not finish,
+/// when Argo CD's message says so (`Cannot sync: Blocked by sync window`, `Sync operation
+/// blocked by sync window`), instead of a bare refusal or a timeout.
+pub fn blocked_reason(message: &str) -> Option<String> {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("operation blocked by sync window") {
+        return Some(format!(
+            "blocked by a sync window: Argo CD accepted the sync, then a window closed and it holds the operation Running until the window opens ({message})"
+        ));
+    }
+    lower
+        .contains("blocked by sync window")
+        .then(|| format!("blocked by a sync window: Argo CD refused the sync ({message})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::{SyncWindow, WindowKind};
+
+    fn deny(schedule: &str, duration: &str) -> SyncWindow {
+        SyncWindow {
+            kind: WindowKind::Deny,
+            schedule: schedule.into(),
+            duration: duration.into(),
+            manual_sync: false,
+            time_zone: None,
+            applications: vec!["*".into()],
+            namespaces: vec![],
+            clusters: vec![],
+            and_operator: false,
+        }
+    }
+
+    #[test]
+    fn argo_cds_no_stands_and_its_yes_covers_what_we_cannot_read() {
+        let now: Timestamp = "2026-12-01T12:30:00Z".parse().unwrap();
+        let check = |assigned: Vec<SyncWindow>, can: Option<bool>, manual: bool, open: bool| {
+            let w = AppWindows {
+                assigned,
+                can_sync: can,
+            };
+            assert_eq!(
+                app_verdict(&w, now, manual).is_open(),
+                open,
+                "{w:?} manual={manual}"
+            );
+        };
+        check(vec![], None, true, true);
+        check(vec![], Some(false), true, false);
+        // Argo CD's answer is for a manual sync only.
+        check(vec![], Some(false), false, true);
+        check(vec![deny("0 12 * * *", "1h")], None, true, false);
+        check(vec![deny("0 12 * * *", "soon")], Some(true), true, true);
+        check(vec![deny("0 12 * * *", "soon")], None, true, false);
+    }
+
+    #[test]
+    fn window_messages_are_named() {
+        assert!(
+            blocked_reason("Sync operation blocked by sync window")
+                .unwrap()
+                .contains("holds the operation Running")
+        );
+        assert!(
+            blocked_reason("application a: Cannot sync: Blocked by sync window")
+                .unwrap()
+                .contains("refused")
+        );
+        assert_eq!(blocked_reason("successfully synced (all tasks run)"), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! Sync windows in the engine, on tokio's paused clock: a wave waits for its windows within
+//! `window_wait`, a run refuses before its first write, and a window that closes mid-run
+//! halts it before the blocked wave without rolling back what it deployed.
+
+use std::time::Duration;
+
+use deploy_core::engine::{AppState, EngineError, Event, RunOptions};
+use deploy_core::port::{AuditLog, Health, SyncWindow, WindowKind};
+use deploy_core::trail::Outcome;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::support::{Fixture, T1, T2};
+
+/// A deny window of every Application it is given to, active from `start` + 1 s for `duration`
+/// (a yearly schedule at `start`'s minute, UTC).
+fn deny_from(start: Timestamp, duration: &str) -> SyncWindow {
+    SyncWindow {
+        kind: WindowKind::Deny,
+        schedule: start.strftime("%-M %-H %-d %-m *").to_string(),
+        duration: duration.into(),
+        manual_sync: false,
+        time_zone: None,
+        applications: vec!["*".into()],
+        namespaces: vec![],
+        clusters: vec![],
+        and_operator: false,
+    }
+}
+
+/// The start of the minute of `t`, minus `minutes`.
+fn minute_of(t: Timestamp, minutes: i64) -> Timestamp {
+    let s = t.as_second();
+    Timestamp::from_second(s - s.rem_euclid(60) + minutes * 60).unwrap()
+}
+
+fn with_wait(mut o: RunOptions, wait: Duration) -> RunOptions {
+    o.window_wait = wait;
+    o
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deny_window_on_the_first_wave_refuses_with_nothing_changed() {
+    let f = Fixture::with_staging_at_t2().await;
+    let now = f.world.clock.now();
+    let app = f.app_name("prod", "us-west-2");
+    f.world
+        .argocd
+        .set_sync_windows(&app, vec![deny_from(minute_of(now, -1), "2h")]);
+    let before = format!("{:?}", f.world.argocd.state());
+    let (result, _) = f.promote(f.options("w-1", None)).await;
+    match result {
+        Err(EngineError::WindowBlocked(b)) => {
+            assert_eq!((b.wave, b.application.as_str()), (1, app.as_str()));
+            assert!(b.window.starts_with("deny"), "{}", b.window);
+            assert!(b.until.is_some());
+        }
+        other => panic!("expected WindowBlocked, got {other:?}"),
+    }
+    assert_eq!(format!("{:?}", f.world.argocd.state()), before);
+    assert!(f.world.audit.records().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wave_waits_for_a_window_that_ends_within_the_bound() {
+    let f = Fixture::with_staging_at_t2().await;
+    let now = f.world.clock.now();
+    let app = f.app_name("prod", "us-west-2");
+    // Active since the start of this minute, for 10 minutes.
+    let start = minute_of(now, 0);
+    f.world
+        .argocd
+        .set_sync_windows(&app, vec![deny_from(start, "10m")]);
+    let until = start.checked_add(SignedDuration::from_mins(10)).unwrap();
+    let (report, events) = f
+        .promote(with_wait(
+            f.options("w-2", None),
+            Duration::from_secs(15 * 60),
+        ))
+        .await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let blocked = events
+        .iter()
+        .position(
+            |e| matches!(e, Event::WaveBlocked { wave: 1, until: Some(u), .. } if *u == until),
+        )
+        .expect("a WaveBlocked event for wave 1");
+    let started = events
+        .iter()
+        .position(|e| matches!(e, Event::WaveStarted { wave: 1, .. }))
+        .unwrap();
+    assert!(blocked < started);
+    assert!(f.world.clock.now() >= until);
+    assert!(
+        f.prod_images()
+            .await
+            .iter()
+            .all(|(_, t, h)| t == T2 && *h == Health::Healthy)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_that_closes_mid_run_halts_before_its_wave_without_rollback() {
+    let f = Fixture::with_staging_at_t2().await;
+    let now = f.world.clock.now();
+    // Wave 2 (us-east-1, eu-west-1) starts after wave 1 and its 5 minute soak; the window
+    // opens two minutes from now, when the run is already in wave 1.
+    let app = f.app_name("prod", "us-east-1");
+    f.world
+        .argocd
+        .set_sync_windows(&app, vec![deny_from(minute_of(now, 2), "1h")]);
+    let (report, events) = f
+        .promote(with_wait(f.options("w-3", None), Duration::from_secs(60)))
+        .await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Halted, "{}", report.message);
+    assert!(
+        report.message.contains("blocked by sync window deny")
+            && report.message.contains("nothing rolled back"),
+        "{}",
+        report.message
+    );
+    let states: Vec<(&str, &AppState)> = report
+        .apps
+        .iter()
+        .map(|a| (a.cluster.as_str(), &a.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("us-west-2", &AppState::Deployed),
+            ("us-east-1", &AppState::NotStarted),
+            ("eu-west-1", &AppState::NotStarted),
+        ]
+    );
+    let images = f.prod_images().await;
+    assert_eq!(images[0].1, T2);
+    assert_eq!((images[1].1.as_str(), images[2].1.as_str()), (T1, T1));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::WaveStarted { wave: 2, .. }))
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::RollingBack { .. }))
+    );
+    let records = f.world.audit.records().await.unwrap();
+    assert_eq!(records.last().unwrap().outcome, Outcome::Halted);
+
+    // When the window has passed, the same command continues with wave 2.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let (report, _) = f.promote(f.options("w-4", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    assert_eq!(report.apps[0].state, AppState::Skipped);
+}
