@@ -17,7 +17,7 @@
 //! [`deploy_core::Error::Transient`]; a query or alarm name it rejects is
 //! [`deploy_core::Error::Invalid`] with the source's own message.
 //!
-//! With the `prometheus-server` feature, [`prometheus_server`] runs a real Prometheus for
+//! With the `prometheus-server` feature, `prometheus_server` runs a real Prometheus for
 //! tests.
 
 mod aws;
