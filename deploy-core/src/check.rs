@@ -186,6 +186,29 @@ pub struct ResolvedCheck {
     pub no_data: NoData,
 }
 
+impl ResolvedCheck {
+    /// How long after the wave is Healthy this check is still measuring, at the least: its
+    /// last counted measurement, or (without a count) its first one and the soak.
+    pub fn span(&self, soak: Duration) -> Duration {
+        match self.count {
+            Some(n) => self.initial_delay + self.interval * n.saturating_sub(1),
+            None => self.initial_delay.max(soak),
+        }
+    }
+}
+
+/// A wave's soak with its checks: the soak, or longer when a check measures beyond it. The
+/// health watch is kept for all of it (and until the last check has its verdict).
+pub fn effective_soak<'a>(
+    soak: Duration,
+    checks: impl IntoIterator<Item = &'a ResolvedCheck>,
+) -> Duration {
+    checks
+        .into_iter()
+        .map(|c| c.span(soak))
+        .fold(soak, Duration::max)
+}
+
 mod millis {
     use std::time::Duration;
 

@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::check::effective_soak;
 use crate::engine::{Event, RETRY_PAUSE, Run};
 use crate::model::Tag;
 use crate::plan::live::live_tag;
@@ -112,7 +114,14 @@ impl Vigil {
         if let Some(at) = self.retry_at {
             return at;
         }
-        (self.last_ok + self.max_gap / 2).min(self.span_start + self.soak)
+        let end = self.span_start + self.soak;
+        let look = self.last_ok + self.max_gap / 2;
+        // Once the soak is complete (the watch kept while checks measure on), only the bound.
+        if end > self.last_ok {
+            look.min(end)
+        } else {
+            look
+        }
     }
 
     /// Observation failed and has not come back yet.
@@ -184,19 +193,28 @@ impl Run<'_> {
     pub(crate) async fn soak(&self, wave: usize, apps: &[AppPlan]) -> Result<(), SoakEnd> {
         let soak = self.plan.soak;
         let soak_end = Instant::now() + soak;
+        // Checks that measure beyond the soak lengthen it: the health watch is kept until
+        // the last check has its verdict, so a cluster Degraded meanwhile still fails.
+        let watched_for = effective_soak(soak, apps.iter().flat_map(|a| &a.checks));
         self.emit(Event::SoakStarted {
             wave,
-            duration_ms: soak.as_millis() as u64,
+            duration_ms: watched_for.as_millis() as u64,
         });
         // A lapse extends the soak, up to the wave's timeout beyond it.
-        let deadline = Instant::now() + soak + self.plan.timeout;
+        let deadline = Instant::now() + watched_for + self.plan.timeout;
+        let (checked_tx, checked) = watch::channel(false);
+        let checks = async {
+            let r = self.run_checks(wave, apps, soak_end).await;
+            checked_tx.send_replace(r.is_ok());
+            r
+        };
         let watchers = apps
             .iter()
             .filter(|a| a.action != Action::Skip)
-            .map(|a| self.keep_watch(a, deadline));
+            .map(|a| self.keep_watch(a, deadline, checked.clone()));
         let watched = async { futures::future::try_join_all(watchers).await.map(|_| ()) };
         tokio::select! {
-            r = futures::future::try_join(watched, self.run_checks(wave, apps, soak_end)) => r.map(|_| ())?,
+            r = futures::future::try_join(watched, checks) => r.map(|_| ())?,
             () = self.cancel_requested() => return Err(SoakEnd::Interrupted),
         }
         self.emit(Event::SoakFinished { wave });
@@ -205,7 +223,13 @@ impl Run<'_> {
 
     /// One Application's soak: watch it, read it when the watch is quiet or broken, and
     /// keep a [`Vigil`] of what was observed.
-    async fn keep_watch(&self, a: &AppPlan, deadline: Instant) -> Result<(), SoakEnd> {
+    /// It lasts until the soak has passed and `checked` says every check of the wave passed.
+    async fn keep_watch(
+        &self,
+        a: &AppPlan,
+        deadline: Instant,
+        mut checked: watch::Receiver<bool>,
+    ) -> Result<(), SoakEnd> {
         let tag = &self.release.tag;
         let argocd = self.ports.argocd;
         let fail = |reason: String| SoakEnd::Failed {
@@ -228,10 +252,12 @@ impl Run<'_> {
         };
         loop {
             let now = Instant::now();
-            if vigil.passed() {
+            let passed = vigil.passed();
+            if passed && *checked.borrow_and_update() {
                 return Ok(());
             }
-            if now >= deadline {
+            // Once passed, the checks bound the rest (their limits and timeouts).
+            if !passed && now >= deadline {
                 return Err(fail(format!(
                     "not observed Healthy at {tag} for an unbroken {} before the deadline (nothing observed for {}; last: {last_error})",
                     humantime::format_duration(self.plan.soak),
@@ -251,7 +277,11 @@ impl Run<'_> {
                     Err(_) => lost(&mut vigil, "watching: no answer".into(), &mut last_error),
                 }
             }
-            let wake = vigil.next_look().min(deadline);
+            let wake = if passed {
+                vigil.next_look()
+            } else {
+                vigil.next_look().min(deadline)
+            };
             let next = async {
                 match stream.as_mut() {
                     Some(s) => s.next().await,
@@ -259,6 +289,8 @@ impl Run<'_> {
                 }
             };
             let observed = tokio::select! {
+                // The checks are done: look at the vigil again.
+                Ok(()) = checked.changed() => continue,
                 item = next => match item {
                     Some(Ok(app)) => Some(app),
                     Some(Err(e)) => {
@@ -276,7 +308,7 @@ impl Run<'_> {
                     }
                 },
                 () = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= deadline {
+                    if !passed && Instant::now() >= deadline {
                         continue;
                     }
                     // The watch was quiet (or broken) for long enough: read it now.
@@ -349,6 +381,11 @@ mod tests {
         assert_eq!(v.next_look(), t0 + 60 * S, "the end of the soak");
         v.seen(t0 + 60 * S);
         assert!(v.passed());
+        // Watched on while checks measure: a look every half bound, not at once.
+        assert_eq!(v.next_look(), t0 + 75 * S);
+        assert_eq!(v.seen(t0 + 75 * S), None);
+        assert!(v.passed());
+        assert_eq!(v.next_look(), t0 + 90 * S);
     }
 
     #[test]

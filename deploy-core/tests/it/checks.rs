@@ -212,3 +212,65 @@ async fn checks_without_a_metrics_backend_change_nothing() {
     assert!(f.world.audit.records().await.unwrap().is_empty());
     assert_eq!(f.prod_images().await, all_at(T1));
 }
+
+/// A check measuring beyond the soak (20 measurements 30 s apart: 9 m 30 s against a 5 m
+/// soak) keeps the health watch: eu-west-1 going Degraded 7 m into the last wave's soak,
+/// while its metric is still good, fails the wave and rolls it back.
+#[tokio::test(start_paused = true)]
+async fn the_health_watch_is_kept_while_checks_lengthen_the_soak() {
+    let mut f = Fixture::with_staging_at_t2().await;
+    let text = deploy_core::config::EXAMPLE.replace(
+        "interval = \"30s\"\nno_data",
+        "interval = \"30s\"\ncount = 20\nno_data",
+    );
+    assert_ne!(text, deploy_core::config::EXAMPLE);
+    f.config = deploy_core::config::Config::parse("deploy.toml", &text).unwrap();
+    let plan = f.plan(Intent::Promote { tag: None }).await;
+    let eu = f.app_name("prod", "eu-west-1");
+    let soak_started = std::sync::Mutex::new(None);
+    let mut events = Vec::new();
+    let ports = Ports {
+        argocd: &f.world.argocd,
+        lock: &f.world.lock,
+        audit: &f.world.audit,
+        clock: &*f.world.clock,
+        metrics: Some(&f.world.metrics),
+    };
+    let engine = Engine::new(ports, f.options("run-long", None));
+    let run = engine.run(&plan, |e| {
+        if let Event::SoakStarted {
+            wave: 2,
+            duration_ms,
+        } = &e
+        {
+            *soak_started.lock().unwrap() = Some((tokio::time::Instant::now(), *duration_ms));
+        }
+        events.push(e);
+    });
+    let script = async {
+        let (at, duration_ms) = loop {
+            if let Some(s) = *soak_started.lock().unwrap() {
+                break s;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        };
+        assert_eq!(duration_ms, 570_000, "the soak lasts as long as its checks");
+        tokio::time::sleep_until(at + std::time::Duration::from_secs(7 * 60)).await;
+        f.world.argocd.set_health(&eu, Health::Degraded);
+    };
+    let (report, ()) = tokio::join!(run, script);
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("eu-west-1: Degraded"),
+        "{}",
+        report.message
+    );
+    assert_eq!(f.prod_images().await, all_at(T1));
+    // The metric was good all along: it was the health watch that failed the wave.
+    assert!(
+        measured(&events, "eu-west-1")
+            .iter()
+            .all(|(v, p, _)| *v == [0.0] && *p == Phase::Successful)
+    );
+}
