@@ -194,6 +194,18 @@ impl State {
         (windows, can)
     }
 
+    /// Whether `name`'s windows hold its Running operation now: the controller's
+    /// `syncWindowPreventsSync` (argo-cd controller/sync.go), `CanSync(isManual)` with
+    /// isManual from the operation's `initiatedBy.automated`; an invalid window holds it.
+    fn window_holds(&self, name: &str) -> bool {
+        let (windows, _) = self.windows_of(name);
+        let automated = self.apps.get(name).is_some_and(|a| {
+            a.obj["status"]["operationState"]["operation"]["initiatedBy"]["automated"]
+                == json!(true)
+        });
+        !deploy_core::window::can_sync(&windows, Timestamp::now(), !automated).unwrap_or(false)
+    }
+
     fn now(&mut self) -> String {
         self.clock += 1;
         Timestamp::from_second(1_780_000_000 + self.clock)
@@ -234,6 +246,7 @@ impl State {
             return false;
         }
         let now = self.now();
+        let held = self.window_holds(name);
         let Some(app) = self.apps.get_mut(name) else {
             return false;
         };
@@ -265,6 +278,13 @@ impl State {
             finish(obj, "Failed", "Operation terminated", &now);
             obj["status"]["sync"]["status"] = json!("OutOfSync");
             true
+        } else if phase == "Running" && !app.foreign && held {
+            // `SyncAppState`: a Running operation that a window now prevents stays Running,
+            // and only its message says why.
+            let message = &mut obj["status"]["operationState"]["message"];
+            let changed = *message != json!("Sync operation blocked by sync window");
+            *message = json!("Sync operation blocked by sync window");
+            changed
         } else if phase == "Running" && !app.foreign {
             app.running += 1;
             if (app.running < 2 && app.timing.is_none()) || app.script == Script::Hang {

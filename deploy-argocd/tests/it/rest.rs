@@ -343,3 +343,51 @@ async fn the_application_set_controller_keeps_only_what_it_is_told_to() {
     );
     assert!(matches!(port.application_set("nope").await, Err(e) if e.is_not_found()));
 }
+
+/// A window that closes after a sync was accepted: as the controller's `SyncAppState`, the
+/// operation stays Running with "Sync operation blocked by sync window" while the window
+/// holds, and goes on when it no longer does.
+#[tokio::test]
+async fn an_operation_is_held_running_while_a_window_prevents_it() {
+    let fake = FakeArgo::start().await;
+    let port = client(&fake.server);
+    fake.create_application(&seed("held", "v1")).await;
+    port.set_override("held", &helm("v2")).await.unwrap();
+    port.sync(
+        "held",
+        &SyncRequest {
+            prune: false,
+            operation_id: "op-held".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    let start = jiff::Timestamp::from_second(now - now.rem_euclid(60) - 60).unwrap();
+    fake.set_sync_windows(
+        "default",
+        serde_json::json!([{
+            "kind": "deny",
+            "schedule": start.strftime("%-M %-H %-d %-m *").to_string(),
+            "duration": "1h",
+            "applications": ["*"],
+        }]),
+    );
+    for _ in 0..5 {
+        let app = port.application("held").await.unwrap();
+        let op = app.operation_state.expect("an operation");
+        assert_eq!(op.phase.to_string(), "Running");
+        assert_eq!(op.message, "Sync operation blocked by sync window");
+    }
+    fake.set_sync_windows("default", serde_json::json!([]));
+    let app = wait_for(&port, "held", LIMIT, |a| {
+        finished("op-held")(a) && a.health == Health::Healthy
+    })
+    .await
+    .unwrap();
+    assert!(
+        app.images.iter().all(|i| i.ends_with("/api:v2")),
+        "{:?}",
+        app.images
+    );
+}

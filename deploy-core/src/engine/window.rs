@@ -289,7 +289,7 @@ pub fn blocked_reason(message: &str) -> Option<String> {
     let lower = message.to_ascii_lowercase();
     if lower.contains("operation blocked by sync window") {
         return Some(format!(
-            "blocked by a sync window: Argo CD accepted the sync, then a window closed and it holds the operation Running until the window opens ({message})"
+            "blocked by a sync window: Argo CD accepted the sync, then a window closed and it holds the operation Running until its windows let it sync ({message})"
         ));
     }
     lower

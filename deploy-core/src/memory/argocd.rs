@@ -91,6 +91,9 @@ struct Run {
     info: BTreeMap<String, String>,
     initiated_by: String,
     terminating: bool,
+    /// When a sync window held it Running, the time it was let go (its work starts then).
+    #[serde(default)]
+    resumed_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +267,7 @@ impl InMemoryArgoCd {
                 info: BTreeMap::new(),
                 initiated_by: "alice@example.com".into(),
                 terminating: false,
+                resumed_at: None,
             });
             a.app.operation_pending = true;
             a.app.operation_state = Some(running_state(now, "alice@example.com", BTreeMap::new()));
@@ -394,6 +398,7 @@ impl InMemoryArgoCd {
             info: info.clone(),
             initiated_by: by.to_owned(),
             terminating: false,
+            resumed_at: None,
         });
         sim.app.operation_pending = true;
         sim.app.operation_state = Some(running_state(now, by, info));
@@ -465,11 +470,29 @@ fn compare(sim: &mut SimApp) {
 fn advance(sim: &mut SimApp, now: Timestamp, timing: Timing) -> bool {
     let before = sim.app.clone();
     if let Some(run) = sim.run.clone() {
+        // As the controller's `SyncAppState`: while `syncWindowPreventsSync` (the windows
+        // matching the app, `CanSync(isManual)` with isManual from the operation's initiator),
+        // a Running operation is held Running with the message "Sync operation blocked by sync
+        // window", and goes on once a window lets it (argo-cd controller/sync.go).
+        let manual = run.initiated_by != "automated";
+        if !matches!(run.kind, RunKind::Foreign(_))
+            && !run.terminating
+            && !window::can_sync(&sim.windows, now, manual).unwrap_or(false)
+        {
+            if let Some(s) = sim.app.operation_state.as_mut() {
+                s.message = "Sync operation blocked by sync window".into();
+            }
+            if let Some(r) = sim.run.as_mut() {
+                r.resumed_at = Some(now);
+            }
+            return sim.app != before;
+        }
+        let began = run.resumed_at.unwrap_or(run.started_at);
         let ends = match &run.kind {
             RunKind::Foreign(end) => *end,
             _ if run.terminating => Some(run.started_at),
             _ if run.script == Script::Hang => None,
-            _ => run.started_at.checked_add(timing.sync).ok(),
+            _ => began.checked_add(timing.sync).ok(),
         };
         if let Some(end) = ends.filter(|e| *e <= now) {
             let end = end.max(run.started_at);
@@ -539,10 +562,13 @@ fn advance(sim: &mut SimApp, now: Timestamp, timing: Timing) -> bool {
         sim.app.reconciled_at = Some(at);
         sim.settles = None;
     }
-    // Automated sync: Argo CD starts a sync by itself when the app is OutOfSync.
+    // Automated sync: Argo CD starts a sync by itself when the app is OutOfSync, unless its
+    // windows say `CanSync(false)` is false ("Sync prevented by sync window", argo-cd
+    // controller/appcontroller.go `processAppRefreshQueueItem`).
     if sim.run.is_none()
         && sim.app.sync_mode.is_automated()
         && sim.app.sync_status == SyncStatus::OutOfSync
+        && window::can_sync(&sim.windows, now, false).unwrap_or(false)
     {
         let script = sim.scripts.pop_front().unwrap_or(Script::Healthy);
         sim.run = Some(Run {
@@ -552,6 +578,7 @@ fn advance(sim: &mut SimApp, now: Timestamp, timing: Timing) -> bool {
             info: BTreeMap::new(),
             initiated_by: "automated".into(),
             terminating: false,
+            resumed_at: None,
         });
         sim.app.operation_pending = true;
         sim.app.operation_state = Some(running_state(now, "automated", BTreeMap::new()));
@@ -794,6 +821,49 @@ mod tests {
             (SyncStatus::Synced, Health::Healthy)
         );
         assert!(app.images[0].ends_with(":v2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deny_window_keeps_automated_sync_from_starting() {
+        let a = argocd();
+        let mut seed = crate::conformance::argocd::seed("auto", "v1");
+        seed.sync_mode = SyncMode::Automated {
+            prune: false,
+            self_heal: true,
+        };
+        a.create_application(&seed);
+        // A deny window over the whole first hour of the clock's epoch day, every day.
+        a.set_sync_windows(
+            "auto",
+            vec![crate::port::SyncWindow {
+                kind: crate::port::WindowKind::Deny,
+                schedule: "0 0 * * *".into(),
+                duration: "1h".into(),
+                manual_sync: false,
+                time_zone: None,
+                applications: vec!["*".into()],
+                namespaces: vec![],
+                clusters: vec![],
+                and_operator: false,
+            }],
+        );
+        let v2 = OverrideValue::Helm {
+            parameter: "image.tag".into(),
+            value: "v2".into(),
+        };
+        tokio::time::advance(Duration::from_secs(60)).await;
+        a.set_override("auto", &v2).await.unwrap();
+        tokio::time::advance(Duration::from_secs(600)).await;
+        let app = a.application("auto").await.unwrap();
+        assert!(
+            !app.operation_pending,
+            "no automated sync inside the window"
+        );
+        assert_eq!(app.sync_status, SyncStatus::OutOfSync);
+        // After the window, it syncs itself.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let app = a.application("auto").await.unwrap();
+        assert!(app.operation_pending);
     }
 
     #[tokio::test(start_paused = true)]

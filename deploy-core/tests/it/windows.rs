@@ -156,3 +156,61 @@ async fn a_window_that_closes_mid_run_halts_before_its_wave_without_rollback() {
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
     assert_eq!(report.apps[0].state, AppState::Skipped);
 }
+
+/// A window that closes after wave 1's sync was accepted: Argo CD holds the operation
+/// Running ("Sync operation blocked by sync window") until the window ends, then finishes it.
+/// `long`: the window outlasts the wave's timeout, and the failure says why.
+async fn held_by_a_window(long: bool) -> (deploy_core::engine::RunReport, Vec<Event>, String) {
+    use deploy_core::memory::argocd::Timing;
+    let f = Fixture::with_staging_at_t2().await;
+    let now = f.world.clock.now();
+    let app = f.app_name("prod", "us-west-2");
+    // The sync takes 3 minutes; the window opens within the first one.
+    f.world.argocd.set_app_timing(
+        &app,
+        Timing {
+            sync: Duration::from_secs(180),
+            health: Duration::from_secs(3),
+        },
+    );
+    let duration = if long { "1h" } else { "5m" };
+    f.world
+        .argocd
+        .set_sync_windows(&app, vec![deny_from(minute_of(now, 1), duration)]);
+    let (report, events) = f.promote(f.options("w-held", None)).await;
+    let held = events
+        .iter()
+        .any(|e| matches!(e, Event::AppProgress { cluster, .. } if cluster == "us-west-2"));
+    assert!(held, "the held operation was followed");
+    (report.unwrap(), events, app)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operation_held_by_a_window_goes_on_when_it_ends() {
+    let (report, events, _) = held_by_a_window(false).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    // Healthy only after the window (opened ≤ 60 s in, for 5 m) let the sync go on.
+    let healthy = events.iter().find_map(|e| match e {
+        Event::AppHealthy {
+            cluster,
+            elapsed_ms,
+            ..
+        } if cluster == "us-west-2" => Some(*elapsed_ms),
+        _ => None,
+    });
+    assert!(healthy.is_some_and(|ms| ms > 300_000), "{healthy:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operation_held_past_the_timeout_is_reported_as_blocked_by_the_window() {
+    let (report, _, _) = held_by_a_window(true).await;
+    // The rollback's own sync is refused by the same window: nothing rolled back.
+    assert_eq!(report.outcome, Outcome::Failed, "{}", report.message);
+    assert!(
+        report.message.contains(
+            "us-west-2: blocked by a sync window: Argo CD accepted the sync, then a window closed"
+        ) && report.message.contains("timed out after 15m"),
+        "{}",
+        report.message
+    );
+}
