@@ -135,6 +135,23 @@ impl Vigil {
     }
 }
 
+/// A wave's soak so far, shared by its Applications' watches.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// How many Applications are watched.
+    watched: usize,
+    /// Those whose vigil has passed (and not lapsed since).
+    passed: std::collections::BTreeSet<String>,
+    /// Every check of the wave passed.
+    checked: bool,
+}
+
+impl Progress {
+    fn over(&self) -> bool {
+        self.checked && self.passed.len() == self.watched
+    }
+}
+
 /// How a soak ended without passing.
 pub(crate) enum SoakEnd {
     Failed {
@@ -202,16 +219,19 @@ impl Run<'_> {
         });
         // A lapse extends the soak, up to the wave's timeout beyond it.
         let deadline = Instant::now() + watched_for + self.plan.timeout;
-        let (checked_tx, checked) = watch::channel(false);
+        let deployed: Vec<&AppPlan> = apps.iter().filter(|a| a.action != Action::Skip).collect();
+        let progress = watch::Sender::new(Progress {
+            watched: deployed.len(),
+            ..Progress::default()
+        });
         let checks = async {
             let r = self.run_checks(wave, apps, soak_end).await;
-            checked_tx.send_replace(r.is_ok());
+            progress.send_modify(|p| p.checked = r.is_ok());
             r
         };
-        let watchers = apps
+        let watchers = deployed
             .iter()
-            .filter(|a| a.action != Action::Skip)
-            .map(|a| self.keep_watch(a, deadline, checked.clone()));
+            .map(|a| self.keep_watch(a, deadline, &progress));
         let watched = async { futures::future::try_join_all(watchers).await.map(|_| ()) };
         tokio::select! {
             r = futures::future::try_join(watched, checks) => r.map(|_| ())?,
@@ -222,14 +242,16 @@ impl Run<'_> {
     }
 
     /// One Application's soak: watch it, read it when the watch is quiet or broken, and
-    /// keep a [`Vigil`] of what was observed.
-    /// It lasts until the soak has passed and `checked` says every check of the wave passed.
+    /// keep a [`Vigil`] of what was observed. It lasts until the wave's soak is over: every
+    /// Application's vigil passed and every check passed (`progress`), so none is left
+    /// unwatched while another's soak or a check goes on.
     async fn keep_watch(
         &self,
         a: &AppPlan,
         deadline: Instant,
-        mut checked: watch::Receiver<bool>,
+        progress: &watch::Sender<Progress>,
     ) -> Result<(), SoakEnd> {
+        let mut wave = progress.subscribe();
         let tag = &self.release.tag;
         let argocd = self.ports.argocd;
         let fail = |reason: String| SoakEnd::Failed {
@@ -253,7 +275,16 @@ impl Run<'_> {
         loop {
             let now = Instant::now();
             let passed = vigil.passed();
-            if passed && *checked.borrow_and_update() {
+            if passed != wave.borrow().passed.contains(&a.application) {
+                progress.send_modify(|p| {
+                    if passed {
+                        p.passed.insert(a.application.clone());
+                    } else {
+                        p.passed.remove(&a.application);
+                    }
+                });
+            }
+            if wave.borrow_and_update().over() {
                 return Ok(());
             }
             // Once passed, the checks bound the rest (their limits and timeouts).
@@ -289,8 +320,8 @@ impl Run<'_> {
                 }
             };
             let observed = tokio::select! {
-                // The checks are done: look at the vigil again.
-                Ok(()) = checked.changed() => continue,
+                // The wave's soak moved on (a check or another Application): look again.
+                Ok(()) = wave.changed() => continue,
                 item = next => match item {
                     Some(Ok(app)) => Some(app),
                     Some(Err(e)) => {

@@ -717,6 +717,37 @@ async fn an_outage_over_thirty_seconds_starts_the_soak_over() {
     assert!(took >= 6 * MINUTE && took < 7 * MINUTE, "{took:?}");
 }
 
+/// In wave 2, us-east-1's soak starts over after a 40 s outage; eu-west-1's own soak has
+/// passed, but it is still watched until the wave's soak is over, so its turning Degraded
+/// then (5 m 30 s in) fails the wave.
+#[tokio::test(start_paused = true)]
+async fn a_wave_whose_soak_starts_over_on_one_cluster_keeps_watching_the_others() {
+    let h = Harness::new().await;
+    let eu = h.app("eu-west-1");
+    let plan = h.plan().await;
+    let script = async {
+        let soak = h.when(soak_started(2)).await;
+        h.blind(
+            "us-east-1",
+            Fault::Unavailable,
+            soak + 20 * SECOND,
+            Some(40 * SECOND),
+        );
+        tokio::time::sleep_until(soak + 5 * MINUTE + 30 * SECOND).await;
+        assert!(h.at(soak_finished(2)).is_none(), "the wave's soak goes on");
+        h.f.world.argocd.set_health(&eu, Health::Degraded);
+    };
+    let (report, ()) = tokio::join!(h.run(&plan, "run-longest"), script);
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("eu-west-1: Degraded"),
+        "{}",
+        report.message
+    );
+    assert_eq!(h.prod().await, all_at(T1));
+}
+
 // ---------------------------------------------------------------- 2. a foreign sync
 
 #[tokio::test(start_paused = true)]
