@@ -64,12 +64,12 @@ impl Run<'_> {
         apps: &[AppPlan],
         soak_end: Instant,
     ) -> Result<(), SoakEnd> {
-        let runs = apps.iter().flat_map(|a| {
+        super::all_ok(apps.iter().flat_map(|a| {
             a.checks
                 .iter()
                 .map(move |c| self.run_check(wave, a, c, soak_end))
-        });
-        futures::future::try_join_all(runs).await.map(|_| ())
+        }))
+        .await
     }
 
     async fn run_check(

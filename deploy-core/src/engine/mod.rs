@@ -169,6 +169,18 @@ impl std::fmt::Debug for Engine<'_> {
 /// How long to pause after a collision, a broken watch or a failed read before trying again.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Runs `futures` concurrently until all are `Ok` or the first `Err`, whichever finishes
+/// first. Unlike `try_join_all`, which over more than 30 futures (or an iterator without an
+/// upper bound) keeps their order and sees a later one's error only once the earlier ones end.
+pub(crate) async fn all_ok<E>(
+    futures: impl IntoIterator<Item = impl std::future::Future<Output = Result<(), E>>>,
+) -> Result<(), E> {
+    use futures::TryStreamExt as _;
+    let mut running: futures::stream::FuturesUnordered<_> = futures.into_iter().collect();
+    while running.try_next().await?.is_some() {}
+    Ok(())
+}
+
 type Sink<'e> = Mutex<&'e mut (dyn FnMut(Event) + Send)>;
 
 /// One run in progress: what every part of it shares.
@@ -694,5 +706,34 @@ fn report(
         to: release.tag.to_string(),
         state,
         elapsed_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{Future, pending, ready};
+    use std::pin::Pin;
+
+    use super::all_ok;
+
+    type Boxed = Pin<Box<dyn Future<Output = Result<(), usize>>>>;
+
+    /// The last of 40 futures fails at once while the others never end: the failure is seen
+    /// (`try_join_all` would wait for the 39 before it, here for ever).
+    #[tokio::test(start_paused = true)]
+    async fn the_first_error_ends_them_all_whatever_its_place() {
+        let futures = (0..40).map(|i| -> Boxed {
+            if i == 39 {
+                Box::pin(ready(Err(i)))
+            } else {
+                Box::pin(pending())
+            }
+        });
+        let r = tokio::time::timeout(std::time::Duration::from_secs(1), all_ok(futures)).await;
+        assert_eq!(r, Ok(Err(39)));
+        let none: Vec<Boxed> = Vec::new();
+        assert_eq!(all_ok(none).await, Ok(()));
+        let done = (0..40).map(|_| -> Boxed { Box::pin(ready(Ok(()))) });
+        assert_eq!(all_ok(done).await, Ok(()));
     }
 }

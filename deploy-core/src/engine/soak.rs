@@ -232,7 +232,7 @@ impl Run<'_> {
         let watchers = deployed
             .iter()
             .map(|a| self.keep_watch(a, deadline, &progress));
-        let watched = async { futures::future::try_join_all(watchers).await.map(|_| ()) };
+        let watched = super::all_ok(watchers);
         tokio::select! {
             r = futures::future::try_join(watched, checks) => r.map(|_| ())?,
             () = self.cancel_requested() => return Err(SoakEnd::Interrupted),
