@@ -1,11 +1,29 @@
 //! The image override: how a release is written into an Application's source (a Helm
 //! parameter, or Kustomize images), read back from it, and compared. This module owns it; the
 //! adapters only apply an [`OverrideValue`] to their wire format.
+//!
+//! With `pin = "digest"` the override names the digest of each service image as well as the
+//! tag, so the bytes the gate proved are the bytes that run:
+//!
+//! - Kustomize: each entry is `name:tag@sha256:…`. Argo CD hands every
+//!   `spec.source.kustomize.images` entry (its `KustomizeImage`, "[old_image_name=]
+//!   <image_name>:<image_tag>", with `@digest` allowed) to `kustomize edit set image`, which
+//!   since kustomize v5.2 (kubernetes-sigs/kustomize#5234) parses `<image>:<newtag>@<digest>`
+//!   into `newTag` and `digest`; kustomize's image transformer
+//!   (api/filters/imagetag/updater.go, `SetImageValue`) then renders `name:newTag@digest`
+//!   (and `name@digest` for a digest alone: "overriding tag or digest will replace both
+//!   original tag and digest values"). The tag stays for people and for the history; the
+//!   runtime pulls by the digest. Entries written as `name@sha256:…` by hand are read too.
+//! - Helm: the tag goes to `parameter` as before, and each service's digest to its own
+//!   parameter (`digest_parameter` with `{service}` filled in); the chart decides how it
+//!   renders them (`repo@sha256:…` or `repo:tag@sha256:…`).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Environment, ImageOverride};
-use crate::model::Tag;
+use crate::config::{Environment, ImageOverride, Pin};
+use crate::model::{Digest, Release, Tag};
 use crate::plan::live::LiveTag;
 use crate::port::{Application, image_name, image_tag};
 
@@ -13,18 +31,29 @@ use crate::port::{Application, image_name, image_tag};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum OverrideValue {
-    /// One Helm parameter (`spec.source.helm.parameters[name]`).
+    /// One Helm parameter (`spec.source.helm.parameters[name]`), and with a digest pin one
+    /// parameter per service holding its digest.
     Helm {
         /// Parameter name, e.g. `image.tag`.
         parameter: String,
         /// Its value: the tag.
         value: String,
+        /// Digest parameter → digest (`pin = "digest"`); an empty value clears a pin (a
+        /// release whose digest is unknown runs by its tag). Empty when pinned by tag.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        digests: BTreeMap<String, String>,
     },
-    /// Kustomize image overrides (`spec.source.kustomize.images`), `name:tag` each.
+    /// Kustomize image overrides (`spec.source.kustomize.images`), `name:tag` each, or
+    /// `name:tag@sha256:…` when pinned by digest.
     Kustomize {
         /// The entries for our images.
         images: Vec<String>,
     },
+}
+
+/// The digest of an image reference `name@digest` or `name:tag@digest`; `None` without one.
+pub fn image_digest(image: &str) -> Option<&str> {
+    image.split_once('@').map(|(_, d)| d)
 }
 
 impl OverrideValue {
@@ -43,6 +72,22 @@ impl OverrideValue {
         tags
     }
 
+    /// The digests this override pins, as (where, digest): the Kustomize image name, or the
+    /// Helm digest parameter. Empty when it names the tag only.
+    pub fn pins(&self) -> Vec<(&str, &str)> {
+        match self {
+            Self::Helm { digests, .. } => digests
+                .iter()
+                .filter(|(_, d)| !d.is_empty())
+                .map(|(p, d)| (p.as_str(), d.as_str()))
+                .collect(),
+            Self::Kustomize { images } => images
+                .iter()
+                .filter_map(|i| Some((kustomize_name(i), image_digest(i)?)))
+                .collect(),
+        }
+    }
+
     /// Whether this override is of the configured kind.
     pub fn is_kind(&self, kind: &ImageOverride) -> bool {
         matches!(
@@ -51,20 +96,11 @@ impl OverrideValue {
                 | (Self::Kustomize { .. }, ImageOverride::Kustomize)
         )
     }
-
-    /// The kind of override this is, as configured.
-    pub fn kind(&self) -> ImageOverride {
-        match self {
-            Self::Helm { parameter, .. } => ImageOverride::Helm {
-                parameter: parameter.clone(),
-            },
-            Self::Kustomize { .. } => ImageOverride::Kustomize,
-        }
-    }
 }
 
 impl Application {
-    /// The image override as configured by `kind`, if the Application has one.
+    /// The image override as configured by `kind`, if the Application has one: the tag's
+    /// parameter (Helm), or the entries for our images (Kustomize, pinned or not).
     pub fn override_value(
         &self,
         kind: &ImageOverride,
@@ -77,6 +113,7 @@ impl Application {
                     .map(|value| OverrideValue::Helm {
                         parameter: parameter.clone(),
                         value: value.clone(),
+                        digests: BTreeMap::new(),
                     })
             }
             ImageOverride::Kustomize => {
@@ -90,9 +127,38 @@ impl Application {
             }
         }
     }
+
+    /// The override in force read in the shape of `want`: for Helm, the tag's parameter and
+    /// every digest parameter `want` names (those present), so that comparing the two says
+    /// whether writing `want` changes anything.
+    pub fn override_like(
+        &self,
+        want: &OverrideValue,
+        image_names: &[String],
+    ) -> Option<OverrideValue> {
+        match want {
+            OverrideValue::Helm {
+                parameter, digests, ..
+            } => {
+                let value = self.helm_parameters.get(parameter)?;
+                Some(OverrideValue::Helm {
+                    parameter: parameter.clone(),
+                    value: value.clone(),
+                    digests: digests
+                        .keys()
+                        .filter_map(|p| Some((p.clone(), self.helm_parameters.get(p)?.clone())))
+                        .collect(),
+                })
+            }
+            OverrideValue::Kustomize { .. } => {
+                self.override_value(&ImageOverride::Kustomize, image_names)
+            }
+        }
+    }
 }
 
-/// The image name a Kustomize override entry matches: `old=new:tag` → `old`, `name:tag` → `name`.
+/// The image name a Kustomize override entry matches: `old=new:tag` → `old`, `name:tag` → `name`,
+/// `name:tag@sha256:…` → `name`.
 pub fn kustomize_name(entry: &str) -> &str {
     match entry.split_once('=') {
         Some((old, _)) => old,
@@ -100,15 +166,53 @@ pub fn kustomize_name(entry: &str) -> &str {
     }
 }
 
-/// The override that makes a cluster of `env` run `tag`.
+/// The override that makes a cluster of `env` run `tag`, by tag whatever the pin (an image
+/// updater's write, a simulation's seed); [`pinned_override`] writes what a promotion does.
 pub fn override_for(env: &Environment, image_names: &[String], tag: &Tag) -> OverrideValue {
     match &env.image_override {
         ImageOverride::Helm { parameter } => OverrideValue::Helm {
             parameter: parameter.clone(),
             value: tag.to_string(),
+            digests: BTreeMap::new(),
         },
         ImageOverride::Kustomize => OverrideValue::Kustomize {
             images: image_names.iter().map(|n| format!("{n}:{tag}")).collect(),
+        },
+    }
+}
+
+/// The override that makes a cluster of `env` (its (service, image name) pairs `images`) run
+/// `release` as the environment pins it: by tag, or with `pin = "digest"` by each service's
+/// digest in `release.digests`. A service whose digest is unknown (a previous release that
+/// ran by tag) is written by its tag: Kustomize `name:tag`, Helm an empty digest parameter.
+pub fn pinned_override(
+    env: &Environment,
+    images: &[(String, String)],
+    release: &Release,
+) -> OverrideValue {
+    let tag = &release.tag;
+    let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+    let Pin::Digest { helm_parameters } = &env.pin else {
+        return override_for(env, &names, tag);
+    };
+    let digest = |service: &str| release.digests.get(service).map(Digest::as_str);
+    match &env.image_override {
+        ImageOverride::Helm { parameter } => OverrideValue::Helm {
+            parameter: parameter.clone(),
+            value: tag.to_string(),
+            digests: helm_parameters
+                .iter()
+                .map(|(service, p)| (p.clone(), digest(service).unwrap_or_default().to_owned()))
+                .collect(),
+        },
+        ImageOverride::Kustomize => OverrideValue::Kustomize {
+            images: images
+                .iter()
+                .map(|(service, n)| match digest(service) {
+                    Some(d) => format!("{n}:{tag}@{d}"),
+                    None => format!("{n}:{tag}"),
+                })
+                .collect(),
         },
     }
 }

@@ -161,9 +161,8 @@ impl Run<'_> {
             // Nothing written by us (the override already names the release): whatever
             // operation Argo CD ran or runs for that spec is the one to judge.
             let mut baseline = Baseline::default();
-            let override_set = |v: &OverrideValue| {
-                same_override(current.override_value(&v.kind(), &names).as_ref(), v)
-            };
+            let override_set =
+                |v: &OverrideValue| same_override(current.override_like(v, &names).as_ref(), v);
             if let Some(v) = t.value.filter(|v| !override_set(v)) {
                 self.lease.before_write().await?;
                 writes.override_sent.store(true, Ordering::Relaxed);
