@@ -217,6 +217,34 @@ pub fn pinned_override(
     }
 }
 
+/// The digests `value` pins, by service: Kustomize entries by their image name in `images`
+/// ((service, image name) pairs), Helm digest parameters by `env`'s `digest_parameter`.
+pub fn pinned_digests(
+    value: &OverrideValue,
+    env: &Environment,
+    images: &[(String, String)],
+) -> BTreeMap<String, Digest> {
+    let service_of = |at: &str| -> Option<String> {
+        match value {
+            OverrideValue::Kustomize { .. } => {
+                images.iter().find(|(_, n)| n == at).map(|(s, _)| s.clone())
+            }
+            OverrideValue::Helm { .. } => match &env.pin {
+                Pin::Digest { helm_parameters } => helm_parameters
+                    .iter()
+                    .find(|(_, p)| *p == at)
+                    .map(|(s, _)| s.clone()),
+                Pin::Tag => None,
+            },
+        }
+    };
+    value
+        .pins()
+        .into_iter()
+        .filter_map(|(at, d)| Some((service_of(at)?, Digest::new(d).ok()?)))
+        .collect()
+}
+
 /// The tag the image override points at.
 pub fn desired_tag(value: Option<&OverrideValue>) -> LiveTag {
     match value.map(OverrideValue::tags).as_deref() {
