@@ -267,3 +267,97 @@ pub fn same_override(current: Option<&OverrideValue>, want: &OverrideValue) -> b
         (None, _) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, EXAMPLE};
+    use crate::memory::rendered_images;
+    use crate::plan::live::{is_at_release, service_images};
+    use crate::port::test_app;
+
+    fn digest(c: char) -> Digest {
+        Digest::new(format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+    }
+
+    /// Write the pinned override of a release into an Application, read it back, render it
+    /// as Argo CD would, and judge it: at the release, and not at a release whose digests
+    /// differ though its tag is the same.
+    #[test]
+    fn pinned_overrides_round_trip() {
+        const HELM: &str = "image_override = { kind = \"helm\", parameter = \"image.tag\" }";
+        for (written, helm) in [
+            ("{ kind = \"kustomize\", pin = \"digest\" }", false),
+            (
+                "{ kind = \"helm\", parameter = \"image.tag\", pin = \"digest\", digest_parameter = \"{service}.image.digest\" }",
+                true,
+            ),
+        ] {
+            let text = EXAMPLE.replacen(HELM, &format!("image_override = {written}"), 1);
+            let config = Config::parse("deploy.toml", &text).unwrap();
+            let env = config.environment("debug").unwrap();
+            let images = service_images(&config, env, &config.clusters[0]);
+            let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+            let release = Release {
+                tag: Tag::new("r42").unwrap(),
+                digests: images
+                    .iter()
+                    .zip(['a', 'b', 'c'])
+                    .map(|((s, _), c)| (s.clone(), digest(c)))
+                    .collect(),
+            };
+            let want = pinned_override(env, &images, &release);
+            // Write it as the adapters do: Kustomize entries, or Helm parameters.
+            let mut app = test_app("a", &[]);
+            let mut digest_parameters = BTreeMap::new();
+            match &want {
+                OverrideValue::Kustomize { images: entries } => {
+                    assert!(!helm, "{written}");
+                    for ((s, n), e) in images.iter().zip(entries) {
+                        assert_eq!(e, &format!("{n}:r42@{}", release.digests[s]), "{written}");
+                    }
+                    app.kustomize_images = entries.clone();
+                }
+                OverrideValue::Helm {
+                    parameter,
+                    value,
+                    digests,
+                } => {
+                    assert!(helm, "{written}");
+                    app.helm_parameters.insert(parameter.clone(), value.clone());
+                    app.helm_parameters
+                        .insert("replicaCount".into(), "3".into());
+                    for (s, n) in &images {
+                        let p = format!("{s}.image.digest");
+                        assert_eq!(digests[&p], release.digests[s].as_str(), "{written}");
+                        app.helm_parameters.insert(p.clone(), digests[&p].clone());
+                        digest_parameters.insert(n.clone(), p);
+                    }
+                }
+            }
+            let back = app.override_like(&want, &names);
+            assert!(same_override(back.as_ref(), &want), "{written}: {back:?}");
+            assert_eq!(want.tags(), ["r42"], "{written}");
+            assert_eq!(
+                pinned_digests(&want, env, &images),
+                release.digests,
+                "{written}"
+            );
+            app.images = rendered_images(&names, &want, &digest_parameters);
+            assert!(
+                is_at_release(&app, &images, &release),
+                "{written}: {:?}",
+                app.images
+            );
+            // The same tag with other bytes for one service is not this release.
+            let mut pushed_again = release.clone();
+            pushed_again
+                .digests
+                .insert(images[1].0.clone(), digest('f'));
+            assert!(!is_at_release(&app, &images, &pushed_again), "{written}");
+            // Written by tag instead, it is not the pinned override.
+            let by_tag = override_for(env, &names, &release.tag);
+            assert!(!same_override(Some(&by_tag), &want), "{written}");
+        }
+    }
+}

@@ -156,23 +156,27 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
 }
 
 /// What writing `value` does, shortly: "set image override to r42", or pinned by digest
-/// "pin images to r42 digests (api@sha256:abcd1234…, +2)"; the JSON carries the whole value.
+/// "pin images to r42 digests (api@sha256:abcd1234…, +2)" (Kustomize: the image's last path
+/// segment; Helm: "api.image.digest=sha256:abcd1234…", the parameter written). The JSON
+/// carries the whole value.
 fn override_text(value: &deploy_core::port::OverrideValue, tag: &str) -> String {
     let pins = value.pins();
     let Some((at, digest)) = pins.first() else {
         return format!("set image override to {tag}");
     };
-    // The service's part of an image name or a digest parameter: `…/staging/api` → `api`.
-    let at = at.rsplit('/').next().unwrap_or(at);
     let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    let digest = format!("{alg}:{}…", &hex[..hex.len().min(8)]);
+    let first = match value {
+        deploy_core::port::OverrideValue::Helm { .. } => format!("{at}={digest}"),
+        deploy_core::port::OverrideValue::Kustomize { .. } => {
+            format!("{}@{digest}", at.rsplit('/').next().unwrap_or(at))
+        }
+    };
     let more = match pins.len() {
         1 => String::new(),
         n => format!(", +{}", n - 1),
     };
-    format!(
-        "pin images to {tag} digests ({at}@{alg}:{}…{more})",
-        &hex[..hex.len().min(8)]
-    )
+    format!("pin images to {tag} digests ({first}{more})")
 }
 
 /// `deploy plan`: exit 0 when every gate passes, 3 when one fails.
