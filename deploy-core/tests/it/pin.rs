@@ -82,6 +82,15 @@ async fn kustomize_pins_each_image_to_the_release_digest_and_rolls_back_to_the_p
             .map(|(s, n)| format!("{n}:{T2}@{}", build_digest(s, &tag(T2))))
             .collect();
         assert_eq!(images, &want, "{}", a.cluster);
+        // T1 ran by tag: a rollback would write it back by tag.
+        let by_tag: Vec<String> = a.images.iter().map(|(_, n)| format!("{n}:{T1}")).collect();
+        assert_eq!(
+            a.previous,
+            Some(OverrideValue::Kustomize { images: by_tag }),
+            "{}",
+            a.cluster
+        );
+        assert!(a.previous_digests.is_empty(), "{}", a.cluster);
     }
     let (report, _) = f.run(&plan, f.options("pin-1", None)).await;
     let report = report.unwrap();
@@ -230,5 +239,34 @@ async fn a_tag_pushed_again_is_not_the_release() {
         "{:?}",
         app.images
     );
-    let _ = T1;
+}
+
+/// Pinned by digest, rolling back to a release that ran by tag writes it back by tag: the
+/// digest parameters are emptied, so the chart renders the tag again.
+#[tokio::test(start_paused = true)]
+async fn helm_rolls_back_by_tag_to_a_release_that_ran_by_tag() {
+    let f = fixture(
+        "{ kind = \"helm\", parameter = \"image.tag\", pin = \"digest\", digest_parameter = \"{service}.image.digest\" }",
+    )
+    .await;
+    f.world
+        .argocd
+        .push_script(&f.app_name("prod", "eu-west-1"), Script::Degraded);
+    let (report, _) = f.promote(f.options("pin-rb", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    for (cluster, _, params, live) in prod_specs(&f).await {
+        assert_eq!(params["image.tag"], T1, "{cluster}");
+        let mut want = Vec::new();
+        for (s, n) in images_of(&f, &cluster) {
+            assert_eq!(
+                params[&format!("{s}.image.digest")],
+                "",
+                "{cluster} {s}: unpinned"
+            );
+            want.push(format!("{n}:{T1}"));
+        }
+        want.sort();
+        assert_eq!(live, want, "{cluster}");
+    }
 }
