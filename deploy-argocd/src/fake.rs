@@ -40,8 +40,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
-use deploy_core::memory::Timing;
+use deploy_core::memory::{Timing, rendered_images};
 use deploy_core::model::SyncMode;
+use deploy_core::port::OverrideValue;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path_regex};
@@ -56,6 +57,8 @@ struct AppSim {
     script: Script,
     tag_parameter: String,
     image_names: Vec<String>,
+    /// The chart's digest parameters, image name → parameter ([`FakeArgo::set_digest_parameters`]).
+    digest_parameters: BTreeMap<String, String>,
     /// Observations since the operation started.
     running: u32,
     /// Health to reach after the Progressing step.
@@ -309,19 +312,11 @@ impl State {
                             "successfully synced (all tasks run)",
                             &now,
                         );
-                        let tag = obj["spec"]["source"]["helm"]["parameters"]
-                            .as_array()
-                            .and_then(|ps| {
-                                ps.iter().find(|p| p["name"] == json!(app.tag_parameter))
-                            })
-                            .and_then(|p| p["value"].as_str())
-                            .unwrap_or_default()
-                            .to_owned();
-                        let images: Vec<String> = app
-                            .image_names
-                            .iter()
-                            .map(|n| format!("{n}:{tag}"))
-                            .collect();
+                        let images = rendered_images(
+                            &app.image_names,
+                            &spec_override(&obj["spec"]["source"], &app.tag_parameter),
+                            &app.digest_parameters,
+                        );
                         obj["status"]["summary"] = json!({ "images": images });
                         obj["status"]["sync"] = json!({ "status": "Synced", "revision": revision });
                         obj["status"]["health"] = json!({ "status": "Progressing" });
@@ -1059,6 +1054,41 @@ pub fn clusters() -> Value {
     ])
 }
 
+/// The image override a source carries, as the controller renders it: its Kustomize images
+/// when it has any, else the Helm tag parameter with every other parameter offered as a
+/// digest parameter ([`rendered_images`] uses those the chart declares).
+fn spec_override(source: &Value, tag_parameter: &str) -> OverrideValue {
+    let images: Vec<String> = source["kustomize"]["images"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !images.is_empty() {
+        return OverrideValue::Kustomize { images };
+    }
+    let mut parameters: BTreeMap<String, String> = source["helm"]["parameters"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| {
+                    Some((
+                        p["name"].as_str()?.to_owned(),
+                        p["value"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    OverrideValue::Helm {
+        parameter: tag_parameter.to_owned(),
+        value: parameters.remove(tag_parameter).unwrap_or_default(),
+        digests: parameters,
+    }
+}
+
 /// The Application object of `seed`, as Argo CD serves it.
 pub fn application(seed: &AppSeed, rv: u64, now: &str) -> Value {
     let tag = &seed.helm_parameters[&seed.tag_parameter];
@@ -1245,6 +1275,18 @@ impl FakeArgo {
         state.bump(name);
     }
 
+    /// Gives Application `name`'s chart a digest parameter per image (image name →
+    /// parameter): set to a digest, the chart renders that image as `name@digest` (see
+    /// [`rendered_images`]); the sync after a write shows it in `status.summary.images`.
+    pub fn set_digest_parameters(&self, name: &str, parameters: BTreeMap<String, String>) {
+        let mut state = self.state.lock().expect("fake state");
+        state
+            .apps
+            .get_mut(name)
+            .expect("known app")
+            .digest_parameters = parameters;
+    }
+
     /// Makes `requests` for Application `name` answer `outage` for as long as `lasts` says,
     /// as Argo CD (or a restart of it) answers them; see [`Outage`] for the bodies. A later
     /// fault for the same requests and Application comes after this one ends.
@@ -1390,6 +1432,7 @@ impl ArgoCdFixture for FakeArgo {
                 script: Script::Healthy,
                 tag_parameter: seed.tag_parameter.clone(),
                 image_names: seed.image_names.clone(),
+                digest_parameters: BTreeMap::new(),
                 running: 0,
                 health_next: None,
                 foreign: false,

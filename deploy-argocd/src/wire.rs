@@ -777,6 +777,7 @@ impl RevisionHistory {
         tags.pick(&params).map(|p| OverrideValue::Helm {
             parameter: p.name.clone(),
             value: p.value.clone(),
+            digests: Default::default(),
         })
     }
 }
@@ -1033,15 +1034,22 @@ fn pick_source(sources: &[ApplicationSource], value: &OverrideValue) -> usize {
 /// Sets `value` in `source`, keeping every other parameter or image.
 pub fn apply_override(source: &mut ApplicationSource, value: &OverrideValue) {
     match value {
-        OverrideValue::Helm { parameter, value } => {
+        OverrideValue::Helm {
+            parameter,
+            value,
+            digests,
+        } => {
             let helm = source.helm.get_or_insert_with(Helm::default);
-            match helm.parameters.iter_mut().find(|p| &p.name == parameter) {
-                Some(p) => p.value.clone_from(value),
-                None => helm.parameters.push(HelmParameter {
-                    name: parameter.clone(),
-                    value: value.clone(),
-                    extra: Extra::new(),
-                }),
+            // The tag, then (pinned by digest) each service's digest parameter.
+            for (name, value) in std::iter::once((parameter, value)).chain(digests) {
+                match helm.parameters.iter_mut().find(|p| &p.name == name) {
+                    Some(p) => p.value.clone_from(value),
+                    None => helm.parameters.push(HelmParameter {
+                        name: name.clone(),
+                        value: value.clone(),
+                        extra: Extra::new(),
+                    }),
+                }
             }
         }
         OverrideValue::Kustomize { images } => {
@@ -1154,6 +1162,7 @@ mod tests {
             .override_patch(&OverrideValue::Helm {
                 parameter: "image.tag".into(),
                 value: "v2".into(),
+                digests: Default::default(),
             })
             .unwrap();
         assert_eq!(
@@ -1204,6 +1213,7 @@ mod tests {
             .override_patch(&OverrideValue::Helm {
                 parameter: "image.tag".into(),
                 value: "v2".into(),
+                digests: Default::default(),
             })
             .unwrap();
         assert_eq!(
@@ -1249,7 +1259,8 @@ mod tests {
             p.history[0].override_value,
             Some(OverrideValue::Helm {
                 parameter: "image.tag".into(),
-                value: "v1".into()
+                value: "v1".into(),
+                digests: Default::default(),
             })
         );
         assert_eq!(p.resource_version, "3");
@@ -1281,6 +1292,7 @@ mod tests {
         let helm = |parameter: &str, value: &str| OverrideValue::Helm {
             parameter: parameter.into(),
             value: value.into(),
+            digests: Default::default(),
         };
         let spec = json!({"source": {"repoURL": "r", "helm": {"valueFiles": ["v.yaml"], "parameters": [
             {"name": "replicas", "value": "3"}, {"name": "image.tag", "value": "v1", "forceString": true}

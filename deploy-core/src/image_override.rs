@@ -1,11 +1,29 @@
 //! The image override: how a release is written into an Application's source (a Helm
 //! parameter, or Kustomize images), read back from it, and compared. This module owns it; the
 //! adapters only apply an [`OverrideValue`] to their wire format.
+//!
+//! With `pin = "digest"` the override names the digest of each service image as well as the
+//! tag, so the bytes the gate proved are the bytes that run:
+//!
+//! - Kustomize: each entry is `name:tag@sha256:…`. Argo CD hands every
+//!   `spec.source.kustomize.images` entry (its `KustomizeImage`, "[old_image_name=]
+//!   <image_name>:<image_tag>", with `@digest` allowed) to `kustomize edit set image`, which
+//!   since kustomize v5.2 (kubernetes-sigs/kustomize#5234) parses `<image>:<newtag>@<digest>`
+//!   into `newTag` and `digest`; kustomize's image transformer
+//!   (api/filters/imagetag/updater.go, `SetImageValue`) then renders `name:newTag@digest`
+//!   (and `name@digest` for a digest alone: "overriding tag or digest will replace both
+//!   original tag and digest values"). The tag stays for people and for the history; the
+//!   runtime pulls by the digest. Entries written as `name@sha256:…` by hand are read too.
+//! - Helm: the tag goes to `parameter` as before, and each service's digest to its own
+//!   parameter (`digest_parameter` with `{service}` filled in); the chart decides how it
+//!   renders them (`repo@sha256:…` or `repo:tag@sha256:…`).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Environment, ImageOverride};
-use crate::model::Tag;
+use crate::config::{Environment, ImageOverride, Pin};
+use crate::model::{Digest, Release, Tag};
 use crate::plan::live::LiveTag;
 use crate::port::{Application, image_name, image_tag};
 
@@ -13,18 +31,29 @@ use crate::port::{Application, image_name, image_tag};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum OverrideValue {
-    /// One Helm parameter (`spec.source.helm.parameters[name]`).
+    /// One Helm parameter (`spec.source.helm.parameters[name]`), and with a digest pin one
+    /// parameter per service holding its digest.
     Helm {
         /// Parameter name, e.g. `image.tag`.
         parameter: String,
         /// Its value: the tag.
         value: String,
+        /// Digest parameter → digest (`pin = "digest"`); an empty value clears a pin (a
+        /// release whose digest is unknown runs by its tag). Empty when pinned by tag.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        digests: BTreeMap<String, String>,
     },
-    /// Kustomize image overrides (`spec.source.kustomize.images`), `name:tag` each.
+    /// Kustomize image overrides (`spec.source.kustomize.images`), `name:tag` each, or
+    /// `name:tag@sha256:…` when pinned by digest.
     Kustomize {
         /// The entries for our images.
         images: Vec<String>,
     },
+}
+
+/// The digest of an image reference `name@digest` or `name:tag@digest`; `None` without one.
+pub fn image_digest(image: &str) -> Option<&str> {
+    image.split_once('@').map(|(_, d)| d)
 }
 
 impl OverrideValue {
@@ -43,6 +72,22 @@ impl OverrideValue {
         tags
     }
 
+    /// The digests this override pins, as (where, digest): the Kustomize image name, or the
+    /// Helm digest parameter. Empty when it names the tag only.
+    pub fn pins(&self) -> Vec<(&str, &str)> {
+        match self {
+            Self::Helm { digests, .. } => digests
+                .iter()
+                .filter(|(_, d)| !d.is_empty())
+                .map(|(p, d)| (p.as_str(), d.as_str()))
+                .collect(),
+            Self::Kustomize { images } => images
+                .iter()
+                .filter_map(|i| Some((kustomize_name(i), image_digest(i)?)))
+                .collect(),
+        }
+    }
+
     /// Whether this override is of the configured kind.
     pub fn is_kind(&self, kind: &ImageOverride) -> bool {
         matches!(
@@ -51,20 +96,11 @@ impl OverrideValue {
                 | (Self::Kustomize { .. }, ImageOverride::Kustomize)
         )
     }
-
-    /// The kind of override this is, as configured.
-    pub fn kind(&self) -> ImageOverride {
-        match self {
-            Self::Helm { parameter, .. } => ImageOverride::Helm {
-                parameter: parameter.clone(),
-            },
-            Self::Kustomize { .. } => ImageOverride::Kustomize,
-        }
-    }
 }
 
 impl Application {
-    /// The image override as configured by `kind`, if the Application has one.
+    /// The image override as configured by `kind`, if the Application has one: the tag's
+    /// parameter (Helm), or the entries for our images (Kustomize, pinned or not).
     pub fn override_value(
         &self,
         kind: &ImageOverride,
@@ -77,6 +113,7 @@ impl Application {
                     .map(|value| OverrideValue::Helm {
                         parameter: parameter.clone(),
                         value: value.clone(),
+                        digests: BTreeMap::new(),
                     })
             }
             ImageOverride::Kustomize => {
@@ -90,9 +127,38 @@ impl Application {
             }
         }
     }
+
+    /// The override in force read in the shape of `want`: for Helm, the tag's parameter and
+    /// every digest parameter `want` names (those present), so that comparing the two says
+    /// whether writing `want` changes anything.
+    pub fn override_like(
+        &self,
+        want: &OverrideValue,
+        image_names: &[String],
+    ) -> Option<OverrideValue> {
+        match want {
+            OverrideValue::Helm {
+                parameter, digests, ..
+            } => {
+                let value = self.helm_parameters.get(parameter)?;
+                Some(OverrideValue::Helm {
+                    parameter: parameter.clone(),
+                    value: value.clone(),
+                    digests: digests
+                        .keys()
+                        .filter_map(|p| Some((p.clone(), self.helm_parameters.get(p)?.clone())))
+                        .collect(),
+                })
+            }
+            OverrideValue::Kustomize { .. } => {
+                self.override_value(&ImageOverride::Kustomize, image_names)
+            }
+        }
+    }
 }
 
-/// The image name a Kustomize override entry matches: `old=new:tag` → `old`, `name:tag` → `name`.
+/// The image name a Kustomize override entry matches: `old=new:tag` → `old`, `name:tag` → `name`,
+/// `name:tag@sha256:…` → `name`.
 pub fn kustomize_name(entry: &str) -> &str {
     match entry.split_once('=') {
         Some((old, _)) => old,
@@ -100,17 +166,83 @@ pub fn kustomize_name(entry: &str) -> &str {
     }
 }
 
-/// The override that makes a cluster of `env` run `tag`.
+/// The override that makes a cluster of `env` run `tag`, by tag whatever the pin (an image
+/// updater's write, a simulation's seed); [`pinned_override`] writes what a promotion does.
 pub fn override_for(env: &Environment, image_names: &[String], tag: &Tag) -> OverrideValue {
     match &env.image_override {
         ImageOverride::Helm { parameter } => OverrideValue::Helm {
             parameter: parameter.clone(),
             value: tag.to_string(),
+            digests: BTreeMap::new(),
         },
         ImageOverride::Kustomize => OverrideValue::Kustomize {
             images: image_names.iter().map(|n| format!("{n}:{tag}")).collect(),
         },
     }
+}
+
+/// The override that makes a cluster of `env` (its (service, image name) pairs `images`) run
+/// `release` as the environment pins it: by tag, or with `pin = "digest"` by each service's
+/// digest in `release.digests`. A service whose digest is unknown (a previous release that
+/// ran by tag) is written by its tag: Kustomize `name:tag`, Helm an empty digest parameter.
+pub fn pinned_override(
+    env: &Environment,
+    images: &[(String, String)],
+    release: &Release,
+) -> OverrideValue {
+    let tag = &release.tag;
+    let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+    let Pin::Digest { helm_parameters } = &env.pin else {
+        return override_for(env, &names, tag);
+    };
+    let digest = |service: &str| release.digests.get(service).map(Digest::as_str);
+    match &env.image_override {
+        ImageOverride::Helm { parameter } => OverrideValue::Helm {
+            parameter: parameter.clone(),
+            value: tag.to_string(),
+            digests: helm_parameters
+                .iter()
+                .map(|(service, p)| (p.clone(), digest(service).unwrap_or_default().to_owned()))
+                .collect(),
+        },
+        ImageOverride::Kustomize => OverrideValue::Kustomize {
+            images: images
+                .iter()
+                .map(|(service, n)| match digest(service) {
+                    Some(d) => format!("{n}:{tag}@{d}"),
+                    None => format!("{n}:{tag}"),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// The digests `value` pins, by service: Kustomize entries by their image name in `images`
+/// ((service, image name) pairs), Helm digest parameters by `env`'s `digest_parameter`.
+pub fn pinned_digests(
+    value: &OverrideValue,
+    env: &Environment,
+    images: &[(String, String)],
+) -> BTreeMap<String, Digest> {
+    let service_of = |at: &str| -> Option<String> {
+        match value {
+            OverrideValue::Kustomize { .. } => {
+                images.iter().find(|(_, n)| n == at).map(|(s, _)| s.clone())
+            }
+            OverrideValue::Helm { .. } => match &env.pin {
+                Pin::Digest { helm_parameters } => helm_parameters
+                    .iter()
+                    .find(|(_, p)| *p == at)
+                    .map(|(s, _)| s.clone()),
+                Pin::Tag => None,
+            },
+        }
+    };
+    value
+        .pins()
+        .into_iter()
+        .filter_map(|(at, d)| Some((service_of(at)?, Digest::new(d).ok()?)))
+        .collect()
 }
 
 /// The tag the image override points at.
@@ -133,5 +265,99 @@ pub fn same_override(current: Option<&OverrideValue>, want: &OverrideValue) -> b
         }
         (Some(c), w) => c == w,
         (None, _) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, EXAMPLE};
+    use crate::memory::rendered_images;
+    use crate::plan::live::{is_at_release, service_images};
+    use crate::port::test_app;
+
+    fn digest(c: char) -> Digest {
+        Digest::new(format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+    }
+
+    /// Write the pinned override of a release into an Application, read it back, render it
+    /// as Argo CD would, and judge it: at the release, and not at a release whose digests
+    /// differ though its tag is the same.
+    #[test]
+    fn pinned_overrides_round_trip() {
+        const HELM: &str = "image_override = { kind = \"helm\", parameter = \"image.tag\" }";
+        for (written, helm) in [
+            ("{ kind = \"kustomize\", pin = \"digest\" }", false),
+            (
+                "{ kind = \"helm\", parameter = \"image.tag\", pin = \"digest\", digest_parameter = \"{service}.image.digest\" }",
+                true,
+            ),
+        ] {
+            let text = EXAMPLE.replacen(HELM, &format!("image_override = {written}"), 1);
+            let config = Config::parse("deploy.toml", &text).unwrap();
+            let env = config.environment("debug").unwrap();
+            let images = service_images(&config, env, &config.clusters[0]);
+            let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+            let release = Release {
+                tag: Tag::new("r42").unwrap(),
+                digests: images
+                    .iter()
+                    .zip(['a', 'b', 'c'])
+                    .map(|((s, _), c)| (s.clone(), digest(c)))
+                    .collect(),
+            };
+            let want = pinned_override(env, &images, &release);
+            // Write it as the adapters do: Kustomize entries, or Helm parameters.
+            let mut app = test_app("a", &[]);
+            let mut digest_parameters = BTreeMap::new();
+            match &want {
+                OverrideValue::Kustomize { images: entries } => {
+                    assert!(!helm, "{written}");
+                    for ((s, n), e) in images.iter().zip(entries) {
+                        assert_eq!(e, &format!("{n}:r42@{}", release.digests[s]), "{written}");
+                    }
+                    app.kustomize_images = entries.clone();
+                }
+                OverrideValue::Helm {
+                    parameter,
+                    value,
+                    digests,
+                } => {
+                    assert!(helm, "{written}");
+                    app.helm_parameters.insert(parameter.clone(), value.clone());
+                    app.helm_parameters
+                        .insert("replicaCount".into(), "3".into());
+                    for (s, n) in &images {
+                        let p = format!("{s}.image.digest");
+                        assert_eq!(digests[&p], release.digests[s].as_str(), "{written}");
+                        app.helm_parameters.insert(p.clone(), digests[&p].clone());
+                        digest_parameters.insert(n.clone(), p);
+                    }
+                }
+            }
+            let back = app.override_like(&want, &names);
+            assert!(same_override(back.as_ref(), &want), "{written}: {back:?}");
+            assert_eq!(want.tags(), ["r42"], "{written}");
+            assert_eq!(
+                pinned_digests(&want, env, &images),
+                release.digests,
+                "{written}"
+            );
+            app.images = rendered_images(&names, &want, &digest_parameters);
+            assert!(
+                is_at_release(&app, &images, &release),
+                "{written}: {:?}",
+                app.images
+            );
+            // The same tag with other bytes for one service is not this release.
+            let mut pushed_again = release.clone();
+            pushed_again
+                .digests
+                .insert(images[1].0.clone(), digest('f'));
+            assert!(!is_at_release(&app, &images, &pushed_again), "{written}");
+            // Written by tag instead, it is not the pinned override.
+            let by_tag = override_for(env, &names, &release.tag);
+            assert!(!same_override(Some(&by_tag), &want), "{written}");
+        }
     }
 }

@@ -40,6 +40,7 @@ async fn sync_and_finish(
         &OverrideValue::Helm {
             parameter: "image.tag".into(),
             value: "v2".into(),
+            digests: Default::default(),
         },
     )
     .await

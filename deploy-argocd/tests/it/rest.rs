@@ -19,6 +19,7 @@ fn helm(tag: &str) -> OverrideValue {
     OverrideValue::Helm {
         parameter: "image.tag".into(),
         value: tag.into(),
+        digests: Default::default(),
     }
 }
 
@@ -310,6 +311,7 @@ async fn the_application_set_controller_keeps_only_what_it_is_told_to() {
     let v2 = OverrideValue::Helm {
         parameter: "image.tag".into(),
         value: "v2".into(),
+        digests: Default::default(),
     };
     port.set_override("owned", &v2).await.unwrap();
     let app = port.application("owned").await.unwrap();
@@ -322,6 +324,7 @@ async fn the_application_set_controller_keeps_only_what_it_is_told_to() {
     let v3 = OverrideValue::Helm {
         parameter: "image.tag".into(),
         value: "v3".into(),
+        digests: Default::default(),
     };
     port.set_override("owned", &v3).await.unwrap();
     let app = port.application("owned").await.unwrap();

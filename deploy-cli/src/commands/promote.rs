@@ -110,17 +110,17 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
                 let mut action = match &a.action {
                     Action::Skip => "skip: already runs it, Healthy".to_owned(),
                     Action::Deploy {
-                        set_override: Some(_),
+                        set_override: Some(v),
                         sync: true,
-                    } => format!("set image override to {tag}, sync, wait"),
+                    } => format!("{}, sync, wait", override_text(v, &tag)),
                     Action::Deploy {
                         set_override: None,
                         sync: true,
                     } => "sync, wait".to_owned(),
                     Action::Deploy {
-                        set_override: Some(_),
+                        set_override: Some(v),
                         sync: false,
-                    } => format!("set image override to {tag}, wait for auto-sync"),
+                    } => format!("{}, wait for auto-sync", override_text(v, &tag)),
                     Action::Deploy {
                         set_override: None,
                         sync: false,
@@ -153,6 +153,30 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
             humantime::format_duration(p.soak)
         ));
     }
+}
+
+/// What writing `value` does, shortly: "set image override to r42", or pinned by digest
+/// "pin images to r42 digests (api@sha256:abcd1234…, +2)" (Kustomize: the image's last path
+/// segment; Helm: "api.image.digest=sha256:abcd1234…", the parameter written). The JSON
+/// carries the whole value.
+fn override_text(value: &deploy_core::port::OverrideValue, tag: &str) -> String {
+    let pins = value.pins();
+    let Some((at, digest)) = pins.first() else {
+        return format!("set image override to {tag}");
+    };
+    let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    let digest = format!("{alg}:{}…", &hex[..hex.len().min(8)]);
+    let first = match value {
+        deploy_core::port::OverrideValue::Helm { .. } => format!("{at}={digest}"),
+        deploy_core::port::OverrideValue::Kustomize { .. } => {
+            format!("{}@{digest}", at.rsplit('/').next().unwrap_or(at))
+        }
+    };
+    let more = match pins.len() {
+        1 => String::new(),
+        n => format!(", +{}", n - 1),
+    };
+    format!("pin images to {tag} digests ({first}{more})")
 }
 
 /// `deploy plan`: exit 0 when every gate passes, 3 when one fails.

@@ -2065,3 +2065,102 @@ async fn with_window_wait_a_window_that_ends_soon_is_waited_out() {
     assert_eq!(world.syncs(WAVE1_APP).await, 1);
     world.assert_prod_runs(NEW);
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 12, item 5: pin what was gated.
+
+/// With `pin = "digest"` on prod's Helm override, `deploy plan` says it pins the release's
+/// digests, and `deploy promote` writes each service's digest (the one the registry holds
+/// for the release) into its own parameter beside the tag; the chart renders the images by
+/// digest alone, and the promotion is judged (and soaked) by those digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_pin_writes_the_gated_digests_and_promotes() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    let text = std::fs::read_to_string(&world.config).expect("read deploy.toml");
+    let from = "image_override = { kind = \"helm\", parameter = \"image.tag\" }\npromote_from";
+    assert!(text.contains(from), "deploy.toml no longer has {from}");
+    let to = "image_override = { kind = \"helm\", parameter = \"image.tag\", pin = \"digest\", \
+              digest_parameter = \"{service}.image.digest\" }\npromote_from";
+    std::fs::write(&world.config, text.replacen(from, to, 1)).expect("write deploy.toml");
+    for cluster in CLUSTERS {
+        world.argo.set_digest_parameters(
+            &format!("myapp-prod-{cluster}"),
+            SERVICES
+                .iter()
+                .map(|s| {
+                    (
+                        image(PROD, cluster, "staging/", s),
+                        format!("{s}.image.digest"),
+                    )
+                })
+                .collect(),
+        );
+    }
+
+    let plan = world.run(&["plan", "--env", "prod"]).await;
+    plan.expect_code(0);
+    let api = &world.digests["api"];
+    let short = &api["sha256:".len()..][..8];
+    assert!(
+        plan.stdout.contains(&format!(
+            "pin images to {NEW} digests (api.image.digest=sha256:{short}…, +2)"
+        )),
+        "{}",
+        plan.stdout
+    );
+    let plan = world.run(&json_args(&["plan", "--env", "prod"])).await;
+    let set = &plan.result()["waves"][0]["apps"][0]["action"]["set_override"];
+    assert_eq!(set["parameter"], "image.tag", "{set}");
+    assert_eq!(set["value"], NEW, "{set}");
+    for s in SERVICES {
+        assert_eq!(
+            set["digests"][format!("{s}.image.digest")],
+            world.digests[s],
+            "{set}"
+        );
+    }
+
+    let run = world.run(&json_args(&PROMOTE)).await;
+    run.expect_code(0);
+    assert_eq!(run.result()["outcome"], "succeeded", "{}", run.stdout);
+    for cluster in CLUSTERS {
+        let app = world.prod_app(cluster);
+        let name = &app["metadata"]["name"];
+        assert_eq!(tag_parameter(&app), NEW, "{name}");
+        let parameters: BTreeMap<String, String> = app["spec"]["source"]["helm"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().expect("name").to_owned(),
+                    p["value"].as_str().expect("value").to_owned(),
+                )
+            })
+            .collect();
+        let images: Vec<&str> = app["status"]["summary"]["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .map(|i| i.as_str().expect("image"))
+            .collect();
+        let mut want = Vec::new();
+        for s in SERVICES {
+            let digest = &world.digests[s];
+            assert_eq!(
+                parameters.get(&format!("{s}.image.digest")),
+                Some(digest),
+                "{name}: {s}'s digest parameter"
+            );
+            want.push(format!("{}@{digest}", image(PROD, cluster, "staging/", s)));
+        }
+        assert_eq!(images, want, "{name}: the images run by digest");
+        assert_eq!(app["status"]["health"]["status"], "Healthy", "{name}");
+    }
+    // At the release by its digests: nothing more to do.
+    let again = world.run(&json_args(&PROMOTE)).await;
+    again.expect_code(0);
+    assert_eq!(again.result()["outcome"], "up_to_date", "{}", again.stdout);
+}

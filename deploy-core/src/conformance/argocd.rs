@@ -92,6 +92,7 @@ fn helm(tag: &str) -> OverrideValue {
     OverrideValue::Helm {
         parameter: "image.tag".into(),
         value: tag.into(),
+        digests: Default::default(),
     }
 }
 

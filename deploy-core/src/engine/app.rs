@@ -11,7 +11,7 @@ use crate::Error;
 use crate::engine::assess::{Assessment, Baseline, Ours, assess};
 use crate::engine::lock::LeaseLost;
 use crate::engine::{Event, RETRY_PAUSE, Run};
-use crate::model::Tag;
+use crate::model::Release;
 use crate::plan::promotion::{Action, AppPlan, same_override};
 use crate::port::{Application, OverrideValue, SyncRequest};
 
@@ -69,8 +69,8 @@ pub(crate) struct Target<'a> {
     pub value: Option<&'a OverrideValue>,
     /// Start a sync (false: Argo CD syncs by itself).
     pub sync: bool,
-    /// The tag it must run.
-    pub tag: &'a Tag,
+    /// The release it must run (its digests where the live images carry them).
+    pub release: &'a Release,
     /// Our operation id.
     pub op_id: &'a str,
     /// Whether a stop request stops it before its sync (not for rollback).
@@ -92,7 +92,7 @@ impl Run<'_> {
         let target = Target {
             value: set_override.as_ref(),
             sync: *sync,
-            tag: &self.release.tag,
+            release: self.release,
             op_id: &op_id,
             cancellable: true,
         };
@@ -161,9 +161,8 @@ impl Run<'_> {
             // Nothing written by us (the override already names the release): whatever
             // operation Argo CD ran or runs for that spec is the one to judge.
             let mut baseline = Baseline::default();
-            let override_set = |v: &OverrideValue| {
-                same_override(current.override_value(&v.kind(), &names).as_ref(), v)
-            };
+            let override_set =
+                |v: &OverrideValue| same_override(current.override_like(v, &names).as_ref(), v);
             if let Some(v) = t.value.filter(|v| !override_set(v)) {
                 self.lease.before_write().await?;
                 writes.override_sent.store(true, Ordering::Relaxed);
@@ -205,7 +204,7 @@ impl Run<'_> {
             cluster: a.cluster.clone(),
             application: a.application.clone(),
             from: a.live.to_string(),
-            to: t.tag.to_string(),
+            to: t.release.tag.to_string(),
         });
         let ours = if t.sync {
             Ours::Operation(t.op_id)
@@ -229,10 +228,10 @@ impl Run<'_> {
                         health: key.2,
                     });
                 }
-                assess(app, ours, &a.images, t.tag) != Assessment::Pending
+                assess(app, ours, &a.images, t.release) != Assessment::Pending
             })
             .await?;
-        match assess(&verdict, ours, &a.images, t.tag) {
+        match assess(&verdict, ours, &a.images, t.release) {
             Assessment::Done => {
                 self.emit(Event::AppHealthy {
                     cluster: a.cluster.clone(),

@@ -4,8 +4,8 @@
 
 use jiff::Timestamp;
 
-use crate::model::Tag;
-use crate::plan::live::live_tag;
+use crate::model::Release;
+use crate::plan::live::live_at;
 use crate::port::{Application, Health, OperationPhase, SyncStatus};
 
 /// Where an Application stands against a deployment.
@@ -58,18 +58,18 @@ fn after(t: Option<Timestamp>, baseline: Option<Timestamp>) -> bool {
     }
 }
 
-/// Judges `app` against a deployment of `tag` through `ours`. Pure.
+/// Judges `app` against a deployment of `release` through `ours`. Pure.
 ///
 /// The operation that counts must be finished (`operation` cleared, `finishedAt` set), the
 /// app reconciled at or after its end, and it must be ours: our id (we synced), or started
 /// after the baseline (Argo CD synced by itself). Only then does the state say anything:
 /// a phase other than Succeeded fails, Degraded fails, and Synced + Healthy + the release's
-/// images is done. Someone else's operation, however it ended, is never taken for ours.
+/// images is done (their digests where they carry them: [`live_at`]). Someone else's operation, however it ended, is never taken for ours.
 pub fn assess(
     app: &Application,
     ours: Ours<'_>,
     images: &[(String, String)],
-    tag: &Tag,
+    release: &Release,
 ) -> Assessment {
     if app.operation_pending {
         return Assessment::Pending;
@@ -117,7 +117,7 @@ pub fn assess(
     }
     if app.sync_status == SyncStatus::Synced
         && app.health == Health::Healthy
-        && live_tag(app, images).tag() == Some(tag.as_str())
+        && live_at(app, images, release).tag() == Some(release.tag.as_str())
     {
         return Assessment::Done;
     }
@@ -159,7 +159,15 @@ mod tests {
     #[track_caller]
     fn check(a: Application, ours: Ours<'_>, want: &str) {
         let images = [("api".to_owned(), "r/api".to_owned())];
-        let got = match assess(&a, ours, &images, &Tag::new("v2").unwrap()) {
+        let release = Release {
+            tag: crate::model::Tag::new("v2").unwrap(),
+            digests: [(
+                "api".to_owned(),
+                crate::model::Digest::new(format!("sha256:{}", "a".repeat(64))).unwrap(),
+            )]
+            .into(),
+        };
+        let got = match assess(&a, ours, &images, &release) {
             Assessment::Pending => "pending".to_owned(),
             Assessment::Done => "done".to_owned(),
             Assessment::Failed(why) => format!("failed: {why}"),
@@ -184,6 +192,19 @@ mod tests {
             "pending",
         );
         check(app("ours", Succeeded, 20, Healthy, "v1"), OURS, "pending"); // old images still run
+        // Pinned by digest: the release's digest is done, the release's tag on other bytes
+        // (pushed again after the gate) never is.
+        let (a, c) = ("a".repeat(64), "c".repeat(64));
+        check(
+            app("ours", Succeeded, 20, Healthy, &format!("v2@sha256:{a}")),
+            OURS,
+            "done",
+        );
+        check(
+            app("ours", Succeeded, 20, Healthy, &format!("v2@sha256:{c}")),
+            OURS,
+            "pending",
+        );
         check(
             app("ours", Failed, 20, Healthy, "v1"),
             OURS,

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::model::Release;
-use crate::plan::live::live_tag;
+use crate::plan::live::live_at;
 use crate::plan::promotion::{AppPlan, PromotionPlan};
 use crate::port::{ArgoCd, AuditLog, Clock, Lease, Lock, Metrics};
 use crate::trail::{Actor, Outcome};
@@ -427,7 +427,7 @@ impl Run<'_> {
         .await;
         apps.iter().zip(now).find_map(|(a, app)| match app {
             Ok(app) => {
-                let live = live_tag(&app, &a.images);
+                let live = live_at(&app, &a.images, self.release);
                 // An operation the plan saw pending (e.g. the sync of a killed run) may have
                 // brought it to the release since: that was foreseen, and changes neither the
                 // action's purpose nor the rollback target. Any other change was another run's.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::engine::app::{Stop, Target, Writes};
 use crate::engine::outcome::RollbackResult;
 use crate::engine::{AppReport, AppState, Event, Run};
-use crate::model::Tag;
+use crate::model::{Release, Tag};
 use crate::plan::promotion::{Action, AppPlan};
 
 impl Run<'_> {
@@ -21,8 +21,8 @@ impl Run<'_> {
         });
         let results = futures::future::join_all(changed.iter().map(|a| async move {
             let r = match self.rollback_target(a) {
-                Ok((value, tag)) => {
-                    let r = tokio::time::timeout(self.plan.timeout, self.return_to(a, value, &tag))
+                Ok((value, to)) => {
+                    let r = tokio::time::timeout(self.plan.timeout, self.return_to(a, value, &to))
                         .await
                         .unwrap_or_else(|_| {
                             Err(format!(
@@ -30,7 +30,7 @@ impl Run<'_> {
                                 humantime::format_duration(self.plan.timeout)
                             ))
                         });
-                    r.map(|()| tag)
+                    r.map(|()| to.tag)
                 }
                 Err(reason) => Err(reason),
             };
@@ -70,12 +70,12 @@ impl Run<'_> {
         }
     }
 
-    /// What `a` returns to: the override of the release it ran before, never the release
-    /// being rolled back from.
+    /// What `a` returns to: the override of the release it ran before (pinned to the digests
+    /// it ran with, when it ran pinned), never the release being rolled back from.
     fn rollback_target<'p>(
         &self,
         a: &'p AppPlan,
-    ) -> Result<(&'p crate::port::OverrideValue, Tag), String> {
+    ) -> Result<(&'p crate::port::OverrideValue, Release), String> {
         let previous = a.previous.as_ref().ok_or_else(|| {
             "what it ran before this run is unknown (no single release live, none in its history)"
                 .to_owned()
@@ -89,14 +89,20 @@ impl Run<'_> {
                 "its previous release is {tag} itself: nothing earlier is known"
             ));
         }
-        Ok((previous, tag))
+        Ok((
+            previous,
+            Release {
+                tag,
+                digests: a.previous_digests.clone(),
+            },
+        ))
     }
 
     async fn return_to(
         &self,
         a: &AppPlan,
         value: &crate::port::OverrideValue,
-        tag: &Tag,
+        to: &Release,
     ) -> Result<(), String> {
         let argocd = self.ports.argocd;
         let stop_text = |s: Stop| match s {
@@ -121,7 +127,7 @@ impl Run<'_> {
         let target = Target {
             value: Some(value),
             sync: matches!(a.action, Action::Deploy { sync: true, .. }),
-            tag,
+            release: to,
             op_id: &op_id,
             cancellable: false,
         };

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use crate::Error;
 use crate::check::effective_soak;
 use crate::engine::{Event, RETRY_PAUSE, Run};
-use crate::model::Tag;
-use crate::plan::live::live_tag;
+use crate::model::Release;
+use crate::plan::live::live_at;
 use crate::plan::promotion::{Action, AppPlan};
 use crate::port::{AppStream, Application, Health};
 
@@ -182,16 +182,17 @@ enum Verdict {
     Bad(String),
 }
 
-fn judge(app: &Application, a: &AppPlan, tag: &Tag) -> Verdict {
+/// Judges one observation against `release`: by the digests where the live images carry
+/// them ([`live_at`]), so an Application pinned by digest soaks at the release and a tag
+/// pushed again under it does not.
+fn judge(app: &Application, a: &AppPlan, release: &Release) -> Verdict {
     if app.health == Health::Degraded || app.health == Health::Missing {
         let msg = app.health_message.clone().unwrap_or_default();
         return Verdict::Bad(format!("{:?} {msg}", app.health).trim().to_owned());
     }
-    if live_tag(app, &a.images).tag() != Some(tag.as_str()) {
-        return Verdict::Bad(format!(
-            "no longer runs {tag} ({})",
-            live_tag(app, &a.images)
-        ));
+    let live = live_at(app, &a.images, release);
+    if live.tag() != Some(release.tag.as_str()) {
+        return Verdict::Bad(format!("no longer runs {} ({live})", release.tag));
     }
     if app.health != Health::Healthy {
         return Verdict::NotHealthy(app.health);
@@ -358,7 +359,7 @@ impl Run<'_> {
                 }
             };
             let Some(app) = observed else { continue };
-            match judge(&app, a, tag) {
+            match judge(&app, a, self.release) {
                 Verdict::Bad(reason) => return Err(fail(reason)),
                 Verdict::NotHealthy(h) => {
                     if h != last_health {

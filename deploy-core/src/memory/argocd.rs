@@ -101,6 +101,10 @@ struct SimApp {
     app: Application,
     image_names: Vec<String>,
     tag_parameter: Option<String>,
+    /// The chart's digest parameters: image name → the Helm parameter that, set, makes the
+    /// chart render that image by digest ([`InMemoryArgoCd::set_digest_parameters`]).
+    #[serde(default)]
+    digest_parameters: BTreeMap<String, String>,
     scripts: VecDeque<Script>,
     run: Option<Run>,
     /// Progressing until this time, then the given health.
@@ -176,6 +180,7 @@ impl InMemoryArgoCd {
         let override_value = OverrideValue::Helm {
             parameter: seed.tag_parameter.clone(),
             value: tag.clone(),
+            digests: BTreeMap::new(),
         };
         let app = Application {
             name: seed.name.clone(),
@@ -210,6 +215,7 @@ impl InMemoryArgoCd {
             app,
             image_names: seed.image_names.clone(),
             tag_parameter: Some(seed.tag_parameter.clone()),
+            digest_parameters: BTreeMap::new(),
             scripts: VecDeque::new(),
             run: None,
             settles: None,
@@ -217,6 +223,16 @@ impl InMemoryArgoCd {
             windows: Vec::new(),
         };
         s.apps.insert(seed.name.clone(), sim);
+    }
+
+    /// Gives an Application's chart a digest parameter per image (image name → parameter):
+    /// set to a digest, the chart renders that image as `name@digest`, as charts with an
+    /// `image.digest` value do (Bitnami's: "if set, will override the tag",
+    /// bitnami/charts#11903); empty or absent, as `name:tag`.
+    pub fn set_digest_parameters(&self, name: &str, parameters: BTreeMap<String, String>) {
+        if let Some(a) = self.state.lock().expect("poisoned").apps.get_mut(name) {
+            a.digest_parameters = parameters;
+        }
     }
 
     /// Assigns sync windows to an Application (as if its project's windows matched it): a
@@ -419,13 +435,38 @@ fn running_state(now: Timestamp, by: &str, info: BTreeMap<String, String>) -> Op
 /// The images `value` makes the Application run.
 fn images_for(sim: &SimApp, value: Option<&OverrideValue>) -> Vec<String> {
     match value {
-        Some(OverrideValue::Helm { value, .. }) => sim
-            .image_names
+        Some(v) => rendered_images(&sim.image_names, v, &sim.digest_parameters),
+        None => sim.app.images.clone(),
+    }
+}
+
+/// What `status.summary.images` shows once an Application whose images are `image_names`
+/// has synced `value`: Kustomize renders each entry as kustomize's image transformer does
+/// (`name:tag`, `name:tag@digest`, `name@digest`; see [`crate::image_override`]); Helm renders
+/// `name:tag`, or `name@digest` for an image whose digest parameter (`digest_parameters`:
+/// image name → parameter) `value` sets, as charts with an `image.digest` value do
+/// (Bitnami's: "if set, will override the tag", bitnami/charts#11903). Shared by the
+/// in-memory and the stateful fake Argo CD.
+pub fn rendered_images(
+    image_names: &[String],
+    value: &OverrideValue,
+    digest_parameters: &BTreeMap<String, String>,
+) -> Vec<String> {
+    match value {
+        OverrideValue::Helm { value, digests, .. } => image_names
             .iter()
-            .map(|n| format!("{n}:{value}"))
+            .map(|n| {
+                match digest_parameters
+                    .get(n)
+                    .and_then(|p| digests.get(p))
+                    .filter(|d| !d.is_empty())
+                {
+                    Some(d) => format!("{n}@{d}"),
+                    None => format!("{n}:{value}"),
+                }
+            })
             .collect(),
-        Some(OverrideValue::Kustomize { images }) => sim
-            .image_names
+        OverrideValue::Kustomize { images } => image_names
             .iter()
             .map(|n| {
                 images
@@ -439,7 +480,6 @@ fn images_for(sim: &SimApp, value: Option<&OverrideValue>) -> Vec<String> {
                     .unwrap_or_else(|| n.clone())
             })
             .collect(),
-        None => sim.app.images.clone(),
     }
 }
 
@@ -454,6 +494,11 @@ fn spec_override(sim: &SimApp) -> Option<OverrideValue> {
     sim.app.helm_parameters.get(p).map(|v| OverrideValue::Helm {
         parameter: p.clone(),
         value: v.clone(),
+        digests: sim
+            .digest_parameters
+            .values()
+            .filter_map(|d| Some((d.clone(), sim.app.helm_parameters.get(d)?.clone())))
+            .collect(),
     })
 }
 
@@ -589,10 +634,17 @@ fn advance(sim: &mut SimApp, now: Timestamp, timing: Timing) -> bool {
 /// Writes `value` into the spec, keeping every other parameter or image.
 fn write_override(sim: &mut SimApp, value: &OverrideValue) {
     match value {
-        OverrideValue::Helm { parameter, value } => {
+        OverrideValue::Helm {
+            parameter,
+            value,
+            digests,
+        } => {
             sim.app
                 .helm_parameters
                 .insert(parameter.clone(), value.clone());
+            for (p, d) in digests {
+                sim.app.helm_parameters.insert(p.clone(), d.clone());
+            }
             sim.tag_parameter = Some(parameter.clone());
         }
         OverrideValue::Kustomize { images } => {
@@ -804,6 +856,7 @@ mod tests {
             &OverrideValue::Helm {
                 parameter: "image.tag".into(),
                 value: "v2".into(),
+                digests: Default::default(),
             },
         )
         .await

@@ -172,6 +172,16 @@ impl World {
                 };
                 let seed = app_seed(config, env, cluster, parameter, initial);
                 world.argocd.create_application(&seed);
+                // A chart with a digest parameter per service (pin = "digest").
+                if let crate::config::Pin::Digest { helm_parameters } = &env.pin
+                    && !helm_parameters.is_empty()
+                {
+                    let by_image = images
+                        .iter()
+                        .filter_map(|(s, n)| Some((n.clone(), helm_parameters.get(s)?.clone())))
+                        .collect();
+                    world.argocd.set_digest_parameters(&seed.name, by_image);
+                }
                 if env.image_override == crate::config::ImageOverride::Kustomize {
                     let value = override_for(env, &names, initial);
                     futures::executor::block_on(world.argocd.set_override(&seed.name, &value))

@@ -6,7 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Environment};
-use crate::model::Tag;
+use crate::image_override::image_digest;
+use crate::model::{Digest, Release, Tag};
 use crate::port::{Application, Health, SyncStatus, image_name, image_tag};
 
 /// The tag an Application runs (or is told to run).
@@ -55,27 +56,86 @@ impl fmt::Display for LiveTag {
 ///
 /// An image name can appear there with several tags (Argo CD lists the images of every pod:
 /// a CronJob's completed pods, a Deployment half rolled out), and then that service is mixed:
-/// which entry comes last says nothing about what runs. An entry without a tag adds nothing.
+/// which entry comes last says nothing about what runs. An entry with neither tag nor digest
+/// adds nothing; one with a digest and no tag (pinned by digest, not knowing the release)
+/// shows as `@sha256:<12 hex>`.
 pub fn live_tag(app: &Application, services: &[(String, String)]) -> LiveTag {
+    live_against(app, services, None)
+}
+
+/// What `app` runs in terms of `release`: like [`live_tag`], but an image carrying a digest
+/// is judged by it, so the result is `release.tag` only when every service is proven to run
+/// the release: each of its images has the release's digest, or (no digest live, or none
+/// known for that service) the release's tag. An image with the release's tag and another
+/// digest (the tag was pushed again) shows as `tag@sha256:<12 hex>`; an unknown digest
+/// without a tag as `@sha256:<12 hex>`.
+pub fn live_at(app: &Application, services: &[(String, String)], release: &Release) -> LiveTag {
+    live_against(app, services, Some(release))
+}
+
+fn live_against(
+    app: &Application,
+    services: &[(String, String)],
+    release: Option<&Release>,
+) -> LiveTag {
     // One pass over the images, then one lookup per service: linear in both.
     let mut running: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for image in &app.images {
-        running
-            .entry(image_name(image))
-            .or_default()
-            .extend(image_tag(image));
+        running.entry(image_name(image)).or_default().insert(image);
     }
     let by: BTreeMap<String, Vec<String>> = services
         .iter()
         .map(|(service, name)| {
-            let tags = running
+            let want = release.map(|r| (r.tag.as_str(), r.digests.get(service)));
+            let labels: BTreeSet<String> = running
                 .get(name.as_str())
-                .map(|tags| tags.iter().map(|t| (*t).to_owned()).collect())
-                .unwrap_or_default();
-            (service.clone(), tags)
+                .into_iter()
+                .flatten()
+                .filter_map(|image| label(image, want))
+                .collect();
+            (service.clone(), labels.into_iter().collect())
         })
         .collect();
     summarize(by)
+}
+
+/// How one image of a service reads against the release `want` (its tag, and the service's
+/// digest when known), if it says anything.
+fn label(image: &str, want: Option<(&str, Option<&Digest>)>) -> Option<String> {
+    let tag = image_tag(image);
+    let Some(digest) = image_digest(image) else {
+        return tag.map(str::to_owned);
+    };
+    let short = || {
+        let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+        format!("@{alg}:{}", &hex[..hex.len().min(12)])
+    };
+    match (want, tag) {
+        (Some((release, Some(d))), _) if d.as_str() == digest => Some(release.to_owned()),
+        // The release's tag on other bytes: never the release.
+        (Some((release, Some(_))), Some(t)) if t == release => Some(format!("{t}{}", short())),
+        (_, Some(t)) => Some(t.to_owned()),
+        (_, None) => Some(short()),
+    }
+}
+
+/// Each service's digest as its live images show it, when every image of that service
+/// carries the same one (what a rollback pins back to); services without are left out.
+pub fn live_digests(app: &Application, services: &[(String, String)]) -> BTreeMap<String, Digest> {
+    services
+        .iter()
+        .filter_map(|(service, name)| {
+            let mut digests = app
+                .images
+                .iter()
+                .filter(|i| image_name(i) == name)
+                .map(|i| image_digest(i).and_then(|d| Digest::new(d).ok()));
+            let first = digests.next()??;
+            digests
+                .all(|d| d.as_ref() == Some(&first))
+                .then(|| (service.clone(), first))
+        })
+        .collect()
 }
 
 fn summarize(by: BTreeMap<String, Vec<String>>) -> LiveTag {
@@ -90,7 +150,7 @@ fn summarize(by: BTreeMap<String, Vec<String>>) -> LiveTag {
     }
 }
 
-pub use crate::image_override::{desired_tag, override_for};
+pub use crate::image_override::{desired_tag, override_for, pinned_override};
 
 /// (service, image name) pairs a cluster of `env` runs.
 pub fn service_images(
@@ -108,7 +168,20 @@ pub fn service_images(
 
 /// Whether `app` runs `tag` on every image, Synced and Healthy, with no operation pending.
 pub fn is_at(app: &Application, services: &[(String, String)], tag: &Tag) -> bool {
-    live_tag(app, services).tag() == Some(tag.as_str())
+    is_at_release(
+        app,
+        services,
+        &Release {
+            tag: tag.clone(),
+            digests: BTreeMap::new(),
+        },
+    )
+}
+
+/// Whether `app` runs `release` on every image ([`live_at`]: its digests where the images
+/// carry them), Synced and Healthy, with no operation pending.
+pub fn is_at_release(app: &Application, services: &[(String, String)], release: &Release) -> bool {
+    live_at(app, services, release).tag() == Some(release.tag.as_str())
         && app.sync_status == SyncStatus::Synced
         && app.health == Health::Healthy
         && !app.operation_pending
@@ -230,5 +303,121 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn d(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    /// `live_at` against a release whose api digest is `a…` and worker digest `b…`: what each
+    /// set of live images reads as, and whether that is at the release.
+    #[test]
+    fn digests_decide_where_the_images_carry_them() {
+        let services = vec![
+            ("api".to_string(), "r/api".to_string()),
+            ("worker".into(), "r/worker".into()),
+        ];
+        let release = Release {
+            tag: Tag::new("v2").unwrap(),
+            digests: BTreeMap::from([
+                ("api".into(), Digest::new(d('a')).unwrap()),
+                ("worker".into(), Digest::new(d('b')).unwrap()),
+            ]),
+        };
+        let (a, b, c) = (d('a'), d('b'), d('c'));
+        let cases: Vec<(Vec<String>, &str, bool)> = vec![
+            // Pinned, as kustomize renders it: tag and digest.
+            (
+                vec![format!("r/api:v2@{a}"), format!("r/worker:v2@{b}")],
+                "v2",
+                true,
+            ),
+            // Pinned, as a chart with an image.digest value renders it: digest only.
+            (
+                vec![format!("r/api@{a}"), format!("r/worker@{b}")],
+                "v2",
+                true,
+            ),
+            // By tag: the tag decides.
+            (vec!["r/api:v2".into(), "r/worker:v2".into()], "v2", true),
+            // One pinned, one by tag: each is proven its own way.
+            (vec![format!("r/api@{a}"), "r/worker:v2".into()], "v2", true),
+            // The tag was pushed again after the gate: same tag, other bytes.
+            (
+                vec![format!("r/api:v2@{c}"), format!("r/worker:v2@{b}")],
+                "mixed(api=v2@sha256:cccccccccccc,worker=v2)",
+                false,
+            ),
+            // An unknown digest without a tag.
+            (
+                vec![format!("r/api@{c}"), format!("r/worker@{b}")],
+                "mixed(api=@sha256:cccccccccccc,worker=v2)",
+                false,
+            ),
+            // The previous release, pinned.
+            (
+                vec![format!("r/api:v1@{c}"), format!("r/worker:v1@{c}")],
+                "v1",
+                false,
+            ),
+            // Half rolled out: the old pod's digest and the new one.
+            (
+                vec![
+                    format!("r/api@{a}"),
+                    format!("r/api@{c}"),
+                    format!("r/worker@{b}"),
+                ],
+                "mixed(api=@sha256:cccccccccccc+v2,worker=v2)",
+                false,
+            ),
+            // A service missing is never proven.
+            (vec![format!("r/api@{a}")], "mixed(api=v2,worker=?)", false),
+        ];
+        for (images, shown, at) in cases {
+            let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+            let app = app(&refs);
+            assert_eq!(
+                live_at(&app, &services, &release).to_string(),
+                shown,
+                "{images:?}"
+            );
+            assert_eq!(is_at_release(&app, &services, &release), at, "{images:?}");
+        }
+        // Without the release's digests a digest-only image is shown, never taken for a tag.
+        let pinned = app(&[&format!("r/api@{a}"), &format!("r/worker@{a}")]);
+        assert_eq!(
+            live_tag(&pinned, &services).to_string(),
+            "@sha256:aaaaaaaaaaaa"
+        );
+        assert!(!is_at(&pinned, &services, &Tag::new("v2").unwrap()));
+    }
+
+    #[test]
+    fn live_digests_are_those_every_image_of_a_service_agrees_on() {
+        let services = vec![
+            ("api".to_string(), "r/api".to_string()),
+            ("worker".into(), "r/worker".into()),
+        ];
+        let (a, b) = (d('a'), d('b'));
+        let got = |images: &[&str]| -> Vec<(String, String)> {
+            live_digests(&app(images), &services)
+                .into_iter()
+                .map(|(s, d)| (s, d.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            got(&[&format!("r/api:v1@{a}"), &format!("r/worker@{b}")]),
+            [("api".to_string(), a.clone()), ("worker".into(), b.clone())]
+        );
+        // Two digests, or one image without: that service's digest is not known.
+        assert_eq!(
+            got(&[
+                &format!("r/api@{a}"),
+                &format!("r/api@{b}"),
+                &format!("r/worker@{b}")
+            ]),
+            [("worker".to_string(), b.clone())]
+        );
+        assert_eq!(got(&[&format!("r/api@{a}"), "r/api:v1", "r/worker:v1"]), []);
     }
 }

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::live::{LiveTag, desired_tag, is_at, live_tag, override_for, service_images};
+use super::live::{
+    LiveTag, desired_tag, is_at_release, live_at, live_digests, live_tag, pinned_override,
+    service_images,
+};
 use super::release::{ReleaseCheck, check_release};
 use crate::config::{Config, Environment};
 use crate::error::{Error, Result};
@@ -313,6 +316,10 @@ pub struct AppPlan {
     pub live: LiveTag,
     /// The override in force before this run, to return to on rollback.
     pub previous: Option<OverrideValue>,
+    /// The digests (service → digest) the previous release ran with, when known (pinned by
+    /// digest): a rollback pins them back and is judged by them. Empty when it ran by tag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previous_digests: BTreeMap<String, crate::model::Digest>,
     /// (service, image name) pairs it runs, to compare with the release.
     pub images: Vec<(String, String)>,
     /// Someone else's operation is running on it (reported and waited out).
@@ -625,7 +632,7 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
 
     out.gates = gates;
     let Some(release) = release else { return out };
-    out.waves = waves(config, env, obs, &release.tag);
+    out.waves = waves(config, env, obs, &release);
     out.release = Some(release);
     out
 }
@@ -640,7 +647,13 @@ fn replication_text(state: &ReplicationState) -> String {
     }
 }
 
-fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Vec<WavePlan> {
+fn waves(
+    config: &Config,
+    env: &Environment,
+    obs: &Observation,
+    release: &Release,
+) -> Vec<WavePlan> {
+    let tag = &release.tag;
     let mut out = Vec::new();
     for wave in &env.waves {
         let apps: Vec<AppPlan> = wave
@@ -651,21 +664,34 @@ fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Ve
                 let app = obs.target_apps.get(&cluster.name)?.as_ref()?;
                 let images = service_images(config, env, cluster);
                 let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
-                let want = override_for(env, &names, tag);
-                let current = app.override_value(&env.image_override, &names);
-                let live = live_tag(app, &images);
+                let want = pinned_override(env, &images, release);
+                let current = app.override_like(&want, &names);
+                let live = live_at(app, &images, release);
                 // Rollback returns to what ran, never to what the spec says (the override may
                 // already name the new release: an interrupted run, an image updater) nor to
                 // the release itself: the single tag live now, else (mixed, unknown, or
                 // already the release) the newest other release its history ran.
-                let previous = live
+                let previous_tag = live
                     .tag()
                     .and_then(|t| Tag::new(t).ok())
                     .filter(|t| t != tag)
-                    .or_else(|| super::rollback::before(app, &env.image_override, tag))
-                    .map(|t| override_for(env, &names, &t));
+                    .or_else(|| super::rollback::before(app, &env.image_override, tag));
+                let previous_digests = previous_tag
+                    .as_ref()
+                    .map(|t| previous_digests(env, app, &images, release, t))
+                    .unwrap_or_default();
+                let previous = previous_tag.map(|t| {
+                    pinned_override(
+                        env,
+                        &images,
+                        &Release {
+                            tag: t,
+                            digests: previous_digests.clone(),
+                        },
+                    )
+                });
                 let at_release = same_override(current.as_ref(), &want);
-                let action = if is_at(app, &images, tag) && at_release {
+                let action = if is_at_release(app, &images, release) && at_release {
                     Action::Skip
                 } else {
                     Action::Deploy {
@@ -684,6 +710,7 @@ fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Ve
                     application: app.name.clone(),
                     live,
                     previous,
+                    previous_digests,
                     images,
                     foreign_operation,
                     action,
@@ -711,6 +738,29 @@ fn waves(config: &Config, env: &Environment, obs: &Observation, tag: &Tag) -> Ve
         }
     }
     out
+}
+
+/// The digests release `previous` ran with on `app`: what its images carry now, unless they
+/// already carry `release`'s (an interrupted run: what runs is not what came before), else
+/// what the newest history entry of `previous` pinned. Empty when it ran by tag.
+fn previous_digests(
+    env: &Environment,
+    app: &Application,
+    images: &[(String, String)],
+    release: &Release,
+    previous: &Tag,
+) -> BTreeMap<String, crate::model::Digest> {
+    let live = live_digests(app, images);
+    if !live.is_empty() && !live.iter().any(|(s, d)| release.digests.get(s) == Some(d)) {
+        return live;
+    }
+    app.history
+        .iter()
+        .rev()
+        .filter_map(|h| h.override_value.as_ref())
+        .find(|v| v.is_kind(&env.image_override) && v.tags() == [previous.to_string()])
+        .map(|v| crate::image_override::pinned_digests(v, env, images))
+        .unwrap_or_default()
 }
 
 /// The desired (override) tag of an Application, for status.

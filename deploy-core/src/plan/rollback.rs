@@ -146,6 +146,7 @@ mod tests {
                 override_value: Some(OverrideValue::Helm {
                     parameter: "image.tag".into(),
                     value: (*t).into(),
+                    digests: Default::default(),
                 }),
             })
             .collect();

@@ -341,6 +341,7 @@ async fn rollback_returns_to_what_ran_even_when_the_spec_already_named_the_relea
             &deploy_core::port::OverrideValue::Helm {
                 parameter: "image.tag".into(),
                 value: T2.into(),
+                digests: Default::default(),
             },
         )
         .await

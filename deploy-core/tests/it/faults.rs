@@ -505,6 +505,7 @@ fn helm(tag: &str) -> OverrideValue {
     OverrideValue::Helm {
         parameter: "image.tag".into(),
         value: tag.into(),
+        digests: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@ mod checks;
 mod engine;
 mod faults;
 mod invariants;
+mod pin;
 mod support;
 mod watch;
 mod windows;

@@ -38,7 +38,12 @@ impl Fixture {
 
     /// The same world on `clock` (every backend and the engine share it).
     pub async fn with_staging_at_t2_on(clock: Arc<dyn Clock>) -> Self {
-        let config = Config::parse("examples/deploy.toml", EXAMPLE).unwrap();
+        Self::with_config_at_t2(EXAMPLE, clock).await
+    }
+
+    /// The same world from the configuration `text` (the example, edited).
+    pub async fn with_config_at_t2(text: &str, clock: Arc<dyn Clock>) -> Self {
+        let config = Config::parse("deploy.toml", text).unwrap();
         let world = World::seeded(&config, clock, &tag(T1));
         let f = Self { config, world };
         f.release_to_staging(T2).await;

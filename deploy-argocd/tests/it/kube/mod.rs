@@ -151,6 +151,7 @@ async fn set_override_is_conditional_on_the_version_read() {
         &deploy_core::port::OverrideValue::Helm {
             parameter: "image.tag".into(),
             value: "v2".into(),
+            digests: Default::default(),
         },
     )
     .await
@@ -380,6 +381,7 @@ async fn requests_per_application_for_one_sync_and_wait() {
         &deploy_core::port::OverrideValue::Helm {
             parameter: "image.tag".into(),
             value: "v2".into(),
+            digests: Default::default(),
         },
     )
     .await
