@@ -903,6 +903,7 @@ mod tests {
         let v2 = OverrideValue::Helm {
             parameter: "image.tag".into(),
             value: "v2".into(),
+            digests: Default::default(),
         };
         tokio::time::advance(Duration::from_secs(60)).await;
         a.set_override("auto", &v2).await.unwrap();
