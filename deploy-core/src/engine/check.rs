@@ -64,12 +64,19 @@ impl Run<'_> {
         apps: &[AppPlan],
         soak_end: Instant,
     ) -> Result<(), SoakEnd> {
-        let runs = apps.iter().flat_map(|a| {
-            a.checks
-                .iter()
-                .map(move |c| self.run_check(wave, a, c, soak_end))
-        });
-        futures::future::try_join_all(runs).await.map(|_| ())
+        use futures::TryStreamExt as _;
+        // Unordered: `try_join_all` over an iterator of unknown length keeps the futures'
+        // order, and would see a later cluster's failure only once the earlier ones finish.
+        let mut runs: futures::stream::FuturesUnordered<_> = apps
+            .iter()
+            .flat_map(|a| {
+                a.checks
+                    .iter()
+                    .map(move |c| self.run_check(wave, a, c, soak_end))
+            })
+            .collect();
+        while runs.try_next().await?.is_some() {}
+        Ok(())
     }
 
     async fn run_check(
