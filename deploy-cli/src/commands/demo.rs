@@ -187,19 +187,8 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         print_plan(out, &p);
 
         if let Some(cluster) = broken {
-            let normal = BASELINE
-                .iter()
-                .find(|(c, _)| *c == cluster)
-                .map_or(0.0, |(_, r)| *r);
             world
-                .simulate_check(
-                    &config,
-                    &prod,
-                    CHECK,
-                    cluster,
-                    vec![normal],
-                    BTreeMap::from([(tag.to_string(), vec![BAD_RATIO])]),
-                )
+                .simulate_release(&config, &prod, CHECK, cluster, &tag, vec![BAD_RATIO])
                 .map_err(anyhow::Error::msg)?;
             say(&format!(
                 "\n   (this time {tag} has a bug that only {cluster}'s traffic reaches: its pods start and stay Healthy,"

@@ -153,6 +153,7 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
             humantime::format_duration(p.soak)
         ));
     }
+    super::checks::print_checks(out, p);
 }
 
 /// `deploy plan`: exit 0 when every gate passes, 3 when one fails.

@@ -139,6 +139,16 @@ impl InMemoryMetrics {
         self.lock().simulations.insert(key.to_owned(), simulation);
     }
 
+    /// The simulation of `key`, if any.
+    pub fn simulation(&self, key: &str) -> Option<Simulation> {
+        self.lock().simulations.get(key).cloned()
+    }
+
+    /// What a key without a script or simulation answers.
+    pub fn default_values(&self) -> Vec<f64> {
+        self.lock().default.clone().unwrap_or_default()
+    }
+
     /// What a key without a script or simulation answers.
     pub fn set_default(&self, values: Option<Vec<f64>>) {
         self.lock().default = values;

@@ -199,6 +199,51 @@ impl World {
         otherwise: Vec<f64>,
         releases: BTreeMap<String, Vec<f64>>,
     ) -> Result<String, String> {
+        let (key, application, images) = self.check_key(config, env, check, cluster)?;
+        self.metrics.simulate(
+            &key,
+            Simulation {
+                application,
+                images,
+                releases,
+                otherwise,
+            },
+        );
+        Ok(key)
+    }
+
+    /// While `cluster` runs `release`, check `check` of `env` measures `values` there; what
+    /// it measures while the cluster runs another release stays as it was (simulated, else
+    /// what every unscripted query measures). Returns the key, as [`World::simulate_check`].
+    pub fn simulate_release(
+        &self,
+        config: &Config,
+        env: &Environment,
+        check: &str,
+        cluster: &str,
+        release: &Tag,
+        values: Vec<f64>,
+    ) -> Result<String, String> {
+        let (key, application, images) = self.check_key(config, env, check, cluster)?;
+        let mut sim = self.metrics.simulation(&key).unwrap_or_else(|| Simulation {
+            application,
+            images,
+            releases: BTreeMap::new(),
+            otherwise: self.metrics.default_values(),
+        });
+        sim.releases.insert(release.to_string(), values);
+        self.metrics.simulate(&key, sim);
+        Ok(key)
+    }
+
+    /// The key check `check` of `env` measures on `cluster`, its Application and images.
+    fn check_key(
+        &self,
+        config: &Config,
+        env: &Environment,
+        check: &str,
+        cluster: &str,
+    ) -> Result<(String, String, Vec<(String, String)>), String> {
         let c = env.checks.iter().find(|c| c.name == check).ok_or_else(|| {
             let names: Vec<&str> = env.checks.iter().map(|c| c.name.as_str()).collect();
             format!(
@@ -230,16 +275,11 @@ impl World {
                 "check {check} uses {{release}}: it measures another query for every release, so it cannot follow the release a cluster runs"
             ));
         }
-        self.metrics.simulate(
-            &key,
-            Simulation {
-                application: config.application_name(env, cl),
-                images: service_images(config, env, cl),
-                releases,
-                otherwise,
-            },
-        );
-        Ok(key)
+        Ok((
+            key,
+            config.application_name(env, cl),
+            service_images(config, env, cl),
+        ))
     }
 
     /// CI's push of `tag` to `env`: every service into the primary region, sentinel last,
@@ -441,6 +481,25 @@ mod tests {
         assert!(
             measure(&world, "eu-west-1").await.is_empty(),
             "no pods, no data"
+        );
+        world.argocd.set_images(&app, running(&[&v1]));
+        assert_eq!(measure(&world, "eu-west-1").await, [0.002], "v1 again");
+        // One more release simulated, the others kept; on a cluster not simulated yet,
+        // other releases measure the world's default.
+        let v3 = Tag::new("3333333ccccc").unwrap();
+        world
+            .simulate_release(&config, prod, "5xx-ratio", "eu-west-1", &v1, vec![0.2])
+            .unwrap();
+        world
+            .simulate_release(&config, prod, "5xx-ratio", "us-east-1", &v3, vec![0.3])
+            .unwrap();
+        assert_eq!(measure(&world, "eu-west-1").await, [0.2], "v1 is bad now");
+        world.argocd.set_images(&app, running(&[&v2]));
+        assert_eq!(measure(&world, "eu-west-1").await, [0.12], "v2 kept");
+        assert_eq!(
+            measure(&world, "us-east-1").await,
+            [0.0],
+            "us-east-1 runs v1"
         );
         world.metrics.set(&key, vec![0.5]);
         assert_eq!(
