@@ -14,7 +14,7 @@ use crate::support::{FIRST, SECOND, Sandbox, example_config};
 /// The example's check, as `deploy plan` resolves it on `cluster`.
 fn query(cluster: &str) -> String {
     format!(
-        r#"sum(rate(http_requests_total{{cluster="{cluster}",code=~"5.."}}[2m])) / sum(rate(http_requests_total{{cluster="{cluster}"}}[2m]))"#
+        r#"(sum(rate(http_requests_total{{cluster="{cluster}",code=~"5.."}}[2m])) or vector(0)) / sum(rate(http_requests_total{{cluster="{cluster}"}}[2m]))"#
     )
 }
 
@@ -226,5 +226,155 @@ fn sandbox_metric_names_what_is_wrong() {
             .contains("environment prod has 2 checks (5xx-ratio, alarms): say which with --check"),
         "{}",
         run.stderr
+    );
+}
+
+/// A Prometheus stand-in answering every `/api/v1/query` with HTTP `status` and `body`.
+async fn prometheus_answering(status: u16, body: &str) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/api/v1/query"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(status)
+                .set_body_raw(body.to_owned(), "application/json"),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+/// `deploy audit` measures each check once on each cluster through the real adapters: a
+/// source that does not answer and a rejected query are errors naming the check, the
+/// cluster and the fix, no data is a warning, and a check that answers is no finding,
+/// whatever its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_flags_checks_that_cannot_be_measured_now() {
+    let Some(world) = crate::e2e::World::start(crate::e2e::Replication::Complete).await else {
+        return;
+    };
+    let rejecting = prometheus_answering(
+        400,
+        r#"{"status":"error","errorType":"bad_data","error":"1:32: parse error: unclosed left parenthesis"}"#,
+    )
+    .await;
+    let answering = prometheus_answering(
+        200,
+        r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.2"]}]}}"#,
+    )
+    .await;
+    let empty = prometheus_answering(
+        200,
+        r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+    )
+    .await;
+    // A loopback port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        l.local_addr().expect("its address").port()
+    };
+    let check = |name: &str, url: &str, query: &str| {
+        format!(
+            "[[environments.prod.checks]]\nname = \"{name}\"\nprometheus = {{ url = \"{url}\" }}\n\
+             query = '{query}'\nsuccess = \"result < 0.01\"\n"
+        )
+    };
+    world.append_config(
+        &[
+            check(
+                "down",
+                &format!("http://127.0.0.1:{closed}"),
+                r#"up{cluster="{cluster}"}"#,
+            ),
+            check(
+                "typo",
+                &rejecting.uri(),
+                r#"sum(rate(http_requests_total{cluster="{cluster}"}[2m])"#,
+            ),
+            check("errors", &answering.uri(), r#"errors{cluster="{cluster}"}"#),
+            check("silent", &empty.uri(), r#"nothing{cluster="{cluster}"}"#),
+        ]
+        .join("\n"),
+    );
+
+    let run = world
+        .run(&crate::e2e::json_args(&["audit", "--env", "prod"]))
+        .await;
+    run.expect_code(1);
+    let result = run.result();
+    let findings: Vec<(String, String, String)> = result["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| {
+            f["subject"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("check/")
+        })
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+            (s("severity"), s("subject"), s("message"))
+        })
+        .collect();
+    let on = |subject: &str| {
+        findings
+            .iter()
+            .find(|(_, s, _)| s == subject)
+            .unwrap_or_else(|| panic!("no finding for {subject}: {findings:#?}"))
+    };
+    for c in crate::e2e::CLUSTERS {
+        let (severity, _, message) = on(&format!("check/down on {c}"));
+        assert_eq!(severity, "error");
+        assert!(
+            message.contains(&format!(
+                "cannot be measured now: http://127.0.0.1:{closed} does not answer"
+            )) && message.contains("halt after 5 in a row"),
+            "{message}"
+        );
+        let (severity, _, message) = on(&format!("check/typo on {c}"));
+        assert_eq!(severity, "error");
+        assert!(
+            message.contains("the query is rejected by")
+                && message.contains("bad_data: 1:32: parse error: unclosed left parenthesis")
+                && message.contains("fix `query` of typo in [[environments.prod.checks]]"),
+            "{message}"
+        );
+        let (severity, _, message) = on(&format!("check/silent on {c}"));
+        assert_eq!(severity, "warning");
+        assert!(message.contains("returns no data now"), "{message}");
+    }
+    // 0.2 fails `result < 0.01` now: the service's state, not a finding.
+    assert_eq!(findings.len(), 9, "{findings:#?}");
+    let probes = result["checks"].as_array().expect("checks measured");
+    assert_eq!(probes.len(), 12, "4 checks × 3 clusters: {probes:#?}");
+    assert!(
+        probes.iter().any(|p| p["check"]["name"] == "errors"
+            && p["cluster"] == "eu-west-1"
+            && p["answer"] == serde_json::json!({"kind": "values", "detail": [0.2]})),
+        "{probes:#?}"
+    );
+    // Each cluster's query, resolved, reached the source once.
+    let sent: Vec<String> = rejecting
+        .received_requests()
+        .await
+        .expect("recorded")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(
+        sent.iter().any(|b| b.contains("eu-west-1")),
+        "the query is resolved per cluster: {sent:?}"
+    );
+
+    // In text: the table of what each check measures now.
+    let run = world.run(&["audit", "--env", "prod"]).await;
+    run.expect_code(1);
+    assert!(run.stdout.contains("MEASURED NOW"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains("errors") && l.contains("eu-west-1") && l.contains("0.2")),
+        "{}",
+        run.stdout
     );
 }
