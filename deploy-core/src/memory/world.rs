@@ -199,14 +199,13 @@ impl World {
         otherwise: Vec<f64>,
         releases: BTreeMap<String, Vec<f64>>,
     ) -> Result<String, String> {
-        let (key, application, images) = self.check_key(config, env, check, cluster)?;
+        let (key, base) = self.check_key(config, env, check, cluster)?;
         self.metrics.simulate(
             &key,
             Simulation {
-                application,
-                images,
                 releases,
                 otherwise,
+                ..base
             },
         );
         Ok(key)
@@ -224,26 +223,25 @@ impl World {
         release: &Tag,
         values: Vec<f64>,
     ) -> Result<String, String> {
-        let (key, application, images) = self.check_key(config, env, check, cluster)?;
+        let (key, base) = self.check_key(config, env, check, cluster)?;
         let mut sim = self.metrics.simulation(&key).unwrap_or_else(|| Simulation {
-            application,
-            images,
-            releases: BTreeMap::new(),
             otherwise: self.metrics.default_values(),
+            ..base
         });
         sim.releases.insert(release.to_string(), values);
         self.metrics.simulate(&key, sim);
         Ok(key)
     }
 
-    /// The key check `check` of `env` measures on `cluster`, its Application and images.
+    /// The key check `check` of `env` measures on `cluster`, and a simulation of it that
+    /// lists no release and answers no data.
     fn check_key(
         &self,
         config: &Config,
         env: &Environment,
         check: &str,
         cluster: &str,
-    ) -> Result<(String, String, Vec<(String, String)>), String> {
+    ) -> Result<(String, Simulation), String> {
         let c = env.checks.iter().find(|c| c.name == check).ok_or_else(|| {
             let names: Vec<&str> = env.checks.iter().map(|c| c.name.as_str()).collect();
             format!(
@@ -277,8 +275,12 @@ impl World {
         }
         Ok((
             key,
-            config.application_name(env, cl),
-            service_images(config, env, cl),
+            Simulation {
+                application: config.application_name(env, cl),
+                images: service_images(config, env, cl),
+                releases: BTreeMap::new(),
+                otherwise: Vec::new(),
+            },
         ))
     }
 
