@@ -64,21 +64,6 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         health: scaled(700),
     });
     world.registry.set_replication_delay(scaled(2500));
-    let prod_env = config.environment("prod").map_err(anyhow::Error::msg)?;
-    // Prod's 5xx-ratio check measures each cluster's simulated traffic, which follows the
-    // release the cluster runs: a low error ratio, until a release breaks one cluster.
-    for (cluster, ratio) in BASELINE {
-        world
-            .simulate_check(
-                &config,
-                prod_env,
-                CHECK,
-                cluster,
-                vec![ratio],
-                BTreeMap::new(),
-            )
-            .map_err(anyhow::Error::msg)?;
-    }
     let backends = Backends {
         registry: Arc::new(world.registry.clone()),
         argocd: Arc::new(world.argocd.clone()),
@@ -102,6 +87,13 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         .environment("prod")
         .map_err(anyhow::Error::msg)?
         .clone();
+    // Prod's 5xx-ratio check measures each cluster's simulated traffic, which follows the
+    // release the cluster runs: a low error ratio, until a release breaks one cluster.
+    for (cluster, ratio) in BASELINE {
+        world
+            .simulate_check(&config, &prod, CHECK, cluster, vec![ratio], BTreeMap::new())
+            .map_err(anyhow::Error::msg)?;
+    }
 
     say(
         "deploy demo: one application (myapp) of 3 services (api, worker, and the sentinel logserver)",
