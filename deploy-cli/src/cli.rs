@@ -332,6 +332,25 @@ pub enum SandboxCommand {
         #[arg(long, value_enum, default_value_t = Breakage::Degraded)]
         how: Breakage,
     },
+    /// Make a check measure VALUE on one cluster while it runs RELEASE (other releases keep
+    /// what they measure)
+    Metric {
+        /// Environment
+        #[arg(long)]
+        env: String,
+        /// Cluster
+        #[arg(long)]
+        cluster: String,
+        /// The check (default: the environment's only check)
+        #[arg(long)]
+        check: Option<String>,
+        /// The release (tag) the values go with
+        #[arg(long)]
+        release: String,
+        /// What a measurement gives, one per series (none: no data)
+        #[arg(long, allow_negative_numbers = true)]
+        value: Vec<f64>,
+    },
 }
 
 /// How a sandbox operation ends badly.

@@ -186,29 +186,6 @@ pub struct ResolvedCheck {
     pub no_data: NoData,
 }
 
-impl ResolvedCheck {
-    /// How long after the wave is Healthy this check is still measuring, at the least: its
-    /// last counted measurement, or (without a count) its first one and the soak.
-    pub fn span(&self, soak: Duration) -> Duration {
-        match self.count {
-            Some(n) => self.initial_delay + self.interval * n.saturating_sub(1),
-            None => self.initial_delay.max(soak),
-        }
-    }
-}
-
-/// A wave's soak with its checks: the soak, or longer when a check measures beyond it. The
-/// health watch is kept for all of it (and until the last check has its verdict).
-pub fn effective_soak<'a>(
-    soak: Duration,
-    checks: impl IntoIterator<Item = &'a ResolvedCheck>,
-) -> Duration {
-    checks
-        .into_iter()
-        .map(|c| c.span(soak))
-        .fold(soak, Duration::max)
-}
-
 mod millis {
     use std::time::Duration;
 
@@ -391,6 +368,27 @@ impl Scope<'_> {
     }
 }
 
+/// How long a soak of `soak` lasts with `checks` on a cluster when every measurement is
+/// successful: the engine's soak ends once the watch has seen `soak` pass and every check
+/// has its verdict. A check with a count has it at its last measurement, `initial_delay +
+/// (count - 1) × interval`; one without, at its first measurement once the soak is over.
+/// Pure.
+pub fn least_soak(soak: Duration, checks: &[ResolvedCheck]) -> Duration {
+    checks
+        .iter()
+        .map(|c| match c.count {
+            Some(n) => c.initial_delay + c.interval * n.max(1).saturating_sub(1),
+            None if soak <= c.initial_delay || c.interval.is_zero() => c.initial_delay,
+            None => {
+                let after = (soak - c.initial_delay).as_nanos();
+                let step = c.interval.as_nanos();
+                let k = after.div_ceil(step);
+                c.initial_delay + Duration::from_nanos((k * step) as u64)
+            }
+        })
+        .fold(soak, Duration::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,5 +556,50 @@ mod tests {
             s.fill("{app}-{env}-{cluster}-{region}-{release}-{other}"),
             "myapp-prod-eu-1-eu-west-1-v2-{other}"
         );
+    }
+
+    #[test]
+    fn checks_lengthen_a_soak_to_their_verdict() {
+        let s = Duration::from_secs;
+        let check = |interval: u64, initial: u64, count: Option<u32>| ResolvedCheck {
+            name: "c".into(),
+            source: MetricSource::CloudWatchAlarms {
+                names: vec!["a".into()],
+                region: "eu-west-1".into(),
+                aws_profile: None,
+            },
+            query: String::new(),
+            success: Condition::parse("result < 1").unwrap(),
+            failure: None,
+            interval: s(interval),
+            initial_delay: s(initial),
+            count,
+            failure_limit: 0,
+            inconclusive_limit: 0,
+            consecutive_error_limit: 4,
+            no_data: NoData::Fail,
+        };
+        for (soak, checks, want) in [
+            (300, vec![], 300),
+            // Until the soak ends: the first measurement at or after it.
+            (300, vec![check(30, 0, None)], 300),
+            (300, vec![check(70, 0, None)], 350),
+            (300, vec![check(30, 60, None)], 300),
+            (300, vec![check(30, 400, None)], 400),
+            (0, vec![check(30, 0, None)], 0),
+            // A count: its last measurement.
+            (60, vec![check(30, 60, Some(5))], 180),
+            (600, vec![check(30, 60, Some(5))], 600),
+            (0, vec![check(10, 0, Some(1))], 0),
+            (0, vec![check(10, 0, Some(0))], 0),
+            // The longest check decides.
+            (60, vec![check(30, 0, None), check(10, 0, Some(20))], 190),
+        ] {
+            assert_eq!(
+                least_soak(s(soak), &checks),
+                s(want),
+                "soak {soak}s with {checks:?}"
+            );
+        }
     }
 }

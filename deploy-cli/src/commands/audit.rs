@@ -3,7 +3,8 @@
 use anyhow::{Context, Result};
 
 use deploy_core::config::Config;
-use deploy_core::plan::findings::{Severity, findings, observe};
+use deploy_core::engine::check::show_values;
+use deploy_core::plan::findings::{ProbeAnswer, Severity, findings, observe, observe_checks};
 
 use crate::backends::Backends;
 use crate::exit::{Exit, UsageError};
@@ -18,6 +19,7 @@ pub async fn run(
 ) -> Result<Exit> {
     let envs = config.select_environments(only).map_err(UsageError)?;
     let mut all = Vec::new();
+    let mut probes = Vec::new();
     for env in envs {
         let mut input = observe(
             config,
@@ -31,14 +33,46 @@ pub async fn run(
         if !backends.annotation_lock(env) {
             input.lock_carrier = None;
         }
+        if let Some(metrics) = backends.metrics.as_deref() {
+            input.checks = observe_checks(config, env, &input.apps, metrics).await;
+        }
+        for p in &input.checks {
+            let probe = serde_json::json!({
+                "environment": env.name,
+                "cluster": p.cluster,
+                "check": p.check,
+                "answer": p.answer,
+            });
+            out.record("check_probe", &probe);
+            probes.push((env.name.clone(), p.clone(), probe));
+        }
         for f in findings(config, env, &input) {
             out.record("finding", &f);
             all.push(f);
         }
     }
     let errors = all.iter().filter(|f| f.severity == Severity::Error).count();
+    if !probes.is_empty() {
+        // What each check measures now; a value its conditions reject is the service's
+        // state, not a finding.
+        let mut t = table(&["ENV", "CHECK", "CLUSTER", "MEASURED NOW"]);
+        for (env, p, _) in &probes {
+            t.add_row(vec![
+                env.clone(),
+                p.check.name.clone(),
+                p.cluster.clone(),
+                match &p.answer {
+                    ProbeAnswer::Values(v) => show_values(v),
+                    ProbeAnswer::Unreachable(_) => "no answer".to_owned(),
+                    ProbeAnswer::Rejected(_) => "rejected".to_owned(),
+                    ProbeAnswer::Denied(_) => "access denied".to_owned(),
+                },
+            ]);
+        }
+        out.text(t);
+    }
     if all.is_empty() {
-        out.text("no findings: sync policies, ignore rules, preserved annotations, replication, tag mutability and clusters are as the configuration says");
+        out.text("no findings: sync policies, ignore rules, preserved annotations, replication, tag mutability, clusters and checks are as the configuration says");
     } else {
         let mut t = table(&["SEVERITY", "ENV", "SUBJECT", "FINDING"]);
         for f in &all {
@@ -61,7 +95,8 @@ pub async fn run(
             all.len() - errors
         ));
     }
-    out.result(&serde_json::json!({ "findings": all, "errors": errors }));
+    let probes: Vec<&serde_json::Value> = probes.iter().map(|(_, _, j)| j).collect();
+    out.result(&serde_json::json!({ "findings": all, "errors": errors, "checks": probes }));
     Ok(if errors > 0 {
         Exit::Failed
     } else {

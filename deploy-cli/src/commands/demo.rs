@@ -3,6 +3,7 @@
 //! It runs the same library code as the real commands (planners, engine, watch logic)
 //! over a seeded in-memory world with compressed time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,17 @@ use crate::backends::Backends;
 use crate::exit::Exit;
 use crate::output::Output;
 
+/// The check of the example's prod that the demo simulates.
+const CHECK: &str = "5xx-ratio";
+/// Each prod cluster's 5xx ratio while it runs a good release (below the check's 0.01).
+const BASELINE: [(&str, f64); 3] = [
+    ("us-west-2", 0.002),
+    ("us-east-1", 0.003),
+    ("eu-west-1", 0.001),
+];
+/// The ratio of the second release on the cluster it breaks (at least the check's 0.05).
+const BAD_RATIO: f64 = 0.12;
+
 /// Runs the demo; `pace` stretches every simulated duration.
 pub async fn run(out: Output, pace: f64) -> Result<Exit> {
     let started = Instant::now();
@@ -40,7 +52,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         env.soak = env.soak.min(scaled(1500));
         env.timeout = scaled(20_000);
         for c in &mut env.checks {
-            c.interval = scaled(300);
+            c.interval = scaled(500);
             c.initial_delay = Duration::ZERO;
         }
     }
@@ -75,6 +87,13 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         .environment("prod")
         .map_err(anyhow::Error::msg)?
         .clone();
+    // Prod's 5xx-ratio check measures each cluster's simulated traffic, which follows the
+    // release the cluster runs: a low error ratio, until a release breaks one cluster.
+    for (cluster, ratio) in BASELINE {
+        world
+            .simulate_check(&config, &prod, CHECK, cluster, vec![ratio], BTreeMap::new())
+            .map_err(anyhow::Error::msg)?;
+    }
 
     say(
         "deploy demo: one application (myapp) of 3 services (api, worker, and the sentinel logserver)",
@@ -83,7 +102,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         "on 3 EKS clusters (us-west-2, us-east-1, eu-west-1), one Argo CD, environments debug, staging and prod.",
     );
     say(&format!(
-        "Everything runs {first}. Time is compressed: a sync takes ~1s, soak 1.5s, replication ~2.5s.\n"
+        "Everything runs {first}. Time is compressed: a sync takes ~1s, soak 1.5s (prod's {CHECK} check measured every 0.5s), replication ~2.5s.\n"
     ));
 
     for (round, sha, broken) in [
@@ -160,19 +179,23 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         print_plan(out, &p);
 
         if let Some(cluster) = broken {
-            let app =
-                config.application_name(&prod, config.cluster(cluster).expect("example cluster"));
             world
-                .argocd
-                .push_script(&app, deploy_core::memory::argocd::Script::Degraded);
+                .simulate_release(&config, &prod, CHECK, cluster, &tag, vec![BAD_RATIO])
+                .map_err(anyhow::Error::msg)?;
             say(&format!(
-                "\n   (this time a bad config makes the new pods in {cluster} crash-loop: its sync will go Degraded)"
+                "\n   (this time {tag} has a bug that only {cluster}'s traffic reaches: its pods start and stay Healthy,"
+            ));
+            say(&format!(
+                "   but {:.0}% of the requests there fail while it runs {tag}; Argo CD health alone would let it through)",
+                BAD_RATIO * 100.0
             ));
         }
         say(
             "\n5. `deploy promote --env prod --yes`: wave by wave; each wave waits for our sync to finish, Synced,",
         );
-        say("   Healthy and running the release's images, then soaks while watching health.");
+        say(&format!(
+            "   Healthy and running the release's images, then soaks while watching health and measuring {CHECK} per cluster."
+        ));
         let actor = Actor {
             os_user: "demo".into(),
             argocd_user: Some("ci-bot".into()),

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod build;
+pub mod checks;
 pub mod demo;
 pub mod history;
 pub mod promote;

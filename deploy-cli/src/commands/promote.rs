@@ -153,6 +153,7 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
             humantime::format_duration(p.soak)
         ));
     }
+    super::checks::print_checks(out, p);
 }
 
 /// What writing `value` does, shortly: "set image override to r42", or pinned by digest

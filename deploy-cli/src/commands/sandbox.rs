@@ -1,4 +1,5 @@
-//! `deploy sandbox ...`: act on the sandbox's simulated world (CI pushes, breakage, reset).
+//! `deploy sandbox ...`: act on the sandbox's simulated world (CI pushes, breakage, a check's
+//! simulated metric, reset).
 
 use std::path::Path;
 
@@ -77,6 +78,51 @@ pub fn run(
             out.result(
                 &serde_json::json!({ "application": name, "next_operation": format!("{how:?}") }),
             );
+        }
+        SandboxCommand::Metric {
+            env,
+            cluster,
+            check,
+            release,
+            value,
+        } => {
+            let env = config.environment(env).map_err(UsageError)?;
+            let check = match (check, env.checks.as_slice()) {
+                (Some(c), _) => c.clone(),
+                (None, [only]) => only.name.clone(),
+                (None, checks) => {
+                    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+                    return Err(UsageError(format!(
+                        "environment {} has {} checks ({}): say which with --check",
+                        env.name,
+                        checks.len(),
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ))
+                    .into());
+                }
+            };
+            let release = parse_tag(release)?;
+            let key = world
+                .simulate_release(config, env, &check, cluster, &release, value.clone())
+                .map_err(UsageError)?;
+            sandbox.save()?;
+            out.text(format!(
+                "check {check} on {cluster} ({}) measures {} while it runs {release}",
+                env.name,
+                deploy_core::engine::check::show_values(value)
+            ));
+            out.result(&serde_json::json!({
+                "environment": env.name,
+                "cluster": cluster,
+                "check": check,
+                "release": release.as_str(),
+                "values": value,
+                "query": key,
+            }));
         }
     }
     Ok(Exit::Success)

@@ -96,6 +96,41 @@ fn demo_finishes() {
     eprintln!("deploy demo took {:.1}s of wall time", took.as_secs_f64());
     run.expect_code(0);
     assert!(!run.stdout.trim().is_empty(), "the demo narrates on stdout");
+    let out = &run.stdout;
+    let (first, second) = out
+        .split_once("── Release 2 ")
+        .unwrap_or_else(|| panic!("the demo tells two releases:\n{out}"));
+    // Release 1: every wave promoted, prod's 5xx-ratio measured on each cluster.
+    for line in [
+        "us-west-2: check 5xx-ratio = 0.002: Successful; check Passed",
+        "us-east-1: check 5xx-ratio = 0.003: Successful; check Passed",
+        "eu-west-1: check 5xx-ratio = 0.001: Successful; check Passed",
+        "finished: succeeded: 7f3a9c1e2b4d runs on 3 cluster(s)",
+    ] {
+        assert!(first.contains(line), "release 1 lacks {line:?}:\n{first}");
+    }
+    // Release 2: Healthy everywhere, halted in wave 2 by the metric on eu-west-1 alone
+    // (its own value while it runs the new release), and rolled back.
+    let wave2 = second
+        .split_once("wave 2: us-east-1, eu-west-1")
+        .map_or("", |(_, w)| w);
+    for line in [
+        "eu-west-1: Synced and Healthy",
+        "eu-west-1: check 5xx-ratio = 0.12: Failed; check Failed",
+        "halted: eu-west-1: check 5xx-ratio failed at 0.12",
+        "eu-west-1: rolled back to 7f3a9c1e2b4d, Healthy",
+        "us-west-2: rolled back to 7f3a9c1e2b4d, Healthy",
+        "finished: rolled_back: eu-west-1: check 5xx-ratio failed at 0.12",
+    ] {
+        assert!(
+            wave2.contains(line),
+            "release 2's wave 2 lacks {line:?}:\n{second}"
+        );
+    }
+    assert!(
+        !second.contains("Degraded") && !second.contains("us-east-1: check 5xx-ratio = 0.12"),
+        "the halt is the metric's, on eu-west-1 only:\n{second}"
+    );
 }
 
 #[test]

@@ -302,6 +302,12 @@ impl World {
         std::fs::write(&self.config, changed).expect("write deploy.toml");
     }
 
+    /// Appends `toml` to deploy.toml (e.g. `[[environments.prod.checks]]` tables).
+    pub(crate) fn append_config(&self, toml: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read deploy.toml");
+        std::fs::write(&self.config, format!("{text}\n{toml}")).expect("write deploy.toml");
+    }
+
     fn audit_log(&self) -> PathBuf {
         self.dir.path().join("audit.jsonl")
     }

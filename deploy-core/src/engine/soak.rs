@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::check::effective_soak;
+use crate::check::least_soak;
 use crate::engine::{Event, RETRY_PAUSE, Run};
 use crate::model::Release;
 use crate::plan::live::live_at;
@@ -213,7 +213,10 @@ impl Run<'_> {
         let soak_end = Instant::now() + soak;
         // Checks that measure beyond the soak lengthen it: the health watch is kept until
         // the last check has its verdict, so a cluster Degraded meanwhile still fails.
-        let watched_for = effective_soak(soak, apps.iter().flat_map(|a| &a.checks));
+        let watched_for = apps
+            .iter()
+            .map(|a| least_soak(soak, &a.checks))
+            .fold(soak, Duration::max);
         self.emit(Event::SoakStarted {
             wave,
             duration_ms: watched_for.as_millis() as u64,

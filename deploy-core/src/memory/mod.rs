@@ -11,6 +11,6 @@ pub mod world;
 pub use argocd::{ArgoCdState, InMemoryArgoCd, Timing, rendered_images};
 pub use audit::InMemoryAuditLog;
 pub use lock::InMemoryLock;
-pub use metrics::{Answer, InMemoryMetrics, MetricsState};
+pub use metrics::{Answer, InMemoryMetrics, MetricsState, Simulation};
 pub use registry::{InMemoryRegistry, RegistryState, digest_of};
 pub use world::{World, WorldState, build_digest};

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ArgoCdState, InMemoryArgoCd, InMemoryAuditLog, InMemoryLock, InMemoryMetrics, InMemoryRegistry,
-    MetricsState, RegistryState, digest_of,
+    MetricsState, RegistryState, Simulation, digest_of,
 };
 use crate::config::{Config, Environment};
 use crate::model::{Digest, Release, Tag};
@@ -64,24 +64,26 @@ pub fn build_digest(service: &str, tag: &Tag) -> Digest {
 impl World {
     /// An empty world.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
+        let argocd = InMemoryArgoCd::new(clock.clone());
         Self {
             registry: InMemoryRegistry::new(clock.clone()),
-            argocd: InMemoryArgoCd::new(clock.clone()),
+            metrics: InMemoryMetrics::new().following(argocd.clone()),
+            argocd,
             lock: InMemoryLock::new(clock.clone()),
             audit: InMemoryAuditLog::default(),
-            metrics: InMemoryMetrics::new(),
             clock,
         }
     }
 
     /// A world restored from `state`.
     pub fn from_state(state: WorldState, clock: Arc<dyn Clock>) -> Self {
+        let argocd = InMemoryArgoCd::from_state(state.argocd, clock.clone());
         Self {
             registry: InMemoryRegistry::from_state(state.registry, clock.clone()),
-            argocd: InMemoryArgoCd::from_state(state.argocd, clock.clone()),
+            metrics: InMemoryMetrics::from_state(state.metrics).following(argocd.clone()),
+            argocd,
             lock: InMemoryLock::from_state(state.leases, clock.clone()),
             audit: InMemoryAuditLog::from_state(state.audit),
-            metrics: InMemoryMetrics::from_state(state.metrics),
             clock,
         }
     }
@@ -190,6 +192,106 @@ impl World {
             }
         }
         world
+    }
+
+    /// Simulates check `check` of `env` on `cluster` ([`Simulation`]): its measurements there
+    /// answer `releases[tag]` while the cluster's Application runs a listed release, and
+    /// `otherwise` while it runs another. Returns the measured key (the check's query
+    /// resolved for the cluster, as the plan resolves it). A check whose query or alarm
+    /// names hold `{release}` measures another key per release and cannot follow one;
+    /// script those keys instead ([`InMemoryMetrics::script`]).
+    pub fn simulate_check(
+        &self,
+        config: &Config,
+        env: &Environment,
+        check: &str,
+        cluster: &str,
+        otherwise: Vec<f64>,
+        releases: BTreeMap<String, Vec<f64>>,
+    ) -> Result<String, String> {
+        let (key, base) = self.check_key(config, env, check, cluster)?;
+        self.metrics.simulate(
+            &key,
+            Simulation {
+                releases,
+                otherwise,
+                ..base
+            },
+        );
+        Ok(key)
+    }
+
+    /// While `cluster` runs `release`, check `check` of `env` measures `values` there; what
+    /// it measures while the cluster runs another release stays as it was (simulated, else
+    /// what every unscripted query measures). Returns the key, as [`World::simulate_check`].
+    pub fn simulate_release(
+        &self,
+        config: &Config,
+        env: &Environment,
+        check: &str,
+        cluster: &str,
+        release: &Tag,
+        values: Vec<f64>,
+    ) -> Result<String, String> {
+        let (key, base) = self.check_key(config, env, check, cluster)?;
+        let mut sim = self.metrics.simulation(&key).unwrap_or_else(|| Simulation {
+            otherwise: self.metrics.default_values(),
+            ..base
+        });
+        sim.releases.insert(release.to_string(), values);
+        self.metrics.simulate(&key, sim);
+        Ok(key)
+    }
+
+    /// The key check `check` of `env` measures on `cluster`, and a simulation of it that
+    /// lists no release and answers no data.
+    fn check_key(
+        &self,
+        config: &Config,
+        env: &Environment,
+        check: &str,
+        cluster: &str,
+    ) -> Result<(String, Simulation), String> {
+        let c = env.checks.iter().find(|c| c.name == check).ok_or_else(|| {
+            let names: Vec<&str> = env.checks.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "environment {} has no check {check:?}; its checks: {}",
+                env.name,
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
+        let cl = config
+            .cluster(cluster)
+            .ok_or_else(|| format!("no cluster {cluster:?} in the configuration"))?;
+        let key_at = |release: &str| {
+            let r = c.resolve(&crate::check::Scope {
+                cluster: &cl.name,
+                region: &cl.region,
+                env: &env.name,
+                app: &config.app,
+                release,
+            });
+            InMemoryMetrics::key(&r.source, &r.query)
+        };
+        let key = key_at("");
+        if key != key_at("x") {
+            return Err(format!(
+                "check {check} uses {{release}}: it measures another query for every release, so it cannot follow the release a cluster runs"
+            ));
+        }
+        Ok((
+            key,
+            Simulation {
+                application: config.application_name(env, cl),
+                images: service_images(config, env, cl),
+                releases: BTreeMap::new(),
+                otherwise: Vec::new(),
+            },
+        ))
     }
 
     /// CI's push of `tag` to `env`: every service into the primary region, sentinel last,
@@ -319,5 +421,145 @@ pub fn generated_timing(i: usize) -> super::Timing {
     super::Timing {
         sync: Duration::from_millis(1_000 + ((i * 7_919 + 13) % 2_001) as u64),
         health: Duration::from_millis(500 + ((i * 104_729 + 7) % 1_001) as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EXAMPLE;
+    use crate::port::{Metrics as _, TokioClock};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_simulated_check_follows_the_release_its_cluster_runs() {
+        let config = Config::parse("x", EXAMPLE).unwrap();
+        let prod = config.environment("prod").unwrap();
+        let clock = Arc::new(TokioClock::new(jiff::Timestamp::from_second(1).unwrap()));
+        let [v1, v2] = ["1111111aaaaa", "2222222bbbbb"].map(|t| Tag::new(t).unwrap());
+        let world = World::seeded(&config, clock.clone(), &v1);
+        let key = world
+            .simulate_check(
+                &config,
+                prod,
+                "5xx-ratio",
+                "eu-west-1",
+                vec![0.002],
+                BTreeMap::from([(v2.to_string(), vec![0.12])]),
+            )
+            .unwrap();
+        assert!(key.contains(r#"cluster="eu-west-1""#), "{key}");
+        let check = &prod.checks[0];
+        let measure = |world: &World, cluster: &str| {
+            let c = config.cluster(cluster).unwrap();
+            let r = check.resolve(&crate::check::Scope {
+                cluster: &c.name,
+                region: &c.region,
+                env: "prod",
+                app: "myapp",
+                release: "any",
+            });
+            let m = world.metrics.clone();
+            async move { m.measure(&r.source, &r.query).await.unwrap() }
+        };
+        let app = config.application_name(prod, config.cluster("eu-west-1").unwrap());
+        let running = |tags: &[&Tag]| -> Vec<String> {
+            let c = config.cluster("eu-west-1").unwrap();
+            tags.iter()
+                .flat_map(|t| {
+                    service_images(&config, prod, c)
+                        .into_iter()
+                        .map(move |(_, name)| format!("{name}:{t}"))
+                })
+                .collect()
+        };
+        assert_eq!(measure(&world, "eu-west-1").await, [0.002], "v1 is good");
+        assert_eq!(measure(&world, "us-east-1").await, [0.0], "not simulated");
+        world.argocd.set_images(&app, running(&[&v2]));
+        assert_eq!(
+            measure(&world, "eu-west-1").await,
+            [0.12],
+            "v2 is bad there"
+        );
+        world.argocd.set_images(&app, running(&[&v1, &v2]));
+        assert_eq!(
+            measure(&world, "eu-west-1").await,
+            [0.12],
+            "half rolled out"
+        );
+        // The sandbox's saved world follows too.
+        let back = World::from_state(world.state(), clock.clone());
+        assert_eq!(measure(&back, "eu-west-1").await, [0.12]);
+        world.argocd.set_images(&app, Vec::new());
+        assert!(
+            measure(&world, "eu-west-1").await.is_empty(),
+            "no pods, no data"
+        );
+        world.argocd.set_images(&app, running(&[&v1]));
+        assert_eq!(measure(&world, "eu-west-1").await, [0.002], "v1 again");
+        // One more release simulated, the others kept; on a cluster not simulated yet,
+        // other releases measure the world's default.
+        let v3 = Tag::new("3333333ccccc").unwrap();
+        world
+            .simulate_release(&config, prod, "5xx-ratio", "eu-west-1", &v1, vec![0.2])
+            .unwrap();
+        world
+            .simulate_release(&config, prod, "5xx-ratio", "us-east-1", &v3, vec![0.3])
+            .unwrap();
+        assert_eq!(measure(&world, "eu-west-1").await, [0.2], "v1 is bad now");
+        world.argocd.set_images(&app, running(&[&v2]));
+        assert_eq!(measure(&world, "eu-west-1").await, [0.12], "v2 kept");
+        assert_eq!(
+            measure(&world, "us-east-1").await,
+            [0.0],
+            "us-east-1 runs v1"
+        );
+        world.metrics.set(&key, vec![0.5]);
+        assert_eq!(
+            measure(&world, "eu-west-1").await,
+            [0.5],
+            "a script comes first"
+        );
+
+        let err = world
+            .simulate_check(
+                &config,
+                prod,
+                "latency",
+                "eu-west-1",
+                vec![],
+                BTreeMap::new(),
+            )
+            .unwrap_err();
+        assert!(
+            err.contains("no check \"latency\"; its checks: 5xx-ratio"),
+            "{err}"
+        );
+        let err = world
+            .simulate_check(
+                &config,
+                prod,
+                "5xx-ratio",
+                "mars-1",
+                vec![],
+                BTreeMap::new(),
+            )
+            .unwrap_err();
+        assert!(err.contains("no cluster \"mars-1\""), "{err}");
+        let text = EXAMPLE.replace(
+            r#"code=~"5.."}[2m]))"#,
+            r#"code=~"5..",release="{release}"}[2m]))"#,
+        );
+        let config = Config::parse("x", &text).unwrap();
+        let err = world
+            .simulate_check(
+                &config,
+                config.environment("prod").unwrap(),
+                "5xx-ratio",
+                "eu-west-1",
+                vec![],
+                BTreeMap::new(),
+            )
+            .unwrap_err();
+        assert!(err.contains("uses {release}"), "{err}");
     }
 }

@@ -1,17 +1,19 @@
 //! `deploy audit`: policy findings from observed state (sync policies, ApplicationSet
-//! ignore rules, replication coverage, tag mutability, cluster registration).
+//! ignore rules, replication coverage, tag mutability, cluster registration, and checks
+//! whose source cannot be reached or rejects the query now).
 
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
+use crate::check::{NoData, Phase, ResolvedCheck, Scope, phase};
 use crate::config::{Config, Environment};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::SyncMode;
 use crate::port::{
-    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, Registry, ReplicationRule,
-    RepositoryInfo,
+    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, MetricSource, Metrics,
+    Registry, ReplicationRule, RepositoryInfo,
 };
 
 /// How bad a finding is.
@@ -62,6 +64,193 @@ pub struct AuditInput {
     /// The Application that carries the lock annotation; `None` when the lock lives elsewhere.
     #[serde(default)]
     pub lock_carrier: Option<String>,
+    /// Each check measured once now on each cluster ([`observe_checks`]).
+    #[serde(default)]
+    pub checks: Vec<CheckProbe>,
+}
+
+/// One check measured once, now, on one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckProbe {
+    /// The cluster.
+    pub cluster: String,
+    /// The check, resolved for the cluster (`{release}`: the release it runs now).
+    pub check: ResolvedCheck,
+    /// What the measurement gave.
+    pub answer: ProbeAnswer,
+}
+
+/// What measuring a check once gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum ProbeAnswer {
+    /// These values (empty: no data).
+    Values(Vec<f64>),
+    /// The source did not answer, or answered that it cannot now ([`Error::Transient`]).
+    Unreachable(String),
+    /// The source rejected the query, or the alarm does not exist ([`Error::Invalid`],
+    /// [`Error::NotFound`]).
+    Rejected(String),
+    /// The credentials may not read it ([`Error::Permission`]).
+    Denied(String),
+}
+
+impl ProbeAnswer {
+    /// The answer for a measurement's result.
+    pub fn of(measured: Result<Vec<f64>>) -> Self {
+        match measured {
+            Ok(v) => Self::Values(v),
+            Err(e @ (Error::Invalid { .. } | Error::NotFound { .. })) => {
+                Self::Rejected(e.to_string())
+            }
+            Err(e @ Error::Permission { .. }) => Self::Denied(e.to_string()),
+            Err(e) => Self::Unreachable(e.to_string()),
+        }
+    }
+}
+
+/// Measures each check of `env` once on each of its clusters, all at once, each within
+/// [`crate::engine::check::MEASURE_TIMEOUT`]. `{release}` is the release the cluster's
+/// Application runs now (from `apps`, as [`observe`] read them), `unknown` when it runs none
+/// or several.
+pub async fn observe_checks(
+    config: &Config,
+    env: &Environment,
+    apps: &BTreeMap<String, Option<Application>>,
+    metrics: &dyn Metrics,
+) -> Vec<CheckProbe> {
+    let mut resolved = Vec::new();
+    for cluster in env.waves.iter().flatten().filter_map(|c| config.cluster(c)) {
+        let live = apps
+            .get(&cluster.name)
+            .and_then(Option::as_ref)
+            .map(|a| super::live::live_tag(a, &super::live::service_images(config, env, cluster)));
+        let release = live
+            .as_ref()
+            .and_then(|l| l.tag())
+            .unwrap_or("unknown")
+            .to_owned();
+        for c in &env.checks {
+            let check = c.resolve(&Scope {
+                cluster: &cluster.name,
+                region: &cluster.region,
+                env: &env.name,
+                app: &config.app,
+                release: &release,
+            });
+            resolved.push((cluster.name.clone(), check));
+        }
+    }
+    let answers = join_all(resolved.iter().map(|(_, c)| async move {
+        match tokio::time::timeout(
+            crate::engine::check::MEASURE_TIMEOUT,
+            metrics.measure(&c.source, &c.query),
+        )
+        .await
+        {
+            Ok(measured) => ProbeAnswer::of(measured),
+            Err(_) => ProbeAnswer::Unreachable(format!(
+                "no answer within {}s",
+                crate::engine::check::MEASURE_TIMEOUT.as_secs()
+            )),
+        }
+    }))
+    .await;
+    resolved
+        .into_iter()
+        .zip(answers)
+        .map(|((cluster, check), answer)| CheckProbe {
+            cluster,
+            check,
+            answer,
+        })
+        .collect()
+}
+
+/// Where a check measures, for a finding's subject and text.
+fn source_of(s: &MetricSource) -> String {
+    match s {
+        MetricSource::Prometheus { url, .. } => url.clone(),
+        MetricSource::CloudWatchAlarms { names, region, .. } => {
+            format!("CloudWatch alarms {} in {region}", names.join(", "))
+        }
+    }
+}
+
+/// Findings about the checks measured once now. Pure.
+///
+/// A source that cannot be reached, a rejected query (or a missing alarm), credentials that
+/// may not read it, and conditions that cannot be evaluated on what it answers are errors: a
+/// soak would count every measurement as an error and halt. No data is a warning whatever
+/// `no_data` says (a query that matches no series is most often a misspelt metric or label):
+/// with `pass` the check would pass without measuring anything, with `fail` or
+/// `inconclusive` every soak would halt while it stays empty. A value the success condition
+/// rejects now is no finding: that is the state of the service, not of the configuration.
+pub fn check_findings(env: &Environment, probes: &[CheckProbe]) -> Vec<Finding> {
+    let table = format!("[[environments.{}.checks]]", env.name);
+    probes
+        .iter()
+        .filter_map(|p| {
+            let c = &p.check;
+            let at = source_of(&c.source);
+            let (severity, message) = match &p.answer {
+                ProbeAnswer::Unreachable(why) => (
+                    Severity::Error,
+                    format!(
+                        "cannot be measured now: {at} does not answer ({why}); every soak would count errors and halt after {} in a row. Check the URL and that this machine (or CI) reaches it; fix the check in {table} if the address is wrong",
+                        c.consecutive_error_limit + 1
+                    ),
+                ),
+                ProbeAnswer::Rejected(why) => (
+                    Severity::Error,
+                    match &c.source {
+                        MetricSource::Prometheus { .. } => format!(
+                            "the query is rejected by {at} ({why}); fix `query` of {} in {table} (try it in the Prometheus UI)",
+                            c.name
+                        ),
+                        MetricSource::CloudWatchAlarms { .. } => format!(
+                            "the alarms cannot be read ({why}); create them, or fix `cloudwatch_alarms.names` of {} in {table}",
+                            c.name
+                        ),
+                    },
+                ),
+                ProbeAnswer::Denied(why) => (
+                    Severity::Error,
+                    format!(
+                        "the credentials may not read {at} ({why}); grant them (aps:QueryMetrics for Amazon Managed Prometheus, cloudwatch:DescribeAlarms for alarms) or set the check's aws_profile"
+                    ),
+                ),
+                ProbeAnswer::Values(v) if v.is_empty() => (
+                    Severity::Warning,
+                    match c.no_data {
+                        NoData::Pass => "the query returns no data now, and no_data = \"pass\" counts that as a success: the check would pass without measuring anything; check the metric and label names of the query, or set no_data = \"fail\"".to_owned(),
+                        NoData::Fail | NoData::Inconclusive => format!(
+                            "the query returns no data now, and no_data = \"{}\": every soak would halt while it stays empty; check the metric and label names (a ratio whose numerator matches no series is empty: write it as `(sum(…) or vector(0))`)",
+                            if c.no_data == NoData::Fail { "fail" } else { "inconclusive" }
+                        ),
+                    },
+                ),
+                ProbeAnswer::Values(v) => match phase(Ok(v), &c.success, c.failure.as_ref(), c.no_data) {
+                    (Phase::Error, Some(why)) => (
+                        Severity::Error,
+                        format!(
+                            "its conditions cannot be evaluated on what the query returns now ({}): {why}; every measurement would be an error. Fix `success`/`failure` of {} in {table} (`result` is a number for one series, a list otherwise)",
+                            crate::engine::check::show_values(v),
+                            c.name
+                        ),
+                    ),
+                    _ => return None,
+                },
+            };
+            Some(Finding {
+                severity,
+                environment: env.name.clone(),
+                subject: format!("check/{} on {}", c.name, p.cluster),
+                message,
+                fix: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 /// Reads the audit input of `env`, assuming the lock is an annotation of
@@ -264,6 +453,7 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
             Some(_) => {}
         }
     }
+    out.extend(check_findings(env, &input.checks));
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -528,6 +718,234 @@ mod tests {
             fix.contains("    preservedFields = {\n      annotations = [\"deploy/release\""),
             "{fix}"
         );
+    }
+
+    /// The example's prod check on `cluster`, with `no_data` and `success` as given.
+    fn probe(cluster: &str, no_data: NoData, success: &str, answer: ProbeAnswer) -> CheckProbe {
+        let config = Config::parse("x", EXAMPLE).unwrap();
+        let prod = config.environment("prod").unwrap();
+        let c = config.cluster(cluster).unwrap();
+        let mut check = prod.checks[0].resolve(&Scope {
+            cluster: &c.name,
+            region: &c.region,
+            env: "prod",
+            app: "myapp",
+            release: "v1",
+        });
+        check.no_data = no_data;
+        check.success = crate::check::Condition::parse(success).unwrap();
+        CheckProbe {
+            cluster: cluster.into(),
+            check,
+            answer,
+        }
+    }
+
+    #[test]
+    fn check_findings_cases() {
+        use NoData::{Fail, Inconclusive, Pass};
+        use ProbeAnswer::{Denied, Rejected, Unreachable, Values};
+        let ok = "result < 0.01";
+        let transient = || Error::transient("Prometheus http://p: connection refused");
+        let cases: Vec<(CheckProbe, Option<(Severity, &str)>)> = vec![
+            // It answers: nothing, whether the value is good or bad now.
+            (probe("us-west-2", Fail, ok, Values(vec![0.001])), None),
+            (probe("us-west-2", Fail, ok, Values(vec![0.5])), None),
+            (
+                {
+                    // Several series: fine for a condition over the list...
+                    let mut p = probe(
+                        "us-west-2",
+                        Fail,
+                        "all(result, # < 0.01)",
+                        Values(vec![0.0, 0.1]),
+                    );
+                    p.check.failure = None;
+                    p
+                },
+                None,
+            ),
+            (
+                // ... not for the example's failure condition, which compares a number.
+                probe(
+                    "us-west-2",
+                    Fail,
+                    "all(result, # < 0.01)",
+                    Values(vec![0.0, 0.1]),
+                ),
+                Some((
+                    Severity::Error,
+                    "cannot be evaluated on what the query returns now ([0, 0.1])",
+                )),
+            ),
+            // It cannot be measured.
+            (
+                probe("us-east-1", Fail, ok, ProbeAnswer::of(Err(transient()))),
+                Some((
+                    Severity::Error,
+                    "check/5xx-ratio on us-east-1: cannot be measured now: http://prometheus.monitoring:9090 does not answer (Prometheus http://p: connection refused); every soak would count errors and halt after 5 in a row",
+                )),
+            ),
+            (
+                probe(
+                    "us-east-1",
+                    Fail,
+                    ok,
+                    Unreachable("no answer within 30s".into()),
+                ),
+                Some((Severity::Error, "does not answer (no answer within 30s)")),
+            ),
+            (
+                probe(
+                    "eu-west-1",
+                    Fail,
+                    ok,
+                    ProbeAnswer::of(Err(Error::invalid(
+                        "Prometheus http://p: bad_data: 1:5: parse error",
+                    ))),
+                ),
+                Some((
+                    Severity::Error,
+                    "check/5xx-ratio on eu-west-1: the query is rejected by http://prometheus.monitoring:9090 (Prometheus http://p: bad_data: 1:5: parse error); fix `query` of 5xx-ratio in [[environments.prod.checks]]",
+                )),
+            ),
+            (
+                probe(
+                    "eu-west-1",
+                    Fail,
+                    ok,
+                    ProbeAnswer::of(Err(Error::Permission {
+                        message: "HTTP 403".into(),
+                    })),
+                ),
+                Some((
+                    Severity::Error,
+                    "the credentials may not read http://prometheus.monitoring:9090 (HTTP 403)",
+                )),
+            ),
+            (
+                probe("eu-west-1", Fail, ok, Denied("HTTP 401".into())),
+                Some((Severity::Error, "(HTTP 401); grant them")),
+            ),
+            (
+                probe("eu-west-1", Fail, ok, Rejected("x".into())),
+                Some((Severity::Error, "the query is rejected")),
+            ),
+            // No data: a hollow check with "pass", a halting one otherwise.
+            (
+                probe("us-west-2", Pass, ok, Values(vec![])),
+                Some((
+                    Severity::Warning,
+                    "no data now, and no_data = \"pass\" counts that as a success",
+                )),
+            ),
+            (
+                probe("us-west-2", Fail, ok, Values(vec![])),
+                Some((
+                    Severity::Warning,
+                    "no data now, and no_data = \"fail\": every soak would halt",
+                )),
+            ),
+            (
+                probe("us-west-2", Inconclusive, ok, Values(vec![])),
+                Some((
+                    Severity::Warning,
+                    "no_data = \"inconclusive\": every soak would halt",
+                )),
+            ),
+            // Conditions that cannot be evaluated on what it returns now.
+            (
+                probe("us-west-2", Fail, "result[1] < 0.01", Values(vec![0.0])),
+                Some((
+                    Severity::Error,
+                    "its conditions cannot be evaluated on what the query returns now (0)",
+                )),
+            ),
+            (
+                probe("us-west-2", Fail, "result < 0.01", Values(vec![0.0, 0.1])),
+                Some((
+                    Severity::Error,
+                    "(`result` is a number for one series, a list otherwise)",
+                )),
+            ),
+        ];
+        let config = Config::parse("x", EXAMPLE).unwrap();
+        let prod = config.environment("prod").unwrap();
+        for (p, want) in cases {
+            let got = check_findings(prod, std::slice::from_ref(&p));
+            match (got.as_slice(), want) {
+                ([], None) => {}
+                ([f], Some((severity, text))) => {
+                    let line = format!("{}: {}", f.subject, f.message);
+                    assert!(
+                        f.severity == severity && line.contains(text) && f.environment == "prod",
+                        "{:?}: got {:?} {line}, want {severity:?} …{text}…",
+                        p.answer,
+                        f.severity
+                    );
+                }
+                (got, want) => panic!("{:?}: got {got:#?}, want {want:?}", p.answer),
+            }
+        }
+        // findings() includes them.
+        let mut input = healthy_input(&config, prod);
+        input.checks = vec![probe("us-west-2", Fail, ok, Unreachable("down".into()))];
+        let all = findings(&config, prod, &input);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_eq!(all[0].subject, "check/5xx-ratio on us-west-2");
+    }
+
+    /// Measured once per check and cluster through the port, `{release}` the release each
+    /// cluster runs, each error kind kept.
+    #[tokio::test]
+    async fn observe_checks_measures_each_cluster_once() {
+        use crate::memory::{Answer, InMemoryMetrics};
+        let text = EXAMPLE.replace(
+            r#"code=~"5.."}[2m]))"#,
+            r#"code=~"5..",release="{release}"}[2m]))"#,
+        );
+        let config = Config::parse("x", &text).unwrap();
+        let prod = config.environment("prod").unwrap();
+        let mut apps = BTreeMap::new();
+        for c in &config.clusters {
+            let images: Vec<String> = crate::plan::live::service_images(&config, prod, c)
+                .into_iter()
+                .map(|(_, n)| format!("{n}:v1"))
+                .collect();
+            let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+            let app = test_app(&config.application_name(prod, c), &refs);
+            apps.insert(c.name.clone(), Some(app));
+        }
+        apps.insert("eu-west-1".into(), None);
+        let metrics = InMemoryMetrics::new();
+        let key = |cluster: &str, release: &str| {
+            let c = config.cluster(cluster).unwrap();
+            prod.checks[0]
+                .resolve(&Scope {
+                    cluster: &c.name,
+                    region: &c.region,
+                    env: "prod",
+                    app: "myapp",
+                    release,
+                })
+                .query
+        };
+        metrics.set(&key("us-west-2", "v1"), vec![0.001]);
+        metrics.script(&key("us-east-1", "v1"), [Answer::Unreachable]);
+        let probes = observe_checks(&config, prod, &apps, &metrics).await;
+        let got: Vec<(&str, &ProbeAnswer)> = probes
+            .iter()
+            .map(|p| (p.cluster.as_str(), &p.answer))
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], ("us-west-2", &ProbeAnswer::Values(vec![0.001])));
+        assert!(
+            matches!(got[1], ("us-east-1", ProbeAnswer::Unreachable(_))),
+            "{got:?}"
+        );
+        // No Application: the release is unknown, and the query says so.
+        assert_eq!(probes[2].check.query, key("eu-west-1", "unknown"));
+        assert_eq!(metrics.calls(&key("us-west-2", "v1")), 1);
     }
 
     #[test]

@@ -98,6 +98,31 @@ async fn a_bad_metric_in_wave_two_halts_and_rolls_back_waves_one_and_two() {
     assert!(record.checks.iter().any(|m| m.values == [0.2]));
 }
 
+/// The first check to fail ends the wave's soak at once: the other clusters' checks stop
+/// measuring, whichever cluster comes first in the wave.
+#[tokio::test(start_paused = true)]
+async fn a_failed_check_ends_the_soak_at_once() {
+    let f = Fixture::with_staging_at_t2().await;
+    // eu-west-1 is the second Application of wave 2, us-east-1 the first.
+    f.world.metrics.set(&query(&f, "eu-west-1"), vec![0.2]);
+    let started = tokio::time::Instant::now();
+    let (report, events) = f.promote(f.options("run-first-fails", None)).await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_eq!(measured(&events, "eu-west-1").len(), 1);
+    assert_eq!(
+        measured(&events, "us-east-1").len(),
+        1,
+        "us-east-1 stops measuring when eu-west-1 fails"
+    );
+    let plan = f.plan(Intent::Promote { tag: None }).await;
+    assert!(
+        started.elapsed() < 2 * plan.soak,
+        "the run ended {:?} after it started: wave 2 soaked on after its check failed",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn no_data_fails_by_default() {
     let f = Fixture::with_staging_at_t2().await;
