@@ -112,6 +112,9 @@ fn cpu() -> (Duration, Duration) {
     (threads, process)
 }
 
+/// When the soak began: the time, the queries answered so far, [`cpu`].
+type Mark = (Instant, u64, (Duration, Duration));
+
 /// What one soak cost.
 #[derive(Debug, Default, Clone, Copy)]
 struct Soak {
@@ -205,7 +208,7 @@ async fn promote(
         grace: Duration::from_secs(60),
         ..RunOptions::default()
     };
-    let started: Mutex<Option<(Instant, u64, (Duration, Duration))>> = Mutex::new(None);
+    let started: Mutex<Option<Mark>> = Mutex::new(None);
     let finished: Mutex<Option<Soak>> = Mutex::new(None);
     let measured = AtomicU64::new(0);
     let report = Engine::new(ports, opts)
