@@ -16,7 +16,8 @@
 //! (`/proc/self/stat`, which also counts the server).
 //!
 //! Run: `cargo bench -p deploy-metrics --bench checks` (about 2.5 min after the build).
-//! `CHECKS_SOAK=20s` and `CHECKS_INTERVAL=5s` change the soak and the interval.
+//! `CHECKS_SOAK=20s` and `CHECKS_INTERVAL=5s` change the soak and the interval. Without
+//! `--bench` (`cargo test --all-targets`) it is a smoke run: a 2 s soak, checks every 1 s.
 
 #![allow(clippy::print_stderr)]
 
@@ -255,8 +256,17 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let soak = duration("CHECKS_SOAK", "60s");
-    let interval = duration("CHECKS_INTERVAL", "10s");
+    // `cargo test --all-targets` runs benches without `--bench`: a smoke run only (a 2 s
+    // soak, a measurement a second), with the same assertions.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (soak, interval) = if full {
+        (
+            duration("CHECKS_SOAK", "60s"),
+            duration("CHECKS_INTERVAL", "10s"),
+        )
+    } else {
+        ("2s".to_owned(), "1s".to_owned())
+    };
     // The server first, from this thread: a thread inherits its creator's name, and the
     // server's (wiremock's own) must not count as deploy's.
     let server_runtime = tokio::runtime::Builder::new_current_thread()
