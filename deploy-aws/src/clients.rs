@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -100,22 +100,6 @@ impl EcrOptions {
             .operation_timeout(self.operation_timeout)
             .build()
     }
-
-    fn profile_files(&self) -> Option<EnvConfigFiles> {
-        if self.config_file.is_none() && self.credentials_file.is_none() {
-            return None;
-        }
-        let mut files = EnvConfigFiles::builder();
-        match &self.config_file {
-            Some(path) => files = files.with_file(EnvConfigFileKind::Config, path),
-            None => files = files.include_default_config_file(true),
-        }
-        match &self.credentials_file {
-            Some(path) => files = files.with_file(EnvConfigFileKind::Credentials, path),
-            None => files = files.include_default_credentials_file(true),
-        }
-        Some(files.build())
-    }
 }
 
 /// A client ready for one call, holding one of its region's permits until dropped.
@@ -144,7 +128,7 @@ pub(crate) struct Clients {
     /// Account → the AWS profile that reaches it (`None`: the default chain).
     profiles: BTreeMap<String, Profile>,
     /// One loaded AWS configuration (credentials chain, endpoint) per profile.
-    shared: Mutex<HashMap<Profile, Arc<OnceCell<SdkConfig>>>>,
+    shared: SdkConfigs,
     clients: Mutex<HashMap<(Profile, String), aws_sdk_ecr::Client>>,
     permits: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
     rates: Mutex<HashMap<(String, String), Arc<DefaultDirectRateLimiter>>>,
@@ -153,9 +137,12 @@ pub(crate) struct Clients {
 impl Clients {
     pub(crate) fn new(options: EcrOptions, profiles: BTreeMap<String, Profile>) -> Self {
         Self {
+            shared: SdkConfigs::new(
+                options.config_file.clone(),
+                options.credentials_file.clone(),
+            ),
             options,
             profiles,
-            shared: Mutex::default(),
             clients: Mutex::default(),
             permits: Mutex::default(),
             rates: Mutex::default(),
@@ -220,7 +207,9 @@ impl Clients {
         if let Some(client) = lock(&self.clients).get(&key) {
             return client.clone();
         }
-        let shared = self.shared_config(profile, region).await;
+        // The profile's configuration is shared by the clients of every region: one
+        // credentials provider and identity cache.
+        let shared = self.shared.config(profile, region).await;
         let config = aws_sdk_ecr::config::Builder::from(&shared)
             .region(Region::new(region.to_owned()))
             .retry_config(self.options.retry_config())
@@ -232,50 +221,90 @@ impl Clients {
             .or_insert_with(|| aws_sdk_ecr::Client::from_conf(config))
             .clone()
     }
+}
 
-    /// The AWS configuration of `profile`, loaded once: its credentials provider and
-    /// identity cache are shared by the clients of every region.
+/// The AWS configuration of each profile, loaded once from the standard chain (environment,
+/// profiles, SSO, web identity, IRSA / container credentials, instance metadata; a profile's
+/// `endpoint_url`) and shared by every client made from it. The ECR clients, the S3 state
+/// store and deploy-metrics' SigV4 signing and CloudWatch clients all start from it.
+#[derive(Debug, Default)]
+pub struct SdkConfigs {
+    config_file: Option<PathBuf>,
+    credentials_file: Option<PathBuf>,
+    loaded: Mutex<HashMap<Profile, Arc<OnceCell<SdkConfig>>>>,
+}
+
+impl SdkConfigs {
+    /// Configurations read from `config_file` instead of `$AWS_CONFIG_FILE` /
+    /// `~/.aws/config` and `credentials_file` instead of `$AWS_SHARED_CREDENTIALS_FILE` /
+    /// `~/.aws/credentials`, where given.
+    pub fn new(config_file: Option<PathBuf>, credentials_file: Option<PathBuf>) -> Self {
+        Self {
+            config_file,
+            credentials_file,
+            loaded: Mutex::default(),
+        }
+    }
+
+    /// The configuration of `profile` (`None`: the default chain), loaded on first use and
+    /// then shared, so its credentials are cached once for every client.
     ///
     /// Credential providers that call AWS (SSO, STS for web identity and assumed roles)
     /// use the region of the profile or environment; when neither sets one, they use
     /// `fallback_region`, the region of the first call.
-    async fn shared_config(&self, profile: Option<&str>, fallback_region: &str) -> SdkConfig {
-        let cell = lock(&self.shared)
+    pub async fn config(&self, profile: Option<&str>, fallback_region: &str) -> SdkConfig {
+        let cell = lock(&self.loaded)
             .entry(profile.map(str::to_owned))
             .or_default()
             .clone();
-        cell.get_or_init(|| load_sdk_config(&self.options, profile, fallback_region))
+        cell.get_or_init(|| self.load(profile, fallback_region))
             .await
             .clone()
     }
+
+    /// Loads the configuration of `profile` afresh (what [`SdkConfigs::config`] keeps).
+    pub async fn load(&self, profile: Option<&str>, fallback_region: &str) -> SdkConfig {
+        let files = profile_files(
+            self.config_file.as_deref(),
+            self.credentials_file.as_deref(),
+        );
+        let loader = || {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            if let Some(profile) = profile {
+                loader = loader.profile_name(profile);
+            }
+            if let Some(files) = &files {
+                loader = loader.profile_files(files.clone());
+            }
+            loader
+        };
+        let config = loader().load().await;
+        if config.region().is_some() {
+            return config;
+        }
+        loader()
+            .region(Region::new(fallback_region.to_owned()))
+            .load()
+            .await
+    }
 }
 
-/// Loads the AWS configuration of `profile` (the default chain when `None`) with the files
-/// `options` names; `fallback_region` is used when neither the profile nor the environment
-/// sets a region. The ECR clients and the S3 state store both start from it.
-pub(crate) async fn load_sdk_config(
-    options: &EcrOptions,
-    profile: Option<&str>,
-    fallback_region: &str,
-) -> SdkConfig {
-    let loader = || {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(profile) = profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(files) = options.profile_files() {
-            loader = loader.profile_files(files);
-        }
-        loader
-    };
-    let config = loader().load().await;
-    if config.region().is_some() {
-        return config;
+/// The AWS files to read: the given ones, the standard ones for the other kind; `None`
+/// when neither is given (the SDK's own defaults).
+fn profile_files(config: Option<&Path>, credentials: Option<&Path>) -> Option<EnvConfigFiles> {
+    if config.is_none() && credentials.is_none() {
+        return None;
     }
-    loader()
-        .region(Region::new(fallback_region.to_owned()))
-        .load()
-        .await
+    let mut files = EnvConfigFiles::builder();
+    match config {
+        Some(path) => files = files.with_file(EnvConfigFileKind::Config, path),
+        None => files = files.include_default_config_file(true),
+    }
+    match credentials {
+        Some(path) => files = files.with_file(EnvConfigFileKind::Credentials, path),
+        None => files = files.include_default_credentials_file(true),
+    }
+    Some(files.build())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

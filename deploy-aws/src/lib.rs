@@ -45,6 +45,6 @@ pub mod moto;
 mod registry;
 pub mod state;
 
-pub use clients::{EcrOptions, RetryMode};
+pub use clients::{EcrOptions, RetryMode, SdkConfigs};
 pub use registry::EcrRegistry;
 pub use state::{S3AuditLog, S3Lock, S3StateOptions, S3Store};

@@ -29,8 +29,8 @@ use deploy_core::trail::{AuditRecord, Outcome};
 use deploy_core::{Error, Result};
 use futures::StreamExt as _;
 
-use crate::EcrOptions;
 use crate::errors::{Failure, chain};
+use crate::{EcrOptions, SdkConfigs};
 
 /// Where an environment's state lives and how to reach it.
 #[derive(Debug, Clone)]
@@ -58,12 +58,12 @@ impl S3Store {
     /// Builds the client from the standard AWS chain (`aws` carries the retry and timeout
     /// settings and the AWS files to read, as for ECR). Nothing is sent yet.
     pub async fn connect(state: S3StateOptions, aws: &EcrOptions) -> Self {
-        let shared = crate::clients::load_sdk_config(
-            aws,
-            state.aws_profile.as_deref(),
-            state.region.as_deref().unwrap_or(&state.fallback_region),
-        )
-        .await;
+        let shared = SdkConfigs::new(aws.config_file.clone(), aws.credentials_file.clone())
+            .load(
+                state.aws_profile.as_deref(),
+                state.region.as_deref().unwrap_or(&state.fallback_region),
+            )
+            .await;
         let region = state
             .region
             .clone()

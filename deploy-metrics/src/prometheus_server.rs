@@ -1,6 +1,7 @@
 //! Test support, not for production use: a real Prometheus server (Debian's `prometheus`
 //! package) started by a test on a loopback port, with a config the test writes and a
-//! temporary storage directory, killed on drop.
+//! temporary storage directory, killed on drop; and an [`Exporter`] for it to scrape,
+//! whose page the test writes.
 //!
 //! Compiled only with the `prometheus-server` feature:
 //!
@@ -17,7 +18,12 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// How often a waiting harness asks Prometheus again.
 const POLL: Duration = Duration::from_millis(50);
@@ -164,6 +170,54 @@ impl std::fmt::Debug for PrometheusServer {
         f.debug_struct("PrometheusServer")
             .field("url", &self.url)
             .finish_non_exhaustive()
+    }
+}
+
+/// A `/metrics` endpoint on a loopback port: every scrape answers the page the test's
+/// closure writes then (Prometheus text format), so a test can make a counter grow per scrape
+/// or a gauge change when it likes.
+pub struct Exporter {
+    server: MockServer,
+    scrapes: Arc<AtomicU64>,
+}
+
+impl Exporter {
+    /// Starts an exporter answering `GET /metrics` with `page(n)`, `n` the scrape's number
+    /// (1 for the first).
+    pub async fn start(page: impl Fn(u64) -> String + Send + Sync + 'static) -> Self {
+        let server = MockServer::start().await;
+        let scrapes = Arc::new(AtomicU64::new(0));
+        let counted = scrapes.clone();
+        Mock::given(method("GET"))
+            .and(path("/metrics"))
+            .respond_with(move |_: &Request| {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "text/plain; version=0.0.4")
+                    .set_body_string(page(n))
+            })
+            .mount(&server)
+            .await;
+        Self { server, scrapes }
+    }
+
+    /// `127.0.0.1:PORT`, a target for [`PrometheusServer::start`].
+    pub fn target(&self) -> String {
+        self.server.address().to_string()
+    }
+
+    /// How many scrapes it has answered.
+    pub fn scrapes(&self) -> u64 {
+        self.scrapes.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("target", &self.target())
+            .field("scrapes", &self.scrapes())
+            .finish()
     }
 }
 

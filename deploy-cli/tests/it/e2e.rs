@@ -42,7 +42,7 @@ pub(crate) const OLD: &str = "0a1b2c3";
 /// The release staging runs, to be promoted.
 pub(crate) const NEW: &str = "9f8e7d6";
 /// Wave 1's Application.
-const WAVE1_APP: &str = "myapp-prod-us-west-2";
+pub(crate) const WAVE1_APP: &str = "myapp-prod-us-west-2";
 /// The Application that carries the promotion lock (`deploy/lock`): the first by name.
 const LOCK_APP: &str = "myapp-prod-eu-west-1";
 /// The OS user the runs report (the lock holder is `e2e@HOST pid N`).
@@ -75,7 +75,7 @@ pub(crate) struct World {
     pub(crate) aws_config: PathBuf,
     aws_credentials: PathBuf,
     dir: TempDir,
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Service → digest of the new release in staging.
     digests: BTreeMap<String, String>,
 }
@@ -184,7 +184,8 @@ impl World {
             .expect("temporary directory");
         // The example configuration, pointed at the fake, with a short soak and timeout.
         let example = std::fs::read_to_string(example_config()).expect("examples/deploy.toml");
-        // No metrics adapter is wired to the real backends yet: leave the checks out.
+        // The example's check asks a Prometheus that is not here: leave the checks out
+        // (tests/it/checks.rs gives prod one against a real Prometheus).
         let mut text = match example.find("\n# Evaluated per cluster during each wave's soak") {
             Some(at) => example[..at].to_owned(),
             None => example.clone(),
@@ -289,7 +290,7 @@ impl World {
 
     /// Gives prod this soak and wave timeout (`"3s"`, `"30s"`) instead of the world's 1 s
     /// and 60 s.
-    fn set_prod_timings(&self, soak: &str, timeout: &str) {
+    pub(crate) fn set_prod_timings(&self, soak: &str, timeout: &str) {
         let text = std::fs::read_to_string(&self.config).expect("read deploy.toml");
         let mut changed = text.clone();
         for (from, to) in [
@@ -346,7 +347,7 @@ impl World {
     }
 
     /// The sync requests sent for `app`.
-    async fn syncs(&self, app: &str) -> usize {
+    pub(crate) async fn syncs(&self, app: &str) -> usize {
         let path = format!("/api/v1/applications/{app}/sync");
         self.requests()
             .await
@@ -388,14 +389,14 @@ impl World {
     }
 
     /// The prod Application of `cluster`, as Argo CD serves it.
-    fn prod_app(&self, cluster: &str) -> Value {
+    pub(crate) fn prod_app(&self, cluster: &str) -> Value {
         self.argo.object(&format!("myapp-prod-{cluster}"))
     }
 
     /// Asserts that every prod Application runs `tag` (spec and live images), Synced and
     /// Healthy, with no operation pending.
     #[track_caller]
-    fn assert_prod_runs(&self, tag: &str) {
+    pub(crate) fn assert_prod_runs(&self, tag: &str) {
         for cluster in CLUSTERS {
             let app = self.prod_app(cluster);
             let name = &app["metadata"]["name"];
@@ -428,7 +429,7 @@ impl World {
     }
 
     /// The audit trail, one JSON value per line.
-    fn audit(&self) -> Vec<Value> {
+    pub(crate) fn audit(&self) -> Vec<Value> {
         std::fs::read_to_string(self.audit_log())
             .unwrap_or_default()
             .lines()
@@ -596,7 +597,7 @@ pub(crate) fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
-const PROMOTE: [&str; 4] = ["promote", "--env", "prod", "--yes"];
+pub(crate) const PROMOTE: [&str; 4] = ["promote", "--env", "prod", "--yes"];
 /// The bucket of prod's state store, when a test keeps it in S3.
 const STATE_BUCKET: &str = "myapp-deploy-state";
 
@@ -1237,7 +1238,7 @@ fn degrade(app: &mut Value) {
 }
 
 /// The events of a finished run (the `data` of its `event` lines).
-fn events_of(run: &Run) -> Vec<Value> {
+pub(crate) fn events_of(run: &Run) -> Vec<Value> {
     run.lines()
         .into_iter()
         .filter(|l| l["type"] == "event")
@@ -1260,7 +1261,7 @@ fn states(report: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn soak_started(wave: u64) -> impl Fn(&Value) -> bool {
+pub(crate) fn soak_started(wave: u64) -> impl Fn(&Value) -> bool {
     move |e| e["event"] == "soak_started" && e["wave"] == wave
 }
 

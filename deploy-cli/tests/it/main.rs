@@ -8,6 +8,7 @@ mod e2e;
 mod manifests;
 mod notify;
 mod output;
+mod prometheus;
 mod promote;
 mod release;
 mod support;

@@ -172,13 +172,17 @@ pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Runs `futures` concurrently until all are `Ok` or the first `Err`, whichever finishes
 /// first. Unlike `try_join_all`, which over more than 30 futures (or an iterator without an
 /// upper bound) keeps their order and sees a later one's error only once the earlier ones end.
-pub(crate) async fn all_ok<E>(
-    futures: impl IntoIterator<Item = impl std::future::Future<Output = Result<(), E>>>,
-) -> Result<(), E> {
+/// They are collected before the first await, so the caller's iterator (and its closures)
+/// is not part of the future, which stays `Send`.
+pub(crate) fn all_ok<E, F: std::future::Future<Output = Result<(), E>>>(
+    futures: impl IntoIterator<Item = F>,
+) -> impl std::future::Future<Output = Result<(), E>> {
     use futures::TryStreamExt as _;
-    let mut running: futures::stream::FuturesUnordered<_> = futures.into_iter().collect();
-    while running.try_next().await?.is_some() {}
-    Ok(())
+    let mut running: futures::stream::FuturesUnordered<F> = futures.into_iter().collect();
+    async move {
+        while running.try_next().await?.is_some() {}
+        Ok(())
+    }
 }
 
 type Sink<'e> = Mutex<&'e mut (dyn FnMut(Event) + Send)>;

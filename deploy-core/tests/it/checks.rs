@@ -299,3 +299,24 @@ async fn the_health_watch_is_kept_while_checks_lengthen_the_soak() {
             .all(|(v, p, _)| *v == [0.0] && *p == Phase::Successful)
     );
 }
+
+/// An embedder spawns the run on a multi-threaded runtime: its future is `Send`, checks,
+/// windows and soak included (a closure held across an await once made it not).
+#[tokio::test(start_paused = true)]
+async fn the_run_is_a_send_future() {
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let f = Fixture::with_staging_at_t2().await;
+    let plan = f.plan(Intent::Promote { tag: None }).await;
+    let ports = Ports {
+        argocd: &f.world.argocd,
+        lock: &f.world.lock,
+        audit: &f.world.audit,
+        clock: &*f.world.clock,
+        metrics: Some(&f.world.metrics),
+    };
+    let engine = Engine::new(ports, f.options("run-send", None));
+    let report = send(engine.run(&plan, |_| {})).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+}

@@ -6,43 +6,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deploy_core::port::Metrics;
-use deploy_metrics::prometheus_server::PrometheusServer;
+use deploy_metrics::prometheus_server::{Exporter, PrometheusServer};
 use deploy_metrics::{SourceOptions, Sources};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::plain;
 
 /// An exporter serving `/metrics` with `http_requests_total{code="200"}` at the value the
 /// test sets, and a constant `http_requests_total{code="500"} 2`.
-async fn exporter() -> (MockServer, Arc<AtomicU64>) {
-    let server = MockServer::start().await;
+async fn exporter() -> (Exporter, Arc<AtomicU64>) {
     let value = Arc::new(AtomicU64::new(42));
     let shared = value.clone();
-    Mock::given(method("GET"))
-        .and(path("/metrics"))
-        .respond_with(move |_: &Request| {
-            let v = shared.load(Ordering::SeqCst);
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "text/plain; version=0.0.4")
-                .set_body_string(format!(
-                    "# TYPE http_requests_total counter\n\
-                     http_requests_total{{code=\"200\"}} {v}\n\
-                     http_requests_total{{code=\"500\"}} 2\n"
-                ))
-        })
-        .expect(1..)
-        .mount(&server)
-        .await;
-    (server, value)
+    let exporter = Exporter::start(move |_| {
+        let v = shared.load(Ordering::SeqCst);
+        format!(
+            "# TYPE http_requests_total counter\n\
+             http_requests_total{{code=\"200\"}} {v}\n\
+             http_requests_total{{code=\"500\"}} 2\n"
+        )
+    })
+    .await;
+    (exporter, value)
 }
 
 /// Prometheus scraping `exporter`, or `None` (the test skips) where it is not installed.
 // The skip is said where cargo shows it, as deploy-aws's moto tests do.
 #[allow(clippy::print_stderr)]
-async fn prometheus(exporter: &MockServer) -> Option<PrometheusServer> {
-    let target = exporter.address().to_string();
-    match PrometheusServer::start(&[&target]).await {
+async fn prometheus(exporter: &Exporter) -> Option<PrometheusServer> {
+    match PrometheusServer::start(&[&exporter.target()]).await {
         Ok(server) => {
             server.wait_for_scrape().await;
             Some(server)
