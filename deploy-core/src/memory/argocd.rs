@@ -834,6 +834,18 @@ mod tests {
         InMemoryArgoCd::new(Arc::new(TokioClock::new(Timestamp::UNIX_EPOCH)))
     }
 
+    /// An Argo CD with one automated Application `name` at v1.
+    fn with_automated(name: &str) -> InMemoryArgoCd {
+        let a = argocd();
+        let mut seed = crate::conformance::argocd::seed(name, "v1");
+        seed.sync_mode = SyncMode::Automated {
+            prune: false,
+            self_heal: true,
+        };
+        a.create_application(&seed);
+        a
+    }
+
     #[tokio::test(start_paused = true)]
     async fn conformance() {
         let a = argocd();
@@ -844,13 +856,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn automated_apps_sync_themselves() {
-        let a = argocd();
-        let mut seed = crate::conformance::argocd::seed("auto", "v1");
-        seed.sync_mode = SyncMode::Automated {
-            prune: false,
-            self_heal: true,
-        };
-        a.create_application(&seed);
+        let a = with_automated("auto");
         a.set_override(
             "auto",
             &OverrideValue::Helm {
@@ -878,13 +884,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_deny_window_keeps_automated_sync_from_starting() {
-        let a = argocd();
-        let mut seed = crate::conformance::argocd::seed("auto", "v1");
-        seed.sync_mode = SyncMode::Automated {
-            prune: false,
-            self_heal: true,
-        };
-        a.create_application(&seed);
+        let a = with_automated("auto");
         // A deny window over the whole first hour of the clock's epoch day, every day.
         a.set_sync_windows(
             "auto",

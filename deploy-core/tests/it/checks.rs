@@ -222,11 +222,8 @@ async fn checks_without_a_metrics_backend_change_nothing() {
     let f = Fixture::with_staging_at_t2().await;
     let plan = f.plan(Intent::Promote { tag: None }).await;
     let ports = Ports {
-        argocd: &f.world.argocd,
-        lock: &f.world.lock,
-        audit: &f.world.audit,
-        clock: &*f.world.clock,
         metrics: None,
+        ..f.ports()
     };
     let err = Engine::new(ports, f.options("run-nom", None))
         .run(&plan, |_| {})
@@ -254,14 +251,7 @@ async fn the_health_watch_is_kept_while_checks_lengthen_the_soak() {
     let eu = f.app_name("prod", "eu-west-1");
     let soak_started = std::sync::Mutex::new(None);
     let mut events = Vec::new();
-    let ports = Ports {
-        argocd: &f.world.argocd,
-        lock: &f.world.lock,
-        audit: &f.world.audit,
-        clock: &*f.world.clock,
-        metrics: Some(&f.world.metrics),
-    };
-    let engine = Engine::new(ports, f.options("run-long", None));
+    let engine = Engine::new(f.ports(), f.options("run-long", None));
     let run = engine.run(&plan, |e| {
         if let Event::SoakStarted {
             wave: 2,
@@ -309,14 +299,7 @@ async fn the_run_is_a_send_future() {
     }
     let f = Fixture::with_staging_at_t2().await;
     let plan = f.plan(Intent::Promote { tag: None }).await;
-    let ports = Ports {
-        argocd: &f.world.argocd,
-        lock: &f.world.lock,
-        audit: &f.world.audit,
-        clock: &*f.world.clock,
-        metrics: Some(&f.world.metrics),
-    };
-    let engine = Engine::new(ports, f.options("run-send", None));
+    let engine = Engine::new(f.ports(), f.options("run-send", None));
     let report = send(engine.run(&plan, |_| {})).await.unwrap();
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
 }

@@ -112,20 +112,26 @@ impl Fixture {
         self.run(&p, opts).await
     }
 
+    /// The engine's ports on this world, its in-memory metrics included.
+    pub fn ports(&self) -> Ports<'_> {
+        Ports {
+            argocd: &self.world.argocd,
+            lock: &self.world.lock,
+            audit: &self.world.audit,
+            clock: &*self.world.clock,
+            metrics: Some(&self.world.metrics),
+        }
+    }
+
     pub async fn run(
         &self,
         p: &PromotionPlan,
         opts: RunOptions,
     ) -> (Result<RunReport, EngineError>, Vec<Event>) {
         let mut events = Vec::new();
-        let ports = Ports {
-            argocd: &self.world.argocd,
-            lock: &self.world.lock,
-            audit: &self.world.audit,
-            clock: &*self.world.clock,
-            metrics: Some(&self.world.metrics),
-        };
-        let result = Engine::new(ports, opts).run(p, |e| events.push(e)).await;
+        let result = Engine::new(self.ports(), opts)
+            .run(p, |e| events.push(e))
+            .await;
         (result, events)
     }
 
