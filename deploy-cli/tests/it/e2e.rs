@@ -2040,6 +2040,54 @@ async fn a_deny_window_shows_in_plan_and_promote_exits_3_with_nothing_written() 
     assert_eq!(world.lock(), None);
 }
 
+/// A window that closes mid-run: once wave 1 soaks, a deny window on wave 2's Applications
+/// begins. The run halts before wave 2 without a write to it and without rolling back wave 1
+/// (exit 5, the window named); when the window is gone, the same command continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_closing_mid_run_halts_before_its_wave_and_a_rerun_continues() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.set_prod_timings("3s", "1m");
+    let running = world.spawn(&json_args(&PROMOTE));
+    running
+        .wait_for_event("the soak of wave 1", soak_started(1))
+        .await;
+    let (windows, _) = deny_window_since_last_minute("myapp-prod-*-1", 2 * 3600);
+    world.argo.set_sync_windows("default", windows);
+    let run = running.wait().await;
+    run.expect_code(5);
+    let result = run.result();
+    assert_eq!(result["outcome"], "halted", "{result:#}");
+    let message = result["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("wave 2") && message.contains("blocked by sync window deny"),
+        "{result:#}"
+    );
+    assert_eq!(
+        tag_parameter(&world.prod_app("us-west-2")),
+        NEW,
+        "wave 1 stays"
+    );
+    for app in ["myapp-prod-us-east-1", "myapp-prod-eu-west-1"] {
+        assert_eq!(world.syncs(app).await, 0, "{app} was not synced");
+    }
+    assert!(
+        !events_of(&run).iter().any(|e| e["event"] == "rolling_back"),
+        "nothing rolled back"
+    );
+
+    world.argo.set_sync_windows("default", json!([]));
+    let again = world.run(&json_args(&PROMOTE)).await;
+    again.expect_code(0);
+    world.assert_prod_runs(NEW);
+    assert_eq!(
+        world.syncs(WAVE1_APP).await,
+        1,
+        "wave 1 is not synced again"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_window_wait_a_window_that_ends_soon_is_waited_out() {
     let Some(world) = World::start(Replication::Complete).await else {
