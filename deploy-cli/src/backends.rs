@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use deploy_core::config::{Config, LockBackend};
 use deploy_core::memory::{Timing, World, WorldState};
 use deploy_core::model::Tag;
-use deploy_core::plan::live::{override_for, service_images};
 use deploy_core::port::{ArgoCd, ArgoCdInventory, AuditLog, Clock, Lock, Registry, SystemClock};
 
 use crate::cli::Global;
@@ -498,19 +497,8 @@ pub fn image_updater_writes(
     env: &deploy_core::config::Environment,
     tag: &Tag,
 ) {
-    for c in &config.clusters {
-        let names: Vec<String> = service_images(config, env, c)
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
-        let value = override_for(env, &names, tag);
-        // The in-memory backend never waits, so blocking on it here is fine.
-        let _ = futures::executor::block_on(
-            world
-                .argocd
-                .set_override(&config.application_name(env, c), &value),
-        );
-    }
+    // The in-memory backend never waits, so blocking on it here is fine.
+    let _ = futures::executor::block_on(world.write_release(config, env, tag));
 }
 
 impl Backends {

@@ -784,7 +784,10 @@ struct RawAlarms {
 }
 
 /// The default success condition of `cloudwatch_alarms`: every alarm is not in ALARM.
+/// `result` is the one value of a single alarm, the list of several.
 pub const ALARMS_SUCCESS: &str = "all(result, # == 0)";
+/// [`ALARMS_SUCCESS`] for a check of one alarm.
+pub const ALARM_SUCCESS: &str = "result == 0";
 
 impl RawCheck {
     fn validate(&self, span: Range<usize>) -> Result<Check, Invalid> {
@@ -852,12 +855,17 @@ impl RawCheck {
                         format!("check {name:?}: cloudwatch_alarms.names cannot be empty"),
                     ));
                 }
-                let names = raw
+                let names: Vec<String> = raw
                     .names
                     .get_ref()
                     .iter()
                     .map(|n| tpl(n, "cloudwatch_alarms.names"))
                     .collect::<Result<_, _>>()?;
+                let default_success = if names.len() == 1 {
+                    ALARM_SUCCESS
+                } else {
+                    ALARMS_SUCCESS
+                };
                 let region = match &raw.region {
                     Some(r) => tpl(r, "cloudwatch_alarms.region")?,
                     None => "{region}".to_owned(),
@@ -869,7 +877,7 @@ impl RawCheck {
                         aws_profile: profile(&raw.aws_profile),
                     },
                     String::new(),
-                    Some(ALARMS_SUCCESS),
+                    Some(default_success),
                 )
             }
             _ => {
@@ -2144,11 +2152,24 @@ mod tests {
         );
         let c = Config::parse("deploy.toml", &alarms).unwrap();
         let check = &c.environment("prod").unwrap().checks[0];
-        assert_eq!(
-            check.success.as_str(),
-            ALARMS_SUCCESS,
-            "the default success"
+        assert_eq!(check.success.as_str(), ALARM_SUCCESS, "the default success");
+        // It judges what one alarm measures: a scalar, 1 while in ALARM.
+        let judged = |c: &Check, values: &[f64]| {
+            crate::check::phase(Ok(values), &c.success, None, crate::check::NoData::Fail).0
+        };
+        use crate::check::Phase::{Failed, Successful};
+        assert_eq!(judged(check, &[0.0]), Successful);
+        assert_eq!(judged(check, &[1.0]), Failed);
+        let two = alarms.replacen(
+            "names = [\"myapp-{region}-5xx\"]",
+            "names = [\"myapp-{region}-5xx\", \"myapp-{region}-latency\"]",
+            1,
         );
+        let c2 = Config::parse("deploy.toml", &two).unwrap();
+        let both = &c2.environment("prod").unwrap().checks[0];
+        assert_eq!(both.success.as_str(), ALARMS_SUCCESS);
+        assert_eq!(judged(both, &[0.0, 0.0]), Successful);
+        assert_eq!(judged(both, &[0.0, 1.0]), Failed);
         assert_eq!(
             check.resolve(&scope).source,
             MetricSource::CloudWatchAlarms {

@@ -31,9 +31,8 @@ use deploy_core::engine::{Engine, Event, Ports, RunOptions};
 use deploy_core::memory::world::generated_config;
 use deploy_core::memory::{Timing, World};
 use deploy_core::model::Tag;
-use deploy_core::plan::live::{override_for, service_images};
 use deploy_core::plan::promotion::{self, Intent};
-use deploy_core::port::{ArgoCd as _, TokioClock};
+use deploy_core::port::TokioClock;
 use deploy_core::trail::{Actor, Outcome};
 use deploy_metrics::{SourceOptions, Sources};
 use wiremock::matchers::{method, path};
@@ -159,20 +158,10 @@ async fn promote(
     }
     // CI pushed T2 to staging, which synced it by itself.
     world.ci_push(&config, staging, &tag(T2));
-    for c in &config.clusters {
-        let names: Vec<String> = service_images(&config, staging, c)
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
-        world
-            .argocd
-            .set_override(
-                &config.application_name(staging, c),
-                &override_for(staging, &names, &tag(T2)),
-            )
-            .await
-            .expect("the staging app exists");
-    }
+    world
+        .write_release(&config, staging, &tag(T2))
+        .await
+        .expect("the staging apps exist");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let obs = promotion::observe(
         &config,

@@ -8,8 +8,7 @@ use deploy_core::config::Config;
 use deploy_core::memory::World;
 pub use deploy_core::memory::world::generated_config as config_text;
 use deploy_core::model::Tag;
-use deploy_core::plan::live::{override_for, service_images};
-use deploy_core::port::{ArgoCd as _, TokioClock};
+use deploy_core::port::TokioClock;
 
 /// The release every environment runs at the start.
 pub const T1: &str = "1111111aaaaa";
@@ -30,20 +29,10 @@ pub async fn world_with_staging_at_t2(config: &Config) -> World {
     let world = World::seeded(config, clock, &tag(T1));
     let staging = config.environment("staging").expect("staging");
     world.ci_push(config, staging, &tag(T2));
-    for c in &config.clusters {
-        let names: Vec<String> = service_images(config, staging, c)
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
-        world
-            .argocd
-            .set_override(
-                &config.application_name(staging, c),
-                &override_for(staging, &names, &tag(T2)),
-            )
-            .await
-            .expect("the staging app exists");
-    }
+    world
+        .write_release(config, staging, &tag(T2))
+        .await
+        .expect("the staging apps exist");
     // Staging is automated: Argo CD syncs by itself (2 s + 3 s by default).
     tokio::time::sleep(Duration::from_secs(30)).await;
     world

@@ -309,6 +309,29 @@ impl World {
             digests,
         }
     }
+
+    /// What the image updater does for `env` once `tag` is complete: writes it into every
+    /// cluster's Application (an automated environment then syncs it by itself).
+    pub async fn write_release(
+        &self,
+        config: &Config,
+        env: &Environment,
+        tag: &Tag,
+    ) -> crate::Result<()> {
+        for c in &config.clusters {
+            let names: Vec<String> = service_images(config, env, c)
+                .into_iter()
+                .map(|(_, n)| n)
+                .collect();
+            self.argocd
+                .set_override(
+                    &config.application_name(env, c),
+                    &override_for(env, &names, tag),
+                )
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The Application [`World::seeded`] creates for `env` on `cluster`, running `tag`.

@@ -7,7 +7,7 @@ use deploy_core::config::{Config, EXAMPLE};
 use deploy_core::engine::{Engine, EngineError, Event, Ports, RunOptions, RunReport, StopRequest};
 use deploy_core::memory::World;
 use deploy_core::model::Tag;
-use deploy_core::plan::live::{override_for, service_images};
+use deploy_core::plan::live::service_images;
 use deploy_core::plan::promotion::{Intent, PromotionPlan, observe, plan};
 use deploy_core::port::{ArgoCd, Clock, TokioClock};
 use deploy_core::trail::Actor;
@@ -54,18 +54,10 @@ impl Fixture {
     pub async fn release_to_staging(&self, t: &str) {
         let staging = self.config.environment("staging").unwrap();
         self.world.ci_push(&self.config, staging, &tag(t));
-        for c in &self.config.clusters {
-            let names: Vec<String> = service_images(&self.config, staging, c)
-                .into_iter()
-                .map(|(_, n)| n)
-                .collect();
-            let name = self.config.application_name(staging, c);
-            self.world
-                .argocd
-                .set_override(&name, &override_for(staging, &names, &tag(t)))
-                .await
-                .unwrap();
-        }
+        self.world
+            .write_release(&self.config, staging, &tag(t))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
 

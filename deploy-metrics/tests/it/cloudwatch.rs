@@ -5,6 +5,8 @@ use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
 use deploy_aws::moto::{AwsFiles, Moto};
 use deploy_core::port::{MetricSource, Metrics};
 use deploy_metrics::{SourceOptions, Sources};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A plain CloudWatch client on moto, independent of the code under test.
 fn fixture(endpoint: &str) -> aws_sdk_cloudwatch::Client {
@@ -129,4 +131,159 @@ async fn alarms_read_one_value_per_name_in_order() {
     drop(moto);
     let err = sources.measure(&both, "").await.expect_err("moto stopped");
     assert_eq!(err.kind(), "transient", "{err}");
+}
+
+/// The whole path on moto: prod's check reads each region's `myapp-{region}-5xx` alarm through
+/// the real CloudWatch adapter while the engine promotes on the in-memory Argo CD. eu-west-1's
+/// alarm goes to ALARM once wave 2 soaks: the wave halts on it and both waves roll back.
+#[allow(clippy::print_stderr)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_in_alarm_during_the_soak_halts_the_wave_and_rolls_back() {
+    use deploy_core::config::{Config, EXAMPLE};
+    use deploy_core::engine::{AppState, Engine, Event, RunOptions};
+    use deploy_core::memory::{Timing, World};
+    use deploy_core::model::Tag;
+    use deploy_core::plan::promotion::{Intent, observe, plan};
+    use deploy_core::port::TokioClock;
+    use deploy_core::trail::Outcome;
+
+    let moto = match Moto::start("111111111111") {
+        Ok(moto) => moto,
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    let regions = ["us-west-2", "us-east-1", "eu-west-1"];
+    for region in regions {
+        let cw = fixture(&moto.endpoint);
+        let cw = aws_sdk_cloudwatch::Client::from_conf(
+            cw.config().to_builder().region(Region::new(region)).build(),
+        );
+        let name = format!("myapp-{region}-5xx");
+        put_alarm(&cw, &name).await;
+        set_state(&cw, &name, StateValue::Ok).await;
+    }
+    // The example, with prod's check reading the alarms, a 2 s soak, a measurement a second.
+    let at = EXAMPLE
+        .find("[[environments.prod.checks]]")
+        .expect("prod's checks");
+    let text = format!(
+        "{}{}",
+        &EXAMPLE[..at],
+        r#"[[environments.prod.checks]]
+name = "alarms"
+cloudwatch_alarms = { names = ["myapp-{region}-5xx"], region = "{region}", aws_profile = "monitoring" }
+interval = "1s"
+"#
+    )
+    .replacen("soak = \"5m\"", "soak = \"2s\"", 1);
+    let config = Config::parse("deploy.toml", &text).expect("the edited example");
+    let (staging, prod) = (
+        config.environment("staging").unwrap(),
+        config.environment("prod").unwrap(),
+    );
+    let tag = |t: &str| Tag::new(t).unwrap();
+    let clock = Arc::new(TokioClock::new(jiff::Timestamp::now()));
+    let world = World::seeded(&config, clock, &tag("1111111aaaaa"));
+    let quick = Timing {
+        sync: Duration::from_millis(100),
+        health: Duration::from_millis(100),
+    };
+    for c in &config.clusters {
+        for env in [staging, prod] {
+            world
+                .argocd
+                .set_app_timing(&config.application_name(env, c), quick);
+        }
+    }
+    world.ci_push(&config, staging, &tag("2222222bbbbb"));
+    world
+        .write_release(&config, staging, &tag("2222222bbbbb"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let obs = observe(
+        &config,
+        prod,
+        Intent::Promote { tag: None },
+        None,
+        &world.registry,
+        &world.argocd,
+        &world.argocd,
+    )
+    .await
+    .unwrap();
+    let p = plan(&config, prod, &obs);
+    assert!(p.is_go(), "{:#?}", p.failed_gate());
+
+    let files = AwsFiles::new(&[("monitoring", &moto.endpoint)], "");
+    let mut options = SourceOptions::default();
+    options.config_file = Some(files.config.clone());
+    options.credentials_file = Some(files.credentials.clone());
+    let sources = Sources::new(options).expect("sources");
+    let ports = deploy_core::engine::Ports {
+        argocd: &world.argocd,
+        lock: &world.lock,
+        audit: &world.audit,
+        clock: &*world.clock,
+        metrics: Some(&sources),
+    };
+    let opts = RunOptions {
+        run_id: "alarms".into(),
+        holder: "test".into(),
+        lock_key: "test-prod".into(),
+        ..RunOptions::default()
+    };
+    let (tx, mut soaking) = tokio::sync::mpsc::unbounded_channel();
+    let mut events = Vec::new();
+    let engine = Engine::new(ports, opts);
+    let run = async {
+        let report = engine
+            .run(&p, |e| {
+                if matches!(e, Event::SoakStarted { wave: 2, .. }) {
+                    let _ = tx.send(());
+                }
+                events.push(e);
+            })
+            .await;
+        drop(tx);
+        report
+    };
+    let alarm = async {
+        // No wave 2 soak (the run ended before it): the assertions below say why.
+        if soaking.recv().await.is_some() {
+            let cw = fixture(&moto.endpoint);
+            set_state(&cw, "myapp-eu-west-1-5xx", StateValue::Alarm).await;
+        }
+    };
+    let (report, ()) = tokio::join!(run, alarm);
+    let report = report.expect("ran");
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report
+            .message
+            .contains("eu-west-1: check alarms failed at 1"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.apps.iter().all(|a| a.state == AppState::RolledBack),
+        "{:?}",
+        report.apps
+    );
+    // Wave 1's alarm was measured OK; eu-west-1's last measurement saw ALARM.
+    let measured = |cluster: &str| -> Vec<Vec<f64>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::CheckMeasured {
+                    cluster: c, values, ..
+                } if c == cluster => Some(values.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(measured("us-west-2").iter().all(|v| v == &[0.0]));
+    assert_eq!(measured("eu-west-1").last(), Some(&vec![1.0]));
 }
