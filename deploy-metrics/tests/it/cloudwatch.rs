@@ -186,17 +186,10 @@ interval = "1s"
     let tag = |t: &str| Tag::new(t).unwrap();
     let clock = Arc::new(TokioClock::new(jiff::Timestamp::now()));
     let world = World::seeded(&config, clock, &tag("1111111aaaaa"));
-    let quick = Timing {
+    world.argocd.set_timing(Timing {
         sync: Duration::from_millis(100),
         health: Duration::from_millis(100),
-    };
-    for c in &config.clusters {
-        for env in [staging, prod] {
-            world
-                .argocd
-                .set_app_timing(&config.application_name(env, c), quick);
-        }
-    }
+    });
     world.ci_push(&config, staging, &tag("2222222bbbbb"));
     world
         .write_release(&config, staging, &tag("2222222bbbbb"))
