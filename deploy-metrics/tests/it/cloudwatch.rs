@@ -195,19 +195,26 @@ interval = "1s"
         .write_release(&config, staging, &tag("2222222bbbbb"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let obs = observe(
-        &config,
-        prod,
-        Intent::Promote { tag: None },
-        None,
-        &world.registry,
-        &world.argocd,
-        &world.argocd,
-    )
-    .await
-    .unwrap();
-    let p = plan(&config, prod, &obs);
+    // Staging syncs T2 by itself (200 ms here): plan once it has, within 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let p = loop {
+        let obs = observe(
+            &config,
+            prod,
+            Intent::Promote { tag: None },
+            None,
+            &world.registry,
+            &world.argocd,
+            &world.argocd,
+        )
+        .await
+        .unwrap();
+        let p = plan(&config, prod, &obs);
+        if p.is_go() || tokio::time::Instant::now() > deadline {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(p.is_go(), "{:#?}", p.failed_gate());
 
     let files = AwsFiles::new(&[("monitoring", &moto.endpoint)], "");
