@@ -3,8 +3,11 @@
 //! `deploy-cli` is glue: deciding lives in deploy-core, talking to ECR and Argo CD in the
 //! adapters. [`run`] is what the binary and `cargo xtask deploy` call.
 //!
-//! Nothing in this crate but `commands::promote` uses `println!`/`eprintln!` (they panic
-//! on a closed stream; the print lints keep it so): text goes through [`output`].
+//! Nothing in this crate writes to stdout or stderr itself (`println!` panics on a closed
+//! stream and blocks on a full pipe; the print lints keep it so): every line, log lines
+//! included, is queued through [`output`] for a writer thread of its own, so no tokio
+//! thread ever waits for a reader. Only the live progress view draws on the terminal itself,
+//! from the renderer's thread ([`progress`]).
 
 // The doc comments of `cli.rs` are clap's help text, where `[default: …]` and
 // `[argocd].server` are literal brackets, not links.
@@ -21,6 +24,7 @@ pub mod output;
 pub mod progress;
 pub mod signals;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -58,6 +62,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
                     .trim_start_matches("error: ");
                 let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
                 out.result(&serde_json::json!({ "error": what, "exit_code": Exit::Usage.code() }));
+                output::finish(None);
             }
             return ExitCode::from(Exit::Usage.code());
         }
@@ -74,6 +79,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             output::stderr_line(format_args!("error: cannot start the async runtime: {e}"));
+            output::finish(None);
             return ExitCode::from(Exit::Failed.code());
         }
     };
@@ -90,8 +96,20 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
             exit
         }
     };
+    output::finish(exit_wait(&cli.command));
     ExitCode::from(exit.code())
 }
+
+/// deploy's own crates: the only ones `-v` and `-vv` raise, and the only ones that may log
+/// at trace level.
+const OUR_CRATES: [&str; 6] = [
+    "deploy",
+    "deploy_cli",
+    "deploy_core",
+    "deploy_aws",
+    "deploy_argocd",
+    "deploy_notify",
+];
 
 /// The log filter for `-q` and `-v` (unless `RUST_LOG` says otherwise).
 ///
@@ -99,29 +117,67 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
 /// off" is exactly what a quiet CI log must still show.
 fn log_filter(quiet: bool, verbose: u8) -> String {
     // The AWS SDK logs its own retries and credential probing at WARN; our errors already
-    // say what failed and what to do, so it speaks only at -vv.
-    const OURS: &str =
-        "deploy_cli={0},deploy_core={0},deploy_aws={0},deploy_argocd={0},deploy_notify={0}";
-    match (quiet, verbose) {
-        (true, _) | (false, 0) => format!("error,{}", OURS.replace("{0}", "warn")),
-        (false, 1) => format!("warn,{}", OURS.replace("{0}", "debug")),
-        (false, _) => "trace".to_owned(),
-    }
+    // say what failed and what to do, so it speaks only at -v and -vv.
+    let (others, ours) = match (quiet, verbose) {
+        (true, _) | (false, 0) => ("error", "warn"),
+        (false, 1) => ("warn", "debug"),
+        (false, _) => ("warn", "trace"),
+    };
+    let ours: Vec<String> = OUR_CRATES[1..]
+        .iter()
+        .map(|c| format!("{c}={ours}"))
+        .collect();
+    format!("{others},{}", ours.join(","))
+}
+
+/// Whether a log event of `target` at `level` may be written at all, whatever `RUST_LOG`
+/// says: other crates speak at debug at most. At trace, aws-sigv4 logs each canonical
+/// request with its `x-amz-security-token` header, aws-smithy-runtime each request with its
+/// headers, and aws-config the credential process it ran (issue 17, N5).
+fn loggable(target: &str, level: tracing::Level) -> bool {
+    level <= tracing::Level::DEBUG
+        || OUR_CRATES.iter().any(|c| {
+            target
+                .strip_prefix(c)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
 }
 
 fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(log_filter(cli.global.quiet, cli.global.verbose))
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter};
+
+    let wanted = filter::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        filter::EnvFilter::new(log_filter(cli.global.quiet, cli.global.verbose))
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let cap = filter::filter_fn(|meta| loggable(meta.target(), *meta.level()));
+    // Colour only for a terminal that wants it: a CI log or a file gets plain text.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let layer = tracing_subscriber::fmt::layer()
+        // Queued for stderr's own thread, and dropped when that queue is full: a log line
+        // never blocks the runtime thread that logs it (issue 17, N1).
+        .with_writer(|| output::LogWriter)
+        .with_ansi(ansi)
         // A log line that cannot be written is dropped: by default tracing-subscriber reports
         // it with `eprintln!`, which panics when stderr is closed.
         .log_internal_errors(false)
         .with_target(false)
         .without_time()
-        .try_init();
+        .with_filter(filter::FilterExt::and(wanted, cap));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// How long the end of `command` waits for its output once the reader stops taking it:
+/// [`output::EXIT_STALL`] for the commands that hold a lock or a lease, so that a reader
+/// that went away never keeps their exit code from CI; as long as it takes for the others.
+fn exit_wait(command: &Command) -> Option<std::time::Duration> {
+    matches!(
+        command,
+        Command::Promote(_) | Command::Rollback(_) | Command::Watch(_) | Command::Demo { .. }
+    )
+    .then_some(output::EXIT_STALL)
 }
 
 /// Runs one parsed command.
@@ -132,7 +188,7 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "deploy", &mut script);
             // A closed pipe (`| head`) is not an error worth a backtrace.
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            output::stdout_bytes(&script);
             return Ok(Exit::Success);
         }
         _ => {}
@@ -225,6 +281,27 @@ mod tests {
             "warn,deploy_cli=debug,deploy_core=debug,deploy_aws=debug,deploy_argocd=debug,\
              deploy_notify=debug",
         );
-        check(false, 2, "trace");
+        // -vv raises deploy's crates only: the SDK's trace logs carry credentials.
+        check(
+            false,
+            2,
+            "warn,deploy_cli=trace,deploy_core=trace,deploy_aws=trace,deploy_argocd=trace,\
+             deploy_notify=trace",
+        );
+    }
+
+    #[test]
+    fn other_crates_never_log_at_trace() {
+        use tracing::Level;
+        assert!(!loggable("aws_sigv4::http_request::sign", Level::TRACE));
+        assert!(!loggable(
+            "aws_smithy_runtime::client::orchestrator",
+            Level::TRACE
+        ));
+        assert!(!loggable("deployer", Level::TRACE));
+        assert!(loggable("aws_sigv4::http_request::sign", Level::DEBUG));
+        assert!(loggable("deploy_argocd::rest", Level::TRACE));
+        assert!(loggable("deploy_cli", Level::TRACE));
+        assert!(loggable("hyper", Level::WARN));
     }
 }

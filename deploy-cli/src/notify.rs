@@ -2,6 +2,11 @@
 //! read from the environment into types that never print), the announcer fed from the
 //! engine's event callback, and every failed delivery reported on stderr (and, in JSON
 //! mode, each delivery as a `notification` line).
+//!
+//! Reports come from the channels' tokio tasks, so they only queue (through
+//! [`crate::output`]): a report never waits for stdout or stderr (issue 17, N1). A URL is
+//! named by [`url_label`] only: config validation refuses a user name or password in it, and
+//! a token in its later path segments or query never reaches the output.
 
 use std::time::Duration;
 
@@ -12,7 +17,7 @@ use deploy_core::trail::{Actor, RunKind};
 use deploy_notify::{Channel, Delivery, Dispatcher, Retry};
 use secrecy::SecretString;
 
-use crate::output::Output;
+use crate::output::{Output, url_label};
 
 /// How long the end of a command waits for notifications still queued or in flight, then
 /// gives up on them: the most a dead or hanging endpoint adds to a promotion.
@@ -85,23 +90,19 @@ fn channel(target: &NotifyTarget) -> Option<Channel> {
         NotifyTarget::Slack {
             url: SlackUrl::Literal(url),
         } => Some(Channel::slack(
-            format!("slack {}", without_query(url)),
+            format!("slack {}", url_label(url)),
             SecretString::from(url.clone()),
         )),
         NotifyTarget::Webhook { url, secret_env } => Some(Channel::webhook(
-            format!("webhook {}", without_query(url)),
+            format!("webhook {}", url_label(url)),
             url.clone(),
             secret(secret_env)?,
         )),
     }
 }
 
-/// `url` without its query, which may carry a token.
-fn without_query(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
-}
-
 /// A delivery: a `notification` line in JSON mode; a warning on stderr when it failed.
+/// Runs on a channel's task: both only queue.
 fn report(out: Output, d: &Delivery) {
     out.record("notification", d);
     let notice = serde_json::to_value(d.notice).unwrap_or_default();
@@ -117,17 +118,5 @@ fn report(out: Output, d: &Delivery) {
             d.channel,
             d.attempts
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_drop_the_query() {
-        assert_eq!(without_query("https://h/x?token=1"), "https://h/x");
-        assert_eq!(without_query("https://h/x#f"), "https://h/x");
-        assert_eq!(without_query("https://h/x"), "https://h/x");
     }
 }

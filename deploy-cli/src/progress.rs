@@ -1,5 +1,9 @@
 //! Renders engine events: one live line per cluster on a terminal, plain lines on stderr
 //! otherwise, or JSON Lines (`{"type":"event","data":...}`) on stdout.
+//!
+//! The renderer runs on a thread of its own and writes through [`crate::output`]'s queues
+//! (the live view draws on the terminal itself), so neither a slow terminal nor a pipe that
+//! stops draining ever holds up the engine that sends the events.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,8 +20,9 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// Waits (a little) for the renderer to print what is left once every sender is gone.
-    /// Output that cannot be written within that time (a blocked pipe) is given up.
+    /// Waits (a little) for the renderer to hand on what is left once every sender is gone:
+    /// only the live view writes itself, and a terminal that does not take it within that
+    /// time is given up. Plain and JSON lines are queued, and written by `output::finish`.
     pub fn finish(self) {
         let _ = self.done.recv_timeout(Duration::from_secs(5));
     }
@@ -37,6 +42,10 @@ pub fn spawn(out: Output, rx: mpsc::UnboundedReceiver<Event>) -> Renderer {
 /// Consumes events until the sender is dropped (blocking: run it on its own thread).
 pub fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
     let live = out.live();
+    if live {
+        // The plan, queued before the run, goes above the live lines, not through them.
+        crate::output::drain(Some(Duration::from_secs(1)));
+    }
     let multi = MultiProgress::new();
     let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let style =

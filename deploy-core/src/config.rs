@@ -998,6 +998,13 @@ struct RawNotify {
 /// The part of a Slack incoming-webhook URL that makes it a credential.
 const SLACK_SECRET_URL: &str = "hooks.slack.com/services/";
 
+/// Whether `url` (`scheme://…`) has a user name or password before its host.
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
+}
+
 impl RawNotify {
     fn validate(&self, span: Span) -> Result<NotifyTarget, Invalid> {
         let url = |s: &Spanned<String>, what: &str| -> Result<String, Invalid> {
@@ -1006,6 +1013,18 @@ impl RawNotify {
                 return Err((
                     s.span(),
                     format!("notify {what} {v:?} is not a URL; write it as https://host/path"),
+                ));
+            }
+            if has_userinfo(&v) {
+                return Err((
+                    s.span(),
+                    format!(
+                        "notify {what} URL carries a user name or password (`user:password@`): \
+                         a notify URL is printed in logs and JSON lines, and secrets never live \
+                         in deploy.toml; drop it from the URL and let the receiver check the \
+                         signature (`secret_env`), or put the whole URL in an environment \
+                         variable with `slack_env`"
+                    ),
                 ));
             }
             if v.contains(SLACK_SECRET_URL) {
@@ -1898,6 +1917,26 @@ mod tests {
             &with(r#"[{ webhook = "https://hooks.example.com/deploy" }]"#),
             "needs `secret_env`",
         );
+        // Credentials in a URL would be printed with it (N11): refused, without echoing them.
+        for url in [
+            "http://user:pa55word@h.example.com/deploy?token=abc",
+            "https://pa55word@h.example.com",
+        ] {
+            let e = rejected(
+                &with(&format!(
+                    r#"[{{ webhook = "{url}", secret_env = "S" }}, {{ slack = "{url}" }}]"#
+                )),
+                "carries a user name or password",
+            );
+            assert!(!e.message.contains("pa55word"), "{e}");
+            assert!(e.message.contains("secret_env"), "{e}");
+        }
+        // An `@` after the host is not userinfo.
+        Config::parse(
+            "deploy.toml",
+            &with(r#"[{ webhook = "https://h.example.com/a@b?c=d@e", secret_env = "S" }]"#),
+        )
+        .unwrap();
         rejected(
             &with(r#"[{ webhook = "https://h.example.com/", secret = "abc" }]"#),
             "looks like a secret",

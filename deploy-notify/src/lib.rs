@@ -251,7 +251,8 @@ impl std::fmt::Debug for Dispatcher {
 
 impl Dispatcher {
     /// Starts one task per channel (on the current tokio runtime); `report` hears every
-    /// [`Delivery`], from those tasks.
+    /// [`Delivery`], from those tasks, so it must not block: a report that waits (on a stdout
+    /// nobody reads, say) holds a runtime worker, and enough of them stall the whole runtime.
     pub fn start(
         channels: Vec<Channel>,
         retry: Retry,

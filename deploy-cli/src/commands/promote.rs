@@ -1,7 +1,7 @@
 //! `deploy plan`, `deploy promote` and `deploy rollback`: observe, plan, confirm, run the
 //! engine with live progress, summarize.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -397,6 +397,7 @@ async fn execute(
         // Leave the lock to the next run, but do not hang on it.
         let _ = tokio::time::timeout(Duration::from_secs(3), abort_lock.release(&our_lease)).await;
         out.result(&serde_json::json!({ "outcome": Outcome::Interrupted, "message": "aborted by a third interrupt", "exit_code": Exit::Interrupted.code() }));
+        crate::output::finish(Some(Duration::from_secs(1)));
         std::process::exit(i32::from(Exit::Interrupted.code()));
     };
     let on_event = |e: Event| {
@@ -522,17 +523,13 @@ fn confirm(out: Output, p: &PromotionPlan) -> Result<bool> {
         .as_ref()
         .map(|r| r.tag.to_string())
         .unwrap_or_default();
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
+    crate::output::prompt(format_args!(
         "{} {} application(s) of {} to {tag} in {} wave(s)? Type yes to go on: ",
         verb(p),
         p.changes(),
         p.environment,
         p.waves.len()
-    );
-    let _ = err.flush();
-    drop(err);
+    ));
     let mut answer = String::new();
     stdin
         .lock()

@@ -21,7 +21,7 @@ const DEAD_SLACK_VAR: &str = "DEPLOY_IT_DEAD_SLACK";
 const FLUSH: Duration = deploy_cli::notify::FLUSH;
 
 /// The example configuration with `notify` on prod, written next to the sandbox.
-fn config_with_notify(dir: &std::path::Path, notify: &str) -> PathBuf {
+pub(crate) fn config_with_notify(dir: &std::path::Path, notify: &str) -> PathBuf {
     let text = std::fs::read_to_string(example_config()).unwrap();
     let text = text.replacen(
         "soak = \"5m\"",
