@@ -148,9 +148,14 @@ fn init_logging(cli: &Cli) {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{Layer, filter};
 
-    let wanted = filter::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        filter::EnvFilter::new(log_filter(cli.global.quiet, cli.global.verbose))
-    });
+    // An empty RUST_LOG (`RUST_LOG= deploy -vv`) is no RUST_LOG: -q and -v decide.
+    let wanted = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| filter::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| {
+            filter::EnvFilter::new(log_filter(cli.global.quiet, cli.global.verbose))
+        });
     let cap = filter::filter_fn(|meta| loggable(meta.target(), *meta.level()));
     // Colour only for a terminal that wants it: a CI log or a file gets plain text.
     let ansi = std::io::stderr().is_terminal()

@@ -227,7 +227,7 @@ impl World {
 
     /// Keeps prod's lock and audit trail in S3 (a bucket in the prod account's moto, reached
     /// through the `prod` profile): `state = { s3 = ... }` in deploy.toml.
-    async fn use_s3_state(&self) {
+    pub(crate) async fn use_s3_state(&self) {
         deploy_aws::moto::create_bucket(&self.prod_moto.endpoint, STATE_BUCKET).await;
         let text = std::fs::read_to_string(&self.config).expect("read deploy.toml");
         let from = r#"timeout = "60s""#;
@@ -320,11 +320,17 @@ impl World {
 
     /// Starts `deploy ARGS`; its output goes to files in the temporary directory.
     pub(crate) fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_with(args, &[])
+    }
+
+    /// Starts `deploy ARGS` with these environment variables added (or replaced).
+    pub(crate) fn spawn_with(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
         let n = std::fs::read_dir(self.dir.path()).map_or(0, Iterator::count);
         let stdout = self.dir.path().join(format!("stdout-{n}"));
         let stderr = self.dir.path().join(format!("stderr-{n}"));
         let child = self
             .command(args)
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()

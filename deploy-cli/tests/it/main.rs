@@ -11,6 +11,7 @@ mod output;
 mod prometheus;
 mod promote;
 mod release;
+mod secrets;
 mod stall;
 mod support;
 mod watch;
