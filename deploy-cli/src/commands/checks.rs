@@ -105,14 +105,15 @@ fn source(s: &MetricSource) -> String {
     match s {
         MetricSource::Prometheus {
             url, sigv4: false, ..
-        } => format!("Prometheus {url}"),
+        } => format!("Prometheus {}", crate::output::url_label(url)),
         MetricSource::Prometheus {
             url,
             sigv4: true,
             region,
             aws_profile,
         } => format!(
-            "Amazon Managed Prometheus {url} (SigV4{}{})",
+            "Amazon Managed Prometheus {} (SigV4{}{})",
+            crate::output::url_label(url),
             region
                 .as_deref()
                 .map(|r| format!(", region {r}"))

@@ -1,9 +1,11 @@
 //! Output that stops draining never stalls a run (issue 17 item 4, finding N1): the real
 //! binary promotes prod in the sandbox with `--output json`, `-v` and eight webhook targets
-//! answering 200, while its stdout and stderr are pipes that stop being read the moment it
-//! says it holds the lock, and are then filled, so that every later write to either would
-//! block. The run must still reach its end: the end record written, the lock released, the
-//! process gone, within its usual time.
+//! answering 200, while its stdout and stderr are pipes that nobody reads and that are full,
+//! so that every write to either would block: from the moment it says it holds the lock (the
+//! engine's own writes: events, notification reports, log lines from tokio workers), or from
+//! the start (the plan line, before the lock). The run must still reach its end: the end
+//! record written, the lock released, the process gone, within its usual time (the promotion,
+//! then at most `EXIT_STALL` waiting for output that cannot be written).
 
 use std::io::{BufRead, BufReader, Write};
 
@@ -19,16 +21,37 @@ const SECRET_VAR: &str = "DEPLOY_IT_STALL_SECRET";
 /// targets than the runtime has workers (one per core) could block all of them on old code.
 const TARGETS: usize = 8;
 
+/// Linux's pipe capacity (16 pages).
+const PIPE: usize = 1 << 16;
+
 /// Fills `pipe` until a write blocks (then stays blocked until the pipe's reader is gone).
 fn fill(mut pipe: std::io::PipeWriter) {
     std::thread::spawn(move || {
-        let block = vec![b'#'; 1 << 16];
+        let block = vec![b'#'; PIPE];
         while pipe.write_all(&block).is_ok() {}
     });
 }
 
+/// When the pipes stop draining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Before the run writes anything: they are full from the start.
+    AtStart,
+    /// Once the run holds the lock.
+    Locked,
+}
+
 #[test]
-fn stdout_and_stderr_that_stop_draining_never_stall_the_run() {
+fn output_that_stops_draining_once_the_lock_is_held_never_stalls_the_run() {
+    promote_with_stalled_output(When::Locked);
+}
+
+#[test]
+fn output_full_from_the_start_never_stalls_the_run() {
+    promote_with_stalled_output(When::AtStart);
+}
+
+fn promote_with_stalled_output(when: When) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -69,26 +92,38 @@ fn stdout_and_stderr_that_stop_draining_never_stall_the_run() {
     cmd.env(SECRET_VAR, "stall-test-secret")
         .stdout(out_writer)
         .stderr(err_writer);
+    if when == When::AtStart {
+        // A pipe holds 64 KiB: written at once into the empty pipes, that fills them.
+        for mut pipe in [&out_filler, &err_filler] {
+            pipe.write_all(&vec![b'#'; PIPE]).unwrap();
+        }
+    }
     let mut child = cmd.spawn().expect("starting deploy");
     drop(cmd);
 
-    // Read stdout until the run holds the lock; from then on nobody reads either stream.
-    // (On a thread: the fillers keep the pipe open, so a run that dies first gives no EOF.)
-    let (held_tx, held) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(out_reader);
-        let mut line = String::new();
-        while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if line.contains("\"lock_acquired\"") {
-                let _ = held_tx.send(lines);
-                return;
-            }
-            line.clear();
+    let reader = match when {
+        When::AtStart => BufReader::new(out_reader),
+        When::Locked => {
+            // Read stdout until the run holds the lock; from then on nobody reads either
+            // stream. (On a thread: the fillers keep the pipe open, so a run that dies first
+            // gives no EOF.)
+            let (held_tx, held) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(out_reader);
+                let mut line = String::new();
+                while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line.contains("\"lock_acquired\"") {
+                        let _ = held_tx.send(lines);
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+            held.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("deploy did not say it took the lock within {DEADLINE:?}");
+            })
         }
-    });
-    let Ok(lines) = held.recv_timeout(DEADLINE) else {
-        let _ = child.kill();
-        panic!("deploy did not say it took the lock within {DEADLINE:?}");
     };
     fill(out_filler);
     fill(err_filler);
@@ -119,5 +154,5 @@ fn stdout_and_stderr_that_stop_draining_never_stall_the_run() {
     );
     s.assert_runs("prod", SECOND);
     // The readers live until here: the stalled streams stay open (not closed) to the end.
-    drop((lines, err_reader));
+    drop((reader, err_reader));
 }
