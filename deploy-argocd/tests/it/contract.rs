@@ -298,7 +298,10 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
     );
     let project = served("/api/v1/projects/default".into()).await;
     let found = errors(&swagger.definition("v1alpha1AppProject"), &project);
-    assert!(found.is_empty(), "AppProject vs swagger: {found:#?}\n{project:#}");
+    assert!(
+        found.is_empty(),
+        "AppProject vs swagger: {found:#?}\n{project:#}"
+    );
     assert_eq!(
         project["spec"]["syncWindows"][0]["timeZone"], "Europe/Berlin",
         "{project:#}"

@@ -115,7 +115,9 @@ async fn a_zoned_deny_active_in_its_zone_blocks_and_the_project_says_until_when(
                     "{zone}"
                 );
             }
-            let refused = sync(&port, "app").await.expect_err("Argo CD refuses the sync");
+            let refused = sync(&port, "app")
+                .await
+                .expect_err("Argo CD refuses the sync");
             assert!(
                 refused
                     .to_string()

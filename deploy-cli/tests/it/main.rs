@@ -13,3 +13,4 @@ mod promote;
 mod release;
 mod support;
 mod watch;
+mod zoned_windows;
