@@ -693,14 +693,23 @@ impl ArgoCd for InMemoryArgoCd {
                     what: format!("application {name}"),
                 });
             }
-            // As argocd-server's Sync: `proj.Spec.SyncWindows.Matches(a).CanSync(true)`, else
-            // PermissionDenied "cannot sync: blocked by sync window".
-            if !window::can_sync(&sim.windows, now, true).unwrap_or(true) {
-                return Err(Error::Refused {
-                    message: format!(
-                        "application {name}: cannot sync: blocked by sync window (a sync window of its project forbids syncing now)"
-                    ),
-                });
+            // As argocd-server's Sync: `proj.Spec.SyncWindows.Matches(a).CanSync(true, nil)`,
+            // else PermissionDenied "cannot sync: blocked by sync window" (or "cannot sync:
+            // invalid sync window" for a window it cannot read).
+            match window::can_sync(&sim.windows, now, true) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Error::Refused {
+                        message: format!(
+                            "application {name}: cannot sync: blocked by sync window (a sync window of its project forbids syncing now)"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    return Err(Error::Refused {
+                        message: format!("application {name}: cannot sync: invalid sync window: {e}"),
+                    });
+                }
             }
             let info =
                 BTreeMap::from([(OPERATION_INFO_KEY.to_owned(), request.operation_id.clone())]);
