@@ -24,7 +24,7 @@
 //! the spec, labels and annotations it has then become what the template generates for it),
 //! and each ApplicationSet's controller can be switched on ([`FakeArgo::set_controller`]):
 //! it then behaves as upstream's ApplicationSet controller does after every change to an
-//! Application it owns ([`reconcile`]).
+//! Application it owns (`reconcile`).
 //!
 //! Time is simulated: the "controller" advances an Application by one step each time it is
 //! observed (a GET or a watch stream), so no test waits on the wall clock. Benches can opt in

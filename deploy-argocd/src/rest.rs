@@ -1277,7 +1277,7 @@ impl ArgoCd for RestArgoCd {
     /// `GET /api/v1/applications/{name}/syncwindows` (`GetApplicationSyncWindows` upstream):
     /// the project's windows matched to the Application, `canSync` for a manual sync and the
     /// active windows, both computed in each window's zone; the windows come without their
-    /// zones, so they are read again from the AppProject when the token may ([`Self::zoned`]).
+    /// zones, so they are read again from the AppProject when the token may (`RestArgoCd::zoned`).
     async fn sync_windows(&self, name: &str) -> Result<port::AppWindows> {
         let bytes = self
             .call(

@@ -14,7 +14,7 @@
 //!   in. Upstream (`scheduleOffsetByTimeZone`) adds the zone's offset *at the time of asking*
 //!   to the time and reads the schedule in UTC: the schedule runs on the zone's wall clock, and
 //!   a duration is wall-clock time too, so across a DST change a window is an hour shorter or
-//!   longer than its duration. We do the same ([`wall`]), so that what we predict is what Argo
+//!   longer than its duration. We do the same (`wall`), so that what we predict is what Argo
 //!   CD will answer then.
 //! - `CanSync(isManual)`: no windows → yes; an active deny → no, unless the sync is manual and
 //!   every active deny has `manualSync`; else an active allow → yes; else any inactive allow →
