@@ -13,15 +13,18 @@
 //! same way; every request stays readable through [`FakeArgo::server`] for assertions.
 //!
 //! AppProject sync windows ([`FakeArgo::set_sync_windows`]) are served by
-//! `GET /api/v1/applications/{name}/syncwindows` as `GetApplicationSyncWindows` answers, and a
-//! sync they block is refused with 403 "Cannot sync: Blocked by sync window", by the wall clock.
+//! `GET /api/v1/applications/{name}/syncwindows` as `GetApplicationSyncWindows` answers
+//! (`canSync` and `activeWindows` computed in each window's zone, the windows without
+//! `timeZone`, as upstream's `convertSyncWindows`), the AppProject itself by
+//! `GET /api/v1/projects/{name}` (403 when [`FakeArgo::set_projects_unreadable`]), and a sync
+//! they block is refused with 403 "Cannot sync: Blocked by sync window", by the wall clock.
 //!
 //! ApplicationSets are served by name and in a list ([`FakeArgo::put_application_set`]).
 //! An Application can be owned by one ([`FakeArgo::own`]: an `ownerReferences` entry, and
 //! the spec, labels and annotations it has then become what the template generates for it),
 //! and each ApplicationSet's controller can be switched on ([`FakeArgo::set_controller`]):
 //! it then behaves as upstream's ApplicationSet controller does after every change to an
-//! Application it owns ([`reconcile`]).
+//! Application it owns (`reconcile`).
 //!
 //! Time is simulated: the "controller" advances an Application by one step each time it is
 //! observed (a GET or a watch stream), so no test waits on the wall clock. Benches can opt in
@@ -139,6 +142,8 @@ struct State {
     fault_answers: BTreeMap<String, u32>,
     /// AppProjects by name, as `{"spec":{"syncWindows":[...]}}` ([`FakeArgo::set_sync_windows`]).
     projects: BTreeMap<String, Value>,
+    /// The token may not read AppProjects ([`FakeArgo::set_projects_unreadable`]).
+    projects_unreadable: bool,
 }
 
 /// A change to an Application object.
@@ -160,6 +165,7 @@ impl std::fmt::Debug for State {
             .field("faults", &self.faults)
             .field("fault_answers", &self.fault_answers)
             .field("projects", &self.projects)
+            .field("projects_unreadable", &self.projects_unreadable)
             .finish()
     }
 }
@@ -180,12 +186,19 @@ impl State {
         Some(fault.outage)
     }
 
-    /// The windows of Application `name`'s project that match it, and whether a manual sync
-    /// may run now by the wall clock (sync windows are real time, unlike the simulated
-    /// controller).
-    fn windows_of(&self, name: &str) -> (Vec<deploy_core::port::SyncWindow>, bool) {
+    /// The windows of Application `name`'s project that match it, with their zones, and
+    /// whether a manual sync may run now by the wall clock (sync windows are real time, unlike
+    /// the simulated controller): `proj.Spec.SyncWindows.Matches(a).CanSync(true, nil)`, an
+    /// error for an invalid window (argo-cd server/application/application.go).
+    fn windows_of(
+        &self,
+        name: &str,
+    ) -> (
+        Vec<deploy_core::port::SyncWindow>,
+        Result<bool, deploy_core::window::InvalidWindow>,
+    ) {
         let Some(app) = self.apps.get(name) else {
-            return (Vec::new(), true);
+            return (Vec::new(), Ok(true));
         };
         let project = app.obj["spec"]["project"].as_str().unwrap_or("default");
         let windows = self
@@ -193,7 +206,10 @@ impl State {
             .get(project)
             .and_then(|p| crate::windows::matching(p, &app.obj).ok())
             .unwrap_or_default();
-        let can = deploy_core::window::can_sync(&windows, Timestamp::now(), true).unwrap_or(true);
+        // Upstream's `SyncWindow.active` reads each schedule in the window's `timeZone`
+        // (`scheduleOffsetByTimeZone`, pkg/apis/application/v1alpha1/types.go), as
+        // `deploy_core::window` does.
+        let can = deploy_core::window::can_sync(&windows, Timestamp::now(), true);
         (windows, can)
     }
 
@@ -673,6 +689,7 @@ enum Route {
     Clusters,
     UserInfo,
     SyncWindows,
+    Project,
 }
 
 /// The stateful responder.
@@ -842,8 +859,12 @@ impl Responder {
                 let now = state.now();
                 // argocd-server's Sync refuses what the project's windows block for a manual
                 // sync (`server/application/application.go`), before it sets the operation.
-                if !state.windows_of(&name).1 {
-                    return error(403, 7, "Cannot sync: Blocked by sync window");
+                match state.windows_of(&name).1 {
+                    Ok(true) => {}
+                    Ok(false) => return error(403, 7, "Cannot sync: Blocked by sync window"),
+                    Err(e) => {
+                        return error(403, 7, &format!("cannot sync: invalid sync window: {e}"));
+                    }
                 }
                 let app = state.apps.get_mut(&name).expect("checked above");
                 if app.obj.get("operation").is_some() {
@@ -943,23 +964,58 @@ impl Responder {
                 if !state.apps.contains_key(&name) {
                     return permission_denied();
                 }
-                // `GetApplicationSyncWindows`: the matching windows, the active ones and
-                // `CanSync(true)`, each window as `applicationApplicationSyncWindow`.
+                // `GetApplicationSyncWindows` (argo-cd server/application/application.go): the
+                // matching windows, the active ones and `CanSync(true)`, computed in each
+                // window's zone; invalid windows answer "invalid sync windows" (Unknown, 500).
+                // Each window goes out as `applicationApplicationSyncWindow` through
+                // `convertSyncWindows`, which copies kind, schedule, duration and manualSync:
+                // no `timeZone`.
                 let (windows, can_sync) = state.windows_of(&name);
                 let now = Timestamp::now();
+                let invalid = |e: deploy_core::window::InvalidWindow| {
+                    error(500, 2, &format!("invalid sync windows: {e}"))
+                };
+                let can_sync = match can_sync {
+                    Ok(c) => c,
+                    Err(e) => return invalid(e),
+                };
                 let wire = |w: &deploy_core::port::SyncWindow| {
                     json!({ "kind": w.kind.to_string(), "schedule": w.schedule,
                             "duration": w.duration, "manualSync": w.manual_sync })
                 };
-                let active: Vec<Value> = windows
-                    .iter()
-                    .filter(|w| w.active_at(now).unwrap_or(false))
-                    .map(wire)
-                    .collect();
+                let mut active = Vec::new();
+                for w in &windows {
+                    match w.active_at(now) {
+                        Ok(true) => active.push(wire(w)),
+                        Ok(false) => {}
+                        Err(e) => return invalid(e),
+                    }
+                }
                 let assigned: Vec<Value> = windows.iter().map(wire).collect();
-                ResponseTemplate::new(200).set_body_json(json!({
-                    "assignedWindows": assigned, "activeWindows": active, "canSync": can_sync
-                }))
+                // `convertSyncWindows` answers nil for no windows: the key is left out.
+                let mut body = json!({ "canSync": can_sync });
+                if !assigned.is_empty() {
+                    body["assignedWindows"] = json!(assigned);
+                }
+                if !active.is_empty() {
+                    body["activeWindows"] = json!(active);
+                }
+                ResponseTemplate::new(200).set_body_json(body)
+            }
+            Route::Project => {
+                // `ProjectService.Get` (argo-cd server/project/project.go): RBAC
+                // `projects, get` first (403 "permission denied"), then the AppProject
+                // (`v1alpha1AppProject`), its windows with `timeZone`. Every project an
+                // Application names exists here (as upstream's `default` does).
+                if state.projects_unreadable {
+                    return permission_denied();
+                }
+                let project = state
+                    .projects
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| json!({ "metadata": { "name": name }, "spec": {} }));
+                ResponseTemplate::new(200).set_body_json(project)
             }
             Route::Clusters => ResponseTemplate::new(200).set_body_json(json!({
                 "metadata": {}, "items": clusters()
@@ -1172,6 +1228,7 @@ impl FakeArgo {
             faults: Vec::new(),
             fault_answers: BTreeMap::new(),
             projects: BTreeMap::new(),
+            projects_unreadable: false,
         }));
         let app = r"^/api/v1/applications/[^/]+$";
         let routes: Vec<(&str, String, Route)> = vec![
@@ -1202,6 +1259,7 @@ impl FakeArgo {
                 r"^/api/v1/applications/[^/]+/syncwindows$".into(),
                 Route::SyncWindows,
             ),
+            ("GET", r"^/api/v1/projects/[^/]+$".into(), Route::Project),
         ];
         for (verb, regex, route) in routes {
             Mock::given(method(verb))
@@ -1403,6 +1461,13 @@ impl FakeArgo {
             project.to_owned(),
             json!({ "metadata": { "name": project }, "spec": { "syncWindows": windows } }),
         );
+    }
+
+    /// Answers `GET /api/v1/projects/{name}` with 403, as Argo CD does to a token without
+    /// `projects, get`: the client then has only the windows of the Application's syncwindows
+    /// answer, without their zones.
+    pub fn set_projects_unreadable(&self, unreadable: bool) {
+        self.state.lock().expect("fake state").projects_unreadable = unreadable;
     }
 
     /// Application `name` as served, as JSON.

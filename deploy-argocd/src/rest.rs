@@ -780,6 +780,43 @@ impl RestArgoCd {
         decode(&bytes, &format!("application {name}"))
     }
 
+    /// The windows of `name`'s AppProject that match it, with their `timeZone`s: `GET
+    /// /api/v1/projects/{project}` (`ProjectService.Get`, `v1alpha1AppProject`; RBAC
+    /// `projects, get`). Not `GET /api/v1/projects/{name}/syncwindows`: upstream's
+    /// `GetSyncWindowsState` answers only the windows active now (`SyncWindows.Active()`),
+    /// which cannot say when an allow window opens or the next deny begins.
+    async fn zoned(&self, name: &str) -> Result<Vec<port::SyncWindow>> {
+        let bytes = self
+            .call(
+                Method::GET,
+                self.app_url(name, &[]),
+                &[],
+                None,
+                &Target::app(name),
+            )
+            .await?;
+        let app: Value = decode(&bytes, &format!("application {name}"))?;
+        let project = app["spec"]["project"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("default");
+        let label = format!("AppProject {project}");
+        let bytes = self
+            .call(
+                Method::GET,
+                self.url(&["api", "v1", "projects", project]),
+                &[],
+                None,
+                &Target {
+                    label: label.clone(),
+                    named: true,
+                },
+            )
+            .await?;
+        let project: Value = decode(&bytes, &label)?;
+        crate::windows::matching(&project, &app)
+    }
+
     /// Keeps the spec of an Application answer for a later [`ArgoCd::set_override`].
     fn remember(&self, name: &str, bytes: &[u8]) {
         let Ok(raw) = serde_json::from_slice::<RawSpec>(bytes) else {
@@ -1238,7 +1275,9 @@ impl ArgoCd for RestArgoCd {
     }
 
     /// `GET /api/v1/applications/{name}/syncwindows` (`GetApplicationSyncWindows` upstream):
-    /// the project's windows matched to the Application and `canSync` for a manual sync.
+    /// the project's windows matched to the Application, `canSync` for a manual sync and the
+    /// active windows, both computed in each window's zone; the windows come without their
+    /// zones, so they are read again from the AppProject when the token may (`RestArgoCd::zoned`).
     async fn sync_windows(&self, name: &str) -> Result<port::AppWindows> {
         let bytes = self
             .call(
@@ -1250,7 +1289,25 @@ impl ArgoCd for RestArgoCd {
             )
             .await?;
         let answer: Value = decode(&bytes, &format!("the sync windows of {name}"))?;
-        crate::windows::response(&answer)
+        let mut windows = crate::windows::response(&answer)?;
+        match self.zoned(name).await {
+            Ok(zoned) => {
+                windows.assigned = zoned;
+                windows.zoned = true;
+            }
+            // Argo CD's answer still says whether a sync may run now; only until when is lost.
+            Err(e @ Error::NotFound { .. }) => {
+                debug!(
+                    "the AppProject of {name} cannot be read ({e}); its sync windows' time zones are unknown"
+                );
+            }
+            Err(e) => {
+                warn!(
+                    "the AppProject of {name} cannot be read ({e}); its sync windows' time zones are unknown"
+                );
+            }
+        }
+        Ok(windows)
     }
 }
 

@@ -1,11 +1,14 @@
-//! Sync windows on the wire: `v1alpha1SyncWindow` (an AppProject's `spec.syncWindows[]`) and
-//! `applicationApplicationSyncWindowsResponse` (`GET /api/v1/applications/{name}/syncwindows`)
-//! to the port's [`AppWindows`], and the matching of a project's windows to an Application as
-//! argo-cd's `SyncWindows.Matches` does (`pkg/apis/application/v1alpha1`), for `--core`.
+//! Sync windows on the wire: `v1alpha1SyncWindow` (an AppProject's `spec.syncWindows[]`, with
+//! `timeZone`) and `applicationApplicationSyncWindowsResponse` (`GET
+//! /api/v1/applications/{name}/syncwindows`, whose windows have no `timeZone`: upstream's
+//! `convertSyncWindows` copies kind, schedule, duration and manualSync only) to the port's
+//! [`AppWindows`], and the matching of a project's windows to an Application as argo-cd's
+//! `SyncWindows.Matches` does (`pkg/apis/application/v1alpha1`), for `--core` and for REST
+//! when the token may read the AppProject.
 
 use deploy_core::Error;
 use deploy_core::port::{AppWindows, SyncWindow};
-use deploy_core::window::WindowTarget;
+use deploy_core::window::{Answer, WindowTarget};
 use serde_json::Value;
 
 fn strings(v: &Value) -> Vec<String> {
@@ -40,16 +43,27 @@ pub fn window(v: &Value) -> deploy_core::Result<SyncWindow> {
     })
 }
 
-/// The answer of `GET /api/v1/applications/{name}/syncwindows`.
+/// The answer of `GET /api/v1/applications/{name}/syncwindows`: Argo CD's `canSync` and
+/// `activeWindows`, and the assigned windows without their zones (`zoned` false).
 pub fn response(v: &Value) -> deploy_core::Result<AppWindows> {
-    let assigned = v["assignedWindows"]
-        .as_array()
-        .map(|a| a.iter().map(window).collect::<Result<Vec<_>, _>>())
-        .transpose()?
-        .unwrap_or_default();
+    let list = |key: &str| -> deploy_core::Result<Vec<SyncWindow>> {
+        v[key]
+            .as_array()
+            .map(|a| a.iter().map(window).collect::<Result<Vec<_>, _>>())
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    // Upstream always sets `canSync`; an answer without it is not one to act on.
+    let can_sync = v["canSync"].as_bool().ok_or_else(|| {
+        Error::invalid("the syncwindows answer of Argo CD has no canSync".to_owned())
+    })?;
     Ok(AppWindows {
-        assigned,
-        can_sync: v["canSync"].as_bool(),
+        assigned: list("assignedWindows")?,
+        zoned: false,
+        answer: Some(Answer {
+            can_sync,
+            active: list("activeWindows")?,
+        }),
     })
 }
 
@@ -105,13 +119,22 @@ mod tests {
     fn the_rest_answer_is_read() {
         let got = response(&json!({
             "assignedWindows": [{ "kind": "deny", "schedule": "0 22 * * *", "duration": "1h" }],
-            "activeWindows": [],
-            "canSync": true
+            "activeWindows": [{ "kind": "deny", "schedule": "0 22 * * *", "duration": "1h" }],
+            "canSync": false
         }))
         .unwrap();
         assert_eq!(got.assigned.len(), 1);
-        assert_eq!(got.can_sync, Some(true));
-        assert_eq!(response(&json!({})).unwrap(), AppWindows::default());
-        assert!(response(&json!({ "assignedWindows": [{ "kind": "maybe" }] })).is_err());
+        assert!(!got.zoned);
+        let answer = got.answer.unwrap();
+        assert!(!answer.can_sync);
+        assert_eq!(answer.active.len(), 1);
+        // No windows: upstream leaves both lists out (convertSyncWindows answers nil).
+        let empty = response(&json!({ "canSync": true })).unwrap();
+        assert!(empty.assigned.is_empty() && empty.answer.is_some_and(|a| a.can_sync));
+        assert!(response(&json!({})).is_err());
+        assert!(
+            response(&json!({ "canSync": true, "assignedWindows": [{ "kind": "maybe" }] }))
+                .is_err()
+        );
     }
 }

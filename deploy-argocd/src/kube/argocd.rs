@@ -363,8 +363,9 @@ impl ArgoCd for KubeArgoCd {
     }
 
     /// The AppProject's `spec.syncWindows` matched to the Application as argo-cd's
-    /// `SyncWindows.Matches` does; with no API server there is no `canSync` answer, so the
-    /// engine decides alone. AppProjects live in Argo CD's namespace, as upstream requires.
+    /// `SyncWindows.Matches` does, each with its `timeZone`; with no API server there is no
+    /// `canSync` answer, so the engine reads the windows as the controller does. AppProjects
+    /// live in Argo CD's namespace, as upstream requires.
     async fn sync_windows(&self, name: &str) -> deploy_core::Result<AppWindows> {
         let app = self.get(name).await?;
         let app = serde_json::to_value(&app)
@@ -382,7 +383,8 @@ impl ArgoCd for KubeArgoCd {
             .map_err(|e| Error::invalid(format!("AppProject of {name}: {e}")))?;
         Ok(AppWindows {
             assigned: crate::windows::matching(&project, &app)?,
-            can_sync: None,
+            zoned: true,
+            answer: None,
         })
     }
 }

@@ -263,21 +263,25 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
     fake.set_sync_windows("default", windows);
     let assigned = port.sync_windows("contract-kustomize").await.unwrap();
     assert_eq!(assigned.assigned.len(), 2, "{assigned:?}");
-    assert!(assigned.can_sync.is_some());
-    let answer: Value = {
-        let r = fake.server.received_requests().await.expect("recording");
-        let last = r.last().expect("the syncwindows request");
-        let url = format!("{}{}", fake.server.uri(), last.url.path());
-        reqwest::Client::new()
-            .get(url)
-            .bearer_auth(deploy_argocd::fake::TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+    assert!(assigned.answer.is_some() && assigned.zoned, "{assigned:?}");
+    // The answers as served, against swagger: the Application's syncwindows
+    // (`applicationApplicationSyncWindowsResponse`, no `timeZone`) and the AppProject
+    // (`v1alpha1AppProject`, whose windows have it).
+    let served = |path: String| {
+        let url = format!("{}{path}", fake.server.uri());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(deploy_argocd::fake::TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
+    let answer = served("/api/v1/applications/contract-kustomize/syncwindows".into()).await;
     let found = errors(
         &swagger.definition("applicationApplicationSyncWindowsResponse"),
         &answer,
@@ -285,6 +289,22 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
     assert!(
         found.is_empty(),
         "syncwindows answer vs swagger: {found:#?}\n{answer:#}"
+    );
+    assert!(
+        answer["assignedWindows"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|w| w.get("timeZone").is_none())),
+        "{answer:#}"
+    );
+    let project = served("/api/v1/projects/default".into()).await;
+    let found = errors(&swagger.definition("v1alpha1AppProject"), &project);
+    assert!(
+        found.is_empty(),
+        "AppProject vs swagger: {found:#?}\n{project:#}"
+    );
+    assert_eq!(
+        project["spec"]["syncWindows"][0]["timeZone"], "Europe/Berlin",
+        "{project:#}"
     );
 
     let requests = fake.server.received_requests().await.expect("recording");
@@ -313,6 +333,7 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
         "GET /api/v1/clusters",
         "GET /api/v1/session/userinfo",
         "GET /api/v1/applications/{name}/syncwindows",
+        "GET /api/v1/projects/{name}",
     ]
     .into_iter()
     .map(String::from)

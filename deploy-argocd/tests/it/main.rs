@@ -8,3 +8,4 @@ mod kube;
 mod render;
 mod rest;
 mod rest_lock;
+mod windows;

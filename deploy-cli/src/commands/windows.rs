@@ -44,6 +44,9 @@ pub fn print_windows(out: Output, waves: &[WaveWindows]) {
                     ),
                     None => format!("blocked by {window}, no opening in the next 8 days"),
                 },
+                Some(Verdict::Unsaid { window }) => {
+                    format!("blocked by a sync window ({window}); Argo CD does not say until when")
+                }
             };
             out.text(format!(
                 "      {} ({}): {}; {now}",

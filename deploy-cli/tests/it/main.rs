@@ -15,3 +15,4 @@ mod secrets;
 mod stall;
 mod support;
 mod watch;
+mod zoned_windows;

@@ -7,6 +7,12 @@
 //! accepted leaves its operation Running with "Sync operation blocked by sync window"
 //! (`controller/sync.go`). Checking every Application of a wave first keeps a wave from
 //! half-starting; [`blocked_reason`] names the other two cases when they happen anyway.
+//!
+//! Whether a wave may sync *now* is Argo CD's answer (`canSync`, `activeWindows`, computed in
+//! each window's zone), never our reading of windows whose zones its REST answer leaves out:
+//! we never refuse a sync it would run, nor start one it would refuse. The windows with their
+//! zones (the AppProject, when the token may read it; with `--core`, always) only say until
+//! when; without them a blocked wave polls Argo CD within `window_wait` ([`POLL`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -28,6 +34,9 @@ const HORIZON: Duration = Duration::from_secs(8 * 24 * 3600);
 /// Longest single sleep while waiting for a window, so the lease is renewed meanwhile.
 const WAIT_STEP: Duration = Duration::from_secs(60);
 
+/// How often a wave blocked until a time nobody can say asks Argo CD again.
+pub const POLL: Duration = Duration::from_secs(30);
+
 /// A wave that its Applications' sync windows do not let sync now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocked {
@@ -39,10 +48,20 @@ pub struct Blocked {
     pub window: String,
     /// When the wave may sync; `None` when not within eight days, or unknown.
     pub until: Option<Timestamp>,
+    /// Argo CD blocks it and does not say until when ([`Verdict::Unsaid`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_unknown: bool,
 }
 
 impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.until_unknown {
+            return write!(
+                f,
+                "wave {}: {} is blocked by a sync window ({}); Argo CD does not say until when",
+                self.wave, self.application, self.window
+            );
+        }
         write!(
             f,
             "wave {}: {} is blocked by sync window {}",
@@ -57,19 +76,40 @@ impl fmt::Display for Blocked {
 
 /// What the windows of one Application say about a sync now. `manual` is whether we start
 /// the sync (else Argo CD's automated sync does, which `manualSync` does not let through).
+/// Argo CD's answer, when there is one, decides "now"; the zoned windows say until when.
 pub fn app_verdict(windows: &AppWindows, now: Timestamp, manual: bool) -> Verdict {
-    match window::verdict(&windows.assigned, now, manual, HORIZON) {
-        // Argo CD knows the zones the REST answer leaves out: its "no" stands.
-        Ok(Verdict::Open) if manual && windows.can_sync == Some(false) => Verdict::Blocked {
-            window: "of its project (Argo CD answers canSync = false)".into(),
-            until: None,
-        },
+    let ours = || match window::verdict(&windows.assigned, now, manual, HORIZON) {
         Ok(v) => v,
-        Err(_) if manual && windows.can_sync == Some(true) => Verdict::Open,
         Err(e) => Verdict::Blocked {
             window: e.to_string(),
             until: None,
         },
+    };
+    let Some(answer) = &windows.answer else {
+        // `--core`: no API server answers; the AppProject's windows, with their zones, are
+        // what Argo CD's controller reads too.
+        return ours();
+    };
+    if answer.allows(&windows.assigned, manual) {
+        return Verdict::Open;
+    }
+    match windows.zoned.then(ours) {
+        Some(v @ Verdict::Blocked { .. }) => v,
+        // No zones, or our reading of them lets it (a window Argo CD reads otherwise, or it
+        // changed between the two reads): Argo CD's "no" stands, until a time nobody knows.
+        _ => Verdict::Unsaid {
+            window: answer.culprit(&windows.assigned),
+        },
+    }
+}
+
+/// Orders blocked verdicts by how long they block: a known time, then unknown, then none
+/// within the horizon.
+fn rank(b: &Blocked) -> (u8, Option<Timestamp>) {
+    match (b.until, b.until_unknown) {
+        (Some(u), _) => (0, Some(u)),
+        (None, true) => (1, None),
+        (None, false) => (2, None),
     }
 }
 
@@ -95,23 +135,25 @@ pub async fn wave_blocked(argocd: &dyn ArgoCd, wave: &WavePlan, now: Timestamp) 
                 continue;
             }
         };
-        if let Verdict::Blocked { window, until } = app_verdict(&windows, now, *manual) {
-            let later = match &worst {
-                None => true,
-                Some(w) => match (w.until, until) {
-                    (Some(a), Some(b)) => b > a,
-                    (Some(_), None) => true,
-                    _ => false,
-                },
-            };
-            if later {
-                worst = Some(Blocked {
-                    wave: wave.number,
-                    application: (*name).to_owned(),
-                    window,
-                    until,
-                });
-            }
+        let b = match app_verdict(&windows, now, *manual) {
+            Verdict::Open => continue,
+            Verdict::Blocked { window, until } => Blocked {
+                wave: wave.number,
+                application: (*name).to_owned(),
+                window,
+                until,
+                until_unknown: false,
+            },
+            Verdict::Unsaid { window } => Blocked {
+                wave: wave.number,
+                application: (*name).to_owned(),
+                window,
+                until: None,
+                until_unknown: true,
+            },
+        };
+        if worst.as_ref().is_none_or(|w| rank(&b) > rank(w)) {
+            worst = Some(b);
         }
     }
     worst
@@ -203,7 +245,8 @@ fn wait_for(b: &Blocked, now: Timestamp) -> Option<Duration> {
 }
 
 /// Before the lock is taken: the first wave that writes, if its windows block it longer than
-/// `bound`. Nothing has been written then, so the run can refuse with nothing changed.
+/// `bound` (or at all, when Argo CD does not say until when and `bound` is zero). Nothing has
+/// been written then, so the run can refuse with nothing changed.
 pub async fn preflight(
     argocd: &dyn ArgoCd,
     plan: &PromotionPlan,
@@ -218,6 +261,8 @@ pub async fn preflight(
     let b = wave_blocked(argocd, first, now).await?;
     match wait_for(&b, now) {
         Some(w) if w <= bound => None,
+        // The wave polls Argo CD within the bound.
+        None if b.until_unknown && !bound.is_zero() => None,
         _ => Some(b),
     }
 }
@@ -248,13 +293,19 @@ impl Run<'_> {
             let left = self.opts.window_wait.saturating_sub(started.elapsed());
             let wait = match wait_for(&b, now) {
                 Some(w) if w <= left => w,
+                None if b.until_unknown && !left.is_zero() => POLL,
                 _ => return WindowGate::Closed(b),
             };
             if told.as_ref() != Some(&b) {
+                let window = if b.until_unknown {
+                    format!("{} (Argo CD does not say until when)", b.window)
+                } else {
+                    b.window.clone()
+                };
                 self.emit(Event::WaveBlocked {
                     wave: b.wave,
                     application: b.application.clone(),
-                    window: b.window.clone(),
+                    window,
                     until: b.until,
                 });
                 told = Some(b);
@@ -317,26 +368,66 @@ mod tests {
     }
 
     #[test]
-    fn argo_cds_no_stands_and_its_yes_covers_what_we_cannot_read() {
-        let now: Timestamp = "2026-12-01T12:30:00Z".parse().unwrap();
-        let check = |assigned: Vec<SyncWindow>, can: Option<bool>, manual: bool, open: bool| {
+    fn argo_cds_answer_decides_now_and_zoned_windows_say_until_when() {
+        let now: Timestamp = "2026-12-01T19:30:00Z".parse().unwrap();
+        // A deny at 19:00 UTC for an hour: active now read in UTC, not in Kolkata (01:00).
+        let kolkata = SyncWindow {
+            time_zone: Some("Asia/Kolkata".into()),
+            ..deny("0 19 * * *", "1h")
+        };
+        let verdict = |assigned: Vec<SyncWindow>, zoned: bool, can: Option<bool>, manual: bool| {
             let w = AppWindows {
                 assigned,
-                can_sync: can,
+                zoned,
+                answer: can.map(|can_sync| window::Answer {
+                    can_sync,
+                    active: if can_sync {
+                        vec![]
+                    } else {
+                        vec![deny("0 19 * * *", "1h")]
+                    },
+                }),
             };
-            assert_eq!(
-                app_verdict(&w, now, manual).is_open(),
-                open,
-                "{w:?} manual={manual}"
-            );
+            app_verdict(&w, now, manual)
         };
-        check(vec![], None, true, true);
-        check(vec![], Some(false), true, false);
-        // Argo CD's answer is for a manual sync only.
-        check(vec![], Some(false), false, true);
-        check(vec![deny("0 12 * * *", "1h")], None, true, false);
-        check(vec![deny("0 12 * * *", "soon")], Some(true), true, true);
-        check(vec![deny("0 12 * * *", "soon")], None, true, false);
+        // Argo CD's yes stands over windows read without their zone (REST, project unreadable).
+        let unzoned = deny("0 19 * * *", "1h");
+        assert_eq!(
+            verdict(vec![unzoned.clone()], false, Some(true), true),
+            Verdict::Open
+        );
+        assert_eq!(
+            verdict(vec![unzoned.clone()], false, Some(true), false),
+            Verdict::Open
+        );
+        // Its no stands over windows we read as open, and nobody says until when.
+        assert_eq!(
+            verdict(vec![kolkata.clone()], true, Some(false), true),
+            Verdict::Unsaid {
+                window: "deny \"0 19 * * *\" for 1h".into()
+            }
+        );
+        assert!(matches!(
+            verdict(vec![unzoned.clone()], false, Some(false), true),
+            Verdict::Unsaid { .. }
+        ));
+        // With zones and a no, the zoned windows say until when.
+        assert_eq!(
+            verdict(vec![deny("0 19 * * *", "1h")], true, Some(false), true),
+            Verdict::Blocked {
+                window: "deny \"0 19 * * *\" for 1h".into(),
+                until: Some("2026-12-01T20:00:00Z".parse().unwrap()),
+            }
+        );
+        // `--core` (no answer): the zoned windows decide.
+        assert_eq!(verdict(vec![kolkata], true, None, true), Verdict::Open);
+        assert!(!verdict(vec![unzoned], true, None, true).is_open());
+        assert!(!verdict(vec![deny("0 19 * * *", "soon")], true, None, true).is_open());
+        // A window we cannot read does not stop what Argo CD lets run.
+        assert_eq!(
+            verdict(vec![deny("0 19 * * *", "soon")], true, Some(true), true),
+            Verdict::Open
+        );
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub struct ArgoCdState {
     clusters: BTreeMap<String, ClusterInfo>,
     timing: Timing,
     version: u64,
+    /// The token may not read AppProjects ([`InMemoryArgoCd::set_projects_unreadable`]).
+    #[serde(default)]
+    projects_unreadable: bool,
 }
 
 /// An in-memory Argo CD.
@@ -241,6 +244,12 @@ impl InMemoryArgoCd {
         if let Some(a) = self.state.lock().expect("poisoned").apps.get_mut(name) {
             a.windows = windows;
         }
+    }
+
+    /// Answers as Argo CD does to a token that may not read AppProjects (`projects, get`):
+    /// the windows only as the Application's syncwindows answer gives them, without zones.
+    pub fn set_projects_unreadable(&self, unreadable: bool) {
+        self.state.lock().expect("poisoned").projects_unreadable = unreadable;
     }
 
     /// Creates (or replaces) an ApplicationSet.
@@ -684,14 +693,23 @@ impl ArgoCd for InMemoryArgoCd {
                     what: format!("application {name}"),
                 });
             }
-            // As argocd-server's Sync: `proj.Spec.SyncWindows.Matches(a).CanSync(true)`, else
-            // PermissionDenied "cannot sync: blocked by sync window".
-            if !window::can_sync(&sim.windows, now, true).unwrap_or(true) {
-                return Err(Error::Refused {
-                    message: format!(
-                        "application {name}: cannot sync: blocked by sync window (a sync window of its project forbids syncing now)"
-                    ),
-                });
+            // As argocd-server's Sync: `proj.Spec.SyncWindows.Matches(a).CanSync(true, nil)`,
+            // else PermissionDenied "cannot sync: blocked by sync window" (or "cannot sync:
+            // invalid sync window" for a window it cannot read).
+            match window::can_sync(&sim.windows, now, true) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Error::Refused {
+                        message: format!(
+                            "application {name}: cannot sync: blocked by sync window (a sync window of its project forbids syncing now)"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    return Err(Error::Refused {
+                        message: format!("application {name}: cannot sync: invalid sync window: {e}"),
+                    });
+                }
             }
             let info =
                 BTreeMap::from([(OPERATION_INFO_KEY.to_owned(), request.operation_id.clone())]);
@@ -749,6 +767,10 @@ impl ArgoCd for InMemoryArgoCd {
         })
     }
 
+    /// As the REST adapter reads them: `GetApplicationSyncWindows` (`canSync` and
+    /// `activeWindows` computed in each window's zone, windows without `timeZone`, as upstream's
+    /// `convertSyncWindows`; invalid windows are an error, "invalid sync windows"), and the
+    /// AppProject's windows with their zones when the token may read it.
     async fn sync_windows(&self, name: &str) -> Result<AppWindows> {
         let now = self.clock.now();
         let s = self.state.lock().expect("poisoned");
@@ -756,9 +778,29 @@ impl ArgoCd for InMemoryArgoCd {
             .apps
             .get(name)
             .ok_or_else(|| Error::not_found(format!("application {name}")))?;
+        let invalid = |e: window::InvalidWindow| {
+            Error::invalid(format!("application {name}: invalid sync windows: {e}"))
+        };
+        let can_sync = window::can_sync(&sim.windows, now, true).map_err(invalid)?;
+        let unzoned = |w: &SyncWindow| SyncWindow {
+            time_zone: None,
+            ..w.clone()
+        };
+        let mut active = Vec::new();
+        for w in &sim.windows {
+            if w.active_at(now).map_err(invalid)? {
+                active.push(unzoned(w));
+            }
+        }
+        let zoned = !s.projects_unreadable;
         Ok(AppWindows {
-            assigned: sim.windows.clone(),
-            can_sync: window::can_sync(&sim.windows, now, true).ok(),
+            assigned: if zoned {
+                sim.windows.clone()
+            } else {
+                sim.windows.iter().map(unzoned).collect()
+            },
+            zoned,
+            answer: Some(window::Answer { can_sync, active }),
         })
     }
 }

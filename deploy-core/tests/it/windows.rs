@@ -1,15 +1,201 @@
 //! Sync windows in the engine, on tokio's paused clock: a wave waits for its windows within
 //! `window_wait`, a run refuses before its first write, and a window that closes mid-run
-//! halts it before the blocked wave without rolling back what it deployed.
+//! halts it before the blocked wave without rolling back what it deployed. Windows in a time
+//! zone are Argo CD's to judge (the in-memory Argo CD answers as the REST API does: `canSync`
+//! in the zone, windows without it unless the AppProject may be read).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::engine::{AppState, EngineError, Event, RunOptions};
-use deploy_core::port::{AuditLog, Health, SyncWindow, WindowKind};
+use deploy_core::port::{AuditLog, Clock, Health, SyncWindow, TokioClock, WindowKind};
 use deploy_core::trail::Outcome;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::support::{Fixture, T1, T2};
+
+/// A deny window of every Application it is given to: `schedule` for `duration` in `zone`.
+fn deny_in(zone: &str, schedule: &str, duration: &str) -> SyncWindow {
+    SyncWindow {
+        time_zone: Some(zone.into()),
+        schedule: schedule.into(),
+        ..deny_from(Timestamp::UNIX_EPOCH, duration)
+    }
+}
+
+/// The world with its clock at `at`; `window` on wave 1's Application; the AppProject
+/// readable or not.
+async fn zoned_world(at: &str, window: SyncWindow, project_readable: bool) -> (Fixture, String) {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new(at.parse().unwrap()));
+    let f = Fixture::with_staging_at_t2_on(clock).await;
+    let app = f.app_name("prod", "us-west-2");
+    f.world.argocd.set_sync_windows(&app, vec![window]);
+    f.world.argocd.set_projects_unreadable(!project_readable);
+    (f, app)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zoned_deny_not_active_in_its_zone_does_not_refuse_though_it_would_be_in_utc() {
+    // 19:10 UTC is 00:40 in Kolkata (UTC+05:30) and 11:10 in Los Angeles (UTC-08:00): a
+    // deny at 19:00 for an hour there is not active, read in UTC it would be.
+    for zone in ["Asia/Kolkata", "America/Los_Angeles"] {
+        for readable in [true, false] {
+            let (f, _) = zoned_world(
+                "2026-12-01T19:10:00Z",
+                deny_in(zone, "0 19 * * *", "1h"),
+                readable,
+            )
+            .await;
+            let (report, events) = f.promote(f.options("w-zone", None)).await;
+            let report = report.unwrap_or_else(|e| panic!("{zone} readable={readable}: {e}"));
+            assert_eq!(
+                report.outcome,
+                Outcome::Succeeded,
+                "{zone} readable={readable}: {}",
+                report.message
+            );
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, Event::WaveBlocked { .. })),
+                "{zone} readable={readable}"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zoned_deny_active_in_its_zone_refuses_and_says_until_when_if_the_project_says() {
+    // 19:00 for an hour is 13:30-14:30 UTC in Kolkata, 03:00-04:00 UTC in Los Angeles.
+    for (zone, now, until) in [
+        (
+            "Asia/Kolkata",
+            "2026-12-01T13:40:00Z",
+            "2026-12-01T14:30:00Z",
+        ),
+        (
+            "America/Los_Angeles",
+            "2026-12-02T03:10:00Z",
+            "2026-12-02T04:00:00Z",
+        ),
+    ] {
+        for readable in [true, false] {
+            let (f, app) = zoned_world(now, deny_in(zone, "0 19 * * *", "1h"), readable).await;
+            let before = format!("{:?}", f.world.argocd.state());
+            let (result, _) = f.promote(f.options("w-zone", None)).await;
+            let Err(EngineError::WindowBlocked(b)) = result else {
+                panic!("{zone} readable={readable}: expected WindowBlocked, got {result:?}");
+            };
+            assert_eq!(b.application, app);
+            if readable {
+                assert_eq!(b.until, Some(until.parse().unwrap()), "{zone}");
+                assert!(b.window.contains(zone) && !b.until_unknown, "{b}");
+            } else {
+                assert_eq!(b.until, None, "{zone}");
+                assert!(b.until_unknown, "{b}");
+                assert!(
+                    b.to_string()
+                        .contains("blocked by a sync window (deny \"0 19 * * *\" for 1h); Argo CD does not say until when"),
+                    "{b}"
+                );
+            }
+            assert_eq!(format!("{:?}", f.world.argocd.state()), before);
+            assert!(f.world.audit.records().await.unwrap().is_empty());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_project_a_blocked_wave_polls_argo_cd_within_window_wait() {
+    let (f, _) = zoned_world(
+        "2026-12-01T13:40:00Z",
+        deny_in("Asia/Kolkata", "0 19 * * *", "1h"),
+        false,
+    )
+    .await;
+    let opens: Timestamp = "2026-12-01T14:30:00Z".parse().unwrap();
+    let (report, events) = f
+        .promote(with_wait(
+            f.options("w-poll", None),
+            Duration::from_secs(3600),
+        ))
+        .await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let blocked = events
+        .iter()
+        .position(|e| {
+            matches!(e, Event::WaveBlocked { wave: 1, until: None, window, .. }
+                if window.contains("Argo CD does not say until when"))
+        })
+        .expect("a WaveBlocked event without a time");
+    let started = events
+        .iter()
+        .position(|e| matches!(e, Event::WaveStarted { wave: 1, .. }))
+        .unwrap();
+    assert!(blocked < started);
+    assert!(f.world.clock.now() >= opens);
+    // Within a window_wait that ends before the window, it halts instead, nothing changed.
+    let (f, _) = zoned_world(
+        "2026-12-01T13:40:00Z",
+        deny_in("Asia/Kolkata", "0 19 * * *", "1h"),
+        false,
+    )
+    .await;
+    let (report, _) = f
+        .promote(with_wait(
+            f.options("w-poll-2", None),
+            Duration::from_secs(600),
+        ))
+        .await;
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Halted, "{}", report.message);
+    assert!(
+        report.message.contains("Argo CD does not say until when"),
+        "{}",
+        report.message
+    );
+    assert!(f.prod_images().await.iter().all(|(_, t, _)| t == T1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn across_a_dst_change_the_wave_waits_as_long_as_argo_cd_blocks_it() {
+    // US spring forward (2026-03-08 02:00 PST → 03:00 PDT): 01:00-04:00 on the wall clock is
+    // 09:00-11:00 UTC, two hours. Fall back (2026-11-01 02:00 PDT → 01:00 PST): 01:00-03:00
+    // is 08:00-11:00 UTC, three hours.
+    for (now, schedule, duration) in [
+        ("2026-03-08T09:30:00Z", "0 1 8 3 *", "3h"),
+        ("2026-11-01T08:30:00Z", "0 1 1 11 *", "2h"),
+    ] {
+        let (f, _) = zoned_world(
+            now,
+            deny_in("America/Los_Angeles", schedule, duration),
+            true,
+        )
+        .await;
+        let opens: Timestamp = format!("{}11:00:00Z", &now[..11]).parse().unwrap();
+        let (report, events) = f
+            .promote(with_wait(
+                f.options("w-dst", None),
+                Duration::from_secs(4 * 3600),
+            ))
+            .await;
+        let report = report.unwrap();
+        assert_eq!(
+            report.outcome,
+            Outcome::Succeeded,
+            "{now}: {}",
+            report.message
+        );
+        assert!(
+            events.iter().any(
+                |e| matches!(e, Event::WaveBlocked { wave: 1, until: Some(u), .. } if *u == opens)
+            ),
+            "{now}: {events:?}"
+        );
+        assert!(f.world.clock.now() >= opens);
+    }
+}
 
 /// A deny window of every Application it is given to, active from `start` + 1 s for `duration`
 /// (a yearly schedule at `start`'s minute, UTC).

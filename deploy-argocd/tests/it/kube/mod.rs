@@ -5,6 +5,7 @@
 
 mod controller;
 mod fake;
+mod windows;
 
 use deploy_core::port::ArgoCdInventory as _;
 use std::collections::BTreeMap;
