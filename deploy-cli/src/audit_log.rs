@@ -6,10 +6,13 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use deploy_core::port::AuditLog;
-use deploy_core::trail::AuditRecord;
+use deploy_core::trail::{AuditRecord, Entry, Found, in_window};
 use deploy_core::{Error, Result};
+use jiff::Timestamp;
 
 /// Where the audit trail lives by default.
 pub fn default_path() -> Option<PathBuf> {
@@ -92,29 +95,71 @@ impl AuditLog for FileAuditLog {
         .map_err(|e| Error::invalid(format!("the audit writer panicked: {e}")))?
     }
 
-    async fn records(&self) -> Result<Vec<AuditRecord>> {
-        let text = match tokio::fs::read_to_string(&self.path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(&self.path, "reading", e)),
-        };
-        let mut out = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            match serde_json::from_str(line) {
-                Ok(r) => out.push(r),
-                // A damaged line (e.g. a crash mid-write) must not hide the others.
-                Err(e) => tracing::warn!(
-                    "{}:{}: skipping an unreadable audit record: {e}",
+    async fn list(
+        &self,
+        environment: Option<&str>,
+        since: Option<Timestamp>,
+        before: Option<Timestamp>,
+    ) -> Result<Found<Entry>> {
+        let (records, warnings) = self.parse().await?;
+        let mut items: Vec<Entry> = records
+            .into_iter()
+            .filter(|(_, r)| environment.is_none_or(|e| r.environment == e))
+            .map(|(line, r)| r.entry(line.to_string()))
+            .filter(|e| in_window(e, since, before))
+            .collect();
+        // Oldest first, as the contract says; lines are in the order they were appended.
+        items.sort_by_key(|e| e.at);
+        Ok(Found { items, warnings })
+    }
+
+    async fn read(&self, entries: &[Entry]) -> Result<Found<AuditRecord>> {
+        // The listing named the damaged lines already.
+        let (records, _) = self.parse().await?;
+        let mut by_line: HashMap<String, AuditRecord> = records
+            .into_iter()
+            .map(|(line, r)| (line.to_string(), r))
+            .collect();
+        let mut out = Found::default();
+        for e in entries {
+            match by_line.remove(&e.id) {
+                Some(r) => out.items.push(r),
+                None => out.warnings.push(format!(
+                    "{}:{}: no audit record there any more",
                     self.path.display(),
-                    i + 1
-                ),
+                    e.id
+                )),
             }
         }
         Ok(out)
+    }
+}
+
+impl FileAuditLog {
+    /// Every readable record with its line number (1-based), and a warning for each line
+    /// that is not a record (a crash mid-write, a hand edit): it costs only itself.
+    async fn parse(&self) -> Result<(Vec<(usize, AuditRecord)>, Vec<String>)> {
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(io_error(&self.path, "reading", e)),
+        };
+        let mut records = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str(line) {
+                Ok(r) => records.push((i + 1, r)),
+                Err(e) => warnings.push(format!(
+                    "{}:{}: skipping an unreadable audit record: {e}",
+                    self.path.display(),
+                    i + 1
+                )),
+            }
+        }
+        Ok((records, warnings))
     }
 }
 
@@ -145,6 +190,7 @@ mod tests {
             outcome: Outcome::Succeeded,
             message: "ok".into(),
             checks: vec![],
+            apps: vec![],
         }
     }
 
