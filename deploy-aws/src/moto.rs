@@ -262,6 +262,19 @@ pub async fn list_keys(endpoint: &str, bucket: &str) -> Vec<String> {
         .collect()
 }
 
+/// Writes `body` at `key` in `bucket` unconditionally, through a plain aws-sdk-s3 client
+/// independent of the code under test: another machine's record, or a damaged one.
+pub async fn put_object(endpoint: &str, bucket: &str, key: &str, body: Vec<u8>) {
+    s3_client(endpoint)
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PutObject {bucket}/{key}: {e:?}"));
+}
+
 fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deploy_aws::moto::{AwsFiles, Moto, create_bucket, list_keys};
+use deploy_aws::moto::{AwsFiles, Moto, create_bucket, list_keys, put_object};
 use deploy_aws::{S3StateOptions, S3Store};
 use deploy_core::Error;
 use deploy_core::config::S3Location;
@@ -382,19 +382,11 @@ async fn the_newest_runs_are_found_by_listing_and_read_one_get_each() {
 
     // A damaged record among the newest, and an object this tool did not write.
     let damaged = log.object_key(&records.last().unwrap().clone());
-    let client = plain_client(&moto.endpoint);
     for (key, body) in [
         (damaged.as_str(), "{not json"),
         ("deploy/prod/records/notes.txt", "hello"),
     ] {
-        client
-            .put_object()
-            .bucket(BUCKET)
-            .key(key)
-            .body(body.as_bytes().to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        put_object(&moto.endpoint, BUCKET, key, body.into()).await;
     }
     let got = trail::newest(&log, "prod", now, 10, |_| false)
         .await
@@ -416,23 +408,4 @@ async fn the_newest_runs_are_found_by_listing_and_read_one_get_each() {
         "{:?}",
         got.warnings
     );
-}
-
-/// A client of moto that is not the code under test, to damage the trail as a person or
-/// another tool might.
-fn plain_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-west-2"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "AKIDFIXTURE",
-            "secret",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
 }
