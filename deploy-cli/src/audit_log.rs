@@ -224,6 +224,70 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The same contract as the S3 trail: list by time and environment without the bodies
+    /// mattering, read the chosen lines, name a damaged line instead of failing; the newest
+    /// runs read one record each.
+    #[tokio::test]
+    async fn lists_reads_and_finds_the_newest_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileAuditLog::new(dir.path().join("audit.jsonl"));
+        let at = |s: i64| jiff::Timestamp::from_second(1_700_000_000 + s).unwrap();
+        for (run, start, env) in [("r1", 0, "prod"), ("s1", 5, "staging"), ("r2", 10, "prod")] {
+            let mut r = record(run);
+            r.environment = env.into();
+            r.started_at = at(start);
+            r.finished_at = at(start);
+            r.outcome = Outcome::Started;
+            log.append(&r).await.unwrap();
+            r.finished_at = at(start + 3);
+            r.outcome = Outcome::Succeeded;
+            log.append(&r).await.unwrap();
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(b"{broken\n")
+            .unwrap();
+
+        let listed = log.list(Some("prod"), Some(at(3)), None).await.unwrap();
+        let seen: Vec<(&str, bool)> = listed
+            .items
+            .iter()
+            .map(|e| (e.run_id.as_str(), e.started))
+            .collect();
+        assert_eq!(seen, [("r1", false), ("r2", true), ("r2", false)]);
+        assert_eq!(listed.warnings.len(), 1, "{:?}", listed.warnings);
+        assert!(
+            listed.warnings[0].contains("audit.jsonl:7"),
+            "{:?}",
+            listed.warnings
+        );
+        let before = log.list(Some("prod"), None, Some(at(3))).await.unwrap();
+        assert_eq!(before.items.len(), 1, "[since, before): r1's start only");
+
+        let read = log.read(&listed.items[1..]).await.unwrap();
+        assert_eq!(read.items.len(), 2);
+        assert!(
+            read.warnings.is_empty(),
+            "the listing named the damaged line"
+        );
+        let mut gone = listed.items[0].clone();
+        gone.id = "99".into();
+        assert_eq!(log.read(&[gone]).await.unwrap().warnings.len(), 1);
+
+        let newest = deploy_core::trail::newest(&log, "prod", at(20), 1, |_| false)
+            .await
+            .unwrap();
+        let runs: Vec<(&str, Outcome)> = newest
+            .items
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.outcome))
+            .collect();
+        assert_eq!(runs, [("r2", Outcome::Succeeded)]);
+        assert_eq!(newest.warnings.len(), 1, "the damaged line, once");
+    }
+
     #[tokio::test]
     async fn a_torn_last_line_costs_only_itself() {
         let dir = tempfile::tempdir().unwrap();
