@@ -108,8 +108,11 @@ const KEEP_UNTIMED: Duration = Duration::from_secs(15 * 60);
 /// without this every measurement would call SSO or STS again (N7).
 #[derive(Debug, Default)]
 pub(crate) struct CredentialsCache {
-    by_profile: Mutex<HashMap<Option<String>, Arc<tokio::sync::Mutex<Option<Kept>>>>>,
+    by_profile: Mutex<HashMap<Option<String>, Slot>>,
 }
+
+/// One profile's kept credentials; its lock is held while they are resolved.
+type Slot = Arc<tokio::sync::Mutex<Option<Kept>>>;
 
 #[derive(Debug, Clone)]
 struct Kept {
