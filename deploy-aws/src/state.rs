@@ -624,7 +624,7 @@ impl AuditLog for S3AuditLog {
         Ok(out)
     }
 
-    /// One `GetObject` per entry, [`READ_CONCURRENCY`] at a time; a record that cannot be
+    /// One `GetObject` per entry, 8 at a time; a record that cannot be
     /// read (a failed GET, a body that is not a record) costs only itself.
     async fn read(&self, entries: &[Entry]) -> Result<Found<AuditRecord>> {
         let keys: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
