@@ -197,7 +197,7 @@ const WINDOWS: [Duration; 4] = [
     Duration::from_secs(366 * 86_400),
 ];
 
-/// Records read at once while searching ([`newest`] with a condition).
+/// Records [`newest`] reads first (then twice as many each time).
 pub const BATCH: usize = 10;
 
 /// How many runs back a command searches the trail for a fact it only adds to what Argo CD
@@ -274,9 +274,10 @@ fn pick(entries: Vec<Entry>, since: Option<Timestamp>, runs: usize) -> Vec<Entry
 /// The records of the newest runs of `environment` (at most `runs`), oldest first: one per
 /// run, its end record (which repeats its start), or its first record when it has no end.
 ///
-/// Reads [`BATCH`] runs at a time, newest first, and stops as soon as `enough` says the
-/// records read so far (given newest first) answer the question (`|_| false`: read all
-/// `runs`). Records that cannot be read are skipped and named in the warnings.
+/// Reads [`BATCH`] runs first, then twice as many each time, newest first, and stops as soon
+/// as `enough` says the records read so far (given newest first) answer the question
+/// (`|_| false`: read all `runs`). Records that cannot be read are skipped and named in the
+/// warnings.
 pub async fn newest(
     log: &dyn AuditLog,
     environment: &str,
@@ -289,13 +290,20 @@ pub async fn newest(
         items: Vec::new(),
         warnings: listed.warnings,
     };
-    for batch in listed.items.chunks(BATCH) {
-        let got = log.read(batch).await?;
+    let mut rest = listed.items.as_slice();
+    let mut batch = BATCH;
+    while !rest.is_empty() {
+        let (now_read, later) = rest.split_at(batch.min(rest.len()));
+        let got = log.read(now_read).await?;
         out.items.extend(got.items);
         out.warnings.extend(got.warnings);
         if enough(&out.items) {
             break;
         }
+        rest = later;
+        // Doubling: a search that stops early reads at most twice what it needed, and a
+        // whole trail is read in a few large batches (concurrent inside the store).
+        batch = batch.saturating_mul(2);
     }
     out.items.reverse();
     Ok(out)
