@@ -14,6 +14,7 @@ use futures::StreamExt as _;
 use jiff::Timestamp;
 
 use crate::e2e::{PROMOTE, Replication, STATE_BUCKET, WAVE1_APP, World, json_args, wait_until};
+use crate::support::{FIRST, SECOND, Sandbox};
 
 /// Runs (two records each) seeded for the history measurement.
 const RUNS: u64 = 1000;
@@ -203,4 +204,32 @@ async fn a_promotion_whose_end_record_cannot_be_written_exits_1() {
             .is_some_and(|m| m.contains("could NOT be written")),
         "{result:#}"
     );
+}
+
+/// `rollback --to` a release the trail recorded takes its digests from the trail (read from
+/// its newest runs, not all of it): gate 2 says so in the plan.
+#[test]
+fn rollback_to_a_recorded_release_uses_its_recorded_digests() {
+    let s = Sandbox::new();
+    s.wait_staging_healthy(SECOND);
+    s.json(&["promote", "--env", "prod", "--yes"])
+        .expect_code(0);
+    s.json(&["rollback", "--env", "prod", "--yes"])
+        .expect_code(0);
+    s.assert_runs("prod", FIRST);
+    let run = s.json(&["rollback", "--env", "prod", "--to", SECOND, "--dry-run"]);
+    run.expect_code(0);
+    let plan = &run.result()["plan"];
+    let gate = plan["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .find(|g| g["name"] == "source_complete")
+        .expect("gate 2")
+        .clone();
+    assert_eq!(
+        gate["summary"], "digests recorded in the audit trail",
+        "{plan:#}"
+    );
+    assert_eq!(plan["release"]["tag"], SECOND);
 }
