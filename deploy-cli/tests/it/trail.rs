@@ -233,3 +233,59 @@ fn rollback_to_a_recorded_release_uses_its_recorded_digests() {
     );
     assert_eq!(plan["release"]["tag"], SECOND);
 }
+
+/// `status` reads no record while every Application says who promoted it; when one lost its
+/// annotations (an ApplicationSet without preservedFields), it reads the newest runs until
+/// that cluster is found: one GET here, never the whole trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_the_trail_only_for_a_cluster_without_annotations() {
+    let Some(world) = World::start(Replication::Complete).await else {
+        return;
+    };
+    world.use_s3_state().await;
+    world.run(&json_args(&PROMOTE)).await.expect_code(0);
+    let bill = |seen: &[String]| {
+        let lists = seen.iter().filter(|r| r.contains("list-type=2")).count();
+        let gets = seen
+            .iter()
+            .filter(|r| r.starts_with(&format!("GET /{STATE_BUCKET}/deploy/prod/records/")))
+            .count();
+        (lists, gets)
+    };
+    let promoted_by = |run: &crate::support::Run, cluster: &str| {
+        run.lines()
+            .iter()
+            .find(|l| l["type"] == "application" && l["data"]["cluster"] == cluster)
+            .map(|l| l["data"]["promoted_by"].clone())
+            .expect("the cluster's row")
+    };
+
+    let before = world.prod_moto.requests().await.len();
+    let run = world.run(&json_args(&["status", "--env", "prod"])).await;
+    let requests = world.prod_moto.requests().await;
+    run.expect_code(0);
+    assert_eq!(
+        bill(&requests[before..]),
+        (0, 0),
+        "the annotations say it all"
+    );
+
+    world.argo.edit("myapp-prod-eu-west-1", |app| {
+        app["metadata"]["annotations"]
+            .as_object_mut()
+            .expect("annotations")
+            .remove("deploy/promoted-by");
+    });
+    let before = requests.len();
+    let run = world.run(&json_args(&["status", "--env", "prod"])).await;
+    let requests = world.prod_moto.requests().await;
+    run.expect_code(0);
+    let (lists, gets) = bill(&requests[before..]);
+    assert_eq!(gets, 1, "the one run's end record");
+    assert!(lists <= 5, "at most one listing per window: {lists}");
+    let by = promoted_by(&run, "eu-west-1");
+    assert!(
+        by.as_str().is_some_and(|b| b.starts_with("e2e")),
+        "from the trail: {by}"
+    );
+}
