@@ -38,6 +38,8 @@ pub struct Moto {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// The request lines of moto's access log, as its stderr gives them.
+    log: std::sync::Mutex<(mpsc::Receiver<String>, Vec<String>)>,
 }
 
 impl Moto {
@@ -73,6 +75,7 @@ impl Moto {
             // bound; a thread reads it (and keeps draining stderr so moto never blocks).
             let stderr = child.stderr.take().expect("piped stderr");
             let (tx, rx) = mpsc::channel();
+            let (log_tx, log_rx) = mpsc::channel();
             std::thread::spawn(move || {
                 let mut tx = Some(tx);
                 let mut seen = String::new();
@@ -84,6 +87,9 @@ impl Moto {
                     } else if tx.is_some() {
                         seen.push_str(&line);
                         seen.push('\n');
+                    } else if let Some(request) = line.split('"').nth(1) {
+                        // werkzeug's access log: `127.0.0.1 - - [date] "GET /path HTTP/1.1" 200 -`.
+                        let _ = log_tx.send(request.to_owned());
                     }
                 }
                 if let Some(tx) = tx {
@@ -91,7 +97,13 @@ impl Moto {
                 }
             });
             match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(Ok(endpoint)) => return Ok(Moto { child, endpoint }),
+                Ok(Ok(endpoint)) => {
+                    return Ok(Moto {
+                        child,
+                        endpoint,
+                        log: std::sync::Mutex::new((log_rx, Vec::new())),
+                    });
+                }
                 Ok(Err(output)) => tried.push(format!("{program}: exited: {}", output.trim())),
                 Err(e) => tried.push(format!("{program}: no answer within 60 s ({e})")),
             }
@@ -106,6 +118,41 @@ impl Moto {
             panic!("{message}");
         }
         Err(Unavailable(message))
+    }
+}
+
+impl Moto {
+    /// Every request moto has answered so far, as its access log gives it
+    /// (`GET /bucket/key HTTP/1.1`), oldest first: what a test counts to measure the cost of
+    /// a command. A marker request of its own (left out) makes sure every earlier line was
+    /// read.
+    pub async fn requests(&self) -> Vec<String> {
+        static MARKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mark = format!(
+            "deploy-log-mark-{}",
+            MARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        // A bucket that does not exist: moto answers 404 and logs the line.
+        let _ = s3_client(&self.endpoint)
+            .head_bucket()
+            .bucket(&mark)
+            .send()
+            .await;
+        let mut log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (rx, seen) = &mut *log;
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("moto logs the marker request");
+            if line.contains(&mark) {
+                break;
+            }
+            seen.push(line);
+        }
+        seen.clone()
     }
 }
 
@@ -213,6 +260,19 @@ pub async fn list_keys(endpoint: &str, bucket: &str) -> Vec<String> {
         .iter()
         .filter_map(|o| o.key().map(str::to_owned))
         .collect()
+}
+
+/// Writes `body` at `key` in `bucket` unconditionally, through a plain aws-sdk-s3 client
+/// independent of the code under test: another machine's record, or a damaged one.
+pub async fn put_object(endpoint: &str, bucket: &str, key: &str, body: Vec<u8>) {
+    s3_client(endpoint)
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PutObject {bucket}/{key}: {e:?}"));
 }
 
 fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {

@@ -25,9 +25,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_types::service_config::ServiceConfigKey;
 use deploy_core::config::S3Location;
 use deploy_core::port::{AuditLog, Clock, Lease, Lock};
-use deploy_core::trail::{AuditRecord, Outcome};
+use deploy_core::trail::{AuditRecord, Entry, Found, Outcome};
 use deploy_core::{Error, Result};
 use futures::StreamExt as _;
+use jiff::Timestamp;
 
 use crate::errors::{Failure, chain};
 use crate::{EcrOptions, SdkConfigs};
@@ -219,14 +220,22 @@ impl S3Store {
         }
     }
 
-    /// Every key under `prefix`, in order.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    /// The keys under `prefix` after `start_after` (all when `None`), in order, as far as
+    /// `stop_at`: paging ends at the first page that reaches it (keys from there on are
+    /// dropped), so a reader of a recent slice never lists the rest.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        stop_at: Option<&str>,
+    ) -> Result<Vec<String>> {
         let call = self.call("ListObjectsV2", prefix);
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.location.bucket)
             .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
             .into_paginator()
             .send();
         let mut keys = Vec::new();
@@ -237,8 +246,16 @@ impl S3Store {
                     .iter()
                     .filter_map(|o| o.key().map(str::to_owned)),
             );
+            if let (Some(stop), Some(last)) = (stop_at, keys.last())
+                && last.as_str() >= stop
+            {
+                break;
+            }
         }
         keys.sort();
+        if let Some(stop) = stop_at {
+            keys.retain(|k| k.as_str() < stop);
+        }
         Ok(keys)
     }
 }
@@ -473,6 +490,9 @@ pub struct S3AuditLog {
 /// Records read at once.
 const READ_CONCURRENCY: usize = 8;
 
+/// The time in a record's key: fixed-width UTC, so that keys sort by time.
+const KEY_TIME: &str = "%Y%m%dT%H%M%S.%9fZ";
+
 impl S3AuditLog {
     fn records_prefix(&self) -> String {
         self.store.location.key(&self.environment, "records/")
@@ -499,8 +519,49 @@ impl S3AuditLog {
         format!(
             "{}{}-{run}-{which}.json",
             self.records_prefix(),
-            at.strftime("%Y%m%dT%H%M%S.%9fZ")
+            at.strftime(KEY_TIME)
         )
+    }
+
+    /// The listing's bound for time `at`: every key written before `at` sorts before it,
+    /// every key written at or after it sorts after it.
+    fn time_bound(&self, at: Timestamp) -> String {
+        format!("{}{}", self.records_prefix(), at.strftime(KEY_TIME))
+    }
+
+    /// What the key of a record says (see [`S3AuditLog::object_key`]); `None` for a key
+    /// this tool did not write.
+    fn parse_key(&self, key: &str) -> Option<Entry> {
+        let name = key
+            .strip_prefix(&self.records_prefix())?
+            .strip_suffix(".json")?;
+        let (time, rest) = (name.get(..26)?, name.get(26..)?);
+        let rfc3339 = format!(
+            "{}-{}-{}T{}:{}:{}",
+            time.get(..4)?,
+            time.get(4..6)?,
+            time.get(6..8)?,
+            time.get(9..11)?,
+            time.get(11..13)?,
+            time.get(13..)?
+        );
+        let at: Timestamp = rfc3339.parse().ok()?;
+        let (run, which) = rest.strip_prefix('-')?.rsplit_once('-')?;
+        let started = match which {
+            "started" => true,
+            "end" => false,
+            _ => return None,
+        };
+        (!run.is_empty()).then(|| Entry {
+            id: key.to_owned(),
+            run_id: run.to_owned(),
+            at,
+            started,
+        })
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.store.location.bucket)
     }
 }
 
@@ -522,8 +583,8 @@ impl AuditLog for S3AuditLog {
                     Some((existing, _)) if existing == body => Ok(()),
                     _ => Err(Error::Conflict {
                         what: format!(
-                            "audit record s3://{}/{key} (another record has its key)",
-                            self.store.location.bucket
+                            "audit record {} (another record has its key)",
+                            self.url(&key)
                         ),
                     }),
                 }
@@ -531,8 +592,42 @@ impl AuditLog for S3AuditLog {
         }
     }
 
-    async fn records(&self) -> Result<Vec<AuditRecord>> {
-        let keys = self.store.list(&self.records_prefix()).await?;
+    /// One `ListObjectsV2` per 1,000 keys of the window, starting after `since`'s key and
+    /// stopping at `before`'s: the keys alone say when, which run and which record.
+    async fn list(
+        &self,
+        environment: Option<&str>,
+        since: Option<Timestamp>,
+        before: Option<Timestamp>,
+    ) -> Result<Found<Entry>> {
+        if environment.is_some_and(|e| e != self.environment) {
+            return Ok(Found::default());
+        }
+        let keys = self
+            .store
+            .list(
+                &self.records_prefix(),
+                since.map(|s| self.time_bound(s)).as_deref(),
+                before.map(|b| self.time_bound(b)).as_deref(),
+            )
+            .await?;
+        let mut out = Found::default();
+        for key in keys {
+            match self.parse_key(&key) {
+                Some(entry) => out.items.push(entry),
+                None => out.warnings.push(format!(
+                    "{}: skipping an object that is not an audit record of this tool (its key does not say time, run and record)",
+                    self.url(&key)
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One `GetObject` per entry, 8 at a time; a record that cannot be
+    /// read (a failed GET, a body that is not a record) costs only itself.
+    async fn read(&self, entries: &[Entry]) -> Result<Found<AuditRecord>> {
+        let keys: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let bodies: Vec<(String, Result<Option<(Vec<u8>, String)>>)> = futures::stream::iter(keys)
             .map(|key| async move {
                 let got = self.store.get(&key).await;
@@ -541,17 +636,23 @@ impl AuditLog for S3AuditLog {
             .buffered(READ_CONCURRENCY)
             .collect()
             .await;
-        let mut out = Vec::with_capacity(bodies.len());
+        let mut out = Found::default();
         for (key, got) in bodies {
-            let Some((bytes, _)) = got? else { continue };
-            match serde_json::from_slice(&bytes) {
-                Ok(r) => out.push(r),
-                // A record written by something else must not hide the others.
-                Err(e) => tracing::warn!(
-                    "s3://{}/{key}: skipping an unreadable audit record: {e}",
-                    self.store.location.bucket
-                ),
-            }
+            let problem = match got {
+                Ok(Some((bytes, _))) => match serde_json::from_slice(&bytes) {
+                    Ok(record) => {
+                        out.items.push(record);
+                        continue;
+                    }
+                    Err(e) => format!("it is not an audit record: {e}"),
+                },
+                Ok(None) => "it is gone".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            out.warnings.push(format!(
+                "{}: skipping an unreadable audit record: {problem}",
+                self.url(&key)
+            ));
         }
         Ok(out)
     }

@@ -6,10 +6,13 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use deploy_core::port::AuditLog;
-use deploy_core::trail::AuditRecord;
+use deploy_core::trail::{AuditRecord, Entry, Found, in_window};
 use deploy_core::{Error, Result};
+use jiff::Timestamp;
 
 /// Where the audit trail lives by default.
 pub fn default_path() -> Option<PathBuf> {
@@ -92,29 +95,71 @@ impl AuditLog for FileAuditLog {
         .map_err(|e| Error::invalid(format!("the audit writer panicked: {e}")))?
     }
 
-    async fn records(&self) -> Result<Vec<AuditRecord>> {
-        let text = match tokio::fs::read_to_string(&self.path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(&self.path, "reading", e)),
-        };
-        let mut out = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            match serde_json::from_str(line) {
-                Ok(r) => out.push(r),
-                // A damaged line (e.g. a crash mid-write) must not hide the others.
-                Err(e) => tracing::warn!(
-                    "{}:{}: skipping an unreadable audit record: {e}",
+    async fn list(
+        &self,
+        environment: Option<&str>,
+        since: Option<Timestamp>,
+        before: Option<Timestamp>,
+    ) -> Result<Found<Entry>> {
+        let (records, warnings) = self.parse().await?;
+        let mut items: Vec<Entry> = records
+            .into_iter()
+            .filter(|(_, r)| environment.is_none_or(|e| r.environment == e))
+            .map(|(line, r)| r.entry(line.to_string()))
+            .filter(|e| in_window(e, since, before))
+            .collect();
+        // Oldest first, as the contract says; lines are in the order they were appended.
+        items.sort_by_key(|e| e.at);
+        Ok(Found { items, warnings })
+    }
+
+    async fn read(&self, entries: &[Entry]) -> Result<Found<AuditRecord>> {
+        // The listing named the damaged lines already.
+        let (records, _) = self.parse().await?;
+        let mut by_line: HashMap<String, AuditRecord> = records
+            .into_iter()
+            .map(|(line, r)| (line.to_string(), r))
+            .collect();
+        let mut out = Found::default();
+        for e in entries {
+            match by_line.remove(&e.id) {
+                Some(r) => out.items.push(r),
+                None => out.warnings.push(format!(
+                    "{}:{}: no audit record there any more",
                     self.path.display(),
-                    i + 1
-                ),
+                    e.id
+                )),
             }
         }
         Ok(out)
+    }
+}
+
+impl FileAuditLog {
+    /// Every readable record with its line number (1-based), and a warning for each line
+    /// that is not a record (a crash mid-write, a hand edit): it costs only itself.
+    async fn parse(&self) -> Result<(Vec<(usize, AuditRecord)>, Vec<String>)> {
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(io_error(&self.path, "reading", e)),
+        };
+        let mut records = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str(line) {
+                Ok(r) => records.push((i + 1, r)),
+                Err(e) => warnings.push(format!(
+                    "{}:{}: skipping an unreadable audit record: {e}",
+                    self.path.display(),
+                    i + 1
+                )),
+            }
+        }
+        Ok((records, warnings))
     }
 }
 
@@ -145,6 +190,7 @@ mod tests {
             outcome: Outcome::Succeeded,
             message: "ok".into(),
             checks: vec![],
+            apps: vec![],
         }
     }
 
@@ -176,6 +222,70 @@ mod tests {
             "the damaged line stays: nothing is rewritten"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The same contract as the S3 trail: list by time and environment without the bodies
+    /// mattering, read the chosen lines, name a damaged line instead of failing; the newest
+    /// runs read one record each.
+    #[tokio::test]
+    async fn lists_reads_and_finds_the_newest_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileAuditLog::new(dir.path().join("audit.jsonl"));
+        let at = |s: i64| jiff::Timestamp::from_second(1_700_000_000 + s).unwrap();
+        for (run, start, env) in [("r1", 0, "prod"), ("s1", 5, "staging"), ("r2", 10, "prod")] {
+            let mut r = record(run);
+            r.environment = env.into();
+            r.started_at = at(start);
+            r.finished_at = at(start);
+            r.outcome = Outcome::Started;
+            log.append(&r).await.unwrap();
+            r.finished_at = at(start + 3);
+            r.outcome = Outcome::Succeeded;
+            log.append(&r).await.unwrap();
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(b"{broken\n")
+            .unwrap();
+
+        let listed = log.list(Some("prod"), Some(at(3)), None).await.unwrap();
+        let seen: Vec<(&str, bool)> = listed
+            .items
+            .iter()
+            .map(|e| (e.run_id.as_str(), e.started))
+            .collect();
+        assert_eq!(seen, [("r1", false), ("r2", true), ("r2", false)]);
+        assert_eq!(listed.warnings.len(), 1, "{:?}", listed.warnings);
+        assert!(
+            listed.warnings[0].contains("audit.jsonl:7"),
+            "{:?}",
+            listed.warnings
+        );
+        let before = log.list(Some("prod"), None, Some(at(3))).await.unwrap();
+        assert_eq!(before.items.len(), 1, "[since, before): r1's start only");
+
+        let read = log.read(&listed.items[1..]).await.unwrap();
+        assert_eq!(read.items.len(), 2);
+        assert!(
+            read.warnings.is_empty(),
+            "the listing named the damaged line"
+        );
+        let mut gone = listed.items[0].clone();
+        gone.id = "99".into();
+        assert_eq!(log.read(&[gone]).await.unwrap().warnings.len(), 1);
+
+        let newest = deploy_core::trail::newest(&log, "prod", at(20), 1, |_| false)
+            .await
+            .unwrap();
+        let runs: Vec<(&str, Outcome)> = newest
+            .items
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.outcome))
+            .collect();
+        assert_eq!(runs, [("r2", Outcome::Succeeded)]);
+        assert_eq!(newest.warnings.len(), 1, "the damaged line, once");
     }
 
     #[tokio::test]

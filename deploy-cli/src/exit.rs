@@ -49,6 +49,15 @@ impl Exit {
         }
     }
 
+    /// The exit code of a run's report: its outcome's, except that a run whose end record
+    /// could not be written never exits 0 (the operation's record failed).
+    pub fn of_report(report: &deploy_core::engine::RunReport) -> Self {
+        match Self::of_outcome(report.outcome) {
+            Self::Success if report.record_error.is_some() => Self::Failed,
+            code => code,
+        }
+    }
+
     /// The exit code of an error that ended the command.
     pub fn of_error(e: &anyhow::Error) -> Self {
         if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some() {

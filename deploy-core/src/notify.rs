@@ -362,6 +362,7 @@ mod tests {
                     elapsed_ms: 1,
                 })
                 .collect(),
+            record_error: None,
         }
     }
 

@@ -471,13 +471,40 @@ pub trait Lock: Send + Sync + Debug {
 // ---------------------------------------------------------------- audit
 
 /// Appends and reads audit records; records are never rewritten.
+///
+/// Reading is in two steps so that a command pays only for what it shows: [`AuditLog::list`]
+/// says which records exist (from a listing, no body read) and [`AuditLog::read`] reads the
+/// chosen ones. [`crate::trail::newest`] combines them. A record that cannot be read is
+/// skipped and named in [`crate::trail::Found::warnings`]; only a store that cannot be
+/// reached at all is an error.
 #[async_trait]
 pub trait AuditLog: Send + Sync + Debug {
     /// Appends one record.
     async fn append(&self, record: &crate::trail::AuditRecord) -> Result<()>;
 
-    /// Every record, oldest first.
-    async fn records(&self) -> Result<Vec<crate::trail::AuditRecord>>;
+    /// The records of `environment` (`None`: every environment this store keeps) written at
+    /// or after `since` and before `before` (no bound when `None`), oldest first, without
+    /// reading their bodies.
+    async fn list(
+        &self,
+        environment: Option<&str>,
+        since: Option<Timestamp>,
+        before: Option<Timestamp>,
+    ) -> Result<crate::trail::Found<crate::trail::Entry>>;
+
+    /// The records of `entries`, in their order; one that cannot be read (gone, damaged) is
+    /// skipped with a warning.
+    async fn read(
+        &self,
+        entries: &[crate::trail::Entry],
+    ) -> Result<crate::trail::Found<crate::trail::AuditRecord>>;
+
+    /// Every record, oldest first: a whole-trail read, one body per record, for tests and
+    /// exports (commands read what they show, through [`crate::trail::newest`]).
+    async fn records(&self) -> Result<Vec<crate::trail::AuditRecord>> {
+        let listed = self.list(None, None, None).await?;
+        Ok(self.read(&listed.items).await?.items)
+    }
 }
 
 /// Wall-clock time, injected so tests run on tokio's paused clock.

@@ -1,11 +1,22 @@
-//! The audit trail: one record per promotion or rollback (who, what, where, when, outcome).
+//! The audit trail: two records per promotion or rollback (who, what, where, when, outcome,
+//! and where each cluster was left), and how a command reads the newest of them without
+//! reading the whole trail ([`newest`]).
+//!
+//! A store lists its records cheaply (an S3 listing carries each record's time, run and kind
+//! in its key) and reads each body at a cost (one GET). So a reader lists back from now in
+//! widening windows until it has seen enough runs, then reads one record per run, newest
+//! first, and only as many as it needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::AppReport;
+use crate::error::Result;
 use crate::model::Release;
+use crate::port::AuditLog;
 
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +108,34 @@ pub struct AuditRecord {
     /// Every check measurement of the run, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::engine::check::Measurement>,
+    /// Where each Application was left at the end, in wave order: deployed, skipped, rolled
+    /// back, or a rollback that did not complete (with why). Empty in a run's first record,
+    /// and in records written before this field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppReport>,
+}
+
+impl AuditRecord {
+    /// This record as a listing shows it, kept at `id`: its time is its run's start for the
+    /// first record, its end for the other.
+    pub fn entry(&self, id: impl Into<String>) -> Entry {
+        let started = self.outcome == Outcome::Started;
+        Entry {
+            id: id.into(),
+            run_id: self.run_id.clone(),
+            at: if started {
+                self.started_at
+            } else {
+                self.finished_at
+            },
+            started,
+        }
+    }
+}
+
+/// Whether `entry` is in `[since, before)`.
+pub fn in_window(entry: &Entry, since: Option<Timestamp>, before: Option<Timestamp>) -> bool {
+    since.is_none_or(|s| entry.at >= s) && before.is_none_or(|b| entry.at < b)
 }
 
 impl std::fmt::Display for Outcome {
@@ -113,6 +152,161 @@ impl std::fmt::Display for Outcome {
             Self::Halted => "halted",
         })
     }
+}
+
+// ---------------------------------------------------------------- reading
+
+/// One record as a store lists it, before its body is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Where the store keeps it (an S3 key, a line number), for [`AuditLog::read`].
+    pub id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// When it was written: its run's start, or its end.
+    pub at: Timestamp,
+    /// The run's first record (else its end).
+    pub started: bool,
+}
+
+/// What a store gave, and what it skipped: one line each, for the caller to show (a damaged
+/// record costs only itself, never the command).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found<T> {
+    /// What was read, in the order asked for (a listing: oldest first).
+    pub items: Vec<T>,
+    /// What could not be read, and why.
+    pub warnings: Vec<String>,
+}
+
+impl<T> Default for Found<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// How far back a listing looks, widening until it has seen enough runs; then the whole
+/// trail. Most runs are recent, so the newest few are found in a day's or a week's keys.
+const WINDOWS: [Duration; 4] = [
+    Duration::from_secs(86_400),
+    Duration::from_secs(7 * 86_400),
+    Duration::from_secs(30 * 86_400),
+    Duration::from_secs(366 * 86_400),
+];
+
+/// Records [`newest`] reads first (then twice as many each time).
+pub const BATCH: usize = 10;
+
+/// How many runs back a command searches the trail for a fact it only adds to what Argo CD
+/// says (who promoted a cluster for `status`, a release's digests for `rollback`): the runs
+/// of a few months for most teams, and at most this many reads.
+pub const SEARCH_RUNS: usize = 100;
+
+/// The newest `runs` runs of `environment` as a listing shows them, newest first (by start,
+/// then run id): for each, its end record's entry, or its first record's when it has no end.
+/// Lists back from `now` in widening windows until `runs` runs have started inside the
+/// window (a run with only its end there started before it), else the whole trail.
+pub async fn newest_entries(
+    log: &dyn AuditLog,
+    environment: &str,
+    now: Timestamp,
+    runs: usize,
+) -> Result<Found<Entry>> {
+    let mut listed = Found::default();
+    let mut before: Option<Timestamp> = None;
+    let windows = WINDOWS
+        .iter()
+        .map(|w| now.checked_sub(*w).ok())
+        .chain([None]);
+    let mut since = None;
+    for window in windows {
+        since = window;
+        let got = log.list(Some(environment), since, before).await?;
+        listed.items.extend(got.items);
+        listed.warnings.extend(got.warnings);
+        let started = listed.items.iter().filter(|e| e.started).count();
+        if started >= runs || since.is_none() {
+            break;
+        }
+        before = since;
+    }
+    Ok(Found {
+        items: pick(listed.items, since, runs),
+        warnings: listed.warnings,
+    })
+}
+
+/// One entry per run, the newest `runs` runs first. A run whose first record was not listed
+/// started before `since` (the oldest time listed), so it ranks no newer than that.
+fn pick(entries: Vec<Entry>, since: Option<Timestamp>, runs: usize) -> Vec<Entry> {
+    let mut by_run: HashMap<String, (Option<Entry>, Option<Entry>)> = HashMap::new();
+    for e in entries {
+        let slot = by_run.entry(e.run_id.clone()).or_default();
+        let (first, end) = slot;
+        if e.started {
+            if first.as_ref().is_none_or(|f| e.at < f.at) {
+                *first = Some(e);
+            }
+        } else if end.as_ref().is_none_or(|x| e.at >= x.at) {
+            *end = Some(e);
+        }
+    }
+    let mut chosen: Vec<(Timestamp, Entry)> = by_run
+        .into_values()
+        .filter_map(|(first, end)| {
+            let start = match (&first, &end, since) {
+                (Some(f), _, _) => f.at,
+                (None, Some(e), Some(s)) => e.at.min(s),
+                (None, Some(e), None) => e.at,
+                (None, None, _) => return None,
+            };
+            Some((start, end.or(first)?))
+        })
+        .collect();
+    chosen.sort_by(|(a, x), (b, y)| b.cmp(a).then_with(|| y.run_id.cmp(&x.run_id)));
+    chosen.truncate(runs);
+    chosen.into_iter().map(|(_, e)| e).collect()
+}
+
+/// The records of the newest runs of `environment` (at most `runs`), oldest first: one per
+/// run, its end record (which repeats its start), or its first record when it has no end.
+///
+/// Reads [`BATCH`] runs first, then twice as many each time, newest first, and stops as soon
+/// as `enough` says the records read so far (given newest first) answer the question
+/// (`|_| false`: read all `runs`). Records that cannot be read are skipped and named in the
+/// warnings.
+pub async fn newest(
+    log: &dyn AuditLog,
+    environment: &str,
+    now: Timestamp,
+    runs: usize,
+    mut enough: impl FnMut(&[AuditRecord]) -> bool,
+) -> Result<Found<AuditRecord>> {
+    let listed = newest_entries(log, environment, now, runs).await?;
+    let mut out = Found {
+        items: Vec::new(),
+        warnings: listed.warnings,
+    };
+    let mut rest = listed.items.as_slice();
+    let mut batch = BATCH;
+    while !rest.is_empty() {
+        let (now_read, later) = rest.split_at(batch.min(rest.len()));
+        let got = log.read(now_read).await?;
+        out.items.extend(got.items);
+        out.warnings.extend(got.warnings);
+        if enough(&out.items) {
+            break;
+        }
+        rest = later;
+        // Doubling: a search that stops early reads at most twice what it needed, and a
+        // whole trail is read in a few large batches (concurrent inside the store).
+        batch = batch.saturating_mul(2);
+    }
+    out.items.reverse();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -132,5 +326,172 @@ mod tests {
             assert_eq!(outcome.to_string(), expect);
             assert_eq!(serde_json::to_value(outcome).unwrap(), expect);
         }
+    }
+}
+
+#[cfg(test)]
+mod reading {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::memory::InMemoryAuditLog;
+    use crate::model::Tag;
+
+    /// A log that counts what it is asked, like a bill of S3 requests.
+    #[derive(Debug, Default)]
+    struct Counting {
+        log: InMemoryAuditLog,
+        lists: AtomicUsize,
+        reads: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl AuditLog for Counting {
+        async fn append(&self, record: &AuditRecord) -> Result<()> {
+            self.log.append(record).await
+        }
+        async fn list(
+            &self,
+            environment: Option<&str>,
+            since: Option<Timestamp>,
+            before: Option<Timestamp>,
+        ) -> Result<Found<Entry>> {
+            self.lists.fetch_add(1, Ordering::Relaxed);
+            self.log.list(environment, since, before).await
+        }
+        async fn read(&self, entries: &[Entry]) -> Result<Found<AuditRecord>> {
+            self.reads.fetch_add(entries.len(), Ordering::Relaxed);
+            self.log.read(entries).await
+        }
+    }
+
+    const HOUR: i64 = 3600;
+    const NOW: i64 = 1_800_000_000;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
+    fn record(run: &str, start: i64, end: Option<i64>, tag: &str) -> AuditRecord {
+        AuditRecord {
+            run_id: run.into(),
+            kind: RunKind::Promote,
+            environment: "prod".into(),
+            actor: Actor::default(),
+            release: Release {
+                tag: Tag::new(tag).unwrap(),
+                digests: BTreeMap::new(),
+            },
+            previous: BTreeMap::new(),
+            changed: vec![],
+            skipped: vec![],
+            started_at: at(start),
+            finished_at: at(end.unwrap_or(start)),
+            outcome: if end.is_some() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Started
+            },
+            message: String::new(),
+            checks: vec![],
+            apps: vec![],
+        }
+    }
+
+    /// Appends a run's records: its start, and its end when it has one.
+    async fn run(log: &Counting, id: &str, start: i64, end: Option<i64>, tag: &str) {
+        log.append(&record(id, start, None, tag)).await.unwrap();
+        if end.is_some() {
+            log.append(&record(id, start, end, tag)).await.unwrap();
+        }
+    }
+
+    fn runs(read: &Found<AuditRecord>) -> Vec<(&str, Outcome)> {
+        read.items
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.outcome))
+            .collect()
+    }
+
+    /// 1,000 runs an hour apart (2,000 records): the newest 3 cost one listing of the last
+    /// day and one read per run; another environment's runs are not counted.
+    #[tokio::test]
+    async fn the_newest_runs_cost_a_recent_listing_and_one_read_each() {
+        let log = Counting::default();
+        for i in 0..1000_i64 {
+            let start = NOW - (1000 - i) * HOUR;
+            run(&log, &format!("r{i:04}"), start, Some(start + 60), "v1").await;
+        }
+        let mut other = record("s1", NOW - 60, Some(NOW - 30), "v1");
+        other.environment = "staging".into();
+        log.append(&other).await.unwrap();
+        // The newest run was killed: only its first record.
+        run(&log, "r1000", NOW - 10, None, "v1").await;
+
+        let got = newest(&log, "prod", at(NOW), 3, |_| false).await.unwrap();
+        assert_eq!(
+            runs(&got),
+            [
+                ("r0998", Outcome::Succeeded),
+                ("r0999", Outcome::Succeeded),
+                ("r1000", Outcome::Started),
+            ],
+            "oldest first, one record per run: its end, else its start"
+        );
+        assert!(got.warnings.is_empty());
+        assert_eq!(log.lists.load(Ordering::Relaxed), 1, "the last day only");
+        assert_eq!(log.reads.load(Ordering::Relaxed), 3);
+
+        // More runs than a day holds: the listing widens, reads stay one per run.
+        let (lists, reads) = (log.lists.load(Ordering::Relaxed), 0);
+        log.reads.store(reads, Ordering::Relaxed);
+        let got = newest(&log, "prod", at(NOW), 100, |_| false).await.unwrap();
+        assert_eq!(got.items.len(), 100);
+        assert_eq!(got.items[0].run_id, "r0901");
+        assert_eq!(
+            log.lists.load(Ordering::Relaxed) - lists,
+            2,
+            "a day, then a week"
+        );
+        assert_eq!(log.reads.load(Ordering::Relaxed), 100);
+
+        // Searching stops at the first batch that answers.
+        log.reads.store(0, Ordering::Relaxed);
+        let got = newest(&log, "prod", at(NOW), 1000, |rs| {
+            rs.iter().any(|r| r.run_id == "r0995")
+        })
+        .await
+        .unwrap();
+        assert_eq!(log.reads.load(Ordering::Relaxed), BATCH);
+        assert_eq!(got.items.len(), BATCH);
+
+        // Everything, when asked for more runs than there are.
+        let got = newest(&log, "prod", at(NOW), usize::MAX, |_| false)
+            .await
+            .unwrap();
+        assert_eq!(got.items.len(), 1001);
+    }
+
+    /// A run that started before the window and ended inside it is ranked by its start, not
+    /// its end: it is not among the newest when enough runs started after it.
+    #[tokio::test]
+    async fn a_long_run_ranks_by_its_start() {
+        let log = Counting::default();
+        run(&log, "long", NOW - 2 * 86_400, Some(NOW - 1), "v1").await;
+        for i in 0..5_i64 {
+            let start = NOW - (10 - i) * HOUR;
+            run(&log, &format!("r{i}"), start, Some(start + 60), "v2").await;
+        }
+        let got = newest(&log, "prod", at(NOW), 5, |_| false).await.unwrap();
+        assert!(
+            got.items.iter().all(|r| r.run_id != "long"),
+            "{:?}",
+            runs(&got)
+        );
+        let got = newest(&log, "prod", at(NOW), 6, |_| false).await.unwrap();
+        assert_eq!(got.items[0].run_id, "long", "{:?}", runs(&got));
+        assert_eq!(got.items[0].outcome, Outcome::Succeeded);
     }
 }

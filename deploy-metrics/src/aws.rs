@@ -13,6 +13,8 @@ use crate::SourceOptions;
 pub(crate) struct AwsConfigs {
     pub(crate) options: SourceOptions,
     loaded: SdkConfigs,
+    /// Each profile's credentials for SigV4 signing, resolved once until near their expiry.
+    pub(crate) credentials: crate::sigv4::CredentialsCache,
 }
 
 impl AwsConfigs {
@@ -23,6 +25,7 @@ impl AwsConfigs {
                 options.credentials_file.clone(),
             ),
             options,
+            credentials: Default::default(),
         }
     }
 

@@ -1,17 +1,19 @@
 //! The S3 state store against moto's S3 (which implements `If-None-Match` and `If-Match`
 //! on PutObject and DeleteObject): the lock conformance suite, races between two
-//! "machines", expiry and takeover, and an audit trail written from two machines.
+//! "machines", expiry and takeover, an audit trail written from two machines, and the newest
+//! runs of a long trail found by listing, counted in moto's request log.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deploy_aws::moto::{AwsFiles, Moto, create_bucket, list_keys};
+use deploy_aws::moto::{AwsFiles, Moto, create_bucket, list_keys, put_object};
 use deploy_aws::{S3StateOptions, S3Store};
 use deploy_core::Error;
 use deploy_core::config::S3Location;
 use deploy_core::model::{Release, Tag};
 use deploy_core::port::{AuditLog, Clock, Lock, SystemClock};
-use deploy_core::trail::{Actor, AuditRecord, Outcome, RunKind};
+use deploy_core::trail::{self, Actor, AuditRecord, Outcome, RunKind};
+use futures::StreamExt as _;
 use jiff::Timestamp;
 
 const BUCKET: &str = "myapp-deploy-state";
@@ -203,6 +205,7 @@ fn record(run: &str, at: Timestamp, outcome: Outcome, by: &str) -> AuditRecord {
         outcome,
         message: String::new(),
         checks: vec![],
+        apps: vec![],
     }
 }
 
@@ -289,4 +292,120 @@ async fn a_missing_bucket_says_what_to_do() {
     }
     let err = s.audit_log("prod").records().await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+/// What `requests` (moto's log since a point) asked of the trail: (ListObjectsV2, GetObject
+/// of a record).
+fn bill(requests: &[String]) -> (usize, usize) {
+    let lists = requests
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET /{BUCKET}")) && r.contains("list-type=2"))
+        .count();
+    let gets = requests
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET /{BUCKET}/deploy/prod/records/")))
+        .count();
+    (lists, gets)
+}
+
+/// 1,100 runs an hour apart (2,200 records, 46 days): the newest 10 cost one listing of the
+/// last day and one GET each; 600 runs widen the listing to 30 days, which pages past 1,000
+/// keys with start-after; a damaged record and a foreign object cost only themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_runs_are_found_by_listing_and_read_one_get_each() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let log = store(&files, "ci", BUCKET).await.audit_log("prod");
+    let now = Timestamp::now();
+    let hours_ago = |h: u64| now.checked_sub(Duration::from_secs(3600 * h)).unwrap();
+    const RUNS: u64 = 1100;
+    let records: Vec<AuditRecord> = (0..RUNS)
+        .flat_map(|i| {
+            let run = format!("run-{i:04}");
+            let at = hours_ago(RUNS - i);
+            [
+                record(&run, at, Outcome::Started, "ci"),
+                record(&run, at, Outcome::Succeeded, "ci"),
+            ]
+        })
+        .collect();
+    let written: Vec<_> = futures::stream::iter(&records)
+        .map(|r| log.append(r))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(written.iter().all(Result::is_ok), "seeding the trail");
+
+    let before = moto.requests().await.len();
+    let got = trail::newest(&log, "prod", now, 10, |_| false)
+        .await
+        .unwrap();
+    let requests = moto.requests().await;
+    let runs: Vec<&str> = got.items.iter().map(|r| r.run_id.as_str()).collect();
+    let expect: Vec<String> = (RUNS - 10..RUNS).map(|i| format!("run-{i:04}")).collect();
+    assert_eq!(runs, expect, "the 10 newest, oldest first");
+    assert!(
+        got.items.iter().all(|r| r.outcome == Outcome::Succeeded),
+        "their ends"
+    );
+    assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+    assert_eq!(
+        bill(&requests[before..]),
+        (1, 10),
+        "one listing of the last day, one GET per run: {:#?}",
+        &requests[before..]
+    );
+
+    // 600 runs: a day, a week, then 30 days, whose ~1,100 keys are two pages.
+    let before = requests.len();
+    let got = trail::newest(&log, "prod", now, 600, |_| false)
+        .await
+        .unwrap();
+    let requests = moto.requests().await;
+    assert_eq!(got.items.len(), 600);
+    assert_eq!(got.items[0].run_id, format!("run-{:04}", RUNS - 600));
+    let (lists, gets) = bill(&requests[before..]);
+    assert_eq!(gets, 600);
+    assert_eq!(lists, 4, "a day, a week, and 30 days in two pages");
+    let paged = requests[before..]
+        .iter()
+        .filter(|r| r.contains("continuation-token"))
+        .count();
+    assert_eq!(paged, 1, "the 30-day window continues past 1,000 keys");
+    assert!(
+        requests[before..].iter().any(|r| r.contains("start-after")),
+        "windows start after their first key"
+    );
+
+    // The whole trail: every page, past 1,000 keys.
+    assert_eq!(log.records().await.unwrap().len(), records.len());
+
+    // A damaged record among the newest, and an object this tool did not write.
+    let damaged = log.object_key(&records.last().unwrap().clone());
+    for (key, body) in [
+        (damaged.as_str(), "{not json"),
+        ("deploy/prod/records/notes.txt", "hello"),
+    ] {
+        put_object(&moto.endpoint, BUCKET, key, body.into()).await;
+    }
+    let got = trail::newest(&log, "prod", now, 10, |_| false)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.items.len(),
+        9,
+        "the damaged run is skipped, the others read"
+    );
+    // `notes.txt` sorts after every time, so the newest window lists it.
+    assert_eq!(got.warnings.len(), 2, "{:?}", got.warnings);
+    assert!(
+        got.warnings[0].contains("notes.txt") && got.warnings[0].contains("not an audit record"),
+        "{:?}",
+        got.warnings
+    );
+    assert!(
+        got.warnings[1].contains(&damaged) && got.warnings[1].contains("skipping"),
+        "{:?}",
+        got.warnings
+    );
 }

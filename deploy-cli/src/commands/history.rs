@@ -2,7 +2,8 @@
 //! state store (S3 with `state.s3`, else the audit trail on this machine).
 
 use anyhow::{Context, Result};
-use deploy_core::plan::history::{HistoryRow, history};
+use deploy_core::plan::history::{HistoryRow, history, result_text};
+use deploy_core::trail;
 
 use crate::backends::Backends;
 use crate::exit::{Exit, UsageError};
@@ -20,13 +21,21 @@ pub async fn run(
     let envs = config.select_environments(only).map_err(UsageError)?;
     let mut rows: Vec<HistoryRow> = Vec::new();
     let mut sources = Vec::new();
+    let mut warnings = Vec::new();
     for env in envs {
-        let records = backends
-            .audit_for(env)
-            .records()
-            .await
-            .with_context(|| format!("reading the audit trail of {}", env.name))?;
-        let from_store = history(&records, &env.name, None);
+        // Only the newest `limit` runs are read: a listing finds them, one GET each.
+        let read = trail::newest(
+            &*backends.audit_for(env),
+            &env.name,
+            backends.clock.now(),
+            limit.unwrap_or(usize::MAX),
+            |_| false,
+        )
+        .await
+        .with_context(|| format!("reading the audit trail of {}", env.name))?;
+        warn_skipped(&read.warnings);
+        warnings.extend(read.warnings);
+        let from_store = history(&read.items, &env.name, None);
         let mut source = "store";
         if from_store.is_empty() && backends.argocd_missing.is_none() {
             // Nothing recorded: what Argo CD's history of the Applications says.
@@ -100,7 +109,14 @@ pub async fn run(
             format!("{:?}", r.kind).to_lowercase(),
             r.actor.to_string(),
             release,
-            if r.clusters.is_empty() {
+            if !r.apps.is_empty() {
+                // Where each cluster was left: a half-finished rollback says which.
+                r.apps
+                    .iter()
+                    .map(|a| format!("{}: {}", a.cluster, result_text(a)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else if r.clusters.is_empty() {
                 "-".into()
             } else {
                 r.clusters.join(", ")
@@ -117,8 +133,17 @@ pub async fn run(
     } else {
         out.text(t);
     }
-    out.result(&serde_json::json!({ "runs": rows.len(), "sources": sources }));
+    out.result(
+        &serde_json::json!({ "runs": rows.len(), "sources": sources, "warnings": warnings }),
+    );
     Ok(Exit::Success)
+}
+
+/// Says which records of a trail could not be read (each was skipped, the command goes on).
+pub fn warn_skipped(warnings: &[String]) {
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
 }
 
 /// Whole seconds: a duration to read, not to measure.

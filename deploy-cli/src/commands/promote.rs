@@ -9,12 +9,12 @@ use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
 use deploy_core::engine::{
-    AppState, Engine, EngineError, Event, Holder, Ports, RunOptions, RunReport, StopRequest, lock,
+    Engine, EngineError, Event, Holder, Ports, RunOptions, RunReport, StopRequest, lock,
 };
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
-use deploy_core::trail::{Actor, Outcome, RunKind};
+use deploy_core::trail::{self, Actor, Outcome, RunKind};
 
 use super::release::parse_tag;
 use crate::backends::Backends;
@@ -230,17 +230,8 @@ pub async fn rollback(
     {
         return Err(UsageError(format!("no cluster {c:?} in the configuration")).into());
     }
-    let records = backends
-        .audit_for(env)
-        .records()
-        .await
-        .context("reading the audit trail")?;
-    let (tag, recorded) = match &args.to {
-        Some(t) => {
-            let tag = parse_tag(t)?;
-            let recorded = rollback::recorded(&records, &env.name, &tag);
-            (tag, recorded)
-        }
+    let tag = match &args.to {
+        Some(t) => parse_tag(t)?,
         None => {
             let mut apps = Vec::new();
             for c in &config.clusters {
@@ -256,10 +247,11 @@ pub async fn rollback(
                     }
                 }
             }
-            let target = rollback::target(
+            // The target comes from Argo CD alone; the trail adds its digests below.
+            rollback::target(
                 &apps.iter().collect::<Vec<_>>(),
                 &env.image_override,
-                &records,
+                &[],
                 &env.name,
             )
             .map_err(|why| {
@@ -267,10 +259,11 @@ pub async fn rollback(
                     "no earlier release of {} is known: {why}; give one with --to",
                     env.name
                 ))
-            })?;
-            (target.tag, target.recorded)
+            })?
+            .tag
         }
     };
+    let recorded = recorded_digests(backends, env, &tag).await?;
     let p = make_plan(
         config,
         backends,
@@ -280,6 +273,26 @@ pub async fn rollback(
     )
     .await?;
     execute(config, backends, out, env, p, &args.run, true).await
+}
+
+/// The digests `tag` was last deployed with in `env`, from the newest runs of its trail
+/// (searched back at most [`trail::SEARCH_RUNS`] runs, reading only until found).
+async fn recorded_digests(
+    backends: &Backends,
+    env: &Environment,
+    tag: &deploy_core::model::Tag,
+) -> Result<Option<deploy_core::model::Release>> {
+    let read = trail::newest(
+        &*backends.audit_for(env),
+        &env.name,
+        backends.clock.now(),
+        trail::SEARCH_RUNS,
+        |records| rollback::recorded(records, &env.name, tag).is_some(),
+    )
+    .await
+    .context("reading the audit trail")?;
+    crate::commands::history::warn_skipped(&read.warnings);
+    Ok(rollback::recorded(&read.items, &env.name, tag))
 }
 
 async fn execute(
@@ -464,7 +477,7 @@ async fn execute(
         );
     }
     out.result(&report);
-    Ok(Exit::of_outcome(report.outcome))
+    Ok(Exit::of_report(&report))
 }
 
 fn verb(p: &PromotionPlan) -> &'static str {
@@ -486,15 +499,7 @@ pub fn print_summary(out: Output, report: &RunReport) {
         "TIME",
     ]);
     for a in &report.apps {
-        let state = match &a.state {
-            AppState::Skipped => "skipped (already there)".to_owned(),
-            AppState::Deployed => "deployed, Healthy".to_owned(),
-            AppState::Failed(r) => format!("FAILED: {r}"),
-            AppState::RolledBack => format!("rolled back to {}", a.from),
-            AppState::RollbackFailed(r) => format!("ROLLBACK FAILED: {r}"),
-            AppState::NotStarted => "not started".to_owned(),
-            AppState::Interrupted => "interrupted".to_owned(),
-        };
+        let state = deploy_core::plan::history::result_text(a);
         t.add_row(vec![
             a.wave.to_string(),
             a.cluster.clone(),

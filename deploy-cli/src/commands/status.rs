@@ -4,11 +4,13 @@ use anyhow::Result;
 use futures::future::join_all;
 use serde::Serialize;
 
-use deploy_core::config::Config;
+use deploy_core::config::{Config, Environment};
 use deploy_core::engine::{ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE};
-use deploy_core::plan::live::{live_tag, service_images};
+use deploy_core::plan::live::{live_tag, promoted, service_images};
 use deploy_core::plan::promotion::desired;
 use deploy_core::plan::release::newest_complete;
+use deploy_core::port::Application;
+use deploy_core::trail::{self, AuditRecord};
 
 use crate::backends::Backends;
 use crate::exit::Exit;
@@ -39,6 +41,53 @@ pub struct EnvSummary {
     registry_error: Option<String>,
 }
 
+/// The audit records that say who promoted a cluster whose Application does not (an
+/// ApplicationSet without preservedFields drops the annotations): none read when every
+/// Application says it, else the newest runs until each such cluster is found, at most
+/// [`trail::SEARCH_RUNS`]. A trail that cannot be read costs only this column.
+async fn promoters(
+    backends: &Backends,
+    env: &Environment,
+    config: &Config,
+    apps: &[deploy_core::Result<Application>],
+) -> Vec<AuditRecord> {
+    let unsaid: Vec<&str> = config
+        .clusters
+        .iter()
+        .zip(apps)
+        .filter(|(_, app)| {
+            app.as_ref()
+                .is_ok_and(|a| !a.annotations.contains_key(ANNOTATION_BY))
+        })
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    if unsaid.is_empty() {
+        return Vec::new();
+    }
+    let read = trail::newest(
+        &*backends.audit_for(env),
+        &env.name,
+        backends.clock.now(),
+        trail::SEARCH_RUNS,
+        |records| {
+            unsaid
+                .iter()
+                .all(|c| promoted(None, records, &env.name, c).is_some())
+        },
+    )
+    .await;
+    match read {
+        Ok(read) => {
+            crate::commands::history::warn_skipped(&read.warnings);
+            read.items
+        }
+        Err(e) => {
+            tracing::warn!("reading the audit trail of {}: {e}", env.name);
+            Vec::new()
+        }
+    }
+}
+
 /// Reads every Application of the chosen environments and prints the table.
 pub async fn run(
     config: &Config,
@@ -52,25 +101,15 @@ pub async fn run(
     let mut rows = Vec::new();
     let mut summaries = Vec::new();
     for env in envs {
-        // The environment's audit trail says who promoted a cluster when the annotations do
-        // not (for example when an ApplicationSet without preservedFields dropped them).
-        let records = backends.audit_for(env).records().await.unwrap_or_else(|e| {
-            tracing::warn!("reading the audit trail of {}: {e}", env.name);
-            Vec::new()
-        });
         let names: Vec<String> = config
             .clusters
             .iter()
             .map(|c| config.application_name(env, c))
             .collect();
         let apps = join_all(names.iter().map(|n| backends.argocd.application(n))).await;
+        let records = promoters(backends, env, config, &apps).await;
         for ((cluster, name), app) in config.clusters.iter().zip(names).zip(apps) {
-            let promotion = deploy_core::plan::live::promoted(
-                app.as_ref().ok(),
-                &records,
-                &env.name,
-                &cluster.name,
-            );
+            let promotion = promoted(app.as_ref().ok(), &records, &env.name, &cluster.name);
             let row = match app {
                 Ok(app) => {
                     let images = service_images(config, env, cluster);

@@ -68,7 +68,7 @@ pub(crate) enum Replication {
 /// the AWS files and the audit trail.
 pub(crate) struct World {
     _staging: Moto,
-    prod_moto: Moto,
+    pub(crate) prod_moto: Moto,
     pub(crate) ecr: EcrFixture,
     pub(crate) argo: FakeArgo,
     _aws: AwsFiles,
@@ -309,7 +309,7 @@ impl World {
         std::fs::write(&self.config, format!("{text}\n{toml}")).expect("write deploy.toml");
     }
 
-    fn audit_log(&self) -> PathBuf {
+    pub(crate) fn audit_log(&self) -> PathBuf {
         self.dir.path().join("audit.jsonl")
     }
 
@@ -605,7 +605,7 @@ pub(crate) fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
 
 pub(crate) const PROMOTE: [&str; 4] = ["promote", "--env", "prod", "--yes"];
 /// The bucket of prod's state store, when a test keeps it in S3.
-const STATE_BUCKET: &str = "myapp-deploy-state";
+pub(crate) const STATE_BUCKET: &str = "myapp-deploy-state";
 
 // ---------------------------------------------------------------------------------------
 // Issue 5: promotion.

@@ -14,5 +14,6 @@ mod release;
 mod secrets;
 mod stall;
 mod support;
+mod trail;
 mod watch;
 mod zoned_windows;

@@ -242,4 +242,8 @@ pub struct RunReport {
     pub message: String,
     /// Per Application, in wave order.
     pub apps: Vec<AppReport>,
+    /// Why the run's end record could not be written, if it could not: what happened stands,
+    /// but the run must not exit 0 with its record missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_error: Option<String>,
 }

@@ -669,7 +669,7 @@ impl Run<'_> {
                 ),
             },
         );
-        if let Err(e) = self.ports.audit.append(&end).await {
+        let record_error = self.ports.audit.append(&end).await.err().map(|e| {
             // What happened stands; say loudly that its record is missing.
             tracing::error!(
                 "the audit record of run {} could not be written: {e}",
@@ -678,7 +678,8 @@ impl Run<'_> {
             message.push_str(&format!(
                 "; the audit record of its end could NOT be written: {e}"
             ));
-        }
+            e.to_string()
+        });
         self.lease.release().await;
         self.emit(Event::Finished {
             outcome,
@@ -691,6 +692,7 @@ impl Run<'_> {
             outcome,
             message,
             apps,
+            record_error,
         }
     }
 }

@@ -86,5 +86,8 @@ pub(crate) fn record(
         outcome: progress.outcome,
         message: progress.message,
         checks: progress.checks,
+        // Where each cluster was left, so that a half-finished rollback is on record after
+        // the terminal that showed its table is gone.
+        apps: progress.apps.to_vec(),
     }
 }

@@ -1,7 +1,9 @@
 //! `deploy history`: the runs of an environment, newest first, from its audit records.
 //!
 //! A run leaves two records (one when it takes the lock, one when it ends); this pairs them
-//! by run id. A run with only its first record was killed, or is still running.
+//! by run id. A run with only its first record was killed, or is still running. The end
+//! record repeats what the first one says, so a reader may pass only the end records
+//! ([`crate::trail::newest`] does).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::engine::{AppReport, AppState};
 use crate::model::Release;
 use crate::trail::{Actor, AuditRecord, Outcome, RunKind};
 
@@ -42,6 +45,10 @@ pub struct HistoryRow {
     pub message: String,
     /// Whether the run's end is recorded (`false`: killed, or still running).
     pub ended: bool,
+    /// Where each Application was left, from the end record (empty when there is none, or
+    /// in a record older than this field).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppReport>,
 }
 
 impl HistoryRow {
@@ -99,6 +106,7 @@ pub fn history(
                 outcome: base.outcome,
                 message: base.message.clone(),
                 ended: end.is_some(),
+                apps: end.map(|e| e.apps.clone()).unwrap_or_default(),
             })
         })
         .collect();
@@ -162,6 +170,7 @@ pub fn from_argocd(
                 outcome: Outcome::Succeeded,
                 message: "from Argo CD's history: the state store has no record of it".into(),
                 ended: true,
+                apps: Vec::new(),
             }),
         }
     }
@@ -170,6 +179,20 @@ pub fn from_argocd(
         rows.truncate(n);
     }
     rows
+}
+
+/// Where one Application was left, as a person reads it (`deploy history`, the summary
+/// table of a run).
+pub fn result_text(a: &AppReport) -> String {
+    match &a.state {
+        AppState::Skipped => "skipped (already there)".to_owned(),
+        AppState::Deployed => "deployed, Healthy".to_owned(),
+        AppState::Failed(r) => format!("FAILED: {r}"),
+        AppState::RolledBack => format!("rolled back to {}", a.from),
+        AppState::RollbackFailed(r) => format!("ROLLBACK FAILED: {r}"),
+        AppState::NotStarted => "not started".to_owned(),
+        AppState::Interrupted => "interrupted".to_owned(),
+    }
 }
 
 mod opt_secs {
@@ -214,6 +237,7 @@ mod tests {
             outcome,
             message: String::new(),
             checks: vec![],
+            apps: vec![],
         }
     }
 
@@ -268,6 +292,44 @@ mod tests {
             "what it planned"
         );
         assert!(!rows[1].ended);
+    }
+
+    /// The end record says where each cluster was left, a half-failed rollback included,
+    /// and `history` passes it on; a record from before the field still reads.
+    #[test]
+    fn rows_say_where_each_cluster_was_left() {
+        let app = |cluster: &str, state: AppState| AppReport {
+            wave: 1,
+            cluster: cluster.into(),
+            application: format!("myapp-prod-{cluster}"),
+            from: "v1".into(),
+            to: "v2".into(),
+            state,
+            elapsed_ms: 0,
+        };
+        let mut end = record("r1", "prod", 0, Outcome::Failed, 3);
+        end.apps = vec![
+            app("us-west-2", AppState::RolledBack),
+            app("eu-west-1", AppState::RollbackFailed("Degraded".into())),
+        ];
+        let records = [record("r1", "prod", 0, Outcome::Started, 0), end.clone()];
+        let rows = history(&records, "prod", None);
+        assert_eq!(rows[0].apps, end.apps);
+        let left: Vec<String> = rows[0].apps.iter().map(result_text).collect();
+        assert_eq!(left, ["rolled back to v1", "ROLLBACK FAILED: Degraded"]);
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["apps"][1]["cluster"], "eu-west-1");
+        assert_eq!(json["apps"][1]["state"]["state"], "rollback_failed");
+        // Only the end record, as `trail::newest` reads it: the same row.
+        assert_eq!(history(&records[1..], "prod", None), rows);
+
+        // A record written before `apps` existed.
+        let mut old =
+            serde_json::to_value(record("r0", "prod", 0, Outcome::RolledBack, 1)).unwrap();
+        assert!(old.get("apps").is_none(), "not written when empty");
+        old.as_object_mut().unwrap().remove("apps");
+        let old: AuditRecord = serde_json::from_value(old).unwrap();
+        assert!(history(&[old], "prod", None)[0].apps.is_empty());
     }
 
     #[test]

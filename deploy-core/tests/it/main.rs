@@ -7,5 +7,6 @@ mod faults;
 mod invariants;
 mod pin;
 mod support;
+mod trail;
 mod watch;
 mod windows;

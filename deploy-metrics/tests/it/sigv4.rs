@@ -1,6 +1,8 @@
 //! SigV4 signing of Amazon Managed Prometheus queries, checked against wiremock: the
 //! `aps` service, the region, the signed headers, credentials from a test profile.
 
+use std::path::{Path, PathBuf};
+
 use deploy_aws::moto::AwsFiles;
 use deploy_core::port::{MetricSource, Metrics};
 use deploy_metrics::{SourceOptions, Sources};
@@ -210,4 +212,85 @@ async fn sigv4_without_a_region_is_invalid_and_plain_queries_are_not_signed() {
         .expect("plain query");
     let request = the_request(&server).await;
     assert!(request.headers.get("authorization").is_none());
+}
+
+/// A profile whose credentials come from `credential_process` (as SSO, web identity or an
+/// assumed role would: each resolution is a call), counting its runs in a file; the
+/// credentials expire `expires_in` from now.
+fn counting_profile(files: &AwsFiles, name: &str, expires_in: std::time::Duration) -> PathBuf {
+    let dir = files.config.parent().expect("a directory").to_owned();
+    let count = dir.join(format!("{name}.count"));
+    let script = dir.join(format!("{name}.sh"));
+    let expiration = jiff::Timestamp::now()
+        .checked_add(expires_in)
+        .expect("a time")
+        .strftime("%Y-%m-%dT%H:%M:%SZ");
+    std::fs::write(
+        &script,
+        format!(
+            "echo run >> '{}'\necho '{{\"Version\": 1, \"AccessKeyId\": \"ASIAPROC\", \"SecretAccessKey\": \"secret\", \"SessionToken\": \"TOKEN\", \"Expiration\": \"{expiration}\"}}'\n",
+            count.display()
+        ),
+    )
+    .expect("script");
+    let mut config = std::fs::read_to_string(&files.config).expect("config");
+    config.push_str(&format!(
+        "\n[profile {name}]\nregion = eu-west-1\ncredential_process = sh {}\n",
+        script.display()
+    ));
+    std::fs::write(&files.config, config).expect("config");
+    count
+}
+
+fn runs(count: &Path) -> usize {
+    std::fs::read_to_string(count).map_or(0, |t| t.lines().count())
+}
+
+/// Ten measurements, five of them at once, resolve the profile's credentials once (N7);
+/// credentials about to expire are resolved again for each.
+#[tokio::test]
+async fn credentials_are_resolved_once_per_profile_until_near_expiry() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/query"))
+        .and(header_exists("x-amz-security-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(ANSWER))
+        .mount(&server)
+        .await;
+    let files = AwsFiles::new(&[], "");
+    let hour = counting_profile(&files, "hour", std::time::Duration::from_secs(3600));
+    let minute = counting_profile(&files, "minute", std::time::Duration::from_secs(60));
+    let sources = sources(&files);
+    let source = |profile: &str| MetricSource::Prometheus {
+        url: server.uri(),
+        sigv4: true,
+        region: Some("eu-west-1".to_owned()),
+        aws_profile: Some(profile.to_owned()),
+    };
+
+    let hourly = source("hour");
+    let measure = || sources.measure(&hourly, "up");
+    let at_once = tokio::join!(measure(), measure(), measure(), measure(), measure());
+    for got in [at_once.0, at_once.1, at_once.2, at_once.3, at_once.4] {
+        got.expect("signed");
+    }
+    for _ in 0..5 {
+        sources
+            .measure(&source("hour"), "up")
+            .await
+            .expect("signed");
+    }
+    assert_eq!(runs(&hour), 1, "one resolution for ten measurements");
+
+    for _ in 0..3 {
+        sources
+            .measure(&source("minute"), "up")
+            .await
+            .expect("signed");
+    }
+    assert_eq!(
+        runs(&minute),
+        3,
+        "expiring within minutes: resolved again each time"
+    );
 }
