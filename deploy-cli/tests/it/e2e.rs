@@ -1829,11 +1829,11 @@ async fn an_application_set_without_preserved_fields_refuses_with_the_fix_and_wr
     let text = details.join("\n");
     for want in [
         "applicationset/myapp-prod (generates myapp-prod-eu-west-1, myapp-prod-us-east-1, myapp-prod-us-west-2)",
-        "deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/lock not in spec.preservedFields.annotations",
+        "deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/soaked, deploy/lock not in spec.preservedFields.annotations",
         "deploy/lock holds the promotion lock on myapp-prod-eu-west-1",
         // The YAML and the Terraform of the fix.
         "    preservedFields:\n      annotations:\n        - \"deploy/release\"",
-        "    preservedFields = {\n      annotations = [\"deploy/release\", \"deploy/run\", \"deploy/promoted-by\", \"deploy/promoted-at\", \"deploy/lock\"]\n    }",
+        "    preservedFields = {\n      annotations = [\"deploy/release\", \"deploy/run\", \"deploy/promoted-by\", \"deploy/promoted-at\", \"deploy/soaked\", \"deploy/lock\"]\n    }",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
