@@ -233,9 +233,10 @@ fn fatal(e: &Error) -> bool {
 
 impl Run<'_> {
     /// Marks `apps` soaked at the release ([`soaked_mark`]), once their wave's soak and
-    /// checks passed. A mark that cannot be written costs only a soak on a rerun.
+    /// checks passed. The lease is renewed first (a soak is long: another run may hold the
+    /// lock now). A mark that cannot be written costs only a soak on a rerun.
     pub(crate) async fn mark_soaked(&self, apps: &[AppPlan]) {
-        if apps.is_empty() || self.lease.before_write().await.is_err() {
+        if apps.is_empty() || self.lease.renew().await.is_err() {
             return;
         }
         let mark = std::collections::BTreeMap::from([(
