@@ -1525,15 +1525,62 @@ fn observed_through(
     Err(format!("observed for only {:?}", *end - from))
 }
 
-/// One case: a promotion with a 60 s soak, `windows` of 503s and maybe a Degraded.
+/// How the first run of a case is cut short, `at` after it starts.
+#[derive(Debug, Clone, Copy)]
+enum Interruption {
+    /// A graceful stop request (SIGINT, a CI cancel).
+    Stop(Duration),
+    /// The run's future is dropped (SIGKILL, a lost runner): no end record, the lock kept.
+    Kill(Duration),
+    /// The lock object is removed by hand.
+    LockRemoved(Duration),
+    /// Another run takes the lock (ours expired); it ends before the rerun.
+    LockTaken(Duration),
+}
+
+fn interruption() -> impl Strategy<Value = Option<Interruption>> {
+    prop::option::of((0u8..4, 0u64..240).prop_map(|(kind, s)| {
+        let at = Duration::from_millis(s * 1_000 + 53);
+        match kind {
+            0 => Interruption::Stop(at),
+            1 => Interruption::Kill(at),
+            2 => Interruption::LockRemoved(at),
+            _ => Interruption::LockTaken(at),
+        }
+    }))
+}
+
+/// One run of a case: its outcome (`None`: killed) and its events.
+struct RunLog {
+    run_id: String,
+    outcome: Option<Outcome>,
+    events: Vec<(Instant, Event)>,
+}
+
+impl RunLog {
+    fn at(&self, pred: impl Fn(&Event) -> bool) -> Option<Instant> {
+        self.events.iter().find(|(_, e)| pred(e)).map(|(t, _)| *t)
+    }
+
+    /// This run watched `cluster` through the soak of its `wave`, which passed: when.
+    fn soaked(&self, cluster: &str, wave: usize) -> Option<(Instant, Instant)> {
+        let skipped = self.at(|e| matches!(e, Event::AppSkipped { cluster: c, .. } if c == cluster));
+        let start = self.at(soak_started(wave))?;
+        let end = self.at(soak_finished(wave))?;
+        skipped.is_none().then_some((start, end))
+    }
+}
+
+/// One case: a promotion with a 60 s soak, `windows` of 503s, maybe a Degraded, and maybe an
+/// `interruption` of its first run, followed by reruns (at most two) while a run ends
+/// interrupted, killed or without its lock.
 async fn check_observed(
     windows: Vec<FaultWindow>,
     degraded: Option<(usize, Duration)>,
+    interruption: Option<Interruption>,
 ) -> Result<(), TestCaseError> {
     let h = Harness::new().await;
-    let mut plan = h.plan().await;
     let soak = MINUTE;
-    plan.soak = soak;
     let start = Instant::now();
     let wave_of = |c: usize| if c == 0 { 1 } else { 2 };
     for w in windows.iter().filter(|w| !w.in_soak) {
@@ -1544,8 +1591,8 @@ async fn check_observed(
             Some(w.len),
         );
     }
-    // The soak-anchored windows open when their wave's soak starts.
-    let react = {
+    // The soak-anchored windows open when their wave's soak starts (in every run).
+    let react = || {
         let faults = h.argocd.faults.clone();
         let names = CLUSTERS.map(|c| h.app(c));
         let windows = windows.clone();
@@ -1567,7 +1614,7 @@ async fn check_observed(
         }
     };
     // The sim's truth: Degraded from `start + at` on (until an operation replaces it).
-    let script = async {
+    let degrade = async {
         if let Some((c, at)) = degraded {
             tokio::time::sleep_until(start + at).await;
             h.f.world
@@ -1575,55 +1622,164 @@ async fn check_observed(
                 .set_health(&h.app(CLUSTERS[c]), Health::Degraded);
         }
     };
-    let (result, ()) = tokio::join!(h.run_with(&plan, "run-prop", react), script);
-    let succeeded = matches!(&result, Ok(r) if r.outcome == Outcome::Succeeded);
+    let runs = async {
+        let mut runs: Vec<RunLog> = Vec::new();
+        for n in 0..3 {
+            if n > 0 {
+                // Someone notices, and runs it again.
+                tokio::time::sleep(MINUTE).await;
+            }
+            let mut plan = h.plan().await;
+            plan.soak = soak;
+            let run_id = format!("run-prop-{n}");
+            // One CI job re-run: the same holder takes its own lock over.
+            let (stop, rx) = watch::channel(StopRequest::None);
+            let opts = RunOptions {
+                holder: "ci prop".into(),
+                ..h.f.options(&run_id, Some(rx))
+            };
+            let begun = Instant::now();
+            let cut = interruption.filter(|_| n == 0);
+            let run = h.run_opts(&plan, opts, react());
+            let script = async {
+                let at = match cut {
+                    None => return std::future::pending().await,
+                    Some(
+                        Interruption::Stop(at)
+                        | Interruption::Kill(at)
+                        | Interruption::LockRemoved(at)
+                        | Interruption::LockTaken(at),
+                    ) => at,
+                };
+                tokio::time::sleep_until(begun + at).await;
+                match cut {
+                    Some(Interruption::Stop(_)) => {
+                        let _ = stop.send(StopRequest::Graceful);
+                    }
+                    Some(Interruption::Kill(_)) => return,
+                    Some(Interruption::LockRemoved(_)) => {
+                        if let Some(lease) = h.f.world.lock.state().get("myapp-prod") {
+                            h.f.world.lock.release(lease).await.unwrap();
+                            h.faults().lock_deleted = true;
+                        }
+                    }
+                    Some(Interruption::LockTaken(_)) => {
+                        h.f.world.lock.expire("myapp-prod").await;
+                        let _ = h
+                            .f
+                            .world
+                            .lock
+                            .acquire("myapp-prod", "bob@ci pid 9", MINUTE)
+                            .await;
+                    }
+                    None => {}
+                }
+                std::future::pending().await
+            };
+            let result = tokio::select! {
+                r = run => Some(r),
+                () = script => None,
+            };
+            // A run that changed nothing (a stale plan: an Application unreadable after
+            // the lock was taken) is simply run again, as a person would.
+            let (outcome, again) = match result {
+                Some(Ok(r)) => (Some(r.outcome), false),
+                Some(Err(EngineError::Stale(_))) => (Some(Outcome::Failed), true),
+                Some(Err(e)) => return Err(TestCaseError::fail(format!("{e}"))),
+                None => (None, true),
+            };
+            runs.push(RunLog {
+                run_id,
+                outcome,
+                events: h.log.borrow().clone(),
+            });
+            h.log.send_modify(Vec::clear);
+            // Bob's run ends; ours is rerun after an interruption, a kill or a lost lock.
+            if let Some(lease) = h.f.world.lock.state().get("myapp-prod")
+                && lease.holder.starts_with("bob")
+            {
+                h.f.world.lock.release(lease).await.unwrap();
+            }
+            let lost_lock = runs.last().unwrap().events.iter().any(|(_, e)| {
+                matches!(e, Event::Halted { reason } if reason.contains("lock"))
+            });
+            match outcome {
+                _ if again => {}
+                Some(Outcome::Interrupted) => {}
+                Some(Outcome::Failed | Outcome::Halted) if lost_lock => {}
+                _ => break,
+            }
+        }
+        Ok(runs)
+    };
+    let (runs, ()) = tokio::join!(runs, degrade);
+    let runs = runs?;
+    let last = runs.last().unwrap();
+    let succeeded = last.outcome == Some(Outcome::Succeeded);
     if degraded.is_none() && windows.iter().all(|w| w.in_soak) {
-        // Nothing went wrong that waiting could not bridge.
-        prop_assert!(succeeded, "{:?}", result.map(|r| r.message));
+        // Nothing went wrong that waiting or a rerun could not bridge.
+        let ends: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                let said = r.events.iter().find_map(|(_, e)| match e {
+                    Event::Finished { message, .. } => Some(message.as_str()),
+                    _ => None,
+                });
+                format!("{:?}: {}", r.outcome, said.unwrap_or("no end"))
+            })
+            .collect();
+        prop_assert!(succeeded, "{:#?}", ends);
     }
     if !succeeded {
         return Ok(());
     }
     let served = h.faults().served.clone();
+    let end = last.at(|e| matches!(e, Event::Finished { .. })).unwrap();
     for (c, cluster) in CLUSTERS.iter().enumerate() {
         let name = h.app(cluster);
         let wave = wave_of(c);
-        let soak_start = h.at(soak_started(wave)).unwrap();
-        let soak_end = h.at(soak_finished(wave)).unwrap();
-        // Our operation was observed Succeeded, Healthy at the release, before the soak.
-        let op = format!("run-prop/{cluster}");
-        let done = served.iter().find(|(t, a)| {
-            a.name == name
-                && *t <= soak_start
-                && a.health == Health::Healthy
-                && a.operation_state.as_ref().is_some_and(|s| {
-                    s.deploy_operation() == Some(op.as_str())
-                        && s.phase == OperationPhase::Succeeded
-                })
-        });
-        let Some((done, _)) = done else {
+        // The newest soak that watched it and passed, whichever run it was.
+        let Some((run, (soak_start, soak_end))) = runs
+            .iter()
+            .rev()
+            .find_map(|r| r.soaked(cluster, wave).map(|s| (r, s)))
+        else {
             return Err(TestCaseError::fail(format!(
-                "{cluster}: our operation was never observed done"
+                "{cluster}: Succeeded, yet no soak ever passed on it"
             )));
         };
-        // Observed Healthy at the release through a whole soak, no gap over 30 s.
+        // Observed Healthy at the release through a whole soak, no gap over 30 s...
         let in_soak: Vec<(Instant, Application)> = served
             .iter()
             .filter(|(t, a)| a.name == name && soak_start <= *t && *t <= soak_end)
             .cloned()
             .collect();
         if let Err(why) = observed_through(&in_soak, soak, 30 * SECOND) {
-            return Err(TestCaseError::fail(format!("{cluster}: {why}")));
+            return Err(TestCaseError::fail(format!("{cluster} ({}): {why}", run.run_id)));
         }
-        // The sim never was Degraded from our operation's end to the soak's last look.
-        let last_look = in_soak.last().unwrap().0;
+        // ...with its checks passed...
+        prop_assert!(
+            run.at(|e| matches!(e, Event::CheckMeasured { cluster: m, verdict: deploy_core::check::Verdict::Passed, .. } if m == cluster)).is_some(),
+            "{} ({}): its checks never passed",
+            cluster,
+            run.run_id
+        );
+        // ...and the sim was not Degraded from that soak's start to the last look at it
+        // (the last run's final read).
+        let last_look = served
+            .iter()
+            .filter(|(t, a)| a.name == name && *t <= end)
+            .map(|(t, _)| *t)
+            .max()
+            .unwrap();
         if let Some((dc, at)) = degraded {
             let at = start + at;
             prop_assert!(
-                dc != c || at <= *done || at > last_look,
-                "{}: Degraded {:?} into its soak, yet Succeeded",
+                dc != c || at <= soak_start || at > last_look,
+                "{}: Degraded {:?} after its last soak began ({}), yet Succeeded",
                 cluster,
-                at - soak_start
+                at - soak_start,
+                run.run_id
             );
         }
     }
@@ -1637,13 +1793,17 @@ proptest! {
     /// engine reports Succeeded only when every Application was observed Healthy at the
     /// release after our operation and through its whole soak; and when nothing happened
     /// that waiting could not bridge, it does succeed.
+    /// Interrupted first runs (a stop request, a kill, a lock removed or taken) are rerun,
+    /// and a rerun succeeds only on the same terms: every Application observed through a
+    /// whole soak, with its checks, in the newest run that watched it.
     #[test]
     fn succeeded_only_when_observed_through_every_soak(
         windows in prop::collection::vec(fault_window(), 0..4),
         degraded in prop::option::of((0usize..3, 0u64..200)),
+        interruption in interruption(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         let degraded = degraded.map(|(c, s)| (c, Duration::from_millis(s * 1_000 + 311)));
-        rt.block_on(check_observed(windows, degraded))?;
+        rt.block_on(check_observed(windows, degraded, interruption))?;
     }
 }
