@@ -256,7 +256,7 @@ impl<'a> LeaseKeeper<'a> {
         }
     }
 
-/// Before a write: the lease must still be ours by the wall clock. Close to its expiry
+    /// Before a write: the lease must still be ours by the wall clock. Close to its expiry
     /// (or past it, after a suspend that tokio's clock does not see) it is renewed first.
     /// Once another run was seen holding the lock, every write is refused.
     pub(crate) async fn before_write(&self) -> Result<(), LeaseLost> {

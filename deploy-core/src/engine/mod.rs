@@ -38,7 +38,8 @@ pub use event::{AppReport, AppState, Event, RunReport};
 pub use lock::{Holder, LeaseLost};
 pub use outcome::{Failure, RollbackResult, conclude};
 pub use record::{
-    ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE, ANNOTATION_RUN, ANNOTATION_SOAKED, ANNOTATIONS,
+    ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE, ANNOTATION_RUN, ANNOTATION_SOAKED,
+    ANNOTATIONS,
 };
 
 use app::AppEnd;

@@ -120,7 +120,9 @@ impl fmt::Display for Failure {
                 "{cluster}: check {check} was inconclusive at {} during soak",
                 show_values(values)
             ),
-            Self::Final { cluster, reason } => write!(f, "{cluster}: {reason} at the end of the run"),
+            Self::Final { cluster, reason } => {
+                write!(f, "{cluster}: {reason} at the end of the run")
+            }
             Self::Lock(lost) => lost.fmt(f),
             Self::Window(b) => b.fmt(f),
         }
@@ -249,9 +251,9 @@ pub fn conclude(
     }
     let again = match soaked_again {
         0 => String::new(),
-        n => format!(
-            " ({n} found there unsoaked after an interrupted run, now soaked and checked)"
-        ),
+        n => {
+            format!(" ({n} found there unsoaked after an interrupted run, now soaked and checked)")
+        }
     };
     (
         Outcome::Succeeded,
@@ -278,8 +280,7 @@ mod tests {
             soaked_again: 0,
             clusters: 3,
         };
-        let (outcome, message) =
-            conclude(failure.as_ref(), rollback, interrupted, observed, &tag);
+        let (outcome, message) = conclude(failure.as_ref(), rollback, interrupted, observed, &tag);
         assert_eq!(outcome, want, "{message}");
         assert!(message.contains(says), "{message:?} lacks {says:?}");
     }
@@ -325,7 +326,10 @@ mod tests {
         );
         check(
             app(),
-            Done { count: 2, resumed: 0 },
+            Done {
+                count: 2,
+                resumed: 0,
+            },
             false,
             2,
             Outcome::RolledBack,
@@ -333,7 +337,10 @@ mod tests {
         );
         check(
             soak(),
-            Done { count: 1, resumed: 0 },
+            Done {
+                count: 1,
+                resumed: 0,
+            },
             false,
             1,
             Outcome::RolledBack,
@@ -372,7 +379,10 @@ mod tests {
         });
         check(
             metric,
-            Done { count: 2, resumed: 0 },
+            Done {
+                count: 2,
+                resumed: 0,
+            },
             false,
             2,
             Outcome::RolledBack,

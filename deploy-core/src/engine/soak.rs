@@ -265,9 +265,8 @@ impl Run<'_> {
     pub(crate) async fn final_read(&self) -> Option<Failure> {
         let apps: Vec<&AppPlan> = self.plan.waves.iter().flat_map(|w| &w.apps).collect();
         let verdicts = futures::future::join_all(apps.iter().map(|a| async move {
-            let settled = |app: &Application| {
-                !matches!(judge(app, a, self.release), Verdict::NotHealthy(_))
-            };
+            let settled =
+                |app: &Application| !matches!(judge(app, a, self.release), Verdict::NotHealthy(_));
             let seen =
                 tokio::time::timeout(self.plan.timeout, self.wait(&a.application, settled)).await;
             match seen {
@@ -288,14 +287,12 @@ impl Run<'_> {
             }
         }))
         .await;
-        apps.iter()
-            .zip(verdicts)
-            .find_map(|(a, v)| {
-                v.map(|reason| Failure::Final {
-                    cluster: a.cluster.clone(),
-                    reason,
-                })
+        apps.iter().zip(verdicts).find_map(|(a, v)| {
+            v.map(|reason| Failure::Final {
+                cluster: a.cluster.clone(),
+                reason,
             })
+        })
     }
 
     /// Soaks the wave's deployed Applications and runs their checks; the first that fails

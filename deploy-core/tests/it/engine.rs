@@ -216,9 +216,9 @@ async fn interrupted_run_resumes_without_redeploying_wave_one() {
     let (report, events) = f.promote(f.options("run-6", None)).await;
     assert_eq!(report.unwrap().outcome, Outcome::Succeeded);
     assert!(
-        events.iter().any(
-            |e| matches!(e, Event::AppSoakingAgain { cluster, .. } if cluster == "us-west-2")
-        )
+        events
+            .iter()
+            .any(|e| matches!(e, Event::AppSoakingAgain { cluster, .. } if cluster == "us-west-2"))
     );
     assert!(
         events

@@ -327,7 +327,9 @@ impl Lock for FaultyLock {
             }
             if f.lock_deleted {
                 // S3's answer to a conditional PutObject on a key that no longer exists.
-                return Err(Error::not_found("s3://state/deploy/prod/lock.json (NoSuchKey)"));
+                return Err(Error::not_found(
+                    "s3://state/deploy/prod/lock.json (NoSuchKey)",
+                ));
             }
             let mut argocd_down = None;
             let down = match f.lock_outage.as_mut() {
@@ -992,7 +994,10 @@ async fn rerun_plan(h: &Harness) -> PromotionPlan {
     let plan = h.plan().await;
     let w1 = &plan.waves[0].apps[0];
     assert_eq!(w1.action, Action::Soak { sync: true });
-    assert_eq!(w1.previous.as_ref().map(|p| p.tags()), Some(vec![T1.into()]));
+    assert_eq!(
+        w1.previous.as_ref().map(|p| p.tags()),
+        Some(vec![T1.into()])
+    );
     assert_eq!((plan.changes(), plan.soaks_again()), (2, 1));
     plan
 }
@@ -1006,12 +1011,18 @@ async fn a_rerun_soaks_again_what_a_cancelled_run_left_unsoaked() {
     let since = Instant::now();
     let report = h.run(&plan, "run-rerun").await.unwrap();
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
-    assert!(report.message.contains("1 found there unsoaked"), "{}", report.message);
+    assert!(
+        report.message.contains("1 found there unsoaked"),
+        "{}",
+        report.message
+    );
     assert_eq!(state_of(&report, "us-west-2"), &AppState::SoakedAgain);
     // Nothing written to it but the marks; watched through a whole soak of wave 1.
     let writes: Vec<(String, Write)> = h.faults().writes_since(since);
     assert!(
-        writes.iter().all(|(a, w)| a != &w1 || *w == Write::Annotate),
+        writes
+            .iter()
+            .all(|(a, w)| a != &w1 || *w == Write::Annotate),
         "{writes:?}"
     );
     let took = h.at(soak_finished(1)).unwrap() - h.at(soak_started(1)).unwrap();
@@ -1043,7 +1054,9 @@ async fn a_canary_degraded_after_a_resume_rolls_back_every_wave() {
         report.message.contains("us-west-2: Degraded")
             && report.message.contains("at the end of the run")
             && report.message.contains("rolled back 3 application(s)")
-            && report.message.contains("1 of them brought to 2222222bbbbb by an interrupted run"),
+            && report
+                .message
+                .contains("1 of them brought to 2222222bbbbb by an interrupted run"),
         "{}",
         report.message
     );
@@ -1092,7 +1105,10 @@ async fn a_bad_canary_metric_after_a_resume_is_measured_and_rolls_back() {
         "{}",
         report.message
     );
-    assert!(h.at(|e| matches!(e, Event::WaveStarted { wave: 2, .. })).is_none());
+    assert!(
+        h.at(|e| matches!(e, Event::WaveStarted { wave: 2, .. }))
+            .is_none()
+    );
     assert_eq!(h.prod().await, all_at(T1));
 }
 
@@ -1200,7 +1216,10 @@ async fn a_lock_that_cannot_be_renewed_halts_without_rollback() {
             .iter()
             .any(|e| matches!(e, Event::RollingBack { .. }))
     );
-    assert!(h.at(|e| matches!(e, Event::WaveStarted { wave: 2, .. })).is_none());
+    assert!(
+        h.at(|e| matches!(e, Event::WaveStarted { wave: 2, .. }))
+            .is_none()
+    );
     // Wave 1 stays at the release, Healthy; nothing was written to wave 2.
     assert_eq!(state_of(&report, "us-west-2"), &AppState::Deployed);
     let images = h.prod().await;
@@ -1225,7 +1244,11 @@ async fn a_forty_five_minute_soak_keeps_the_lease() {
         let mut tried = 0;
         while h.at(soak_finished(1)).is_none() {
             tokio::time::sleep(5 * MINUTE).await;
-            let other = h.f.world.lock.acquire("myapp-prod", "bob@ci pid 9", MINUTE).await;
+            let other =
+                h.f.world
+                    .lock
+                    .acquire("myapp-prod", "bob@ci pid 9", MINUTE)
+                    .await;
             assert!(
                 matches!(other, Err(Error::LockHeld { .. })),
                 "{:?} into the soak: {other:?}",
@@ -1240,7 +1263,10 @@ async fn a_forty_five_minute_soak_keeps_the_lease() {
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
     assert!(tried >= 9, "{tried}");
     // Renewed during the soak itself, not only at wave boundaries.
-    let (from, to) = (h.at(soak_started(1)).unwrap(), h.at(soak_finished(1)).unwrap());
+    let (from, to) = (
+        h.at(soak_started(1)).unwrap(),
+        h.at(soak_finished(1)).unwrap(),
+    );
     assert!(to - from >= 45 * MINUTE, "{:?}", to - from);
     let f = h.seen();
     assert!(
@@ -1564,7 +1590,8 @@ impl RunLog {
 
     /// This run watched `cluster` through the soak of its `wave`, which passed: when.
     fn soaked(&self, cluster: &str, wave: usize) -> Option<(Instant, Instant)> {
-        let skipped = self.at(|e| matches!(e, Event::AppSkipped { cluster: c, .. } if c == cluster));
+        let skipped =
+            self.at(|e| matches!(e, Event::AppSkipped { cluster: c, .. } if c == cluster));
         let start = self.at(soak_started(wave))?;
         let end = self.at(soak_finished(wave))?;
         skipped.is_none().then_some((start, end))
@@ -1622,96 +1649,97 @@ async fn check_observed(
                 .set_health(&h.app(CLUSTERS[c]), Health::Degraded);
         }
     };
-    let runs = async {
-        let mut runs: Vec<RunLog> = Vec::new();
-        for n in 0..3 {
-            if n > 0 {
-                // Someone notices, and runs it again.
-                tokio::time::sleep(MINUTE).await;
-            }
-            let mut plan = h.plan().await;
-            plan.soak = soak;
-            let run_id = format!("run-prop-{n}");
-            // One CI job re-run: the same holder takes its own lock over.
-            let (stop, rx) = watch::channel(StopRequest::None);
-            let opts = RunOptions {
-                holder: "ci prop".into(),
-                ..h.f.options(&run_id, Some(rx))
-            };
-            let begun = Instant::now();
-            let cut = interruption.filter(|_| n == 0);
-            let run = h.run_opts(&plan, opts, react());
-            let script = async {
-                let at = match cut {
-                    None => return std::future::pending().await,
-                    Some(
-                        Interruption::Stop(at)
-                        | Interruption::Kill(at)
-                        | Interruption::LockRemoved(at)
-                        | Interruption::LockTaken(at),
-                    ) => at,
-                };
-                tokio::time::sleep_until(begun + at).await;
-                match cut {
-                    Some(Interruption::Stop(_)) => {
-                        let _ = stop.send(StopRequest::Graceful);
-                    }
-                    Some(Interruption::Kill(_)) => return,
-                    Some(Interruption::LockRemoved(_)) => {
-                        if let Some(lease) = h.f.world.lock.state().get("myapp-prod") {
-                            h.f.world.lock.release(lease).await.unwrap();
-                            h.faults().lock_deleted = true;
-                        }
-                    }
-                    Some(Interruption::LockTaken(_)) => {
-                        h.f.world.lock.expire("myapp-prod").await;
-                        let _ = h
-                            .f
-                            .world
-                            .lock
-                            .acquire("myapp-prod", "bob@ci pid 9", MINUTE)
-                            .await;
-                    }
-                    None => {}
+    let runs =
+        async {
+            let mut runs: Vec<RunLog> = Vec::new();
+            for n in 0..3 {
+                if n > 0 {
+                    // Someone notices, and runs it again.
+                    tokio::time::sleep(MINUTE).await;
                 }
-                std::future::pending().await
-            };
-            let result = tokio::select! {
-                r = run => Some(r),
-                () = script => None,
-            };
-            // A run that changed nothing (a stale plan: an Application unreadable after
-            // the lock was taken) is simply run again, as a person would.
-            let (outcome, again) = match result {
-                Some(Ok(r)) => (Some(r.outcome), false),
-                Some(Err(EngineError::Stale(_))) => (Some(Outcome::Failed), true),
-                Some(Err(e)) => return Err(TestCaseError::fail(format!("{e}"))),
-                None => (None, true),
-            };
-            runs.push(RunLog {
-                run_id,
-                outcome,
-                events: h.log.borrow().clone(),
-            });
-            h.log.send_modify(Vec::clear);
-            // Bob's run ends; ours is rerun after an interruption, a kill or a lost lock.
-            if let Some(lease) = h.f.world.lock.state().get("myapp-prod")
-                && lease.holder.starts_with("bob")
-            {
-                h.f.world.lock.release(lease).await.unwrap();
+                let mut plan = h.plan().await;
+                plan.soak = soak;
+                let run_id = format!("run-prop-{n}");
+                // One CI job re-run: the same holder takes its own lock over.
+                let (stop, rx) = watch::channel(StopRequest::None);
+                let opts = RunOptions {
+                    holder: "ci prop".into(),
+                    ..h.f.options(&run_id, Some(rx))
+                };
+                let begun = Instant::now();
+                let cut = interruption.filter(|_| n == 0);
+                let run = h.run_opts(&plan, opts, react());
+                let script = async {
+                    let at = match cut {
+                        None => return std::future::pending().await,
+                        Some(
+                            Interruption::Stop(at)
+                            | Interruption::Kill(at)
+                            | Interruption::LockRemoved(at)
+                            | Interruption::LockTaken(at),
+                        ) => at,
+                    };
+                    tokio::time::sleep_until(begun + at).await;
+                    match cut {
+                        Some(Interruption::Stop(_)) => {
+                            let _ = stop.send(StopRequest::Graceful);
+                        }
+                        Some(Interruption::Kill(_)) => return,
+                        Some(Interruption::LockRemoved(_)) => {
+                            if let Some(lease) = h.f.world.lock.state().get("myapp-prod") {
+                                h.f.world.lock.release(lease).await.unwrap();
+                                h.faults().lock_deleted = true;
+                            }
+                        }
+                        Some(Interruption::LockTaken(_)) => {
+                            h.f.world.lock.expire("myapp-prod").await;
+                            let _ =
+                                h.f.world
+                                    .lock
+                                    .acquire("myapp-prod", "bob@ci pid 9", MINUTE)
+                                    .await;
+                        }
+                        None => {}
+                    }
+                    std::future::pending().await
+                };
+                let result = tokio::select! {
+                    r = run => Some(r),
+                    () = script => None,
+                };
+                // A run that changed nothing (a stale plan: an Application unreadable after
+                // the lock was taken) is simply run again, as a person would.
+                let (outcome, again) = match result {
+                    Some(Ok(r)) => (Some(r.outcome), false),
+                    Some(Err(EngineError::Stale(_))) => (Some(Outcome::Failed), true),
+                    Some(Err(e)) => return Err(TestCaseError::fail(format!("{e}"))),
+                    None => (None, true),
+                };
+                runs.push(RunLog {
+                    run_id,
+                    outcome,
+                    events: h.log.borrow().clone(),
+                });
+                h.log.send_modify(Vec::clear);
+                // Bob's run ends; ours is rerun after an interruption, a kill or a lost lock.
+                if let Some(lease) = h.f.world.lock.state().get("myapp-prod")
+                    && lease.holder.starts_with("bob")
+                {
+                    h.f.world.lock.release(lease).await.unwrap();
+                }
+                let lost_lock =
+                    runs.last().unwrap().events.iter().any(
+                        |(_, e)| matches!(e, Event::Halted { reason } if reason.contains("lock")),
+                    );
+                match outcome {
+                    _ if again => {}
+                    Some(Outcome::Interrupted) => {}
+                    Some(Outcome::Failed | Outcome::Halted) if lost_lock => {}
+                    _ => break,
+                }
             }
-            let lost_lock = runs.last().unwrap().events.iter().any(|(_, e)| {
-                matches!(e, Event::Halted { reason } if reason.contains("lock"))
-            });
-            match outcome {
-                _ if again => {}
-                Some(Outcome::Interrupted) => {}
-                Some(Outcome::Failed | Outcome::Halted) if lost_lock => {}
-                _ => break,
-            }
-        }
-        Ok(runs)
-    };
+            Ok(runs)
+        };
     let (runs, ()) = tokio::join!(runs, degrade);
     let runs = runs?;
     let last = runs.last().unwrap();
@@ -1755,7 +1783,10 @@ async fn check_observed(
             .cloned()
             .collect();
         if let Err(why) = observed_through(&in_soak, soak, 30 * SECOND) {
-            return Err(TestCaseError::fail(format!("{cluster} ({}): {why}", run.run_id)));
+            return Err(TestCaseError::fail(format!(
+                "{cluster} ({}): {why}",
+                run.run_id
+            )));
         }
         // ...with its checks passed...
         prop_assert!(
