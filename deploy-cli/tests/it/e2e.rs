@@ -227,7 +227,7 @@ impl World {
 
     /// Keeps prod's lock and audit trail in S3 (a bucket in the prod account's moto, reached
     /// through the `prod` profile): `state = { s3 = ... }` in deploy.toml.
-    async fn use_s3_state(&self) {
+    pub(crate) async fn use_s3_state(&self) {
         deploy_aws::moto::create_bucket(&self.prod_moto.endpoint, STATE_BUCKET).await;
         let text = std::fs::read_to_string(&self.config).expect("read deploy.toml");
         let from = r#"timeout = "60s""#;

@@ -11,5 +11,6 @@ mod output;
 mod prometheus;
 mod promote;
 mod release;
+mod resume;
 mod support;
 mod watch;
