@@ -215,6 +215,17 @@ impl<'a> LeaseKeeper<'a> {
                             self.keep(l);
                             return Ok(());
                         }
+                        // A backend that names us as the holder has not lost it to anyone:
+                        // try again (below) rather than stop.
+                        Err(Error::LockHeld {
+                            key,
+                            holder,
+                            expires_at,
+                        }) if holder == lease.holder => Error::LockHeld {
+                            key,
+                            holder,
+                            expires_at,
+                        },
                         Err(Error::LockHeld { holder, .. }) => {
                             let lost = LeaseLost::Taken { holder };
                             *self.taken.lock().expect("poisoned") = Some(lost.clone());
