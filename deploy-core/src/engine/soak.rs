@@ -489,6 +489,34 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     #[test]
+    fn the_soak_mark_names_the_tag_and_its_digests() {
+        let digest = |c: char| {
+            crate::model::Digest::new(format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+        };
+        let tag = crate::model::Tag::new("v2").unwrap();
+        let by_tag = Release {
+            tag: tag.clone(),
+            digests: Default::default(),
+        };
+        assert_eq!(soaked_mark(&by_tag), "v2");
+        let release = |d: char| Release {
+            tag: tag.clone(),
+            digests: [("api".to_owned(), digest(d))].into(),
+        };
+        let mark = soaked_mark(&release('a'));
+        assert!(
+            mark.starts_with("v2@") && mark.len() == "v2@".len() + 16,
+            "{mark}"
+        );
+        assert_eq!(mark, soaked_mark(&release('a')), "stable");
+        assert_ne!(
+            mark,
+            soaked_mark(&release('b')),
+            "the tag pushed again under other bytes was never soaked"
+        );
+    }
+
+    #[test]
     fn an_unbroken_soak_passes_on_a_fresh_look_at_its_end() {
         let t0 = Instant::now();
         let mut v = Vigil::new(t0, 60 * S);
