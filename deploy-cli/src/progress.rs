@@ -128,6 +128,11 @@ pub fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
                     b.finish_with_message("= already runs the release, Healthy");
                 }
             }
+            Event::AppSoakingAgain { cluster, .. } => {
+                if let Some(b) = bars.get(cluster) {
+                    b.finish_with_message("~ at the release but never soaked there: soaking again");
+                }
+            }
             Event::AppFailed {
                 cluster, reason, ..
             } => {
@@ -181,6 +186,7 @@ pub fn describe(event: &Event) -> Option<String> {
             None => format!("wave {wave}: blocked by sync window {window} of {application}"),
         },
         Event::AppSkipped { cluster, .. } => format!("  {cluster}: already runs the release, Healthy; skipped"),
+        Event::AppSoakingAgain { cluster, .. } => format!("  {cluster}: at the release but no finished soak observed it there (an interrupted run); soaking it again"),
         Event::AppWaiting { cluster, operation_by, .. } => format!("  {cluster}: waiting for an operation started by {operation_by}"),
         Event::AppSyncing { cluster, from, to, .. } => format!("  {cluster}: syncing {from} → {to}"),
         Event::AppProgress { .. } => return None,

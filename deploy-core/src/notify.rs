@@ -163,6 +163,8 @@ impl Announcer {
                 let state = match &a.state {
                     AppState::Skipped => "already there".to_owned(),
                     AppState::Deployed => format!("deployed {}, Healthy", a.to),
+                    AppState::Unsoaked => format!("at {}, not soaked there", a.to),
+                    AppState::SoakedAgain => format!("at {}, soaked again, Healthy", a.to),
                     AppState::Failed(r) => format!("FAILED: {r}"),
                     AppState::RolledBack => format!("rolled back to {}", a.from),
                     AppState::RollbackFailed(r) => format!("ROLLBACK FAILED: {r}"),

@@ -108,7 +108,11 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
         for w in &p.waves {
             for a in &w.apps {
                 let mut action = match &a.action {
-                    Action::Skip => "skip: already runs it, Healthy".to_owned(),
+                    Action::Skip => "skip: already runs it, Healthy, soaked".to_owned(),
+                    Action::Soak { .. } => {
+                        "soak again (at the release, never soaked there: an interrupted run)"
+                            .to_owned()
+                    }
                     Action::Deploy {
                         set_override: Some(v),
                         sync: true,
@@ -146,8 +150,12 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
             }
         }
         out.text(t);
+        let again = match p.soaks_again() {
+            0 => String::new(),
+            n => format!(", {n} soaked again"),
+        };
         out.text(format!(
-            "  {} change(s); per wave: timeout {}, soak {}",
+            "  {} change(s){again}; per wave: timeout {}, soak {}",
             p.changes(),
             humantime::format_duration(p.timeout),
             humantime::format_duration(p.soak)
@@ -319,14 +327,14 @@ async fn execute(
         out.result(&serde_json::json!({ "outcome": "dry_run", "plan": p }));
         return Ok(Exit::Success);
     }
-    if p.changes() == 0 {
+    if p.is_up_to_date() {
         let tag = p
             .release
             .as_ref()
             .map(|r| r.tag.to_string())
             .unwrap_or_default();
         out.text(format!(
-            "nothing to do: every application of {} already runs {tag}, Healthy",
+            "nothing to do: every application of {} already runs {tag}, Healthy, soaked",
             env.name
         ));
         out.result(&serde_json::json!({ "outcome": Outcome::UpToDate, "release": p.release }));
@@ -375,6 +383,7 @@ async fn execute(
         grace: GRACE,
         process_exists: cfg!(target_os = "linux").then_some(process_exists as fn(u32) -> bool),
         window_wait: run.window_wait,
+        lock_backend: lock_backend(config, env),
     };
     let ports = Ports {
         argocd: &*backends.argocd,
@@ -478,6 +487,22 @@ async fn execute(
     }
     out.result(&report);
     Ok(Exit::of_report(&report))
+}
+
+/// Where the promotion lock of `env` lives, in words, for the message of a run halted
+/// because it could not hold it.
+fn lock_backend(config: &Config, env: &Environment) -> String {
+    use deploy_core::config::LockBackend;
+    match env.state.as_ref() {
+        Some(s) if s.lock == LockBackend::S3 => s.s3.as_ref().map_or_else(
+            || "S3".to_owned(),
+            |u| format!("s3://{}/{}", u.bucket, u.key(&env.name, "lock.json")),
+        ),
+        Some(s) if s.lock == LockBackend::Kubernetes => {
+            format!("a Kubernetes Lease in {}", config.argocd.namespace)
+        }
+        _ => String::new(),
+    }
 }
 
 fn verb(p: &PromotionPlan) -> &'static str {

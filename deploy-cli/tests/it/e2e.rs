@@ -1603,7 +1603,8 @@ async fn sighup_in_wave_one_records_the_interruption_and_a_rerun_resumes() {
     second.expect_code(0);
     let report = second.result();
     let resumed = self::states(&report);
-    assert_eq!(resumed["us-west-2"], "skipped", "{report:#}");
+    // At the release, but never soaked there: soaked again, not synced again.
+    assert_eq!(resumed["us-west-2"], "soaked_again", "{report:#}");
     assert_eq!(resumed["us-east-1"], "deployed", "{report:#}");
     world.assert_prod_runs(NEW);
     assert_eq!(
@@ -1835,11 +1836,11 @@ async fn an_application_set_without_preserved_fields_refuses_with_the_fix_and_wr
     let text = details.join("\n");
     for want in [
         "applicationset/myapp-prod (generates myapp-prod-eu-west-1, myapp-prod-us-east-1, myapp-prod-us-west-2)",
-        "deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/lock not in spec.preservedFields.annotations",
+        "deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/soaked, deploy/lock not in spec.preservedFields.annotations",
         "deploy/lock holds the promotion lock on myapp-prod-eu-west-1",
         // The YAML and the Terraform of the fix.
         "    preservedFields:\n      annotations:\n        - \"deploy/release\"",
-        "    preservedFields = {\n      annotations = [\"deploy/release\", \"deploy/run\", \"deploy/promoted-by\", \"deploy/promoted-at\", \"deploy/lock\"]\n    }",
+        "    preservedFields = {\n      annotations = [\"deploy/release\", \"deploy/run\", \"deploy/promoted-by\", \"deploy/promoted-at\", \"deploy/soaked\", \"deploy/lock\"]\n    }",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

@@ -13,6 +13,7 @@ mod promote;
 mod release;
 mod secrets;
 mod stall;
+mod resume;
 mod support;
 mod trail;
 mod watch;

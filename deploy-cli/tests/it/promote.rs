@@ -213,7 +213,8 @@ fn ctrl_c_finishes_the_running_wave_exits_130_and_a_rerun_resumes() {
     assert_eq!(state("us-west-2"), "deployed", "{apps:?}");
     assert_eq!(state("eu-west-1"), "not_started", "{apps:?}");
 
-    // The same command resumes: wave 1 is skipped, wave 2 is deployed.
+    // The same command resumes: wave 1, at the release but never soaked there, is soaked
+    // again (not synced again), wave 2 is deployed.
     let again = s.json(&["promote", "--env", "prod", "--yes"]);
     again.expect_code(0);
     let apps = again.result()["apps"].as_array().expect("apps").clone();
@@ -223,7 +224,7 @@ fn ctrl_c_finishes_the_running_wave_exits_130_and_a_rerun_resumes() {
             .map(|a| a["state"]["state"].as_str().unwrap_or_default().to_owned())
             .unwrap_or_default()
     };
-    assert_eq!(state("us-west-2"), "skipped", "{apps:?}");
+    assert_eq!(state("us-west-2"), "soaked_again", "{apps:?}");
     assert_eq!(state("us-east-1"), "deployed", "{apps:?}");
     s.assert_runs("prod", SECOND);
 }

@@ -18,6 +18,8 @@ use crate::port::{Application, OverrideValue, SyncRequest};
 /// How one Application's deployment ended.
 pub(crate) enum AppEnd {
     Skipped,
+    /// At the release, to be soaked again; nothing written.
+    SoakAgain,
     /// At the release, Healthy; `wrote` says whether this run wrote to it.
     Deployed {
         wrote: bool,
@@ -80,12 +82,22 @@ pub(crate) struct Target<'a> {
 impl Run<'_> {
     /// Brings `a` to the release within `deadline`.
     pub(crate) async fn deploy(&self, a: &AppPlan, deadline: Instant) -> AppEnd {
-        let Action::Deploy { set_override, sync } = &a.action else {
-            self.emit(Event::AppSkipped {
-                cluster: a.cluster.clone(),
-                application: a.application.clone(),
-            });
-            return AppEnd::Skipped;
+        let (set_override, sync) = match &a.action {
+            Action::Deploy { set_override, sync } => (set_override, sync),
+            Action::Soak { .. } => {
+                self.emit(Event::AppSoakingAgain {
+                    cluster: a.cluster.clone(),
+                    application: a.application.clone(),
+                });
+                return AppEnd::SoakAgain;
+            }
+            Action::Skip => {
+                self.emit(Event::AppSkipped {
+                    cluster: a.cluster.clone(),
+                    application: a.application.clone(),
+                });
+                return AppEnd::Skipped;
+            }
         };
         let writes = Writes::default();
         let op_id = format!("{}/{}", self.opts.run_id, a.cluster);

@@ -61,6 +61,14 @@ pub enum Event {
         /// Application.
         application: String,
     },
+    /// An Application already at the release that no finished soak observed there (the run
+    /// that brought it was interrupted): nothing is written to it; its wave soaks it again.
+    AppSoakingAgain {
+        /// Cluster.
+        cluster: String,
+        /// Application.
+        application: String,
+    },
     /// Waiting for someone else's operation on the Application.
     AppWaiting {
         /// Cluster.
@@ -196,6 +204,10 @@ pub enum AppState {
     Skipped,
     /// Now at the release, Healthy.
     Deployed,
+    /// At the release (an interrupted run brought it there), not yet soaked there.
+    Unsoaked,
+    /// At the release (an interrupted run brought it there), now soaked and checked there.
+    SoakedAgain,
     /// Failed (and not rolled back).
     Failed(String),
     /// Failed or part of a failed run, returned to its previous release.

@@ -1,7 +1,7 @@
 //! The promotion lock as the engine holds it: one key per environment, who holds it
 //! ([`Holder`]), when a stale holder may be taken over, and a `LeaseKeeper` that renews
-//! through transient failures while the lease still has time and refuses a write once the
-//! lease has run out by the wall clock.
+//! through failures while the lease still has time, takes a vanished lock again, renews
+//! during soaks, and refuses a write once the lease has run out by the wall clock.
 
 use std::fmt;
 use std::str::FromStr;
@@ -110,9 +110,13 @@ pub enum LeaseLost {
         /// Who.
         holder: String,
     },
-    /// The lease could not be renewed before it ran out (the backend was unreachable, or
-    /// this machine slept past the expiry).
+    /// The lease could be neither renewed nor taken again before it ran out (the backend
+    /// was unreachable or refused us, or this machine slept past the expiry). The run stops
+    /// starting new work and rolls nothing back: a lock it cannot hold says nothing about
+    /// the health of what it deployed.
     Expired {
+        /// The lock: its key and, when known, its backend.
+        lock: String,
         /// The last error, if any.
         reason: String,
     },
@@ -122,12 +126,10 @@ impl fmt::Display for LeaseLost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Taken { holder } => write!(f, "lost the promotion lock: {holder} holds it now"),
-            Self::Expired { reason } => {
-                write!(
-                    f,
-                    "the promotion lock ran out before it could be renewed: {reason}"
-                )
-            }
+            Self::Expired { lock, reason } => write!(
+                f,
+                "the promotion lock {lock} could be neither renewed nor taken again before it ran out: {reason}"
+            ),
         }
     }
 }
@@ -138,6 +140,8 @@ pub(crate) struct LeaseKeeper<'a> {
     lock: &'a dyn Lock,
     clock: &'a dyn Clock,
     ttl: Duration,
+    /// The lock as messages name it: its key and backend.
+    name: String,
     lease: Mutex<Lease>,
     /// Set once another run provably holds the lock: from then on no write is ours to make,
     /// whatever the local copy of the lease says.
@@ -155,11 +159,18 @@ impl<'a> LeaseKeeper<'a> {
         clock: &'a dyn Clock,
         ttl: Duration,
         lease: Lease,
+        backend: &str,
     ) -> Self {
+        let name = if backend.is_empty() {
+            lease.key.clone()
+        } else {
+            format!("{} ({backend})", lease.key)
+        };
         Self {
             lock,
             clock,
             ttl,
+            name,
             lease: Mutex::new(lease),
             taken: Mutex::new(None),
         }
@@ -174,52 +185,84 @@ impl<'a> LeaseKeeper<'a> {
         Duration::try_from(left).unwrap_or(Duration::ZERO)
     }
 
-    /// Renews the lease. A transient failure (or a conflicting write) is retried, with a
-    /// growing pause, while the lease still has more than [`MARGIN`] left by the wall clock;
-    /// only a lock provably held by another run is [`LeaseLost::Taken`]. A backend that says
-    /// the lock is held but names nobody (an erased annotation) is re-acquired.
+    fn keep(&self, lease: Lease) {
+        *self.lease.lock().expect("poisoned") = lease;
+    }
+
+    /// Renews the lease. A lock the backend says is gone or held by nobody (a lock object
+    /// removed by hand, an erased annotation) is taken again by `acquire`, which is atomic
+    /// (`If-None-Match` on S3): only a lock another run provably holds is
+    /// [`LeaseLost::Taken`]. Any other failure (unreachable, refused credentials, a
+    /// conflicting write) is retried, with a growing pause, while the lease still has more
+    /// than [`MARGIN`] left by the wall clock; then it is [`LeaseLost::Expired`].
     pub(crate) async fn renew(&self) -> Result<(), LeaseLost> {
         let mut pause = Duration::from_secs(1);
+        let mut warned = false;
         loop {
             let lease = self.lease();
-            match self.lock.renew(&lease, self.ttl).await {
+            let error = match self.lock.renew(&lease, self.ttl).await {
                 Ok(l) => {
-                    *self.lease.lock().expect("poisoned") = l;
+                    self.keep(l);
                     return Ok(());
                 }
-                Err(Error::LockHeld { .. }) => {
-                    // Held according to the backend: take it again if nobody else has.
-                    return match self.lock.acquire(&lease.key, &lease.holder, self.ttl).await {
+                Err(Error::LockHeld { .. } | Error::NotFound { .. }) => {
+                    match self.lock.acquire(&lease.key, &lease.holder, self.ttl).await {
                         Ok(l) => {
-                            *self.lease.lock().expect("poisoned") = l;
-                            Ok(())
+                            tracing::warn!(
+                                "the promotion lock {} was gone; took it again",
+                                self.name
+                            );
+                            self.keep(l);
+                            return Ok(());
                         }
+                        // A backend that names us as the holder has not lost it to anyone:
+                        // try again (below) rather than stop.
+                        Err(Error::LockHeld {
+                            key,
+                            holder,
+                            expires_at,
+                        }) if holder == lease.holder => Error::LockHeld {
+                            key,
+                            holder,
+                            expires_at,
+                        },
                         Err(Error::LockHeld { holder, .. }) => {
                             let lost = LeaseLost::Taken { holder };
                             *self.taken.lock().expect("poisoned") = Some(lost.clone());
-                            Err(lost)
+                            return Err(lost);
                         }
-                        Err(e) => Err(LeaseLost::Expired {
-                            reason: e.to_string(),
-                        }),
-                    };
-                }
-                Err(e @ (Error::Transient { .. } | Error::Conflict { .. })) => {
-                    let left = self.left(&lease);
-                    if left <= MARGIN + pause {
-                        return Err(LeaseLost::Expired {
-                            reason: e.to_string(),
-                        });
+                        Err(e) => e,
                     }
-                    tracing::warn!("renewing the promotion lock failed: {e}; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(15));
                 }
-                Err(e) => {
-                    return Err(LeaseLost::Expired {
-                        reason: e.to_string(),
-                    });
-                }
+                Err(e) => e,
+            };
+            if self.left(&lease) <= MARGIN + pause {
+                return Err(LeaseLost::Expired {
+                    lock: self.name.clone(),
+                    reason: error.to_string(),
+                });
+            }
+            if warned {
+                tracing::debug!("renewing the promotion lock {} failed: {error}", self.name);
+            } else {
+                warned = true;
+                tracing::warn!(
+                    "renewing the promotion lock {} failed: {error}; trying again while it has time",
+                    self.name
+                );
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(15));
+        }
+    }
+
+    /// Renews the lease every third of its ttl for as long as it is polled (alongside a
+    /// soak, which checks may make longer than a wave); resolves only when it is lost.
+    pub(crate) async fn keep_renewed(&self) -> LeaseLost {
+        loop {
+            tokio::time::sleep(self.ttl / 3).await;
+            if let Err(lost) = self.renew().await {
+                return lost;
             }
         }
     }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::model::Release;
 use crate::plan::live::live_at;
-use crate::plan::promotion::{AppPlan, PromotionPlan};
+use crate::plan::promotion::{Action, AppPlan, PromotionPlan};
 use crate::port::{ArgoCd, AuditLog, Clock, Lease, Lock, Metrics};
 use crate::trail::{Actor, Outcome};
 
@@ -37,7 +37,10 @@ pub use assess::{Assessment, Baseline, Ours, assess};
 pub use event::{AppReport, AppState, Event, RunReport};
 pub use lock::{Holder, LeaseLost};
 pub use outcome::{Failure, RollbackResult, conclude};
-pub use record::{ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE, ANNOTATION_RUN, ANNOTATIONS};
+pub use record::{
+    ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE, ANNOTATION_RUN, ANNOTATION_SOAKED,
+    ANNOTATIONS,
+};
 
 use app::AppEnd;
 use lock::LeaseKeeper;
@@ -97,6 +100,9 @@ pub struct RunOptions {
     /// How long a wave may wait for its Applications' sync windows to allow it (`--window-wait`);
     /// zero: do not wait ([`window`]).
     pub window_wait: Duration,
+    /// Where the lock lives, in words (e.g. `S3 s3://bucket/prefix`), for the message of a
+    /// run halted because its lock could not be held; empty: the key alone names it.
+    pub lock_backend: String,
 }
 
 impl Default for RunOptions {
@@ -111,6 +117,7 @@ impl Default for RunOptions {
             grace: Duration::from_secs(30),
             process_exists: None,
             window_wait: Duration::ZERO,
+            lock_backend: String::new(),
         }
     }
 }
@@ -254,19 +261,20 @@ impl<'a> Engine<'a> {
             }
             return Err(EngineError::WindowBlocked(b));
         }
-        // Long enough for a wave, its soak, and a soak extended by lapses; renewed per wave.
-        let ttl = plan
-            .timeout
-            .saturating_mul(2)
-            .saturating_add(plan.soak)
-            .saturating_add(Duration::from_secs(600));
+        let ttl = lease_ttl(plan);
         let lease = self.acquire(plan, ttl, &sink).await?;
         let run = Run {
             ports: self.ports,
             opts: &self.opts,
             plan,
             release,
-            lease: LeaseKeeper::new(self.ports.lock, self.ports.clock, ttl, lease),
+            lease: LeaseKeeper::new(
+                self.ports.lock,
+                self.ports.clock,
+                ttl,
+                lease,
+                &self.opts.lock_backend,
+            ),
             sink: &sink,
             measurements: Mutex::new(Vec::new()),
         };
@@ -449,20 +457,25 @@ impl Run<'_> {
         })
     }
 
-    /// The waves, then the rollback if one failed, then the annotations, the record and the
-    /// lock's release.
+    /// The waves, then a read of every Application, then the rollback if one failed, then
+    /// the annotations, the record and the lock's release.
     async fn execute(&self, started_at: jiff::Timestamp) -> RunReport {
         let plan = self.plan;
         let mut reports: BTreeMap<String, AppReport> = BTreeMap::new();
         let mut changed: Vec<&AppPlan> = Vec::new();
         let mut deployed: Vec<&AppPlan> = Vec::new();
+        let mut soaked_again = 0;
         let mut failure: Option<Failure> = None;
         let mut interrupted = false;
         for wave in &plan.waves {
             for a in &wave.apps {
+                let state = match a.action {
+                    Action::Soak { .. } => AppState::Unsoaked,
+                    _ => AppState::NotStarted,
+                };
                 reports.insert(
                     a.cluster.clone(),
-                    report(wave.number, a, self.release, AppState::NotStarted, 0),
+                    report(wave.number, a, self.release, state, 0),
                 );
             }
         }
@@ -501,7 +514,7 @@ impl Run<'_> {
             for (a, end) in wave.apps.iter().zip(ends) {
                 let elapsed = started.elapsed().as_millis() as u64;
                 let wrote = match &end {
-                    AppEnd::Skipped => false,
+                    AppEnd::Skipped | AppEnd::SoakAgain => false,
                     AppEnd::Deployed { wrote }
                     | AppEnd::Failed { wrote, .. }
                     | AppEnd::Interrupted { wrote }
@@ -512,6 +525,10 @@ impl Run<'_> {
                 }
                 let state = match end {
                     AppEnd::Skipped => AppState::Skipped,
+                    AppEnd::SoakAgain => {
+                        soak_apps.push(a.clone());
+                        AppState::Unsoaked
+                    }
                     AppEnd::Deployed { .. } => {
                         deployed.push(a);
                         soak_apps.push(a.clone());
@@ -542,21 +559,24 @@ impl Run<'_> {
             if failure.is_some() || interrupted {
                 break 'waves;
             }
-            let checked = soak_apps.iter().any(|a| !a.checks.is_empty());
-            if !soak_apps.is_empty() && (!plan.soak.is_zero() || checked) {
-                match self.soak(wave.number, &soak_apps).await {
-                    Ok(()) => {}
+            // An Application found at the release unsoaked is soaked even without a soak
+            // time: it must at least be observed Healthy there.
+            let must_soak = !plan.soak.is_zero()
+                || soak_apps
+                    .iter()
+                    .any(|a| !a.checks.is_empty() || matches!(a.action, Action::Soak { .. }));
+            if !soak_apps.is_empty() && must_soak {
+                let end = match self.soak(wave.number, &soak_apps).await {
+                    Ok(()) => None,
                     Err(SoakEnd::Interrupted) => {
                         interrupted = true;
                         break 'waves;
                     }
-                    Err(SoakEnd::Failed { cluster, reason }) => {
-                        if let Some(r) = reports.get_mut(&cluster) {
-                            r.state = AppState::Failed(reason.clone());
-                        }
-                        failure = Some(Failure::Soak { cluster, reason });
-                        break 'waves;
-                    }
+                    Err(SoakEnd::Lease(lost)) => Some((None, Failure::Lock(lost))),
+                    Err(SoakEnd::Failed { cluster, reason }) => Some((
+                        Some(AppState::Failed(reason.clone())),
+                        Failure::Soak { cluster, reason },
+                    )),
                     Err(SoakEnd::Check {
                         check,
                         cluster,
@@ -565,30 +585,49 @@ impl Run<'_> {
                     }) => {
                         let failed = Failure::Check {
                             check,
-                            cluster: cluster.clone(),
+                            cluster,
                             values,
                             reason,
                         };
-                        if let Some(r) = reports.get_mut(&cluster) {
-                            r.state = AppState::Failed(failed.to_string());
-                        }
-                        failure = Some(failed);
-                        break 'waves;
+                        Some((Some(AppState::Failed(failed.to_string())), failed))
                     }
                     Err(SoakEnd::Inconclusive {
                         check,
                         cluster,
                         values,
-                    }) => {
-                        failure = Some(Failure::Inconclusive {
+                    }) => Some((
+                        None,
+                        Failure::Inconclusive {
                             check,
                             cluster,
                             values,
-                        });
-                        break 'waves;
+                        },
+                    )),
+                };
+                if let Some((state, failed)) = end {
+                    if let (Some(state), Some(cluster)) = (state, failed.cluster())
+                        && let Some(r) = reports.get_mut(cluster)
+                    {
+                        r.state = state;
                     }
+                    failure = Some(failed);
+                    break 'waves;
                 }
             }
+            // Observed through the soak and its checks: a rerun need not soak them again.
+            self.mark_soaked(&soak_apps).await;
+            for a in soak_apps
+                .iter()
+                .filter(|a| matches!(a.action, Action::Soak { .. }))
+            {
+                soaked_again += 1;
+                if let Some(r) = reports.get_mut(&a.cluster) {
+                    r.state = AppState::SoakedAgain;
+                }
+            }
+        }
+        if failure.is_none() && !interrupted {
+            failure = self.final_read().await;
         }
 
         let rollback = match &failure {
@@ -597,9 +636,16 @@ impl Run<'_> {
                 self.emit(Event::Halted {
                     reason: f.to_string(),
                 });
-                if changed.is_empty() || f.awaits_decision() || matches!(f, Failure::Window(_)) {
-                    // A window halts the run: what is deployed is good, and a rollback would
-                    // need the very syncs the window forbids.
+                // What this run wrote, and what an interrupted run of this release left
+                // unsoaked: both are this promotion's, and both go back.
+                let mut to_return = changed.clone();
+                to_return.extend(
+                    plan.waves
+                        .iter()
+                        .flat_map(|w| &w.apps)
+                        .filter(|a| matches!(a.action, Action::Soak { .. })),
+                );
+                if to_return.is_empty() || f.keeps_what_is_deployed() {
                     RollbackResult::NothingChanged
                 } else if !self.opts.rollback_on_failure {
                     RollbackResult::Disabled
@@ -609,7 +655,7 @@ impl Run<'_> {
                     match self.lease.renew().await {
                         Err(LeaseLost::Taken { .. }) => RollbackResult::LockTaken,
                         // Expired: each write tries again, and fails if it must.
-                        _ => self.roll_back(&changed, &mut reports).await,
+                        _ => self.roll_back(&to_return, &mut reports).await,
                     }
                 }
             }
@@ -618,18 +664,23 @@ impl Run<'_> {
             failure.as_ref(),
             rollback,
             interrupted,
-            deployed.len(),
-            reports.len(),
+            outcome::Observed {
+                deployed: deployed.len(),
+                soaked_again,
+                clusters: reports.len(),
+            },
             &self.release.tag,
         );
 
         let now = self.ports.clock.now();
-        let still_deployed: Vec<&&AppPlan> = deployed
+        let still_deployed: Vec<&AppPlan> = plan
+            .waves
             .iter()
+            .flat_map(|w| &w.apps)
             .filter(|a| {
-                reports
-                    .get(&a.cluster)
-                    .is_some_and(|r| r.state == AppState::Deployed)
+                reports.get(&a.cluster).is_some_and(|r| {
+                    r.state == AppState::Deployed || r.state == AppState::SoakedAgain
+                })
             })
             .collect();
         // The deployment stands whether or not an annotation lands; the audit record is
@@ -695,6 +746,23 @@ impl Run<'_> {
             record_error,
         }
     }
+}
+
+/// How long the lease lasts unless renewed: long enough for a wave (its timeout), its
+/// longest soak as the checks make it ([`crate::check::least_soak`]), a soak extended by
+/// lapses up to the timeout again, and a margin. It is renewed at every wave, before writes
+/// close to its expiry, and every third of it during a soak.
+pub fn lease_ttl(plan: &PromotionPlan) -> Duration {
+    let longest_soak = plan
+        .waves
+        .iter()
+        .flat_map(|w| &w.apps)
+        .map(|a| crate::check::least_soak(plan.soak, &a.checks))
+        .fold(plan.soak, Duration::max);
+    plan.timeout
+        .saturating_mul(2)
+        .saturating_add(longest_soak)
+        .saturating_add(Duration::from_secs(600))
 }
 
 fn report(

@@ -47,6 +47,13 @@ pub enum Failure {
         /// The last measurement's values.
         values: Vec<f64>,
     },
+    /// An Application was not Healthy at the release when the run read every one at its end.
+    Final {
+        /// Cluster.
+        cluster: String,
+        /// Why.
+        reason: String,
+    },
     /// The lock can no longer be trusted.
     Lock(LeaseLost),
     /// A wave's sync windows would keep it waiting past `--window-wait`: the run halts
@@ -60,9 +67,32 @@ impl Failure {
         matches!(self, Self::Lock(LeaseLost::Taken { .. }))
     }
 
+    /// The cluster it is about, if one.
+    pub fn cluster(&self) -> Option<&str> {
+        match self {
+            Self::App { cluster, .. }
+            | Self::Soak { cluster, .. }
+            | Self::Check { cluster, .. }
+            | Self::Inconclusive { cluster, .. }
+            | Self::Final { cluster, .. } => Some(cluster),
+            Self::Lock(_) | Self::Window(_) => None,
+        }
+    }
+
     /// Whether the run halts for a decision (nothing is rolled back).
     pub fn awaits_decision(&self) -> bool {
         matches!(self, Self::Inconclusive { .. })
+    }
+
+    /// Whether the run stops starting new work and rolls nothing back, because nothing
+    /// deployed is known to be bad: a check that could not decide, a sync window (a rollback
+    /// would need the very syncs it forbids), a lock that could not be held (it says nothing
+    /// about what runs; another run may be starting, and a rollback would write unlocked).
+    pub fn keeps_what_is_deployed(&self) -> bool {
+        matches!(
+            self,
+            Self::Inconclusive { .. } | Self::Window(_) | Self::Lock(LeaseLost::Expired { .. })
+        )
     }
 }
 
@@ -90,6 +120,9 @@ impl fmt::Display for Failure {
                 "{cluster}: check {check} was inconclusive at {} during soak",
                 show_values(values)
             ),
+            Self::Final { cluster, reason } => {
+                write!(f, "{cluster}: {reason} at the end of the run")
+            }
             Self::Lock(lost) => lost.fmt(f),
             Self::Window(b) => b.fmt(f),
         }
@@ -109,20 +142,45 @@ pub enum RollbackResult {
     Done {
         /// How many.
         count: usize,
+        /// How many of them an interrupted run had brought to the release (this run soaked
+        /// them again, wrote nothing to them, and returned them).
+        resumed: usize,
     },
     /// Some did not make it back.
     Incomplete,
 }
 
-/// The outcome and its message. Pure.
+/// What a run observed of its Applications, for [`conclude`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// Brought to the release by this run and soaked there.
+    pub deployed: usize,
+    /// Found at the release unsoaked (an interrupted run), and soaked there by this run.
+    pub soaked_again: usize,
+    /// Every Application of the plan.
+    pub clusters: usize,
+}
+
+/// The outcome and its message. Pure. A run succeeds only without a failure, and the
+/// engine makes "not Healthy at the release when every Application was read at the end"
+/// a failure ([`Failure::Final`]): no run reports success it did not see at its end.
 pub fn conclude(
     failure: Option<&Failure>,
     rollback: RollbackResult,
     interrupted: bool,
-    deployed: usize,
-    clusters: usize,
+    observed: Observed,
     tag: &Tag,
 ) -> (Outcome, String) {
+    if let Some(failure @ Failure::Lock(LeaseLost::Expired { .. })) = failure {
+        return (
+            Outcome::Halted,
+            format!(
+                "{failure}; halted without rollback: what is deployed was Healthy and stays. \
+                 Check the lock's store (its credentials, its object), then run the same command \
+                 again to resume"
+            ),
+        );
+    }
     if let Some(failure @ Failure::Window(b)) = failure {
         return (
             Outcome::Halted,
@@ -142,9 +200,17 @@ pub fn conclude(
     }
     if let Some(failure) = failure {
         return match rollback {
-            RollbackResult::Done { count } => (
+            RollbackResult::Done { count, resumed } => (
                 Outcome::RolledBack,
-                format!("{failure}; rolled back {count} application(s) to their previous release"),
+                match resumed {
+                    0 => format!(
+                        "{failure}; rolled back {count} application(s) to their previous release"
+                    ),
+                    r => format!(
+                        "{failure}; rolled back {count} application(s) to their previous release \
+                         ({r} of them brought to {tag} by an interrupted run)"
+                    ),
+                },
             ),
             RollbackResult::Incomplete => (
                 Outcome::Failed,
@@ -172,15 +238,26 @@ pub fn conclude(
             "interrupted; run the same command again to resume".to_owned(),
         );
     }
-    if deployed == 0 {
+    let Observed {
+        deployed,
+        soaked_again,
+        clusters,
+    } = observed;
+    if deployed == 0 && soaked_again == 0 {
         return (
             Outcome::UpToDate,
             format!("every application already runs {tag}"),
         );
     }
+    let again = match soaked_again {
+        0 => String::new(),
+        n => {
+            format!(" ({n} found there unsoaked after an interrupted run, now soaked and checked)")
+        }
+    };
     (
         Outcome::Succeeded,
-        format!("{tag} runs on {clusters} cluster(s)"),
+        format!("{tag} runs on {clusters} cluster(s){again}"),
     )
 }
 
@@ -198,8 +275,12 @@ mod tests {
         says: &str,
     ) {
         let tag = Tag::new("v2").unwrap();
-        let (outcome, message) =
-            conclude(failure.as_ref(), rollback, interrupted, deployed, 3, &tag);
+        let observed = Observed {
+            deployed,
+            soaked_again: 0,
+            clusters: 3,
+        };
+        let (outcome, message) = conclude(failure.as_ref(), rollback, interrupted, observed, &tag);
         assert_eq!(outcome, want, "{message}");
         assert!(message.contains(says), "{message:?} lacks {says:?}");
     }
@@ -245,7 +326,10 @@ mod tests {
         );
         check(
             app(),
-            Done { count: 2 },
+            Done {
+                count: 2,
+                resumed: 0,
+            },
             false,
             2,
             Outcome::RolledBack,
@@ -253,7 +337,10 @@ mod tests {
         );
         check(
             soak(),
-            Done { count: 1 },
+            Done {
+                count: 1,
+                resumed: 0,
+            },
             false,
             1,
             Outcome::RolledBack,
@@ -292,7 +379,10 @@ mod tests {
         });
         check(
             metric,
-            Done { count: 2 },
+            Done {
+                count: 2,
+                resumed: 0,
+            },
             false,
             2,
             Outcome::RolledBack,
@@ -311,16 +401,49 @@ mod tests {
             Outcome::Inconclusive,
             "inconclusive at 0.02 during soak; halted for a decision",
         );
+        // A lock that could not be held halts: exit 5, nothing rolled back, the lock named.
         let lost = Some(Failure::Lock(LeaseLost::Expired {
-            reason: "503".into(),
+            lock: "deploy-myapp-prod (S3 s3://state/deploy)".into(),
+            reason: "403 AccessDenied".into(),
         }));
         check(
             lost,
-            Done { count: 1 },
+            NothingChanged,
             false,
             1,
-            Outcome::RolledBack,
-            "ran out",
+            Outcome::Halted,
+            "lock deploy-myapp-prod (S3 s3://state/deploy) could be neither renewed nor taken again before it ran out: 403 AccessDenied; halted without rollback",
         );
+        let end = Some(Failure::Final {
+            cluster: "eu".into(),
+            reason: "Degraded oom".into(),
+        });
+        check(
+            end,
+            Done {
+                count: 3,
+                resumed: 1,
+            },
+            false,
+            2,
+            Outcome::RolledBack,
+            "eu: Degraded oom at the end of the run; rolled back 3 application(s) to their previous release (1 of them brought to v2 by an interrupted run)",
+        );
+    }
+
+    #[test]
+    fn soaked_again_is_a_success_not_up_to_date() {
+        let tag = Tag::new("v2").unwrap();
+        let observed = |deployed, soaked_again| Observed {
+            deployed,
+            soaked_again,
+            clusters: 3,
+        };
+        let done = |o| conclude(None, RollbackResult::NothingChanged, false, o, &tag);
+        assert_eq!(done(observed(0, 0)).0, Outcome::UpToDate);
+        let (outcome, message) = done(observed(0, 1));
+        assert_eq!(outcome, Outcome::Succeeded);
+        assert!(message.contains("1 found there unsoaked"), "{message}");
+        assert_eq!(done(observed(2, 1)).0, Outcome::Succeeded);
     }
 }

@@ -19,12 +19,18 @@ pub const ANNOTATION_BY: &str = "deploy/promoted-by";
 /// Annotation: when.
 pub const ANNOTATION_AT: &str = "deploy/promoted-at";
 
+/// Annotation written on an Application once a wave's soak and checks observed it Healthy at
+/// the release: the release's tag and digest fingerprint (`soak::soaked_mark`). An Application at
+/// the release without it was never soaked there (an interrupted run), and is soaked again.
+pub const ANNOTATION_SOAKED: &str = "deploy/soaked";
+
 /// Every annotation the engine writes.
-pub const ANNOTATIONS: [&str; 4] = [
+pub const ANNOTATIONS: [&str; 5] = [
     ANNOTATION_RELEASE,
     ANNOTATION_RUN,
     ANNOTATION_BY,
     ANNOTATION_AT,
+    ANNOTATION_SOAKED,
 ];
 
 /// The annotations of a deployed Application.

@@ -1,5 +1,6 @@
-//! Rollback: every Application this run wrote to goes back to what it ran before, through
-//! our own operation, with the wave's timeout each. A stop request does not stop it.
+//! Rollback: every Application this run wrote to, and every one an interrupted run of the
+//! same release left at it unsoaked ([`Action::Soak`]), goes back to what it ran before,
+//! through our own operation, with the wave's timeout each. A stop request does not stop it.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,8 @@ use crate::model::{Release, Tag};
 use crate::plan::promotion::{Action, AppPlan};
 
 impl Run<'_> {
-    /// Returns each of `changed` to its previous release and records where each ended.
+    /// Returns each of `changed` (written by this run, or soaked again) to its previous
+    /// release and records where each ended.
     pub(crate) async fn roll_back(
         &self,
         changed: &[&AppPlan],
@@ -64,6 +66,10 @@ impl Run<'_> {
         if all_ok {
             RollbackResult::Done {
                 count: changed.len(),
+                resumed: changed
+                    .iter()
+                    .filter(|a| matches!(a.action, Action::Soak { .. }))
+                    .count(),
             }
         } else {
             RollbackResult::Incomplete
@@ -126,7 +132,7 @@ impl Run<'_> {
         let op_id = format!("{}/rollback/{}", self.opts.run_id, a.cluster);
         let target = Target {
             value: Some(value),
-            sync: matches!(a.action, Action::Deploy { sync: true, .. }),
+            sync: a.action.syncs(),
             release: to,
             op_id: &op_id,
             cancellable: false,

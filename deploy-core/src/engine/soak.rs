@@ -12,6 +12,9 @@ use tokio::time::Instant;
 
 use crate::Error;
 use crate::check::least_soak;
+use crate::engine::app::Stop;
+use crate::engine::lock::LeaseLost;
+use crate::engine::outcome::Failure;
 use crate::engine::{Event, RETRY_PAUSE, Run};
 use crate::model::Release;
 use crate::plan::live::live_at;
@@ -21,6 +24,27 @@ use crate::port::{AppStream, Application, Health};
 /// The longest time without an observation that a soak may bridge (or the soak itself,
 /// when that is shorter).
 pub const MAX_GAP: Duration = Duration::from_secs(30);
+
+/// The mark ([`crate::engine::ANNOTATION_SOAKED`]) written on an Application once a soak of
+/// `release` passed on it: the tag, and a fingerprint of the digests where the release has
+/// them, so a tag pushed again under other digests is a release never soaked. Pure.
+pub fn soaked_mark(release: &Release) -> String {
+    use sha2::Digest as _;
+    if release.digests.is_empty() {
+        return release.tag.to_string();
+    }
+    let mut h = sha2::Sha256::new();
+    for (service, digest) in &release.digests {
+        h.update(format!("{service}={digest}\n").as_bytes());
+    }
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}@{hex}", release.tag)
+}
 
 /// What one Application's soak has observed. Pure: every method takes the time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,10 +196,12 @@ pub(crate) enum SoakEnd {
         values: Vec<f64>,
     },
     Interrupted,
+    /// The lease could not be renewed while soaking.
+    Lease(LeaseLost),
 }
 
-/// What an observed state says during a soak.
-enum Verdict {
+/// What an observed state says during a soak (and at the end of a run).
+pub(crate) enum Verdict {
     Good,
     /// Not Healthy yet not failed (Progressing, Suspended, Unknown): not a good observation.
     NotHealthy(Health),
@@ -185,7 +211,7 @@ enum Verdict {
 /// Judges one observation against `release`: by the digests where the live images carry
 /// them ([`live_at`]), so an Application pinned by digest soaks at the release and a tag
 /// pushed again under it does not.
-fn judge(app: &Application, a: &AppPlan, release: &Release) -> Verdict {
+pub(crate) fn judge(app: &Application, a: &AppPlan, release: &Release) -> Verdict {
     if app.health == Health::Degraded || app.health == Health::Missing {
         let msg = app.health_message.clone().unwrap_or_default();
         return Verdict::Bad(format!("{:?} {msg}", app.health).trim().to_owned());
@@ -206,6 +232,69 @@ fn fatal(e: &Error) -> bool {
 }
 
 impl Run<'_> {
+    /// Marks `apps` soaked at the release ([`soaked_mark`]), once their wave's soak and
+    /// checks passed. The lease is renewed first (a soak is long: another run may hold the
+    /// lock now). A mark that cannot be written costs only a soak on a rerun.
+    pub(crate) async fn mark_soaked(&self, apps: &[AppPlan]) {
+        if apps.is_empty() || self.lease.renew().await.is_err() {
+            return;
+        }
+        let mark = std::collections::BTreeMap::from([(
+            crate::engine::ANNOTATION_SOAKED.to_owned(),
+            soaked_mark(self.release),
+        )]);
+        let written = futures::future::join_all(
+            apps.iter()
+                .map(|a| self.ports.argocd.annotate(&a.application, &mark)),
+        )
+        .await;
+        for (a, r) in apps.iter().zip(written) {
+            if let Err(e) = r {
+                tracing::warn!(
+                    "{}: the soak mark could not be written ({e}); a rerun will soak it again",
+                    a.application
+                );
+            }
+        }
+    }
+
+    /// Reads every Application of the plan once the waves are done: each must be Healthy at
+    /// the release, whatever happened to it since its own soak. One that is progressing is
+    /// followed until it is Healthy or bad, within the wave's timeout. The first that is not
+    /// is the run's failure.
+    pub(crate) async fn final_read(&self) -> Option<Failure> {
+        let apps: Vec<&AppPlan> = self.plan.waves.iter().flat_map(|w| &w.apps).collect();
+        let verdicts = futures::future::join_all(apps.iter().map(|a| async move {
+            let settled =
+                |app: &Application| !matches!(judge(app, a, self.release), Verdict::NotHealthy(_));
+            let seen =
+                tokio::time::timeout(self.plan.timeout, self.wait(&a.application, settled)).await;
+            match seen {
+                Err(_) => Some(format!(
+                    "not Healthy at {} within {}",
+                    self.release.tag,
+                    humantime::format_duration(self.plan.timeout)
+                )),
+                Ok(Err(stop)) => Some(match stop {
+                    Stop::Failed(r) => format!("cannot be read: {r}"),
+                    Stop::Interrupted => "interrupted".to_owned(),
+                    Stop::Lease(l) => l.to_string(),
+                }),
+                Ok(Ok(app)) => match judge(&app, a, self.release) {
+                    Verdict::Bad(reason) => Some(reason),
+                    Verdict::Good | Verdict::NotHealthy(_) => None,
+                },
+            }
+        }))
+        .await;
+        apps.iter().zip(verdicts).find_map(|(a, v)| {
+            v.map(|reason| Failure::Final {
+                cluster: a.cluster.clone(),
+                reason,
+            })
+        })
+    }
+
     /// Soaks the wave's deployed Applications and runs their checks; the first that fails
     /// ends the soak, which lasts until every check has its verdict.
     pub(crate) async fn soak(&self, wave: usize, apps: &[AppPlan]) -> Result<(), SoakEnd> {
@@ -223,6 +312,7 @@ impl Run<'_> {
         });
         // A lapse extends the soak, up to the wave's timeout beyond it.
         let deadline = Instant::now() + watched_for + self.plan.timeout;
+        // Deployed now, or found at the release unsoaked (an interrupted run): both are watched.
         let deployed: Vec<&AppPlan> = apps.iter().filter(|a| a.action != Action::Skip).collect();
         let progress = watch::Sender::new(Progress {
             watched: deployed.len(),
@@ -240,6 +330,7 @@ impl Run<'_> {
         tokio::select! {
             r = futures::future::try_join(watched, checks) => r.map(|_| ())?,
             () = self.cancel_requested() => return Err(SoakEnd::Interrupted),
+            lost = self.lease.keep_renewed() => return Err(SoakEnd::Lease(lost)),
         }
         self.emit(Event::SoakFinished { wave });
         Ok(())
@@ -396,6 +487,34 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_soak_mark_names_the_tag_and_its_digests() {
+        let digest = |c: char| {
+            crate::model::Digest::new(format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+        };
+        let tag = crate::model::Tag::new("v2").unwrap();
+        let by_tag = Release {
+            tag: tag.clone(),
+            digests: Default::default(),
+        };
+        assert_eq!(soaked_mark(&by_tag), "v2");
+        let release = |d: char| Release {
+            tag: tag.clone(),
+            digests: [("api".to_owned(), digest(d))].into(),
+        };
+        let mark = soaked_mark(&release('a'));
+        assert!(
+            mark.starts_with("v2@") && mark.len() == "v2@".len() + 16,
+            "{mark}"
+        );
+        assert_eq!(mark, soaked_mark(&release('a')), "stable");
+        assert_ne!(
+            mark,
+            soaked_mark(&release('b')),
+            "the tag pushed again under other bytes was never soaked"
+        );
+    }
 
     #[test]
     fn an_unbroken_soak_passes_on_a_fresh_look_at_its_end() {

@@ -122,7 +122,7 @@ pub async fn wave_blocked(argocd: &dyn ArgoCd, wave: &WavePlan, now: Timestamp) 
         .iter()
         .filter_map(|a| match &a.action {
             Action::Deploy { sync, .. } => Some((a.application.as_str(), *sync)),
-            Action::Skip => None,
+            Action::Skip | Action::Soak { .. } => None,
         })
         .collect();
     let read = join_all(deploying.iter().map(|(name, _)| argocd.sync_windows(name))).await;
@@ -208,7 +208,7 @@ pub async fn plan_windows(
             .map(|(a, w)| {
                 let manual = match &a.action {
                     Action::Deploy { sync, .. } => Some(*sync),
-                    Action::Skip => None,
+                    Action::Skip | Action::Soak { .. } => None,
                 };
                 let (windows, verdict, error) = match w {
                     Ok(w) => (

@@ -380,7 +380,7 @@ mod tests {
     }
 
     const HELM: &str = "/spec/source/helm/parameters";
-    const RELEASE: [&str; 4] = crate::engine::ANNOTATIONS;
+    const RELEASE: [&str; 5] = crate::engine::ANNOTATIONS;
     const LOCK: &str = crate::engine::lock::ANNOTATION;
     const WATCHED: &str = crate::watch::ANNOTATION_WATCHED;
 

@@ -599,7 +599,7 @@ mod tests {
                 Severity::Error,
                 "applicationset/myapp-prod: applicationset/myapp-prod (generates myapp-prod-eu-west-1, \
                  myapp-prod-us-east-1, myapp-prod-us-west-2): it would erase annotations deploy writes: \
-                 deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/lock not in \
+                 deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/soaked, deploy/lock not in \
                  spec.preservedFields.annotations",
             )],
         );
@@ -628,7 +628,7 @@ mod tests {
             &[(
                 Severity::Error,
                 "applicationset/other (generates myapp-prod-us-east-1): it would erase annotations deploy writes: \
-                 deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at not in",
+                 deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/soaked not in",
             )],
         );
         check(

@@ -187,6 +187,8 @@ pub fn result_text(a: &AppReport) -> String {
     match &a.state {
         AppState::Skipped => "skipped (already there)".to_owned(),
         AppState::Deployed => "deployed, Healthy".to_owned(),
+        AppState::Unsoaked => "at the release, not soaked there".to_owned(),
+        AppState::SoakedAgain => "soaked again, Healthy".to_owned(),
         AppState::Failed(r) => format!("FAILED: {r}"),
         AppState::RolledBack => format!("rolled back to {}", a.from),
         AppState::RollbackFailed(r) => format!("ROLLBACK FAILED: {r}"),

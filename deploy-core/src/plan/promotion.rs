@@ -294,8 +294,17 @@ pub struct Gate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Action {
-    /// Already at the release, Synced and Healthy.
+    /// Already at the release, Synced and Healthy, and a finished soak of this release
+    /// observed it there (its [`crate::engine::ANNOTATION_SOAKED`] mark).
     Skip,
+    /// At the release, Synced and Healthy, but no finished soak of this release observed it
+    /// (the run that brought it there was interrupted): nothing is written to it, its wave
+    /// soaks and checks it again before the next wave, and a failure returns it to what it
+    /// ran before, as if this run had deployed it.
+    Soak {
+        /// Whether returning it starts a sync (false for automated environments).
+        sync: bool,
+    },
     /// Bring it to the release.
     Deploy {
         /// Write this override first (None: it is already set).
@@ -303,6 +312,17 @@ pub enum Action {
         /// Start a sync (false for automated environments, where Argo CD syncs by itself).
         sync: bool,
     },
+}
+
+impl Action {
+    /// Whether bringing the Application somewhere (the release, or back on rollback) starts
+    /// a sync (false where Argo CD syncs by itself).
+    pub fn syncs(&self) -> bool {
+        matches!(
+            self,
+            Self::Deploy { sync: true, .. } | Self::Soak { sync: true }
+        )
+    }
 }
 
 /// One Application in a wave.
@@ -378,8 +398,25 @@ impl PromotionPlan {
         self.waves
             .iter()
             .flat_map(|w| &w.apps)
-            .filter(|a| a.action != Action::Skip)
+            .filter(|a| matches!(a.action, Action::Deploy { .. }))
             .count()
+    }
+
+    /// Applications already at the release that the run soaks and checks again.
+    pub fn soaks_again(&self) -> usize {
+        self.waves
+            .iter()
+            .flat_map(|w| &w.apps)
+            .filter(|a| matches!(a.action, Action::Soak { .. }))
+            .count()
+    }
+
+    /// Nothing to do: every Application is at the release and was soaked there.
+    pub fn is_up_to_date(&self) -> bool {
+        self.waves
+            .iter()
+            .flat_map(|w| &w.apps)
+            .all(|a| a.action == Action::Skip)
     }
 }
 
@@ -692,7 +729,16 @@ fn waves(
                 });
                 let at_release = same_override(current.as_ref(), &want);
                 let action = if is_at_release(app, &images, release) && at_release {
-                    Action::Skip
+                    // At the release: done only if a finished soak of this release saw it.
+                    let soaked = app.annotations.get(crate::engine::ANNOTATION_SOAKED)
+                        == Some(&crate::engine::soak::soaked_mark(release));
+                    if soaked {
+                        Action::Skip
+                    } else {
+                        Action::Soak {
+                            sync: !env.sync.is_automated(),
+                        }
+                    }
                 } else {
                     Action::Deploy {
                         set_override: (!at_release).then_some(want),

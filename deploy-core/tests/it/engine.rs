@@ -190,6 +190,7 @@ async fn foreign_operation_is_waited_out() {
     assert_eq!(f.prod_images().await, healthy_at(T2));
 }
 
+/// Wave 1 was interrupted during its soak: the rerun syncs nothing there, but soaks it again.
 #[tokio::test(start_paused = true)]
 async fn interrupted_run_resumes_without_redeploying_wave_one() {
     let f = Fixture::with_staging_at_t2().await;
@@ -217,7 +218,12 @@ async fn interrupted_run_resumes_without_redeploying_wave_one() {
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, Event::AppSkipped { cluster, .. } if cluster == "us-west-2"))
+            .any(|e| matches!(e, Event::AppSoakingAgain { cluster, .. } if cluster == "us-west-2"))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::SoakFinished { wave: 1 }))
     );
     assert!(
         !events

@@ -7,17 +7,20 @@
 //! in time windows, records every write, and records every observation it served (the
 //! ground truth the proptest checks the engine's verdict against).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deploy_core::Error;
 use deploy_core::conformance::lock::LockFixture;
-use deploy_core::engine::{AppState, Engine, EngineError, Event, Ports, RunOptions, RunReport};
+use deploy_core::engine::{
+    ANNOTATION_SOAKED, AppState, Engine, EngineError, Event, Ports, RunOptions, RunReport,
+    StopRequest,
+};
 use deploy_core::memory::{InMemoryArgoCd, InMemoryLock};
 use deploy_core::model::SyncMode;
-use deploy_core::plan::promotion::{Intent, PromotionPlan};
+use deploy_core::plan::promotion::{Action, Intent, PromotionPlan};
 use deploy_core::port::{
     AppStream, Application, ArgoCd, AuditLog, Clock, Health, Lease, Lock, OperationPhase,
     OverrideValue, SyncRequest, SyncStatus, TokioClock,
@@ -107,6 +110,13 @@ struct Faults {
     lock_outage: Option<LockOutage>,
     renewals: usize,
     refused_renewals: usize,
+    /// The lock object was removed by hand: renewals get a 404 until it is taken again.
+    lock_deleted: bool,
+    /// Every lock call is refused (the store's credentials expired) from this renewal on.
+    lock_refused_from: Option<usize>,
+    /// When each renewal was asked, and how the lock was taken (again).
+    renewed_at: Vec<Instant>,
+    acquired_at: Vec<Instant>,
 }
 
 impl Faults {
@@ -293,6 +303,14 @@ struct FaultyLock {
 #[async_trait]
 impl Lock for FaultyLock {
     async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> deploy_core::Result<Lease> {
+        {
+            let mut f = self.faults.lock().unwrap();
+            if f.lock_refused_from.is_some_and(|n| f.renewals >= n) {
+                return Err(refused());
+            }
+            f.lock_deleted = false;
+            f.acquired_at.push(Instant::now());
+        }
         self.inner.acquire(key, holder, ttl).await
     }
 
@@ -302,6 +320,17 @@ impl Lock for FaultyLock {
             f.renewals += 1;
             let n = f.renewals;
             let now = Instant::now();
+            f.renewed_at.push(now);
+            if f.lock_refused_from.is_some_and(|from| n >= from) {
+                f.refused_renewals += 1;
+                return Err(refused());
+            }
+            if f.lock_deleted {
+                // S3's answer to a conditional PutObject on a key that no longer exists.
+                return Err(Error::not_found(
+                    "s3://state/deploy/prod/lock.json (NoSuchKey)",
+                ));
+            }
             let mut argocd_down = None;
             let down = match f.lock_outage.as_mut() {
                 Some(o) => {
@@ -336,6 +365,13 @@ impl Lock for FaultyLock {
 
     async fn release(&self, lease: &Lease) -> deploy_core::Result<()> {
         self.inner.release(lease).await
+    }
+}
+
+/// What a lock store whose credentials expired answers.
+fn refused() -> Error {
+    Error::Permission {
+        message: "S3 refused PutObject on s3://state/deploy/prod/lock.json: ExpiredToken".into(),
     }
 }
 
@@ -440,6 +476,17 @@ impl Harness {
         &self,
         plan: &PromotionPlan,
         run_id: &str,
+        react: impl FnMut(&Event) + Send,
+    ) -> Result<RunReport, EngineError> {
+        self.run_opts(plan, self.f.options(run_id, None), react)
+            .await
+    }
+
+    /// Runs `plan` with `opts` (a stop channel, say).
+    async fn run_opts(
+        &self,
+        plan: &PromotionPlan,
+        opts: RunOptions,
         mut react: impl FnMut(&Event) + Send,
     ) -> Result<RunReport, EngineError> {
         let ports = Ports {
@@ -449,7 +496,6 @@ impl Harness {
             clock: &*self.clock,
             metrics: Some(&self.f.world.metrics),
         };
-        let opts: RunOptions = self.f.options(run_id, None);
         Engine::new(ports, opts)
             .run(plan, |e| {
                 react(&e);
@@ -845,6 +891,8 @@ async fn rollback_touches_only_what_this_run_wrote_and_never_returns_to_the_rele
         .collect();
     argocd.set_images(&eu, mixed);
     argocd.push_script(&eu, deploy_core::memory::argocd::Script::Degraded);
+    // A finished soak of the release observed wave 1 there.
+    mark_soaked(&h, &w1).await;
 
     let plan = h.plan().await;
     assert!(plan.is_go(), "{:#?}", plan.gates);
@@ -908,7 +956,163 @@ async fn rollback_touches_only_what_this_run_wrote_and_never_returns_to_the_rele
     );
 }
 
-// ---------------------------------------------------------------- 4. the lock
+/// Writes the mark a passed soak of the release leaves on `app`.
+async fn mark_soaked(h: &Harness, app: &str) {
+    let release = h.plan().await.release.unwrap();
+    let mark = BTreeMap::from([(
+        ANNOTATION_SOAKED.to_owned(),
+        deploy_core::engine::soak::soaked_mark(&release),
+    )]);
+    h.f.world.argocd.annotate(app, &mark).await.unwrap();
+}
+
+// ---------------------------------------------------------------- 4. resume
+
+/// A run cancelled (a graceful stop: Ctrl-C, a CI cancel) 20 s into wave 1's soak; then the
+/// log is cleared for the rerun.
+async fn cancelled_in_wave_one_soak(h: &Harness) {
+    let plan = h.plan().await;
+    let (stop, rx) = watch::channel(StopRequest::None);
+    let script = async {
+        let soak = h.when(soak_started(1)).await;
+        tokio::time::sleep_until(soak + 20 * SECOND).await;
+        stop.send(StopRequest::Graceful).unwrap();
+    };
+    let (report, ()) = tokio::join!(
+        h.run_opts(&plan, h.f.options("run-cancelled", Some(rx)), |_| {}),
+        script
+    );
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Interrupted, "{}", report.message);
+    let images = h.prod().await;
+    assert_eq!(images[0], ("us-west-2".into(), T2.into(), Health::Healthy));
+    h.log.send_modify(Vec::clear);
+}
+
+/// The rerun's plan soaks wave 1 again instead of skipping it, and can roll it back to T1.
+async fn rerun_plan(h: &Harness) -> PromotionPlan {
+    let plan = h.plan().await;
+    let w1 = &plan.waves[0].apps[0];
+    assert_eq!(w1.action, Action::Soak { sync: true });
+    assert_eq!(
+        w1.previous.as_ref().map(|p| p.tags()),
+        Some(vec![T1.into()])
+    );
+    assert_eq!((plan.changes(), plan.soaks_again()), (2, 1));
+    plan
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rerun_soaks_again_what_a_cancelled_run_left_unsoaked() {
+    let h = Harness::new().await;
+    cancelled_in_wave_one_soak(&h).await;
+    let plan = rerun_plan(&h).await;
+    let w1 = h.app("us-west-2");
+    let since = Instant::now();
+    let report = h.run(&plan, "run-rerun").await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    assert!(
+        report.message.contains("1 found there unsoaked"),
+        "{}",
+        report.message
+    );
+    assert_eq!(state_of(&report, "us-west-2"), &AppState::SoakedAgain);
+    // Nothing written to it but the marks; watched through a whole soak of wave 1.
+    let writes: Vec<(String, Write)> = h.faults().writes_since(since);
+    assert!(
+        writes
+            .iter()
+            .all(|(a, w)| a != &w1 || *w == Write::Annotate),
+        "{writes:?}"
+    );
+    let took = h.at(soak_finished(1)).unwrap() - h.at(soak_started(1)).unwrap();
+    assert!(took >= 5 * MINUTE, "{took:?}");
+    assert!(h.events().iter().any(|e| matches!(e,
+        Event::CheckMeasured { cluster, .. } if cluster == "us-west-2")));
+    // Soaked now: a third run has nothing to do.
+    assert!(h.plan().await.is_up_to_date());
+    assert_eq!(h.prod().await, all_at(T2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_degraded_after_a_resume_rolls_back_every_wave() {
+    let h = Harness::new().await;
+    cancelled_in_wave_one_soak(&h).await;
+    let plan = rerun_plan(&h).await;
+    // The canary turns Degraded during wave 2's soak, after its own soak again passed.
+    let script = async {
+        let soak = h.when(soak_started(2)).await;
+        tokio::time::sleep_until(soak + MINUTE).await;
+        h.f.world
+            .argocd
+            .set_health(&h.app("us-west-2"), Health::Degraded);
+    };
+    let (report, ()) = tokio::join!(h.run(&plan, "run-rerun"), script);
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("us-west-2: Degraded")
+            && report.message.contains("at the end of the run")
+            && report.message.contains("rolled back 3 application(s)")
+            && report
+                .message
+                .contains("1 of them brought to 2222222bbbbb by an interrupted run"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.apps.iter().all(|a| a.state == AppState::RolledBack),
+        "{:#?}",
+        report.apps
+    );
+    assert_eq!(h.prod().await, all_at(T1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_later_wave_failing_after_a_resume_rolls_back_the_resoaked_wave() {
+    let h = Harness::new().await;
+    cancelled_in_wave_one_soak(&h).await;
+    let plan = rerun_plan(&h).await;
+    h.f.world.argocd.push_script(
+        &h.app("eu-west-1"),
+        deploy_core::memory::argocd::Script::Degraded,
+    );
+    let report = h.run(&plan, "run-rerun").await.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("rolled back 3 application(s)"),
+        "{}",
+        report.message
+    );
+    assert!(h.events().iter().any(|e| matches!(e,
+        Event::AppRolledBack { cluster, to, ok: true, .. } if cluster == "us-west-2" && to == T1)));
+    assert_eq!(h.prod().await, all_at(T1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_canary_metric_after_a_resume_is_measured_and_rolls_back() {
+    let h = Harness::new().await;
+    cancelled_in_wave_one_soak(&h).await;
+    let plan = rerun_plan(&h).await;
+    let query = plan.waves[0].apps[0].checks[0].query.clone();
+    h.f.world
+        .metrics
+        .script(&query, [deploy_core::memory::Answer::Values(vec![0.5])]);
+    let report = h.run(&plan, "run-rerun").await.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("us-west-2: check 5xx-ratio failed"),
+        "{}",
+        report.message
+    );
+    assert!(
+        h.at(|e| matches!(e, Event::WaveStarted { wave: 2, .. }))
+            .is_none()
+    );
+    assert_eq!(h.prod().await, all_at(T1));
+}
+
+// ---------------------------------------------------------------- 5. the lock
 
 #[tokio::test(start_paused = true)]
 async fn a_twenty_second_outage_at_a_wave_boundary_rolls_nothing_back() {
@@ -936,6 +1140,8 @@ async fn a_twenty_second_outage_at_a_wave_boundary_rolls_nothing_back() {
                     op: format!("run-renew/{c}"),
                     accepted: true
                 },
+                // Soaked at the release, then the run's annotations.
+                Write::Annotate,
                 Write::Annotate
             ],
             "{c}: nothing rolled back"
@@ -951,6 +1157,123 @@ async fn a_twenty_second_outage_at_a_wave_boundary_rolls_nothing_back() {
             .any(|e| matches!(e, Event::RollingBack { .. }))
     );
     assert_eq!(h.prod().await, all_at(T2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_removed_by_hand_mid_soak_is_taken_again_and_nothing_rolls_back() {
+    let h = Harness::new().await;
+    let plan = h.plan().await;
+    let script = async {
+        let soak = h.when(soak_started(1)).await;
+        tokio::time::sleep_until(soak + 10 * SECOND).await;
+        // `aws s3 rm .../lock.json` while wave 1 soaks.
+        let lease = h.f.world.lock.state()["myapp-prod"].clone();
+        h.f.world.lock.release(&lease).await.unwrap();
+        h.faults().lock_deleted = true;
+        Instant::now()
+    };
+    let (report, deleted_at) = tokio::join!(h.run(&plan, "run-deleted"), script);
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let f = h.seen();
+    let retaken = f.acquired_at.iter().find(|t| **t > deleted_at).copied();
+    let wave2 = h
+        .at(|e| matches!(e, Event::WaveStarted { wave: 2, .. }))
+        .unwrap();
+    assert!(
+        retaken.is_some_and(|t| t <= wave2),
+        "taken again before wave 2: {:?}",
+        f.acquired_at
+    );
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, Event::RollingBack { .. }))
+    );
+    assert_eq!(h.prod().await, all_at(T2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_that_cannot_be_renewed_halts_without_rollback() {
+    let h = Harness::new().await;
+    // Renewal 1 is wave 1's; from wave 2's on, the lock's store refuses our credentials.
+    h.faults().lock_refused_from = Some(2);
+    let plan = h.plan().await;
+    let report = h.run(&plan, "run-refused").await.unwrap();
+    assert_eq!(report.outcome, Outcome::Halted, "{}", report.message);
+    assert!(
+        report.message.contains(
+            "the promotion lock myapp-prod could be neither renewed nor taken again before it ran out"
+        ) && report.message.contains("ExpiredToken")
+            && report.message.contains("halted without rollback"),
+        "{}",
+        report.message
+    );
+    let f = h.seen();
+    assert!(f.refused_renewals > 3, "retried: {}", f.refused_renewals);
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, Event::RollingBack { .. }))
+    );
+    assert!(
+        h.at(|e| matches!(e, Event::WaveStarted { wave: 2, .. }))
+            .is_none()
+    );
+    // Wave 1 stays at the release, Healthy; nothing was written to wave 2.
+    assert_eq!(state_of(&report, "us-west-2"), &AppState::Deployed);
+    let images = h.prod().await;
+    assert_eq!(images[0], ("us-west-2".into(), T2.into(), Health::Healthy));
+    assert_eq!((images[1].1.as_str(), images[2].1.as_str()), (T1, T1));
+    assert_eq!(outcomes(&h).await, [Outcome::Started, Outcome::Halted]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forty_five_minute_soak_keeps_the_lease() {
+    let h = Harness::new().await;
+    let mut plan = h.plan().await;
+    // Ten measurements five minutes apart: a soak of at least 45 minutes per wave.
+    for a in plan.waves.iter_mut().flat_map(|w| &mut w.apps) {
+        let c = &mut a.checks[0];
+        (c.count, c.interval, c.initial_delay) = (Some(10), 5 * MINUTE, Duration::ZERO);
+    }
+    assert!(deploy_core::engine::lease_ttl(&plan) >= 85 * MINUTE);
+    // Another run tries to take the lock every five minutes while wave 1 soaks.
+    let script = async {
+        let soak = h.when(soak_started(1)).await;
+        let mut tried = 0;
+        while h.at(soak_finished(1)).is_none() {
+            tokio::time::sleep(5 * MINUTE).await;
+            let other =
+                h.f.world
+                    .lock
+                    .acquire("myapp-prod", "bob@ci pid 9", MINUTE)
+                    .await;
+            assert!(
+                matches!(other, Err(Error::LockHeld { .. })),
+                "{:?} into the soak: {other:?}",
+                Instant::now() - soak
+            );
+            tried += 1;
+        }
+        tried
+    };
+    let (report, tried) = tokio::join!(h.run(&plan, "run-long"), script);
+    let report = report.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    assert!(tried >= 9, "{tried}");
+    // Renewed during the soak itself, not only at wave boundaries.
+    let (from, to) = (
+        h.at(soak_started(1)).unwrap(),
+        h.at(soak_finished(1)).unwrap(),
+    );
+    assert!(to - from >= 45 * MINUTE, "{:?}", to - from);
+    let f = h.seen();
+    assert!(
+        f.renewed_at.iter().any(|t| from < *t && *t < to),
+        "{:?}",
+        f.renewed_at
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1038,7 +1361,7 @@ async fn a_wall_clock_jump_past_the_lease_writes_nothing_after_it() {
     assert_eq!(h.prod().await, all_at(T1));
 }
 
-// ---------------------------------------------------------------- 5. automated environments
+// ---------------------------------------------------------------- 6. automated environments
 
 /// Prod with automated sync: Argo CD syncs each Application itself after our write.
 async fn automated(engine_clock: Option<Arc<dyn Clock>>) -> Harness {
@@ -1133,7 +1456,7 @@ async fn automated_an_operation_that_fails_while_we_wait_is_not_ours() {
     assert_eq!(h.prod().await, all_at(T2));
 }
 
-// ---------------------------------------------------------------- 6. records
+// ---------------------------------------------------------------- 7. records
 
 #[tokio::test(start_paused = true)]
 async fn a_killed_run_leaves_its_started_record_and_a_whole_run_two() {
@@ -1171,7 +1494,7 @@ async fn a_killed_run_leaves_its_started_record_and_a_whole_run_two() {
     assert_eq!(records[0].started_at, records[1].started_at);
 }
 
-// ---------------------------------------------------------------- 7. the proptest
+// ---------------------------------------------------------------- 8. the proptest
 
 /// A window of 503s on one Application's reads and watch.
 #[derive(Debug, Clone)]
@@ -1228,15 +1551,63 @@ fn observed_through(
     Err(format!("observed for only {:?}", *end - from))
 }
 
-/// One case: a promotion with a 60 s soak, `windows` of 503s and maybe a Degraded.
+/// How the first run of a case is cut short, `at` after it starts.
+#[derive(Debug, Clone, Copy)]
+enum Interruption {
+    /// A graceful stop request (SIGINT, a CI cancel).
+    Stop(Duration),
+    /// The run's future is dropped (SIGKILL, a lost runner): no end record, the lock kept.
+    Kill(Duration),
+    /// The lock object is removed by hand.
+    LockRemoved(Duration),
+    /// Another run takes the lock (ours expired); it ends before the rerun.
+    LockTaken(Duration),
+}
+
+fn interruption() -> impl Strategy<Value = Option<Interruption>> {
+    prop::option::of((0u8..4, 0u64..240).prop_map(|(kind, s)| {
+        let at = Duration::from_millis(s * 1_000 + 53);
+        match kind {
+            0 => Interruption::Stop(at),
+            1 => Interruption::Kill(at),
+            2 => Interruption::LockRemoved(at),
+            _ => Interruption::LockTaken(at),
+        }
+    }))
+}
+
+/// One run of a case: its outcome (`None`: killed) and its events.
+struct RunLog {
+    run_id: String,
+    outcome: Option<Outcome>,
+    events: Vec<(Instant, Event)>,
+}
+
+impl RunLog {
+    fn at(&self, pred: impl Fn(&Event) -> bool) -> Option<Instant> {
+        self.events.iter().find(|(_, e)| pred(e)).map(|(t, _)| *t)
+    }
+
+    /// This run watched `cluster` through the soak of its `wave`, which passed: when.
+    fn soaked(&self, cluster: &str, wave: usize) -> Option<(Instant, Instant)> {
+        let skipped =
+            self.at(|e| matches!(e, Event::AppSkipped { cluster: c, .. } if c == cluster));
+        let start = self.at(soak_started(wave))?;
+        let end = self.at(soak_finished(wave))?;
+        skipped.is_none().then_some((start, end))
+    }
+}
+
+/// One case: a promotion with a 60 s soak, `windows` of 503s, maybe a Degraded, and maybe an
+/// `interruption` of its first run, followed by reruns (at most two) while a run ends
+/// interrupted, killed or without its lock.
 async fn check_observed(
     windows: Vec<FaultWindow>,
     degraded: Option<(usize, Duration)>,
+    interruption: Option<Interruption>,
 ) -> Result<(), TestCaseError> {
     let h = Harness::new().await;
-    let mut plan = h.plan().await;
     let soak = MINUTE;
-    plan.soak = soak;
     let start = Instant::now();
     let wave_of = |c: usize| if c == 0 { 1 } else { 2 };
     for w in windows.iter().filter(|w| !w.in_soak) {
@@ -1247,8 +1618,8 @@ async fn check_observed(
             Some(w.len),
         );
     }
-    // The soak-anchored windows open when their wave's soak starts.
-    let react = {
+    // The soak-anchored windows open when their wave's soak starts (in every run).
+    let react = || {
         let faults = h.argocd.faults.clone();
         let names = CLUSTERS.map(|c| h.app(c));
         let windows = windows.clone();
@@ -1270,7 +1641,7 @@ async fn check_observed(
         }
     };
     // The sim's truth: Degraded from `start + at` on (until an operation replaces it).
-    let script = async {
+    let degrade = async {
         if let Some((c, at)) = degraded {
             tokio::time::sleep_until(start + at).await;
             h.f.world
@@ -1278,55 +1649,168 @@ async fn check_observed(
                 .set_health(&h.app(CLUSTERS[c]), Health::Degraded);
         }
     };
-    let (result, ()) = tokio::join!(h.run_with(&plan, "run-prop", react), script);
-    let succeeded = matches!(&result, Ok(r) if r.outcome == Outcome::Succeeded);
+    let runs =
+        async {
+            let mut runs: Vec<RunLog> = Vec::new();
+            for n in 0..3 {
+                if n > 0 {
+                    // Someone notices, and runs it again.
+                    tokio::time::sleep(MINUTE).await;
+                }
+                let mut plan = h.plan().await;
+                plan.soak = soak;
+                let run_id = format!("run-prop-{n}");
+                // One CI job re-run: the same holder takes its own lock over.
+                let (stop, rx) = watch::channel(StopRequest::None);
+                let opts = RunOptions {
+                    holder: "ci prop".into(),
+                    ..h.f.options(&run_id, Some(rx))
+                };
+                let begun = Instant::now();
+                let cut = interruption.filter(|_| n == 0);
+                let run = h.run_opts(&plan, opts, react());
+                let script = async {
+                    let at = match cut {
+                        None => return std::future::pending().await,
+                        Some(
+                            Interruption::Stop(at)
+                            | Interruption::Kill(at)
+                            | Interruption::LockRemoved(at)
+                            | Interruption::LockTaken(at),
+                        ) => at,
+                    };
+                    tokio::time::sleep_until(begun + at).await;
+                    match cut {
+                        Some(Interruption::Stop(_)) => {
+                            let _ = stop.send(StopRequest::Graceful);
+                        }
+                        Some(Interruption::Kill(_)) => return,
+                        Some(Interruption::LockRemoved(_)) => {
+                            if let Some(lease) = h.f.world.lock.state().get("myapp-prod") {
+                                h.f.world.lock.release(lease).await.unwrap();
+                                h.faults().lock_deleted = true;
+                            }
+                        }
+                        Some(Interruption::LockTaken(_)) => {
+                            h.f.world.lock.expire("myapp-prod").await;
+                            let _ =
+                                h.f.world
+                                    .lock
+                                    .acquire("myapp-prod", "bob@ci pid 9", MINUTE)
+                                    .await;
+                        }
+                        None => {}
+                    }
+                    std::future::pending().await
+                };
+                let result = tokio::select! {
+                    r = run => Some(r),
+                    () = script => None,
+                };
+                // A run that changed nothing (a stale plan: an Application unreadable after
+                // the lock was taken) is simply run again, as a person would.
+                let (outcome, again) = match result {
+                    Some(Ok(r)) => (Some(r.outcome), false),
+                    Some(Err(EngineError::Stale(_))) => (Some(Outcome::Failed), true),
+                    Some(Err(e)) => return Err(TestCaseError::fail(format!("{e}"))),
+                    None => (None, true),
+                };
+                runs.push(RunLog {
+                    run_id,
+                    outcome,
+                    events: h.log.borrow().clone(),
+                });
+                h.log.send_modify(Vec::clear);
+                // Bob's run ends; ours is rerun after an interruption, a kill or a lost lock.
+                if let Some(lease) = h.f.world.lock.state().get("myapp-prod")
+                    && lease.holder.starts_with("bob")
+                {
+                    h.f.world.lock.release(lease).await.unwrap();
+                }
+                let lost_lock =
+                    runs.last().unwrap().events.iter().any(
+                        |(_, e)| matches!(e, Event::Halted { reason } if reason.contains("lock")),
+                    );
+                match outcome {
+                    _ if again => {}
+                    Some(Outcome::Interrupted) => {}
+                    Some(Outcome::Failed | Outcome::Halted) if lost_lock => {}
+                    _ => break,
+                }
+            }
+            Ok(runs)
+        };
+    let (runs, ()) = tokio::join!(runs, degrade);
+    let runs = runs?;
+    let last = runs.last().unwrap();
+    let succeeded = last.outcome == Some(Outcome::Succeeded);
     if degraded.is_none() && windows.iter().all(|w| w.in_soak) {
-        // Nothing went wrong that waiting could not bridge.
-        prop_assert!(succeeded, "{:?}", result.map(|r| r.message));
+        // Nothing went wrong that waiting or a rerun could not bridge.
+        let ends: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                let said = r.events.iter().find_map(|(_, e)| match e {
+                    Event::Finished { message, .. } => Some(message.as_str()),
+                    _ => None,
+                });
+                format!("{:?}: {}", r.outcome, said.unwrap_or("no end"))
+            })
+            .collect();
+        prop_assert!(succeeded, "{:#?}", ends);
     }
     if !succeeded {
         return Ok(());
     }
     let served = h.faults().served.clone();
+    let end = last.at(|e| matches!(e, Event::Finished { .. })).unwrap();
     for (c, cluster) in CLUSTERS.iter().enumerate() {
         let name = h.app(cluster);
         let wave = wave_of(c);
-        let soak_start = h.at(soak_started(wave)).unwrap();
-        let soak_end = h.at(soak_finished(wave)).unwrap();
-        // Our operation was observed Succeeded, Healthy at the release, before the soak.
-        let op = format!("run-prop/{cluster}");
-        let done = served.iter().find(|(t, a)| {
-            a.name == name
-                && *t <= soak_start
-                && a.health == Health::Healthy
-                && a.operation_state.as_ref().is_some_and(|s| {
-                    s.deploy_operation() == Some(op.as_str())
-                        && s.phase == OperationPhase::Succeeded
-                })
-        });
-        let Some((done, _)) = done else {
+        // The newest soak that watched it and passed, whichever run it was.
+        let Some((run, (soak_start, soak_end))) = runs
+            .iter()
+            .rev()
+            .find_map(|r| r.soaked(cluster, wave).map(|s| (r, s)))
+        else {
             return Err(TestCaseError::fail(format!(
-                "{cluster}: our operation was never observed done"
+                "{cluster}: Succeeded, yet no soak ever passed on it"
             )));
         };
-        // Observed Healthy at the release through a whole soak, no gap over 30 s.
+        // Observed Healthy at the release through a whole soak, no gap over 30 s...
         let in_soak: Vec<(Instant, Application)> = served
             .iter()
             .filter(|(t, a)| a.name == name && soak_start <= *t && *t <= soak_end)
             .cloned()
             .collect();
         if let Err(why) = observed_through(&in_soak, soak, 30 * SECOND) {
-            return Err(TestCaseError::fail(format!("{cluster}: {why}")));
+            return Err(TestCaseError::fail(format!(
+                "{cluster} ({}): {why}",
+                run.run_id
+            )));
         }
-        // The sim never was Degraded from our operation's end to the soak's last look.
-        let last_look = in_soak.last().unwrap().0;
+        // ...with its checks passed...
+        prop_assert!(
+            run.at(|e| matches!(e, Event::CheckMeasured { cluster: m, verdict: deploy_core::check::Verdict::Passed, .. } if m == cluster)).is_some(),
+            "{} ({}): its checks never passed",
+            cluster,
+            run.run_id
+        );
+        // ...and the sim was not Degraded from that soak's start to the last look at it
+        // (the last run's final read).
+        let last_look = served
+            .iter()
+            .filter(|(t, a)| a.name == name && *t <= end)
+            .map(|(t, _)| *t)
+            .max()
+            .unwrap();
         if let Some((dc, at)) = degraded {
             let at = start + at;
             prop_assert!(
-                dc != c || at <= *done || at > last_look,
-                "{}: Degraded {:?} into its soak, yet Succeeded",
+                dc != c || at <= soak_start || at > last_look,
+                "{}: Degraded {:?} after its last soak began ({}), yet Succeeded",
                 cluster,
-                at - soak_start
+                at - soak_start,
+                run.run_id
             );
         }
     }
@@ -1340,13 +1824,17 @@ proptest! {
     /// engine reports Succeeded only when every Application was observed Healthy at the
     /// release after our operation and through its whole soak; and when nothing happened
     /// that waiting could not bridge, it does succeed.
+    /// Interrupted first runs (a stop request, a kill, a lock removed or taken) are rerun,
+    /// and a rerun succeeds only on the same terms: every Application observed through a
+    /// whole soak, with its checks, in the newest run that watched it.
     #[test]
     fn succeeded_only_when_observed_through_every_soak(
         windows in prop::collection::vec(fault_window(), 0..4),
         degraded in prop::option::of((0usize..3, 0u64..200)),
+        interruption in interruption(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         let degraded = degraded.map(|(c, s)| (c, Duration::from_millis(s * 1_000 + 311)));
-        rt.block_on(check_observed(windows, degraded))?;
+        rt.block_on(check_observed(windows, degraded, interruption))?;
     }
 }
