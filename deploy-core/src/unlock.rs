@@ -9,7 +9,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest as _, Sha256};
 
-use crate::port::LockState;
+use crate::error::Error;
+use crate::port::{Lock, LockState};
 
 /// The id of a lock held by `holder`: the first 8 hex digits of its SHA-256. A holder
 /// names one process (user, host, pid, boot, PID namespace), so the id stays the same while
@@ -97,6 +98,46 @@ pub fn decide(
         });
     }
     Ok(())
+}
+
+/// Why `deploy unlock` did not remove a lock.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnlockError {
+    /// [`decide`] refused.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The lock was renewed or taken between reading and removing it.
+    #[error(
+        "lock {key} changed while it was being removed (renewed or taken by another run); nothing was removed: look again"
+    )]
+    Changed {
+        /// The lock's name.
+        key: String,
+    },
+    /// The lock backend failed.
+    #[error(transparent)]
+    Port(#[from] Error),
+}
+
+/// `deploy unlock`: reads lock `key`, [`decide`]s, and removes it conditionally on the version
+/// read ([`Lock::remove`]). Returns the lock as it was removed.
+pub async fn unlock(
+    lock: &dyn Lock,
+    key: &str,
+    wanted: &str,
+    force: bool,
+    now: Timestamp,
+) -> Result<LockState, UnlockError> {
+    let state = lock.inspect(key).await?;
+    decide(key, state.as_ref(), wanted, force, now)?;
+    let state = state.expect("decide refuses a free lock");
+    if lock.remove(&state).await? {
+        Ok(state)
+    } else {
+        Err(UnlockError::Changed {
+            key: key.to_owned(),
+        })
+    }
 }
 
 /// `d` in whole seconds for people, e.g. `14m 3s`.
