@@ -58,12 +58,15 @@
 //!   releasing a lease already lost is `Ok` and leaves the new holder's entry alone.
 //! - An annotation that is not such an array (edited by hand) is an error that says how to
 //!   remove it, never silently overwritten.
+//! - `deploy unlock` reads an entry ([`Lock::inspect`]; its version is the entry's JSON) and
+//!   removes it only while the entry is unchanged, with the same resourceVersion-tested patch
+//!   ([`Lock::remove`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::port::{Clock, Lease, Lock, SystemClock};
+use deploy_core::port::{Clock, Lease, Lock, LockState, SystemClock};
 use deploy_core::{Error, Result};
 use jiff::Timestamp;
 use reqwest::Method;
@@ -140,6 +143,17 @@ impl Entry {
             holder: self.holder.clone(),
             expires_at: self.expires_at,
         }
+    }
+
+    /// The entry as `deploy unlock` shows it; its version is its JSON text.
+    fn state(&self) -> Result<LockState> {
+        Ok(LockState {
+            lease: self.lease(),
+            acquired_at: Some(self.acquired_at),
+            renewed_at: None,
+            version: serde_json::to_string(self)
+                .map_err(|e| Error::invalid(format!("cannot encode a lock entry: {e}")))?,
+        })
     }
 
     fn held_error(&self) -> Error {
@@ -405,19 +419,51 @@ impl Lock for ApplicationLock {
                 // Lost (expired and taken over, or already released): nothing of ours to free.
                 return Ok(());
             }
-            let rest: Vec<Entry> = snapshot
-                .entries
-                .iter()
-                .filter(|e| e.key != lease.key)
-                .cloned()
-                .collect();
-            if self.write(&snapshot, &rest).await? {
+            if self.write(&snapshot, &without(&snapshot, &lease.key)).await? {
                 return Ok(());
             }
             self.pause(attempt).await;
         }
         Err(Error::Conflict { what: self.what() })
     }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockState>> {
+        let snapshot = self.read().await?;
+        snapshot.entry(key).map(Entry::state).transpose()
+    }
+
+    async fn remove(&self, seen: &LockState) -> Result<bool> {
+        // The entry must still be the one shown, byte for byte; the resourceVersion `test`
+        // of the patch then makes the removal atomic. A stale read (the controller writes
+        // status often) is read again, so only a change of the lease itself keeps it.
+        for attempt in 0..ATTEMPTS {
+            let snapshot = self.read().await?;
+            let Some(current) = snapshot.entry(&seen.lease.key) else {
+                return Ok(true);
+            };
+            if current.state()?.version != seen.version {
+                return Ok(false);
+            }
+            if self
+                .write(&snapshot, &without(&snapshot, &seen.lease.key))
+                .await?
+            {
+                return Ok(true);
+            }
+            self.pause(attempt).await;
+        }
+        Err(Error::Conflict { what: self.what() })
+    }
+}
+
+/// The leases of `snapshot` but the one of `key`.
+fn without(snapshot: &Snapshot, key: &str) -> Vec<Entry> {
+    snapshot
+        .entries
+        .iter()
+        .filter(|e| e.key != key)
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
