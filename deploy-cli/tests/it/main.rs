@@ -12,4 +12,5 @@ mod prometheus;
 mod promote;
 mod release;
 mod support;
+mod unlock;
 mod watch;
