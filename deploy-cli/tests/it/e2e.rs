@@ -68,7 +68,7 @@ pub(crate) enum Replication {
 /// the AWS files and the audit trail.
 pub(crate) struct World {
     _staging: Moto,
-    prod_moto: Moto,
+    pub(crate) prod_moto: Moto,
     pub(crate) ecr: EcrFixture,
     pub(crate) argo: FakeArgo,
     _aws: AwsFiles,
@@ -227,7 +227,7 @@ impl World {
 
     /// Keeps prod's lock and audit trail in S3 (a bucket in the prod account's moto, reached
     /// through the `prod` profile): `state = { s3 = ... }` in deploy.toml.
-    async fn use_s3_state(&self) {
+    pub(crate) async fn use_s3_state(&self) {
         deploy_aws::moto::create_bucket(&self.prod_moto.endpoint, STATE_BUCKET).await;
         let text = std::fs::read_to_string(&self.config).expect("read deploy.toml");
         let from = r#"timeout = "60s""#;
@@ -239,7 +239,7 @@ impl World {
     }
 
     /// `deploy ARGS` as run on another machine: its own audit trail file.
-    async fn run_on(&self, machine: &str, args: &[&str]) -> Run {
+    pub(crate) async fn run_on(&self, machine: &str, args: &[&str]) -> Run {
         let n = std::fs::read_dir(self.dir.path()).map_or(0, Iterator::count);
         let stdout = self.dir.path().join(format!("stdout-{n}"));
         let stderr = self.dir.path().join(format!("stderr-{n}"));
@@ -551,7 +551,7 @@ impl Running {
     }
 
     /// Kills the process with SIGKILL, as `kill -9` or an OOM killer would, and reaps it.
-    fn kill(mut self) -> Run {
+    pub(crate) fn kill(mut self) -> Run {
         let mut child = self.child.take().expect("running");
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("reaping deploy");
@@ -599,7 +599,7 @@ pub(crate) fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
 
 pub(crate) const PROMOTE: [&str; 4] = ["promote", "--env", "prod", "--yes"];
 /// The bucket of prod's state store, when a test keeps it in S3.
-const STATE_BUCKET: &str = "myapp-deploy-state";
+pub(crate) const STATE_BUCKET: &str = "myapp-deploy-state";
 
 // ---------------------------------------------------------------------------------------
 // Issue 5: promotion.

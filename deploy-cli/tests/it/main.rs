@@ -5,6 +5,7 @@
 mod checks;
 mod cli;
 mod e2e;
+mod lock_s3;
 mod manifests;
 mod notify;
 mod output;
