@@ -489,9 +489,7 @@ impl Lock for S3Lock {
         }
         // Every race lost: whoever won holds it now.
         match self.read(&object).await? {
-            Some((current, _)) if current.lease.holder != holder => {
-                Err(Self::held(&current.lease))
-            }
+            Some((current, _)) if current.lease.holder != holder => Err(Self::held(&current.lease)),
             _ => Err(last.map_or_else(|| self.lost(key), |l| Self::held(&l))),
         }
     }
@@ -572,7 +570,10 @@ impl Lock for S3Lock {
             Err(e) => LockState {
                 lease: Lease {
                     key: key.to_owned(),
-                    holder: format!("unreadable s3://{}/{object} ({e})", self.store.location.bucket),
+                    holder: format!(
+                        "unreadable s3://{}/{object} ({e})",
+                        self.store.location.bucket
+                    ),
                     expires_at: Timestamp::UNIX_EPOCH,
                 },
                 acquired_at: None,

@@ -23,10 +23,7 @@ pub fn lock_id(holder: &str) -> String {
 
 /// The command that removes a lock left by a run that is gone.
 pub fn command(environment: &str, holder: &str) -> String {
-    format!(
-        "deploy unlock --env {environment} --id {}",
-        lock_id(holder)
-    )
+    format!("deploy unlock --env {environment} --id {}", lock_id(holder))
 }
 
 /// Why `deploy unlock` leaves a lock alone.
@@ -78,7 +75,9 @@ pub fn decide(
     now: Timestamp,
 ) -> Result<(), Refusal> {
     let Some(state) = state else {
-        return Err(Refusal::NotHeld { key: key.to_owned() });
+        return Err(Refusal::NotHeld {
+            key: key.to_owned(),
+        });
     };
     let actual = state.id();
     if !actual.eq_ignore_ascii_case(wanted.trim()) {
@@ -184,7 +183,8 @@ pub fn trust_expiry(
     let tolerance = SignedDuration::try_from(CLOCK_TOLERANCE).unwrap_or_default();
     let skew = local.duration_since(store_now);
     // Past by the store's clock (give or take its whole-second Date), or clocks that agree.
-    if expires_at <= store_now.checked_add(tolerance).unwrap_or(Timestamp::MAX) || skew <= tolerance {
+    if expires_at <= store_now.checked_add(tolerance).unwrap_or(Timestamp::MAX) || skew <= tolerance
+    {
         return Ok(());
     }
     Err(ClockSkew {

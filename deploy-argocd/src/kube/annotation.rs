@@ -47,10 +47,7 @@ fn what(application: &str) -> String {
 
 #[async_trait]
 impl Carrier for KubeCarrier {
-    async fn read(
-        &self,
-        application: &str,
-    ) -> Result<(Option<String>, BTreeMap<String, String>)> {
+    async fn read(&self, application: &str) -> Result<(Option<String>, BTreeMap<String, String>)> {
         let app = self
             .0
             .get(application)

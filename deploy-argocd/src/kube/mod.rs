@@ -11,10 +11,10 @@ mod annotation;
 mod argocd;
 mod lease;
 
-pub use argocd::{CONNECTION_NOT_CHECKED, KubeArgoCd};
-pub use lease::{LeaseLock, lease_name};
 /// The Kubernetes client every backend here is built from.
 pub use ::kube::Client;
+pub use argocd::{CONNECTION_NOT_CHECKED, KubeArgoCd};
+pub use lease::{LeaseLock, lease_name};
 
 use deploy_core::Error;
 

@@ -323,8 +323,12 @@ pub(crate) trait Carrier: Send + Sync + std::fmt::Debug {
 
     /// Sets the lock annotation to `entries` (removes it when empty) only if the Application
     /// is still at `snapshot.resource_version`; `Ok(false)` when it is not.
-    async fn write(&self, application: &str, snapshot: &Snapshot, entries: &[Entry])
-    -> Result<bool>;
+    async fn write(
+        &self,
+        application: &str,
+        snapshot: &Snapshot,
+        entries: &[Entry],
+    ) -> Result<bool>;
 
     /// The pause before read-decide-write round `attempt` + 1.
     fn backoff(&self, attempt: u32) -> Duration;
@@ -476,7 +480,10 @@ impl Lock for ApplicationLock {
                 // Lost (expired and taken over, or already released): nothing of ours to free.
                 return Ok(());
             }
-            if self.write(&snapshot, &without(&snapshot, &lease.key)).await? {
+            if self
+                .write(&snapshot, &without(&snapshot, &lease.key))
+                .await?
+            {
                 return Ok(());
             }
             self.pause(attempt).await;

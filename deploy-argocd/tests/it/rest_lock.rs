@@ -67,7 +67,8 @@ impl LockFixture for ExpireOnApp<'_> {
             .into_iter()
             .filter(|lease| lease["key"] != json!(key))
             .collect();
-        self.fake.edit(&self.app, |object| set_leases(object, &rest));
+        self.fake
+            .edit(&self.app, |object| set_leases(object, &rest));
     }
 }
 

@@ -9,11 +9,11 @@ use deploy_aws::moto::{AwsFiles, Moto, create_bucket, list_keys};
 use deploy_aws::{S3StateOptions, S3Store};
 use deploy_core::Error;
 use deploy_core::config::S3Location;
-use deploy_core::model::{Release, Tag};
 use deploy_core::conformance::lock::LockFixture as _;
+use deploy_core::model::{Release, Tag};
 use deploy_core::port::{AuditLog, Clock, Lock, SystemClock};
-use deploy_core::unlock::{Refusal, UnlockError, lock_id, unlock};
 use deploy_core::trail::{Actor, AuditRecord, Outcome, RunKind};
+use deploy_core::unlock::{Refusal, UnlockError, lock_id, unlock};
 use jiff::Timestamp;
 
 const BUCKET: &str = "myapp-deploy-state";
@@ -331,7 +331,10 @@ async fn a_machine_whose_clock_is_fast_does_not_take_over_a_live_lease() {
         "{message}"
     );
     assert!(message.contains("alice@laptop"), "{message}");
-    laptop.renew(&held, TTL).await.expect("alice still holds it");
+    laptop
+        .renew(&held, TTL)
+        .await
+        .expect("alice still holds it");
     // Once it has expired by S3's clock too, it is taken over, whatever the skew.
     laptop.expire(KEY).await;
     let next = fast.acquire(KEY, "runner@ci", TTL).await.expect("expired");
@@ -356,7 +359,9 @@ async fn a_deleted_lock_object_is_held_by_nobody_and_taken_again() {
         "{got:?}"
     );
     let again = lock.acquire(KEY, "runner@ci", TTL).await.unwrap();
-    lock.renew(&again, TTL).await.expect("renewed after re-taking");
+    lock.renew(&again, TTL)
+        .await
+        .expect("renewed after re-taking");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,7 +380,10 @@ async fn unlock_removes_only_the_lock_it_names_and_a_live_one_only_with_force() 
     let shown = admin.inspect(KEY).await.unwrap().expect("held");
     assert_eq!(shown.lease.holder, holder);
     assert_eq!(shown.id(), id);
-    assert!(shown.acquired_at.is_some() && shown.renewed_at.is_some(), "{shown:?}");
+    assert!(
+        shown.acquired_at.is_some() && shown.renewed_at.is_some(),
+        "{shown:?}"
+    );
 
     // A wrong id: nothing removed.
     let got = unlock(&admin, KEY, "0badc0de", true, Timestamp::now()).await;
@@ -396,9 +404,11 @@ async fn unlock_removes_only_the_lock_it_names_and_a_live_one_only_with_force() 
         .expect("forced");
     assert_eq!(removed.lease.holder, holder);
     assert!(admin.inspect(KEY).await.unwrap().is_none());
-    assert!(!list_keys(&moto.endpoint, BUCKET)
-        .await
-        .contains(&"deploy/prod/lock.json".to_owned()));
+    assert!(
+        !list_keys(&moto.endpoint, BUCKET)
+            .await
+            .contains(&"deploy/prod/lock.json".to_owned())
+    );
 
     // Expired: removed without --force.
     let lease = ci.acquire(KEY, holder, TTL).await.unwrap();
@@ -410,6 +420,9 @@ async fn unlock_removes_only_the_lock_it_names_and_a_live_one_only_with_force() 
     let lease = ci.acquire(KEY, &lease.holder, TTL).await.unwrap();
     let shown = admin.inspect(KEY).await.unwrap().unwrap();
     ci.renew(&lease, TTL * 2).await.unwrap();
-    assert!(!admin.remove(&shown).await.unwrap(), "removed a renewed lock");
+    assert!(
+        !admin.remove(&shown).await.unwrap(),
+        "removed a renewed lock"
+    );
     assert!(admin.inspect(KEY).await.unwrap().is_some());
 }

@@ -151,7 +151,11 @@ pub async fn run(
         }
     );
     let record = AuditRecord {
-        run_id: format!("unlock-{}-{}", now.strftime("%Y%m%dT%H%M%SZ"), std::process::id()),
+        run_id: format!(
+            "unlock-{}-{}",
+            now.strftime("%Y%m%dT%H%M%SZ"),
+            std::process::id()
+        ),
         kind: RunKind::Unlock,
         environment: env.name.clone(),
         actor,
@@ -168,11 +172,9 @@ pub async fn run(
         message: message.clone(),
         checks: Vec::new(),
     };
-    backends
-        .audit_for(env)
-        .append(&record)
-        .await
-        .context("the lock was removed, but the audit record of who removed it could not be written")?;
+    backends.audit_for(env).append(&record).await.context(
+        "the lock was removed, but the audit record of who removed it could not be written",
+    )?;
     backends.save()?;
     out.text(format!("unlocked: {message}"));
     out.result(&serde_json::json!({

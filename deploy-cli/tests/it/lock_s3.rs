@@ -5,8 +5,7 @@
 use deploy_core::conformance::argocd::{ArgoCdFixture as _, Script};
 
 use crate::e2e::{
-    CLUSTERS, NEW, PROMOTE, Replication, STATE_BUCKET, World, events_of, json_args,
-    soak_started,
+    CLUSTERS, NEW, PROMOTE, Replication, STATE_BUCKET, World, events_of, json_args, soak_started,
 };
 
 const LOCK_OBJECT: &str = "deploy/prod/lock.json";
@@ -65,10 +64,7 @@ async fn unlock_removes_the_s3_lock_of_a_lost_runner_and_records_it_in_s3() {
         return;
     };
     world.use_s3_state().await;
-    world
-        .argo
-        .script(crate::e2e::WAVE1_APP, Script::Hang)
-        .await;
+    world.argo.script(crate::e2e::WAVE1_APP, Script::Hang).await;
     let first = world.spawn(&json_args(&PROMOTE));
     crate::e2e::wait_until("the first run's sync of wave 1", || async {
         world.syncs(crate::e2e::WAVE1_APP).await > 0
@@ -104,7 +100,12 @@ async fn unlock_removes_the_s3_lock_of_a_lost_runner_and_records_it_in_s3() {
         )
         .await;
     removed.expect_code(0);
-    assert_eq!(removed.result()["outcome"], "unlocked", "{}", removed.stdout);
+    assert_eq!(
+        removed.result()["outcome"],
+        "unlocked",
+        "{}",
+        removed.stdout
+    );
     let keys = deploy_aws::moto::list_keys(&world.prod_moto.endpoint, STATE_BUCKET).await;
     assert!(!keys.contains(&LOCK_OBJECT.to_owned()), "{keys:?}");
     assert!(

@@ -178,9 +178,15 @@ pub async fn unlock(port: &dyn Lock, fixture: &dyn LockFixture, prefix: &str) ->
         .remove(&seen)
         .await
         .map_err(|e| format!("remove of a renewed lock: {e}"))?;
-    ensure!(!removed, "remove took away a lock renewed since it was shown");
+    ensure!(
+        !removed,
+        "remove took away a lock renewed since it was shown"
+    );
     let still = port.renew(&renewed, TTL).await;
-    ensure!(still.is_ok(), "the holder lost a lock renewed since: {still:?}");
+    ensure!(
+        still.is_ok(),
+        "the holder lost a lock renewed since: {still:?}"
+    );
     // Taken over by another holder since it was shown: left alone.
     let seen = port
         .inspect(&key)
@@ -196,7 +202,10 @@ pub async fn unlock(port: &dyn Lock, fixture: &dyn LockFixture, prefix: &str) ->
         .remove(&seen)
         .await
         .map_err(|e| format!("remove of a lock taken since: {e}"))?;
-    ensure!(!removed, "remove took away bob's lock, taken since it was shown");
+    ensure!(
+        !removed,
+        "remove took away bob's lock, taken since it was shown"
+    );
     // Removed as shown: free for the next run.
     let seen = port
         .inspect(&key)

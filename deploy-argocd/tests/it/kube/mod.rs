@@ -479,14 +479,24 @@ async fn the_annotation_lock_over_kubernetes_passes_the_lock_conformance() {
         .await
         .unwrap();
     // Held: the annotation the REST API would read, in the same form.
-    let lease = lock.acquire("deploy-myapp-prod", "alice", Duration::from_secs(600)).await.unwrap();
+    let lease = lock
+        .acquire("deploy-myapp-prod", "alice", Duration::from_secs(600))
+        .await
+        .unwrap();
     let object = api.get(APPS, NS, "myapp-prod-eu-west-1").unwrap();
-    let text = object["metadata"]["annotations"]["deploy/lock"].as_str().unwrap();
-    assert!(text.starts_with(r#"[{"key":"deploy-myapp-prod","holder":"alice","#), "{text}");
+    let text = object["metadata"]["annotations"]["deploy/lock"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.starts_with(r#"[{"key":"deploy-myapp-prod","holder":"alice","#),
+        "{text}"
+    );
     lock.release(&lease).await.unwrap();
     let object = api.get(APPS, NS, "myapp-prod-eu-west-1").unwrap();
     assert!(
-        object["metadata"]["annotations"].get("deploy/lock").is_none(),
+        object["metadata"]["annotations"]
+            .get("deploy/lock")
+            .is_none(),
         "released: {object:#}"
     );
 }
