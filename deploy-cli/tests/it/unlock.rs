@@ -38,6 +38,12 @@ fn a_lock_left_by_a_lost_run_is_removed_by_unlock_with_its_id_and_recorded() {
     let id = printed_id(&second.stderr);
     assert_eq!(id.len(), 8, "{}", second.stderr);
 
+    // `deploy status` shows who holds it, with the id.
+    let status = s.json(&["status", "--env", "prod"]);
+    status.expect_code(0);
+    let envs = &status.result()["environments"];
+    assert_eq!(envs[0]["lock"]["id"], id.as_str(), "{envs}");
+
     // Without --id it is only shown: holder, id, expiry.
     let shown = s.json(&["unlock", "--env", "prod"]);
     shown.expect_code(0);
