@@ -317,6 +317,24 @@ impl Backends {
         }
     }
 
+    /// Where `deploy watch --leader-elect` replicas of `env` elect their leader: with `--core`
+    /// and no `state`, a Lease (what deploy/rbac.yaml grants by name; the replicas of one
+    /// Deployment all use one transport, so the REST/`--core` split of F5 does not arise);
+    /// otherwise where the promotion lock is ([`Backends::lock_for`]).
+    pub async fn leader_lock_for(
+        &self,
+        config: &Config,
+        env: &deploy_core::config::Environment,
+    ) -> Result<Arc<dyn Lock>> {
+        match (&self.locks, env.state.as_ref()) {
+            (Locks::Core(client), None) => Ok(Arc::new(
+                deploy_argocd::kube::LeaseLock::new(client.clone(), &config.argocd.namespace)
+                    .with_clock(self.clock.clone()),
+            )),
+            _ => self.lock_for(config, env).await,
+        }
+    }
+
     /// The audit trail of `env`: its S3 state store, else this machine's (or the sandbox's).
     pub fn audit_for(&self, env: &deploy_core::config::Environment) -> Arc<dyn AuditLog> {
         match self.state.get(&env.name) {

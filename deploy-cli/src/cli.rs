@@ -238,7 +238,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Run as one of several replicas: only the holder of the lease `deploy-watch-APP-ENV` polls and writes
-    /// (kept where the promotion lock is: state.lock's backend, else an annotation on the environment's first Application)
+    /// (a Lease with --core, else where the promotion lock is: state.lock's backend or an annotation on the environment's first Application)
     #[arg(long)]
     pub leader_elect: bool,
     /// This replica's name in the lease, with --leader-elect [default: $POD_NAME, else USER@HOST pid N]
