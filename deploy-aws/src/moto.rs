@@ -275,6 +275,17 @@ pub async fn put_object(endpoint: &str, bucket: &str, key: &str, body: Vec<u8>) 
         .unwrap_or_else(|e| panic!("PutObject {bucket}/{key}: {e:?}"));
 }
 
+/// Deletes `key` from `bucket` of moto at `endpoint`, as a person with `aws s3 rm` would.
+pub async fn delete_key(endpoint: &str, bucket: &str, key: &str) {
+    s3_client(endpoint)
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DeleteObject {bucket}/{key}: {e:?}"));
+}
+
 fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())

@@ -20,15 +20,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, Region, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_types::service_config::ServiceConfigKey;
 use deploy_core::config::S3Location;
-use deploy_core::port::{AuditLog, Clock, Lease, Lock};
+use deploy_core::port::{AuditLog, Clock, Lease, Lock, LockState};
 use deploy_core::trail::{AuditRecord, Entry, Found, Outcome};
 use deploy_core::{Error, Result};
 use futures::StreamExt as _;
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
 use crate::errors::{Failure, chain};
 use crate::{EcrOptions, SdkConfigs};
@@ -53,6 +56,37 @@ pub struct S3Store {
     location: S3Location,
     profile: Option<String>,
     region: String,
+    /// S3's clock: the `Date` of its latest response ([`StoreDate`]).
+    date: Arc<Mutex<Option<Timestamp>>>,
+}
+
+/// Keeps the `Date` header of each S3 response, so that an expiry is judged against S3's
+/// clock as well as this machine's before a lease is taken over (N12).
+#[derive(Debug)]
+struct StoreDate(Arc<Mutex<Option<Timestamp>>>);
+
+impl Intercept for StoreDate {
+    fn name(&self) -> &'static str {
+        "StoreDate"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| jiff::fmt::rfc2822::parse(d).ok())
+            .map(|z| z.timestamp());
+        if date.is_some() {
+            *guard(&self.0) = date;
+        }
+        Ok(())
+    }
 }
 
 impl S3Store {
@@ -80,7 +114,9 @@ impl S3Store {
             .ok()
             .and_then(|key| shared.service_config().and_then(|c| c.load_config(key)));
         let custom_endpoint = service_endpoint.is_some() || shared.endpoint_url().is_some();
+        let date = Arc::default();
         let config = aws_sdk_s3::config::Builder::from(&shared)
+            .interceptor(StoreDate(Arc::clone(&date)))
             .region(Region::new(region.clone()))
             .retry_config(aws.retry_config())
             .timeout_config(aws.timeout_config())
@@ -98,6 +134,7 @@ impl S3Store {
             location: state.location,
             profile: state.aws_profile,
             region,
+            date,
         }
     }
 
@@ -181,11 +218,15 @@ impl S3Store {
             Condition::ETag(etag) => req.if_match(etag),
             Condition::None => req,
         };
+        let if_match = matches!(condition, Condition::ETag(_));
         match req.send().await {
             Ok(out) => Ok(Written::Yes(out.e_tag().unwrap_or_default().to_owned())),
             Err(e) => {
                 let failure = Failure::from_sdk(&e);
-                if failure.is_precondition() {
+                // `If-Match` on an object deleted since (S3 answers 404 NoSuchKey) is a
+                // condition that does not hold, like a changed ETag: the caller reads again
+                // and finds nobody holding the lock.
+                if failure.is_precondition() || (if_match && failure.code() == Some("NoSuchKey")) {
                     Ok(Written::PreconditionFailed)
                 } else {
                     Err(call.error(failure))
@@ -284,8 +325,28 @@ pub struct S3Lock {
     environment: String,
     promotion_key: String,
     clock: Arc<dyn Clock>,
-    /// Lock name → (holder, the ETag of the lease object we last wrote).
-    etags: Arc<Mutex<HashMap<String, (String, String)>>>,
+    /// Lock name → what we last wrote there.
+    etags: Arc<Mutex<HashMap<String, Ours>>>,
+}
+
+/// A lease this process wrote: its holder, the object's ETag and when it was taken.
+#[derive(Debug, Clone)]
+struct Ours {
+    holder: String,
+    etag: String,
+    acquired_at: Timestamp,
+}
+
+/// The lock object's body: the [`Lease`] and, since `deploy unlock`, when it was taken and
+/// last written (absent from objects written by older versions).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    lease: Lease,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acquired_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    renewed_at: Option<Timestamp>,
 }
 
 /// How often acquire re-reads after losing a race before it reports the lock as held.
@@ -303,43 +364,60 @@ impl S3Lock {
         }
     }
 
-    fn remember(&self, lease: &Lease, etag: String) {
-        guard(&self.etags).insert(lease.key.clone(), (lease.holder.clone(), etag));
+    fn remember(&self, stored: &Stored, etag: String) {
+        let ours = Ours {
+            holder: stored.lease.holder.clone(),
+            etag,
+            acquired_at: stored.acquired_at.unwrap_or_else(|| self.clock.now()),
+        };
+        guard(&self.etags).insert(stored.lease.key.clone(), ours);
     }
 
-    fn remembered(&self, lease: &Lease) -> Option<String> {
+    fn remembered(&self, lease: &Lease) -> Option<Ours> {
         guard(&self.etags)
             .get(&lease.key)
-            .filter(|(holder, _)| holder == &lease.holder)
-            .map(|(_, etag)| etag.clone())
+            .filter(|ours| ours.holder == lease.holder)
+            .cloned()
     }
 
-    fn lease(&self, key: &str, holder: &str, ttl: Duration) -> Lease {
+    /// What to write for `holder` now, taken at `acquired_at` (now when `None`).
+    fn stored(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        acquired_at: Option<Timestamp>,
+    ) -> Stored {
         let now = self.clock.now();
-        Lease {
-            key: key.to_owned(),
-            holder: holder.to_owned(),
-            expires_at: now.checked_add(ttl).unwrap_or(now),
+        Stored {
+            lease: Lease {
+                key: key.to_owned(),
+                holder: holder.to_owned(),
+                expires_at: now.checked_add(ttl).unwrap_or(now),
+            },
+            acquired_at: Some(acquired_at.unwrap_or(now)),
+            renewed_at: Some(now),
         }
     }
 
-    fn body(lease: &Lease) -> Result<Vec<u8>> {
-        serde_json::to_vec_pretty(lease)
+    fn body(stored: &Stored) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(stored)
             .map_err(|e| Error::invalid(format!("serializing a lease: {e}")))
     }
 
     /// The lease stored at `object`, with its ETag.
-    async fn read(&self, object: &str) -> Result<Option<(Lease, String)>> {
+    async fn read(&self, object: &str) -> Result<Option<(Stored, String)>> {
         let Some((bytes, etag)) = self.store.get(object).await? else {
             return Ok(None);
         };
-        let lease = serde_json::from_slice(&bytes).map_err(|e| {
+        let stored = serde_json::from_slice(&bytes).map_err(|e| {
             Error::invalid(format!(
-                "the lock s3://{}/{object} is not a lease ({e}); if no promotion of {} is running, delete it: aws s3 rm s3://{}/{object}",
-                self.store.location.bucket, self.environment, self.store.location.bucket
+                "the lock s3://{}/{object} is not a lease ({e}); if no promotion of {} is running, \
+                 `deploy unlock --env {}` shows it and says how to remove it",
+                self.store.location.bucket, self.environment, self.environment
             ))
         })?;
-        Ok(Some((lease, etag)))
+        Ok(Some((stored, etag)))
     }
 
     fn held(lease: &Lease) -> Error {
@@ -353,9 +431,23 @@ impl S3Lock {
     fn lost(&self, key: &str) -> Error {
         Error::LockHeld {
             key: key.to_owned(),
-            holder: "nobody (the lease was lost)".into(),
+            holder: "nobody (the lock object was deleted)".into(),
             expires_at: self.clock.now().to_string(),
         }
+    }
+
+    /// Before taking over `current`, which looks expired by this machine's clock: S3's clock
+    /// (the `Date` of the read just made) must agree, or this machine's clock is off and the
+    /// lease may still be live.
+    fn trust_expiry(&self, current: &Lease) -> Result<()> {
+        let store_now = *guard(&self.store.date);
+        deploy_core::unlock::trust_expiry("S3", current.expires_at, self.clock.now(), store_now)
+            .map_err(|skew| Error::Refused {
+                message: format!(
+                    "not taking over the lock {} of {}: {skew}",
+                    current.key, current.holder
+                ),
+            })
     }
 }
 
@@ -363,8 +455,8 @@ impl S3Lock {
 impl Lock for S3Lock {
     async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Lease> {
         let object = self.object_key(key);
-        let lease = self.lease(key, holder, ttl);
-        let body = Self::body(&lease)?;
+        let fresh = self.stored(key, holder, ttl, None);
+        let body = Self::body(&fresh)?;
         let mut last = None;
         for _ in 0..RACES {
             if let Written::Yes(etag) = self
@@ -372,54 +464,71 @@ impl Lock for S3Lock {
                 .put(&object, body.clone(), Condition::Absent)
                 .await?
             {
-                self.remember(&lease, etag);
-                return Ok(lease);
+                self.remember(&fresh, etag);
+                return Ok(fresh.lease);
             }
             // Someone holds it, or held it: read whose it is and until when.
             let Some((current, etag)) = self.read(&object).await? else {
                 continue; // released in between: try again
             };
-            if current.holder != holder && current.expires_at > self.clock.now() {
-                return Err(Self::held(&current));
+            let ours = current.lease.holder == holder;
+            if !ours && current.lease.expires_at > self.clock.now() {
+                return Err(Self::held(&current.lease));
+            }
+            if !ours {
+                self.trust_expiry(&current.lease)?;
             }
             // Expired (or ours): take it over, only if nobody rewrote it since we read it.
+            let taking = if ours {
+                self.stored(key, holder, ttl, current.acquired_at)
+            } else {
+                fresh.clone()
+            };
             match self
                 .store
-                .put(&object, body.clone(), Condition::ETag(&etag))
+                .put(&object, Self::body(&taking)?, Condition::ETag(&etag))
                 .await?
             {
                 Written::Yes(etag) => {
-                    if current.holder != holder {
+                    if !ours {
                         tracing::info!(
                             "took over the expired lock {key} of {} (expired {})",
-                            current.holder,
-                            current.expires_at
+                            current.lease.holder,
+                            current.lease.expires_at
                         );
                     }
-                    self.remember(&lease, etag);
-                    return Ok(lease);
+                    self.remember(&taking, etag);
+                    return Ok(taking.lease);
                 }
-                Written::PreconditionFailed => last = Some(current),
+                Written::PreconditionFailed => last = Some(current.lease),
             }
         }
         // Every race lost: whoever won holds it now.
         match self.read(&object).await? {
-            Some((current, _)) if current.holder != holder => Err(Self::held(&current)),
+            Some((current, _)) if current.lease.holder != holder => Err(Self::held(&current.lease)),
             _ => Err(last.map_or_else(|| self.lost(key), |l| Self::held(&l))),
         }
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         let object = self.object_key(&lease.key);
-        let renewed = self.lease(&lease.key, &lease.holder, ttl);
+        let ours = self.remembered(lease);
+        let renewed = self.stored(
+            &lease.key,
+            &lease.holder,
+            ttl,
+            ours.as_ref().map(|o| o.acquired_at),
+        );
         let body = Self::body(&renewed)?;
-        let mut etag = self.remembered(lease);
+        let mut etag = ours.map(|o| o.etag);
         for _ in 0..2 {
             let current = match etag.take() {
                 Some(e) => e,
                 None => match self.read(&object).await? {
-                    Some((current, e)) if current.holder == lease.holder => e,
-                    Some((current, _)) => return Err(Self::held(&current)),
+                    Some((current, e)) if current.lease.holder == lease.holder => e,
+                    Some((current, _)) => return Err(Self::held(&current.lease)),
+                    // Deleted (by hand, or by `deploy unlock`): nobody holds it, and the
+                    // holder may take it again with `If-None-Match`.
                     None => return Err(self.lost(&lease.key)),
                 },
             };
@@ -429,23 +538,25 @@ impl Lock for S3Lock {
                 .await?
             {
                 self.remember(&renewed, e);
-                return Ok(renewed);
+                return Ok(renewed.lease);
             }
         }
         match self.read(&object).await? {
-            Some((current, _)) if current.holder != lease.holder => Err(Self::held(&current)),
+            Some((current, _)) if current.lease.holder != lease.holder => {
+                Err(Self::held(&current.lease))
+            }
             _ => Err(self.lost(&lease.key)),
         }
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let object = self.object_key(&lease.key);
-        let mut etag = self.remembered(lease);
+        let mut etag = self.remembered(lease).map(|o| o.etag);
         for _ in 0..2 {
             let current = match etag.take() {
                 Some(e) => e,
                 None => match self.read(&object).await? {
-                    Some((current, e)) if current.holder == lease.holder => e,
+                    Some((current, e)) if current.lease.holder == lease.holder => e,
                     // Lost or already released: nothing of ours to free.
                     _ => break,
                 },
@@ -457,6 +568,44 @@ impl Lock for S3Lock {
         guard(&self.etags).remove(&lease.key);
         Ok(())
     }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockState>> {
+        let object = self.object_key(key);
+        let Some((bytes, etag)) = self.store.get(&object).await? else {
+            return Ok(None);
+        };
+        let state = match serde_json::from_slice::<Stored>(&bytes) {
+            Ok(stored) => LockState {
+                lease: stored.lease,
+                acquired_at: stored.acquired_at,
+                renewed_at: stored.renewed_at,
+                version: etag,
+            },
+            // Not a lease (written by hand, or by something else): shown as expired, so that
+            // `deploy unlock` can remove it with the id it prints.
+            Err(e) => LockState {
+                lease: Lease {
+                    key: key.to_owned(),
+                    holder: format!(
+                        "unreadable s3://{}/{object} ({e})",
+                        self.store.location.bucket
+                    ),
+                    expires_at: Timestamp::UNIX_EPOCH,
+                },
+                acquired_at: None,
+                renewed_at: None,
+                version: etag,
+            },
+        };
+        Ok(Some(state))
+    }
+
+    async fn remove(&self, seen: &LockState) -> Result<bool> {
+        // `DeleteObject` with `If-Match` on the ETag read: a lock rewritten since is kept.
+        self.store
+            .delete(&self.object_key(&seen.lease.key), &seen.version)
+            .await
+    }
 }
 
 #[cfg(feature = "moto")]
@@ -464,17 +613,28 @@ impl Lock for S3Lock {
 impl deploy_core::conformance::lock::LockFixture for S3Lock {
     async fn expire(&self, key: &str) {
         let object = self.object_key(key);
-        let (mut lease, _) = self
+        let (mut stored, _) = self
             .read(&object)
             .await
             .expect("read the lease")
             .expect("a lease to expire");
-        lease.expires_at = self.clock.now();
-        let body = Self::body(&lease).expect("lease");
+        stored.lease.expires_at = self.clock.now();
+        let body = Self::body(&stored).expect("lease");
         self.store
             .put(&object, body, Condition::None)
             .await
             .expect("rewrite the lease");
+    }
+
+    async fn delete(&self, key: &str) {
+        self.store
+            .client
+            .delete_object()
+            .bucket(&self.store.location.bucket)
+            .key(self.object_key(key))
+            .send()
+            .await
+            .expect("delete the lock object");
     }
 }
 
@@ -865,6 +1025,13 @@ mod tests {
                 "aws sso login --profile prod",
             ],
         );
+        // Credentials that expire mid-run (a 1 h CI session) are a permission problem
+        // naming the bucket, never "invalid" (which a renewal would read as a lost lock).
+        for code in ["ExpiredToken", "InvalidAccessKeyId", "AccessDenied"] {
+            let e = call("PutObject").error(service(code, 403));
+            assert!(matches!(e, Error::Permission { .. }), "{code}: {e:?}");
+            assert!(e.to_string().contains("s3://state-bucket/"), "{e}");
+        }
         check("PutObject", service("", 503), &["retry later"]);
         check(
             "PutObject",

@@ -74,13 +74,28 @@ pub struct Backends {
     pub metrics: Option<Arc<dyn deploy_core::port::Metrics>>,
 }
 
-/// Where the promotion lock lives.
-#[derive(Debug, Clone)]
+/// Where the promotion lock lives when the environment's `state` does not say.
+#[derive(Clone)]
 pub enum Locks {
-    /// One lock backend for every environment (sandbox, Kubernetes Lease).
+    /// One lock backend for every environment (the sandbox, the demo).
     Shared(Arc<dyn Lock>),
-    /// An annotation on each environment's first Application (REST API).
+    /// The `deploy/lock` annotation on each environment's carrier Application, over Argo
+    /// CD's REST API.
     PerApplication,
+    /// The same annotation over the Kubernetes API (`--core`), so that a run over REST and
+    /// one with `--core` exclude each other; the client also serves `state.lock =
+    /// "kubernetes"` (a Lease).
+    Core(deploy_argocd::kube::Client),
+}
+
+impl std::fmt::Debug for Locks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shared(l) => f.debug_tuple("Shared").field(l).finish(),
+            Self::PerApplication => f.write_str("PerApplication"),
+            Self::Core(_) => f.write_str("Core"),
+        }
+    }
 }
 
 /// The Helm parameters that hold the tag, across environments.
@@ -141,13 +156,12 @@ impl Backends {
             let argocd = deploy_argocd::kube::KubeArgoCd::new(client.clone(), ns)
                 .with_username(crate::commands::promote::actor().os_user)
                 .with_tag_parameters(tag_parameters);
-            let lock = deploy_argocd::kube::LeaseLock::new(client, ns).with_clock(clock.clone());
             let argocd = Arc::new(argocd);
             return Ok(Self {
                 registry,
                 argocd: argocd.clone(),
                 inventory: argocd,
-                locks: Locks::Shared(Arc::new(lock)),
+                locks: Locks::Core(client),
                 audit,
                 state,
                 clock,
@@ -229,14 +243,18 @@ impl Backends {
     pub fn annotation_lock(&self, env: &deploy_core::config::Environment) -> bool {
         match env.state.as_ref().filter(|_| self.sandbox.is_none()) {
             Some(state) => state.lock == deploy_core::config::LockBackend::Argocd,
-            None => matches!((&self.locks, &self.rest), (Locks::PerApplication, Some(_))),
+            None => matches!(
+                (&self.locks, &self.rest),
+                (Locks::PerApplication, Some(_)) | (Locks::Core(_), _)
+            ),
         }
     }
 
     /// The promotion lock for `env`. With `state` in the environment, the backend it names
-    /// (an S3 object, a Lease, or the annotation), whatever the transport; without it,
-    /// shared (sandbox, Lease with `--core`) or an annotation on the environment's first
-    /// Application (REST API).
+    /// (an S3 object, a Lease, or the annotation), whatever the transport; without it, the
+    /// sandbox's, or the `deploy/lock` annotation on the environment's carrier Application
+    /// over whichever API reaches Argo CD (REST, or Kubernetes with `--core`): one lock
+    /// whatever the transport (F5).
     pub async fn lock_for(
         &self,
         config: &Config,
@@ -254,8 +272,23 @@ impl Backends {
                     self.clock.clone(),
                 )))
             }
-            (None, Locks::Shared(l)) => Ok(l.clone()),
-            (Some(LockBackend::Kubernetes), Locks::Shared(l)) => Ok(l.clone()),
+            (None | Some(LockBackend::Kubernetes), Locks::Shared(l)) => Ok(l.clone()),
+            (Some(LockBackend::Kubernetes), Locks::Core(client)) => Ok(Arc::new(
+                deploy_argocd::kube::LeaseLock::new(client.clone(), &config.argocd.namespace)
+                    .with_clock(self.clock.clone()),
+            )),
+            (Some(LockBackend::Argocd) | None, Locks::Core(client)) => {
+                let carrier = deploy_core::engine::lock::carrier(config, env)
+                    .expect("validated: a configuration has clusters");
+                Ok(Arc::new(
+                    deploy_argocd::rest::lock::ApplicationLock::over_kube(
+                        client.clone(),
+                        &config.argocd.namespace,
+                        &carrier,
+                    )
+                    .with_clock(self.clock.clone()),
+                ))
+            }
             (Some(LockBackend::Kubernetes), Locks::PerApplication) => {
                 let client = deploy_argocd::kube::client().await.with_context(|| {
                     format!(
@@ -277,15 +310,28 @@ impl Backends {
                             .with_clock(self.clock.clone()),
                     ))
                 }
-                None if chosen.is_some() => Err(UsageError(format!(
-                    "state.lock = \"argocd\" of {} needs Argo CD's REST API: drop --core, or set state.lock = \"kubernetes\" or \"s3\"",
-                    env.name
-                ))
-                .into()),
                 None => Err(anyhow::anyhow!(
                     "Argo CD is not configured, so there is no promotion lock"
                 )),
             },
+        }
+    }
+
+    /// Where `deploy watch --leader-elect` replicas of `env` elect their leader: with `--core`
+    /// and no `state`, a Lease (what deploy/rbac.yaml grants by name; the replicas of one
+    /// Deployment all use one transport, so the REST/`--core` split of F5 does not arise);
+    /// otherwise where the promotion lock is ([`Backends::lock_for`]).
+    pub async fn leader_lock_for(
+        &self,
+        config: &Config,
+        env: &deploy_core::config::Environment,
+    ) -> Result<Arc<dyn Lock>> {
+        match (&self.locks, env.state.as_ref()) {
+            (Locks::Core(client), None) => Ok(Arc::new(
+                deploy_argocd::kube::LeaseLock::new(client.clone(), &config.argocd.namespace)
+                    .with_clock(self.clock.clone()),
+            )),
+            _ => self.lock_for(config, env).await,
         }
     }
 

@@ -62,8 +62,7 @@ pub struct Global {
     #[arg(long, global = true, conflicts_with = "core")]
     pub sandbox: bool,
 
-    /// Reach Argo CD through the Kubernetes API (kubeconfig) instead of its REST API, as `argocd --core` does;
-    /// the promotion lock is then a coordination.k8s.io Lease
+    /// Reach Argo CD through the Kubernetes API (kubeconfig) instead of its REST API, as `argocd --core` does
     #[arg(long, global = true)]
     pub core: bool,
 
@@ -116,6 +115,8 @@ pub enum Command {
     },
     /// The image-updater loop: write each new complete release into an automated environment
     Watch(WatchArgs),
+    /// Show ENV's promotion lock; with --id, remove it when its run is gone (only the lock of that id, and a live one only with --force); recorded in the audit trail
+    Unlock(UnlockArgs),
     /// Print manifests
     #[command(subcommand)]
     Render(RenderCommand),
@@ -237,12 +238,27 @@ pub struct WatchArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Run as one of several replicas: only the holder of the lease `deploy-watch-APP-ENV` polls and writes
-    /// (a Lease with --core, else an annotation on the environment's first Application)
+    /// (a Lease with --core, else where the promotion lock is: state.lock's backend or an annotation on the environment's first Application)
     #[arg(long)]
     pub leader_elect: bool,
     /// This replica's name in the lease, with --leader-elect [default: $POD_NAME, else USER@HOST pid N]
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     pub leader_id: Option<String>,
+}
+
+/// `deploy unlock`
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Environment
+    #[arg(long)]
+    pub env: String,
+    /// The lock's id, as `deploy unlock --env ENV` and the "another promotion holds the lock" error print it;
+    /// without it the lock is only shown
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Remove the lock even though its holder renewed it within its time to live (its run must be gone)
+    #[arg(long, requires = "id")]
+    pub force: bool,
 }
 
 /// `deploy render ...`

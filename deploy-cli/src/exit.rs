@@ -41,7 +41,7 @@ impl Exit {
     /// The exit code of a run that ended with `outcome`.
     pub fn of_outcome(outcome: Outcome) -> Self {
         match outcome {
-            Outcome::Succeeded | Outcome::UpToDate => Self::Success,
+            Outcome::Succeeded | Outcome::UpToDate | Outcome::Unlocked => Self::Success,
             // A report never ends in Started (that is the first audit record's outcome).
             Outcome::RolledBack | Outcome::Failed | Outcome::Started => Self::Failed,
             Outcome::Interrupted => Self::Interrupted,

@@ -236,6 +236,7 @@ pub async fn run(cli: &Cli, out: Output) -> anyhow::Result<Exit> {
             commands::audit::run(&config, &backends, out, env.as_deref()).await
         }
         Command::Watch(args) => commands::watch::run(&config, &backends, out, args).await,
+        Command::Unlock(args) => commands::unlock::run(&config, &backends, out, args).await,
         Command::History { env, limit } => {
             commands::history::run(&config, &backends, out, env.as_deref(), *limit).await
         }

@@ -83,6 +83,7 @@ pub mod notify;
 pub mod plan;
 pub mod port;
 pub mod trail;
+pub mod unlock;
 pub mod watch;
 pub mod window;
 

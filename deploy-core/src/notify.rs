@@ -146,6 +146,7 @@ impl Announcer {
             Outcome::Interrupted | Outcome::Halted => "⏸️",
             Outcome::Inconclusive => "✋",
             Outcome::Failed | Outcome::Started => "❌",
+            Outcome::Unlocked => "🔓",
         };
         let summary = format!(
             "{}: {} {} {} in {}: {}",
@@ -244,6 +245,7 @@ impl Announcer {
         match self.kind {
             RunKind::Promote => "promote",
             RunKind::Rollback => "rollback",
+            RunKind::Unlock => "unlock",
         }
     }
 

@@ -466,6 +466,47 @@ pub trait Lock: Send + Sync + Debug {
 
     /// Releases a lease we hold (a lease already lost is not an error).
     async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// The lock `key` as stored now, whoever holds it; `None` when nobody does. For
+    /// `deploy unlock` and `deploy status`, never for a run's own decisions.
+    async fn inspect(&self, key: &str) -> Result<Option<LockState>> {
+        Err(not_administrable(key))
+    }
+
+    /// Removes the lock exactly as `seen` by [`Lock::inspect`], whoever holds it: a
+    /// conditional delete on the backend's version of it, so a lock renewed or taken since is
+    /// left alone (`Ok(false)`). `Ok(true)` when it was removed (or was already gone).
+    async fn remove(&self, seen: &LockState) -> Result<bool> {
+        Err(not_administrable(&seen.lease.key))
+    }
+}
+
+/// The default of [`Lock::inspect`] and [`Lock::remove`], for test doubles that wrap a lock.
+fn not_administrable(key: &str) -> crate::Error {
+    crate::Error::Refused {
+        message: format!("lock {key}: this lock backend cannot be inspected or removed"),
+    }
+}
+
+/// A lock as stored, whoever holds it: what `deploy unlock` shows and decides on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    /// The lease: key, holder and expiry.
+    pub lease: Lease,
+    /// When the holder took it, where the backend keeps that.
+    pub acquired_at: Option<Timestamp>,
+    /// When it was last written (taken or renewed), where the backend keeps that.
+    pub renewed_at: Option<Timestamp>,
+    /// The backend's version of the stored lock (an S3 ETag, a resourceVersion, the
+    /// annotation's text), which [`Lock::remove`] makes its delete conditional on.
+    pub version: String,
+}
+
+impl LockState {
+    /// The id people pass to `deploy unlock --id`: [`crate::unlock::lock_id`] of the holder.
+    pub fn id(&self) -> String {
+        crate::unlock::lock_id(&self.lease.holder)
+    }
 }
 
 // ---------------------------------------------------------------- audit

@@ -26,6 +26,8 @@ pub enum RunKind {
     Promote,
     /// `deploy rollback`.
     Rollback,
+    /// `deploy unlock`: someone removed a promotion lock by hand (who, whose, which id).
+    Unlock,
 }
 
 /// How a run ended.
@@ -51,6 +53,8 @@ pub enum Outcome {
     /// Stopped before the end for a decision or a wait, without rollback (a sync window
     /// blocks the next wave); re-running continues.
     Halted,
+    /// `deploy unlock` removed the lock a run had left.
+    Unlocked,
 }
 
 impl Outcome {
@@ -150,6 +154,7 @@ impl std::fmt::Display for Outcome {
             Self::Interrupted => "interrupted",
             Self::Inconclusive => "inconclusive",
             Self::Halted => "halted",
+            Self::Unlocked => "unlocked",
         })
     }
 }

@@ -140,7 +140,9 @@ impl<'a> Leader<'a> {
     }
 
     /// Takes or renews the lease as needed: `Ok(None)` when we lead, `Ok(Some(holder))`
-    /// when someone else does.
+    /// when someone else does. A renewal that fails for any reason but a transient one (the
+    /// lease object deleted, a store that refuses the renewal) drops the lease and takes it
+    /// again at once: retrying the same renewal would never succeed.
     async fn ensure(&mut self) -> Result<Option<String>> {
         let result = match &self.lease {
             Some(lease) => {
@@ -148,7 +150,15 @@ impl<'a> Leader<'a> {
                 if left > jiff::SignedDuration::try_from(self.ttl * 2 / 3).unwrap_or_default() {
                     return Ok(None);
                 }
-                self.lock.renew(lease, self.ttl).await
+                match self.lock.renew(lease, self.ttl).await {
+                    Err(e @ Error::Transient { .. }) => Err(e),
+                    Err(e) => {
+                        tracing::warn!("renewing the watch lease failed ({e}); taking it again");
+                        self.lease = None;
+                        self.lock.acquire(&self.key, &self.holder, self.ttl).await
+                    }
+                    renewed => renewed,
+                }
             }
             None => self.lock.acquire(&self.key, &self.holder, self.ttl).await,
         };
@@ -558,5 +568,49 @@ mod tests {
         );
         assert_eq!(started.elapsed(), LEASE_TTL / 3, "at the first renewal");
         assert!(a.lease.is_none());
+    }
+
+    /// A lock whose renewals fail as a store refusing them does (an S3 `NoSuchKey` once
+    /// read as `Invalid`, expired credentials), while taking it still works.
+    #[derive(Debug)]
+    struct RefusesRenewals(InMemoryLock);
+
+    #[async_trait::async_trait]
+    impl Lock for RefusesRenewals {
+        async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Lease> {
+            self.0.acquire(key, holder, ttl).await
+        }
+        async fn renew(&self, _: &Lease, _: Duration) -> Result<Lease> {
+            Err(Error::invalid("S3 refused PutObject: NoSuchKey"))
+        }
+        async fn release(&self, lease: &Lease) -> Result<()> {
+            self.0.release(lease).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_lease_was_deleted_or_cannot_be_renewed_takes_it_again() {
+        use crate::conformance::lock::LockFixture as _;
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new(jiff::Timestamp::UNIX_EPOCH));
+        let lock = InMemoryLock::new(clock.clone());
+        let mut a = Leader::new(&lock, &*clock, "k".into(), "a".into());
+        assert_eq!(a.ensure().await.unwrap(), None);
+        // The lease object is deleted: at the next renewal the leader takes it again at once
+        // rather than standing by for "nobody".
+        lock.delete("k").await;
+        tokio::time::sleep(LEASE_TTL / 2).await;
+        assert_eq!(a.ensure().await.unwrap(), None);
+        assert_eq!(lock.state()["k"].holder, "a");
+
+        // A renewal that is refused for good: the lease is dropped and taken again.
+        let refusing = RefusesRenewals(InMemoryLock::new(clock.clone()));
+        let mut b = Leader::new(&refusing, &*clock, "k".into(), "b".into());
+        assert_eq!(b.ensure().await.unwrap(), None);
+        refusing.0.delete("k").await;
+        tokio::time::sleep(LEASE_TTL / 2).await;
+        assert_eq!(b.ensure().await.unwrap(), None);
+        assert_eq!(refusing.0.state()["k"].holder, "b");
+        let expiry = b.lease.as_ref().unwrap().expires_at;
+        assert!(expiry > clock.now(), "a fresh lease, until {expiry}");
     }
 }

@@ -56,7 +56,7 @@ const CLUSTER_SECRET_SELECTOR: &str = "argocd.argoproj.io/secret-type=cluster";
 /// The API server URL of the cluster Argo CD runs in.
 const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
 
-fn resource(kind: &str, plural: &str) -> ApiResource {
+pub(crate) fn resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource {
         group: "argoproj.io".into(),
         version: "v1alpha1".into(),

@@ -11,6 +11,9 @@
 //! counting. Acquiring a lock the same holder already has refreshes it; releasing a lease
 //! someone else now holds leaves theirs alone.
 //!
+//! `deploy unlock` reads the Lease ([`Lock::inspect`]) and deletes it with a `resourceVersion`
+//! precondition ([`Lock::remove`]), so a Lease renewed or taken since it was shown is kept.
+//!
 //! Expiry is judged with the injected [`Clock`]: runs on different machines must have
 //! roughly synchronised clocks (NTP), as Kubernetes leader election also assumes.
 
@@ -18,10 +21,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::kube::api::{Api, ObjectMeta, PostParams};
+use ::kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use async_trait::async_trait;
 use deploy_core::Error;
-use deploy_core::port::{Clock, Lease, Lock, SystemClock};
+use deploy_core::port::{Clock, Lease, Lock, LockState, SystemClock};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease as KubeLease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -295,6 +298,52 @@ impl Lock for LeaseLock {
             }
         }
         Err(Error::Conflict { what })
+    }
+
+    async fn inspect(&self, key: &str) -> deploy_core::Result<Option<LockState>> {
+        let name = lease_name(key);
+        let Some(object) = self
+            .api
+            .get_opt(&name)
+            .await
+            .map_err(|e| map_error(e, &Self::what(&name)))?
+        else {
+            return Ok(None);
+        };
+        let spec = object.spec.unwrap_or_default();
+        // A released Lease (no holder) is nobody's lock.
+        let Some((holder, expires_at)) = current_holder(&spec) else {
+            return Ok(None);
+        };
+        Ok(Some(LockState {
+            lease: Lease {
+                key: key.to_owned(),
+                holder,
+                expires_at,
+            },
+            acquired_at: spec.acquire_time.as_ref().map(from_micro),
+            renewed_at: spec.renew_time.as_ref().map(from_micro),
+            version: object.metadata.resource_version.unwrap_or_default(),
+        }))
+    }
+
+    async fn remove(&self, seen: &LockState) -> deploy_core::Result<bool> {
+        let name = lease_name(&seen.lease.key);
+        // Deleted only at the resourceVersion that was shown: a Lease renewed or taken since
+        // fails the precondition with 409 Conflict and is kept.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(seen.version.clone()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(&name, &params).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_conflict(&e) => Ok(false),
+            Err(::kube::Error::Api(s)) if s.code == 404 => Ok(true),
+            Err(e) => Err(map_error(e, &Self::what(&name))),
+        }
     }
 }
 

@@ -7,9 +7,12 @@
 //! Lease. Both write with optimistic concurrency (`metadata.resourceVersion`); a 409 Conflict
 //! means "read again and retry", never "fail".
 
+mod annotation;
 mod argocd;
 mod lease;
 
+/// The Kubernetes client every backend here is built from.
+pub use ::kube::Client;
 pub use argocd::{CONNECTION_NOT_CHECKED, KubeArgoCd};
 pub use lease::{LeaseLock, lease_name};
 

@@ -58,12 +58,15 @@
 //!   releasing a lease already lost is `Ok` and leaves the new holder's entry alone.
 //! - An annotation that is not such an array (edited by hand) is an error that says how to
 //!   remove it, never silently overwritten.
+//! - `deploy unlock` reads an entry ([`Lock::inspect`]; its version is the entry's JSON) and
+//!   removes it only while the entry is unchanged, with the same resourceVersion-tested patch
+//!   ([`Lock::remove`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::port::{Clock, Lease, Lock, SystemClock};
+use deploy_core::port::{Clock, Lease, Lock, LockState, SystemClock};
 use deploy_core::{Error, Result};
 use jiff::Timestamp;
 use reqwest::Method;
@@ -83,10 +86,12 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 /// Read-decide-write rounds before a write that keeps meeting concurrent changes gives up.
 const ATTEMPTS: u32 = 8;
 
-/// [`Lock`] kept in an annotation of one Argo CD Application, over the REST API.
+/// [`Lock`] kept in an annotation of one Argo CD Application, over the REST API or (with
+/// [`ApplicationLock::over_kube`]) the Kubernetes API: the same annotation and decisions,
+/// so a run over REST and one with `--core` exclude each other.
 #[derive(Debug, Clone)]
 pub struct ApplicationLock {
-    client: RestArgoCd,
+    carrier: Arc<dyn Carrier>,
     application: String,
     clock: Arc<dyn Clock>,
     settle: Duration,
@@ -96,8 +101,13 @@ impl ApplicationLock {
     /// Leases kept on `application` (the environment's first Application in wave order),
     /// timed by the system clock.
     pub fn new(client: RestArgoCd, application: impl Into<String>) -> Self {
+        Self::with_carrier(Arc::new(client), application)
+    }
+
+    /// Leases kept on `application` through `carrier`, timed by the system clock.
+    pub(crate) fn with_carrier(carrier: Arc<dyn Carrier>, application: impl Into<String>) -> Self {
         Self {
-            client,
+            carrier,
             application: application.into(),
             clock: Arc::new(SystemClock),
             settle: DEFAULT_SETTLE,
@@ -126,7 +136,7 @@ impl ApplicationLock {
 /// One lease as stored in the annotation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Entry {
+pub(crate) struct Entry {
     key: String,
     holder: String,
     expires_at: Timestamp,
@@ -142,6 +152,17 @@ impl Entry {
         }
     }
 
+    /// The entry as `deploy unlock` shows it; its version is its JSON text.
+    fn state(&self) -> Result<LockState> {
+        Ok(LockState {
+            lease: self.lease(),
+            acquired_at: Some(self.acquired_at),
+            renewed_at: None,
+            version: serde_json::to_string(self)
+                .map_err(|e| Error::invalid(format!("cannot encode a lock entry: {e}")))?,
+        })
+    }
+
     fn held_error(&self) -> Error {
         Error::LockHeld {
             key: self.key.clone(),
@@ -153,8 +174,8 @@ impl Entry {
 
 /// What the Application says about the locks when it was read.
 #[derive(Debug)]
-struct Snapshot {
-    resource_version: String,
+pub(crate) struct Snapshot {
+    pub(crate) resource_version: String,
     /// Whether `metadata.annotations` exists at all.
     has_annotations: bool,
     /// Whether the lock annotation exists.
@@ -183,6 +204,14 @@ fn annotation_pointer() -> String {
     )
 }
 
+/// The annotation's value for `entries`: compact JSON, sorted by key.
+pub(crate) fn encode(entries: &[Entry]) -> Result<String> {
+    let mut entries = entries.to_vec();
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    serde_json::to_string(&entries)
+        .map_err(|e| Error::invalid(format!("cannot encode the lock annotation: {e}")))
+}
+
 /// The RFC 6902 patch that turns the snapshot's leases into `entries`: first the
 /// resourceVersion `test`, then the annotation write.
 fn patch_ops(snapshot: &Snapshot, entries: &[Entry]) -> Result<Vec<Value>> {
@@ -198,10 +227,7 @@ fn patch_ops(snapshot: &Snapshot, entries: &[Entry]) -> Result<Vec<Value>> {
         }
         return Ok(ops);
     }
-    let mut entries = entries.to_vec();
-    entries.sort_by(|a, b| a.key.cmp(&b.key));
-    let value = serde_json::to_string(&entries)
-        .map_err(|e| Error::invalid(format!("cannot encode the lock annotation: {e}")))?;
+    let value = encode(entries)?;
     if !snapshot.has_annotations {
         ops.push(json!({ "op": "add", "path": "/metadata/annotations", "value": {} }));
     }
@@ -243,19 +269,16 @@ impl ApplicationLock {
     }
 
     async fn read(&self) -> Result<Snapshot> {
-        let app: wire::Application = self.client.get_app(&self.application).await?;
-        let resource_version = app
-            .metadata
-            .resource_version
-            .clone()
+        let (resource_version, annotations) = self.carrier.read(&self.application).await?;
+        let resource_version = resource_version
             .filter(|rv| !rv.is_empty())
             .ok_or_else(|| {
                 Error::invalid(format!(
-                    "application {}: Argo CD served it without metadata.resourceVersion",
+                    "application {}: served without metadata.resourceVersion",
                     self.application
                 ))
             })?;
-        let raw = app.metadata.annotations.get(LOCK_ANNOTATION);
+        let raw = annotations.get(LOCK_ANNOTATION);
         let entries = match raw {
             None => Vec::new(),
             Some(text) if text.trim().is_empty() => Vec::new(),
@@ -264,42 +287,94 @@ impl ApplicationLock {
         };
         Ok(Snapshot {
             resource_version,
-            has_annotations: !app.metadata.annotations.is_empty(),
+            has_annotations: !annotations.is_empty(),
             has_lock: raw.is_some(),
             entries,
         })
     }
 
-    /// Sends the conditional patch; `Ok(false)` when the Application changed since `snapshot`.
+    /// Writes `entries` if the Application is still at `snapshot`'s resourceVersion;
+    /// `Ok(false)` when it changed since.
     async fn write(&self, snapshot: &Snapshot, entries: &[Entry]) -> Result<bool> {
+        let written = self
+            .carrier
+            .write(&self.application, snapshot, entries)
+            .await?;
+        if !written {
+            debug!(application = %self.application, "application changed since it was read");
+        }
+        Ok(written)
+    }
+
+    async fn pause(&self, attempt: u32) {
+        tokio::time::sleep(self.carrier.backoff(attempt)).await;
+    }
+}
+
+/// Where the Application that carries the lock is read and written: Argo CD's REST API or
+/// the Kubernetes API. Transport only; every decision is [`ApplicationLock`]'s.
+#[async_trait]
+pub(crate) trait Carrier: Send + Sync + std::fmt::Debug {
+    /// The Application's `metadata.resourceVersion` and annotations.
+    async fn read(
+        &self,
+        application: &str,
+    ) -> Result<(Option<String>, std::collections::BTreeMap<String, String>)>;
+
+    /// Sets the lock annotation to `entries` (removes it when empty) only if the Application
+    /// is still at `snapshot.resource_version`; `Ok(false)` when it is not.
+    async fn write(
+        &self,
+        application: &str,
+        snapshot: &Snapshot,
+        entries: &[Entry],
+    ) -> Result<bool>;
+
+    /// The pause before read-decide-write round `attempt` + 1.
+    fn backoff(&self, attempt: u32) -> Duration;
+}
+
+#[async_trait]
+impl Carrier for RestArgoCd {
+    async fn read(
+        &self,
+        application: &str,
+    ) -> Result<(Option<String>, std::collections::BTreeMap<String, String>)> {
+        let app: wire::Application = self.get_app(application).await?;
+        Ok((app.metadata.resource_version, app.metadata.annotations))
+    }
+
+    /// A JSON patch whose first operation tests the resourceVersion (see the module docs).
+    async fn write(
+        &self,
+        application: &str,
+        snapshot: &Snapshot,
+        entries: &[Entry],
+    ) -> Result<bool> {
         let ops = patch_ops(snapshot, entries)?;
         let body = json!({
-            "name": self.application,
+            "name": application,
             "patchType": "json",
             "patch": Value::Array(ops).to_string(),
         });
         let sent = self
-            .client
             .call(
                 Method::PATCH,
-                self.client.app_url(&self.application, &[]),
+                self.app_url(application, &[]),
                 &[],
                 Some(&body),
-                &Target::app(&self.application),
+                &Target::app(application),
             )
             .await;
         match sent {
             Ok(_) => Ok(true),
-            Err(e) if is_stale(&e) => {
-                debug!(application = %self.application, error = %e, "application changed since it was read");
-                Ok(false)
-            }
+            Err(e) if is_stale(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    async fn pause(&self, attempt: u32) {
-        tokio::time::sleep(self.client.backoff(attempt, None)).await;
+    fn backoff(&self, attempt: u32) -> Duration {
+        RestArgoCd::backoff(self, attempt, None)
     }
 }
 
@@ -405,19 +480,54 @@ impl Lock for ApplicationLock {
                 // Lost (expired and taken over, or already released): nothing of ours to free.
                 return Ok(());
             }
-            let rest: Vec<Entry> = snapshot
-                .entries
-                .iter()
-                .filter(|e| e.key != lease.key)
-                .cloned()
-                .collect();
-            if self.write(&snapshot, &rest).await? {
+            if self
+                .write(&snapshot, &without(&snapshot, &lease.key))
+                .await?
+            {
                 return Ok(());
             }
             self.pause(attempt).await;
         }
         Err(Error::Conflict { what: self.what() })
     }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockState>> {
+        let snapshot = self.read().await?;
+        snapshot.entry(key).map(Entry::state).transpose()
+    }
+
+    async fn remove(&self, seen: &LockState) -> Result<bool> {
+        // The entry must still be the one shown, byte for byte; the resourceVersion `test`
+        // of the patch then makes the removal atomic. A stale read (the controller writes
+        // status often) is read again, so only a change of the lease itself keeps it.
+        for attempt in 0..ATTEMPTS {
+            let snapshot = self.read().await?;
+            let Some(current) = snapshot.entry(&seen.lease.key) else {
+                return Ok(true);
+            };
+            if current.state()?.version != seen.version {
+                return Ok(false);
+            }
+            if self
+                .write(&snapshot, &without(&snapshot, &seen.lease.key))
+                .await?
+            {
+                return Ok(true);
+            }
+            self.pause(attempt).await;
+        }
+        Err(Error::Conflict { what: self.what() })
+    }
+}
+
+/// The leases of `snapshot` but the one of `key`.
+fn without(snapshot: &Snapshot, key: &str) -> Vec<Entry> {
+    snapshot
+        .entries
+        .iter()
+        .filter(|e| e.key != key)
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

@@ -61,6 +61,15 @@ impl LockFixture for ExpireOnApp<'_> {
         }
         self.fake.edit(&self.app, |object| set_leases(object, &all));
     }
+
+    async fn delete(&self, key: &str) {
+        let rest: Vec<Value> = leases(self.fake, &self.app)
+            .into_iter()
+            .filter(|lease| lease["key"] != json!(key))
+            .collect();
+        self.fake
+            .edit(&self.app, |object| set_leases(object, &rest));
+    }
 }
 
 /// The PATCH requests, with their RFC 6902 operations.

@@ -10,9 +10,11 @@ use deploy_aws::moto::{AwsFiles, Moto, create_bucket, list_keys, put_object};
 use deploy_aws::{S3StateOptions, S3Store};
 use deploy_core::Error;
 use deploy_core::config::S3Location;
+use deploy_core::conformance::lock::LockFixture as _;
 use deploy_core::model::{Release, Tag};
 use deploy_core::port::{AuditLog, Clock, Lock, SystemClock};
 use deploy_core::trail::{self, Actor, AuditRecord, Outcome, RunKind};
+use deploy_core::unlock::{Refusal, UnlockError, lock_id, unlock};
 use futures::StreamExt as _;
 use jiff::Timestamp;
 
@@ -156,8 +158,14 @@ async fn an_expired_lock_is_taken_over_a_live_one_never() {
         Err(Error::LockHeld { .. })
     ));
 
-    // Expired: taken over.
+    // Expired: taken over. It must have expired by S3's clock too (the `Date` of its
+    // answers), so the lease is rewritten as expired now rather than the clocks moved on.
     ci_clock.advance(TTL);
+    store(&files, "laptop", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(SystemClock))
+        .expire(KEY)
+        .await;
     let next = ci
         .acquire(KEY, "runner@ci", TTL)
         .await
@@ -408,4 +416,131 @@ async fn the_newest_runs_are_found_by_listing_and_read_one_get_each() {
         "{:?}",
         got.warnings
     );
+
+/// The system clock, off by a fixed amount (a machine whose NTP is broken).
+#[derive(Debug)]
+struct OffClock(jiff::SignedDuration);
+
+impl Clock for OffClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now().checked_add(self.0).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_whose_clock_is_fast_does_not_take_over_a_live_lease() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let laptop = store(&files, "laptop", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(SystemClock));
+    let hour = jiff::SignedDuration::from_hours(1);
+    let fast = store(&files, "ci", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(OffClock(hour)));
+    let held = laptop.acquire(KEY, "alice@laptop", TTL).await.unwrap();
+    // By its own clock the lease ran out 50 minutes ago; by S3's it has 10 minutes left.
+    let got = fast.acquire(KEY, "runner@ci", TTL).await;
+    let Err(Error::Refused { message }) = &got else {
+        panic!("expected a refusal naming the clock, got {got:?}");
+    };
+    assert!(
+        message.contains("clock is off by 3599 s") || message.contains("clock is off by 3600 s"),
+        "{message}"
+    );
+    assert!(message.contains("alice@laptop"), "{message}");
+    laptop
+        .renew(&held, TTL)
+        .await
+        .expect("alice still holds it");
+    // Once it has expired by S3's clock too, it is taken over, whatever the skew.
+    laptop.expire(KEY).await;
+    let next = fast.acquire(KEY, "runner@ci", TTL).await.expect("expired");
+    assert_eq!(next.holder, "runner@ci");
+    fast.release(&next).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_lock_object_is_held_by_nobody_and_taken_again() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let lock = store(&files, "ci", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(SystemClock));
+    let lease = lock.acquire(KEY, "runner@ci", TTL).await.unwrap();
+    lock.delete(KEY).await;
+    // The renewal's `If-Match` is answered 404 NoSuchKey: nobody holds it (not "invalid",
+    // which a run would read as "the lock ran out" and roll back).
+    let got = lock.renew(&lease, TTL).await;
+    assert!(
+        matches!(&got, Err(Error::LockHeld { holder, .. }) if holder.starts_with("nobody")),
+        "{got:?}"
+    );
+    let again = lock.acquire(KEY, "runner@ci", TTL).await.unwrap();
+    lock.renew(&again, TTL)
+        .await
+        .expect("renewed after re-taking");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlock_removes_only_the_lock_it_names_and_a_live_one_only_with_force() {
+    let Some(moto) = start() else { return };
+    let files = setup(&moto).await;
+    let ci = store(&files, "ci", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(SystemClock));
+    let admin = store(&files, "laptop", BUCKET)
+        .await
+        .lock("prod", KEY, Arc::new(SystemClock));
+    let holder = "runner@ci pid 7 boot 0123abcd pidns 1";
+    let lease = ci.acquire(KEY, holder, TTL).await.unwrap();
+    let id = lock_id(holder);
+    let shown = admin.inspect(KEY).await.unwrap().expect("held");
+    assert_eq!(shown.lease.holder, holder);
+    assert_eq!(shown.id(), id);
+    assert!(
+        shown.acquired_at.is_some() && shown.renewed_at.is_some(),
+        "{shown:?}"
+    );
+
+    // A wrong id: nothing removed.
+    let got = unlock(&admin, KEY, "0badc0de", true, Timestamp::now()).await;
+    assert!(
+        matches!(got, Err(UnlockError::Refused(Refusal::OtherId { .. }))),
+        "{got:?}"
+    );
+    // Live (renewed within its ttl): refused without --force.
+    let got = unlock(&admin, KEY, &id, false, Timestamp::now()).await;
+    assert!(
+        matches!(got, Err(UnlockError::Refused(Refusal::Live { .. }))),
+        "{got:?}"
+    );
+    ci.renew(&lease, TTL).await.expect("still ci's");
+    // With --force: removed, and the old holder's next renewal finds nobody.
+    let removed = unlock(&admin, KEY, &id, true, Timestamp::now())
+        .await
+        .expect("forced");
+    assert_eq!(removed.lease.holder, holder);
+    assert!(admin.inspect(KEY).await.unwrap().is_none());
+    assert!(
+        !list_keys(&moto.endpoint, BUCKET)
+            .await
+            .contains(&"deploy/prod/lock.json".to_owned())
+    );
+
+    // Expired: removed without --force.
+    let lease = ci.acquire(KEY, holder, TTL).await.unwrap();
+    admin.expire(KEY).await;
+    unlock(&admin, KEY, &id, false, Timestamp::now())
+        .await
+        .expect("expired");
+    // A lock rewritten between the read and the delete is kept (DeleteObject If-Match).
+    let lease = ci.acquire(KEY, &lease.holder, TTL).await.unwrap();
+    let shown = admin.inspect(KEY).await.unwrap().unwrap();
+    ci.renew(&lease, TTL * 2).await.unwrap();
+    assert!(
+        !admin.remove(&shown).await.unwrap(),
+        "removed a renewed lock"
+    );
+    assert!(admin.inspect(KEY).await.unwrap().is_some());
 }

@@ -10,5 +10,6 @@ pub mod release;
 pub mod render;
 pub mod sandbox;
 pub mod status;
+pub mod unlock;
 pub mod watch;
 pub mod windows;

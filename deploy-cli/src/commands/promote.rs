@@ -445,9 +445,13 @@ async fn execute(
     let report = match result {
         Ok(r) => r,
         Err(e @ EngineError::Locked { .. }) => {
-            return Err(anyhow::Error::new(e).context(
-                "if that run is gone, wait for the expiry or clear the lock as README \"Deploying to production\" shows",
-            ));
+            let EngineError::Locked { holder, .. } = &e else {
+                unreachable!("matched above")
+            };
+            let unlock = deploy_core::unlock::command(&env.name, holder);
+            return Err(anyhow::Error::new(e).context(format!(
+                "another promotion holds the lock; if that run is gone (its machine lost, its process killed), remove it: {unlock} (add --force before it expires)"
+            )));
         }
         Err(EngineError::WindowBlocked(b)) => {
             out.text(format!(

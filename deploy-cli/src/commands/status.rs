@@ -39,6 +39,41 @@ pub struct EnvSummary {
     sync: String,
     newest_complete_release: Option<String>,
     registry_error: Option<String>,
+    /// The promotion lock, when someone holds it.
+    lock: Option<HeldLock>,
+}
+
+/// Who holds an environment's promotion lock, with the id `deploy unlock --id` takes.
+#[derive(Debug, Serialize)]
+pub struct HeldLock {
+    holder: String,
+    id: String,
+    expires_at: jiff::Timestamp,
+}
+
+/// The promotion lock of `env`, when held; a lock that cannot be read is a warning, not a
+/// failed status.
+async fn held_lock(
+    config: &Config,
+    backends: &Backends,
+    env: &deploy_core::config::Environment,
+) -> Option<HeldLock> {
+    let key = deploy_core::engine::lock::key(&config.app, &env.name);
+    let read = async {
+        let lock = backends.lock_for(config, env).await?;
+        anyhow::Ok(lock.inspect(&key).await?)
+    };
+    match read.await {
+        Ok(state) => state.map(|s| HeldLock {
+            id: s.id(),
+            holder: s.lease.holder,
+            expires_at: s.lease.expires_at,
+        }),
+        Err(e) => {
+            tracing::warn!("reading the promotion lock of {}: {e:#}", env.name);
+            None
+        }
+    }
 }
 
 /// The audit records that say who promoted a cluster whose Application does not (an
@@ -174,6 +209,7 @@ pub async fn run(
             sync: env.sync.to_string(),
             newest_complete_release: newest,
             registry_error,
+            lock: held_lock(config, backends, env).await,
         });
     }
 
@@ -217,6 +253,12 @@ pub async fn run(
             "{}: sync {}, newest complete release in its registry: {newest}",
             s.environment, s.sync
         ));
+        if let Some(l) = &s.lock {
+            out.text(format!(
+                "{}: promotion lock held by {} (id {}) until {}; `deploy unlock --env {}` shows it",
+                s.environment, l.holder, l.id, l.expires_at, s.environment
+            ));
+        }
     }
     out.result(&serde_json::json!({ "applications": rows, "environments": summaries }));
     Ok(Exit::Success)

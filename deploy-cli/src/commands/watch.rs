@@ -67,7 +67,7 @@ pub async fn run(
         );
     }
     let lock = if args.leader_elect {
-        Some(backends.lock_for(config, env).await?)
+        Some(backends.leader_lock_for(config, env).await?)
     } else {
         None
     };

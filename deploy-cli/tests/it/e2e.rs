@@ -239,7 +239,7 @@ impl World {
     }
 
     /// `deploy ARGS` as run on another machine: its own audit trail file.
-    async fn run_on(&self, machine: &str, args: &[&str]) -> Run {
+    pub(crate) async fn run_on(&self, machine: &str, args: &[&str]) -> Run {
         let n = std::fs::read_dir(self.dir.path()).map_or(0, Iterator::count);
         let stdout = self.dir.path().join(format!("stdout-{n}"));
         let stderr = self.dir.path().join(format!("stderr-{n}"));
@@ -557,7 +557,7 @@ impl Running {
     }
 
     /// Kills the process with SIGKILL, as `kill -9` or an OOM killer would, and reaps it.
-    fn kill(mut self) -> Run {
+    pub(crate) fn kill(mut self) -> Run {
         let mut child = self.child.take().expect("running");
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("reaping deploy");

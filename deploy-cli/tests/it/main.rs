@@ -5,6 +5,7 @@
 mod checks;
 mod cli;
 mod e2e;
+mod lock_s3;
 mod manifests;
 mod notify;
 mod output;
@@ -16,5 +17,6 @@ mod stall;
 mod resume;
 mod support;
 mod trail;
+mod unlock;
 mod watch;
 mod zoned_windows;

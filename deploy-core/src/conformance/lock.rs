@@ -14,6 +14,10 @@ use crate::port::Lock;
 pub trait LockFixture: Send + Sync {
     /// Makes the current lease on `key` expired.
     async fn expire(&self, key: &str);
+
+    /// Deletes the stored lease on `key` behind its holder's back (a person deleting the lock
+    /// object, a controller erasing the annotation).
+    async fn delete(&self, key: &str);
 }
 
 const TTL: Duration = Duration::from_secs(600);
@@ -23,6 +27,8 @@ pub async fn run_all(port: &dyn Lock, fixture: &dyn LockFixture, prefix: &str) -
     exclusive(port, prefix).await?;
     renew_and_release(port, prefix).await?;
     expiry(port, fixture, prefix).await?;
+    deleted(port, fixture, prefix).await?;
+    unlock(port, fixture, prefix).await?;
     Ok(())
 }
 
@@ -102,6 +108,131 @@ pub async fn expiry(port: &dyn Lock, fixture: &dyn LockFixture, prefix: &str) ->
         .map_err(|e| format!("acquire of an expired lock: {e}"))?;
     ensure!(lease.holder == "next", "expiry: holder {}", lease.holder);
     port.release(&lease)
+        .await
+        .map_err(|e| format!("release: {e}"))?;
+    Ok(())
+}
+
+/// A lease deleted behind its holder's back is held by nobody: renewing it is
+/// [`Error::LockHeld`] naming nobody (never another error, which would read as "the lock ran
+/// out"), and the holder takes it again.
+pub async fn deleted(port: &dyn Lock, fixture: &dyn LockFixture, prefix: &str) -> Check {
+    let key = format!("{prefix}-deleted");
+    let lease = port
+        .acquire(&key, "alice", TTL)
+        .await
+        .map_err(|e| format!("acquire: {e}"))?;
+    fixture.delete(&key).await;
+    let got = port.renew(&lease, TTL).await;
+    ensure!(
+        matches!(&got, Err(Error::LockHeld { holder, .. }) if holder.is_empty() || holder.starts_with("nobody")),
+        "renew of a deleted lease: expected LockHeld by nobody, got {got:?}"
+    );
+    let again = port
+        .acquire(&key, "alice", TTL)
+        .await
+        .map_err(|e| format!("acquire after the delete: {e}"))?;
+    port.release(&again)
+        .await
+        .map_err(|e| format!("release: {e}"))?;
+    Ok(())
+}
+
+/// `inspect` shows the holder, its id and expiry, and nothing once released; `remove` deletes
+/// exactly the lock it was shown, and leaves a lock renewed or taken since then alone.
+pub async fn unlock(port: &dyn Lock, fixture: &dyn LockFixture, prefix: &str) -> Check {
+    let key = format!("{prefix}-unlock");
+    let none = port
+        .inspect(&key)
+        .await
+        .map_err(|e| format!("inspect of a free lock: {e}"))?;
+    ensure!(none.is_none(), "inspect of a free lock: {none:?}");
+    let lease = port
+        .acquire(&key, "alice", TTL)
+        .await
+        .map_err(|e| format!("acquire: {e}"))?;
+    let seen = port
+        .inspect(&key)
+        .await
+        .map_err(|e| format!("inspect: {e}"))?
+        .ok_or("inspect of a held lock: None")?;
+    ensure!(
+        seen.lease.holder == "alice"
+            && seen.lease.key == key
+            && seen.id() == crate::unlock::lock_id("alice"),
+        "inspect: {seen:?}"
+    );
+    let drift = seen.lease.expires_at.duration_since(lease.expires_at).abs();
+    ensure!(
+        drift <= jiff::SignedDuration::from_secs(1),
+        "inspect: expiry {} for a lease until {}",
+        seen.lease.expires_at,
+        lease.expires_at
+    );
+    // Renewed since it was shown: left alone.
+    let renewed = port
+        .renew(&lease, TTL * 2)
+        .await
+        .map_err(|e| format!("renew: {e}"))?;
+    let removed = port
+        .remove(&seen)
+        .await
+        .map_err(|e| format!("remove of a renewed lock: {e}"))?;
+    ensure!(
+        !removed,
+        "remove took away a lock renewed since it was shown"
+    );
+    let still = port.renew(&renewed, TTL).await;
+    ensure!(
+        still.is_ok(),
+        "the holder lost a lock renewed since: {still:?}"
+    );
+    // Taken over by another holder since it was shown: left alone.
+    let seen = port
+        .inspect(&key)
+        .await
+        .map_err(|e| format!("inspect: {e}"))?
+        .ok_or("inspect of a held lock: None")?;
+    fixture.expire(&key).await;
+    let bob = port
+        .acquire(&key, "bob", TTL)
+        .await
+        .map_err(|e| format!("acquire of an expired lock: {e}"))?;
+    let removed = port
+        .remove(&seen)
+        .await
+        .map_err(|e| format!("remove of a lock taken since: {e}"))?;
+    ensure!(
+        !removed,
+        "remove took away bob's lock, taken since it was shown"
+    );
+    // Removed as shown: free for the next run.
+    let seen = port
+        .inspect(&key)
+        .await
+        .map_err(|e| format!("inspect: {e}"))?
+        .ok_or("inspect of bob's lock: None")?;
+    ensure!(seen.lease.holder == "bob", "inspect: {seen:?}");
+    let removed = port
+        .remove(&seen)
+        .await
+        .map_err(|e| format!("remove: {e}"))?;
+    ensure!(removed, "remove of the lock as shown did not remove it");
+    let gone = port
+        .inspect(&key)
+        .await
+        .map_err(|e| format!("inspect after remove: {e}"))?;
+    ensure!(gone.is_none(), "inspect after remove: {gone:?}");
+    let carol = port
+        .acquire(&key, "carol", TTL)
+        .await
+        .map_err(|e| format!("acquire after remove: {e}"))?;
+    let lost = port.renew(&bob, TTL).await;
+    ensure!(
+        matches!(lost, Err(Error::LockHeld { .. })),
+        "bob renewed after his lock was removed and carol took it: {lost:?}"
+    );
+    port.release(&carol)
         .await
         .map_err(|e| format!("release: {e}"))?;
     Ok(())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::port::{Clock, Lease, Lock};
+use crate::port::{Clock, Lease, Lock, LockState};
 
 /// An in-memory lock table; its state is the held leases.
 #[derive(Debug, Clone)]
@@ -103,6 +103,33 @@ impl Lock for InMemoryLock {
         }
         Ok(())
     }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockState>> {
+        Ok(self
+            .leases
+            .lock()
+            .expect("poisoned")
+            .get(key)
+            .map(|l| LockState {
+                lease: l.clone(),
+                acquired_at: None,
+                renewed_at: None,
+                // A lease is rewritten whole, so holder and expiry are its version.
+                version: format!("{}@{}", l.holder, l.expires_at),
+            }))
+    }
+
+    async fn remove(&self, seen: &LockState) -> Result<bool> {
+        let mut leases = self.leases.lock().expect("poisoned");
+        match leases.get(&seen.lease.key) {
+            None => Ok(true),
+            Some(l) if *l == seen.lease => {
+                leases.remove(&seen.lease.key);
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
+    }
 }
 
 #[cfg(feature = "conformance")]
@@ -113,6 +140,10 @@ impl crate::conformance::lock::LockFixture for InMemoryLock {
         if let Some(l) = self.leases.lock().expect("poisoned").get_mut(key) {
             l.expires_at = now;
         }
+    }
+
+    async fn delete(&self, key: &str) {
+        self.leases.lock().expect("poisoned").remove(key);
     }
 }
 

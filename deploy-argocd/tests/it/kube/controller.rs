@@ -397,4 +397,13 @@ impl LockFixture for LeaseFixture {
         });
         assert!(changed, "no lease {name} to expire");
     }
+
+    async fn delete(&self, key: &str) {
+        let name = deploy_argocd::kube::lease_name(key);
+        let api: ::kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            ::kube::Api::namespaced(self.api.client(&self.namespace), &self.namespace);
+        api.delete(&name, &Default::default())
+            .await
+            .expect("delete the lease");
+    }
 }

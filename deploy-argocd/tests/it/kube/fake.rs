@@ -362,7 +362,9 @@ impl FakeApiServer {
                     Err(e) => status(400, "BadRequest", &e.to_string()),
                 }
             }
-            (&Method::DELETE, Some(name)) => self.delete(&route, &name),
+            (&Method::DELETE, Some(name)) => {
+                self.delete(&route, &name, &parsed().unwrap_or(Value::Null))
+            }
             _ => status(405, "MethodNotAllowed", "method not allowed"),
         }
     }
@@ -502,12 +504,26 @@ impl FakeApiServer {
         json_response(200, &object)
     }
 
-    fn delete(&self, route: &Route, name: &str) -> Response<Body> {
+    /// Deletes; `options` is the DeleteOptions body, whose `preconditions.resourceVersion`
+    /// must match as in Kubernetes (else 409 Conflict, "Precondition failed: ...").
+    fn delete(&self, route: &Route, name: &str, options: &Value) -> Response<Body> {
         let mut state = self.state.lock().expect("lock");
         let key = Self::key(route, name);
         let Some(mut object) = state.objects.get(&key).cloned() else {
             return Self::not_found(route, name);
         };
+        if let Some(wanted) = options["preconditions"]["resourceVersion"].as_str() {
+            let actual = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            if wanted != actual {
+                return status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {wanted}, ResourceVersion in object meta: {actual}"
+                    ),
+                );
+            }
+        }
         Self::store(&mut state, key, &mut object, "DELETED");
         json_response(200, &object)
     }

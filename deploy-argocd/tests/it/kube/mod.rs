@@ -411,3 +411,93 @@ async fn requests_per_application_for_one_sync_and_wait() {
     // GET + PUT (the operation), then GET + LIST + one long WATCH for the whole wait.
     assert_eq!(made.len(), 5, "{made:#?}");
 }
+
+/// Leases in the `deploy/lock` annotation of an Application in the fake API server, changed
+/// behind the lock's back.
+struct AnnotationFixture {
+    api: Arc<FakeApiServer>,
+    app: String,
+}
+
+impl AnnotationFixture {
+    fn edit(&self, change: impl Fn(&mut Vec<Value>)) {
+        let key = deploy_argocd::rest::lock::LOCK_ANNOTATION;
+        let changed = self.api.update(APPS, NS, &self.app, |o| {
+            let mut leases: Vec<Value> = o["metadata"]["annotations"][key]
+                .as_str()
+                .map(|t| serde_json::from_str(t).expect("JSON"))
+                .unwrap_or_default();
+            change(&mut leases);
+            o["metadata"]["annotations"][key] = json!(serde_json::to_string(&leases).unwrap());
+            true
+        });
+        assert!(changed, "no application {}", self.app);
+    }
+}
+
+#[async_trait::async_trait]
+impl deploy_core::conformance::lock::LockFixture for AnnotationFixture {
+    async fn expire(&self, key: &str) {
+        self.edit(|leases| {
+            for l in leases.iter_mut().filter(|l| l["key"] == json!(key)) {
+                l["expiresAt"] = json!("2000-01-01T00:00:00Z");
+            }
+        });
+    }
+
+    async fn delete(&self, key: &str) {
+        self.edit(|leases| leases.retain(|l| l["key"] != json!(key)));
+    }
+}
+
+/// Without `state`, `--core` takes the same lock as the REST API (F5): the `deploy/lock`
+/// annotation of the carrier Application, written over the Kubernetes API with the same
+/// decisions, and a write conditional on the resourceVersion it was decided on.
+#[tokio::test]
+async fn the_annotation_lock_over_kubernetes_passes_the_lock_conformance() {
+    let api = FakeApiServer::new();
+    api.put(
+        APPS,
+        NS,
+        json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": { "name": "myapp-prod-eu-west-1", "namespace": NS },
+            "spec": {},
+        }),
+    );
+    let lock = deploy_argocd::rest::lock::ApplicationLock::over_kube(
+        api.client(NS),
+        NS,
+        "myapp-prod-eu-west-1",
+    )
+    .with_settle(Duration::ZERO);
+    let fixture = AnnotationFixture {
+        api: Arc::clone(&api),
+        app: "myapp-prod-eu-west-1".into(),
+    };
+    deploy_core::conformance::lock::run_all(&lock, &fixture, "kube-annotation")
+        .await
+        .unwrap();
+    // Held: the annotation the REST API would read, in the same form.
+    let lease = lock
+        .acquire("deploy-myapp-prod", "alice", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let object = api.get(APPS, NS, "myapp-prod-eu-west-1").unwrap();
+    let text = object["metadata"]["annotations"]["deploy/lock"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.starts_with(r#"[{"key":"deploy-myapp-prod","holder":"alice","#),
+        "{text}"
+    );
+    lock.release(&lease).await.unwrap();
+    let object = api.get(APPS, NS, "myapp-prod-eu-west-1").unwrap();
+    assert!(
+        object["metadata"]["annotations"]
+            .get("deploy/lock")
+            .is_none(),
+        "released: {object:#}"
+    );
+}
