@@ -1,7 +1,6 @@
 //! The S3 state store against moto's S3 (which implements `If-None-Match` and `If-Match`
 //! on PutObject and DeleteObject): the lock conformance suite, races between two
-//! "machines", expiry and takeover, an audit trail written from two machines, and the newest
-//! runs of a long trail found by listing, counted in moto's request log.
+//! "machines", expiry and takeover, and an audit trail written from two machines.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -416,6 +415,7 @@ async fn the_newest_runs_are_found_by_listing_and_read_one_get_each() {
         "{:?}",
         got.warnings
     );
+}
 
 /// The system clock, off by a fixed amount (a machine whose NTP is broken).
 #[derive(Debug)]

@@ -171,6 +171,7 @@ pub async fn run(
         outcome: Outcome::Unlocked,
         message: message.clone(),
         checks: Vec::new(),
+        apps: Vec::new(),
     };
     backends.audit_for(env).append(&record).await.context(
         "the lock was removed, but the audit record of who removed it could not be written",
