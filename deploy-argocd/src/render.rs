@@ -436,7 +436,7 @@ mod tests {
             application_set: "myapp-prod".into(),
             applications: vec!["myapp-prod-us-west-2".into()],
             missing: false,
-            override_pointer: Some("/spec/source/helm/parameters".into()),
+            override_pointers: vec!["/spec/source/helm/parameters".into()],
             annotations: preserved_annotations()
                 .into_iter()
                 .map(String::from)

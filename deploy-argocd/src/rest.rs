@@ -57,6 +57,8 @@ use tracing::{debug, trace, warn};
 use crate::wire::{self, TagParameters};
 
 mod backoff;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod lines;
 pub mod lock;
 mod transport;

@@ -862,6 +862,7 @@ impl Application {
                 .collect(),
             resource_version: self.metadata.resource_version.clone().unwrap_or_default(),
             owner_application_set: self.metadata.owner_application_set(),
+            override_sources: override_sources(spec, tags),
         }
     }
 
@@ -998,6 +999,41 @@ pub fn guarded_override_patch(raw_spec: &Value, value: &OverrideValue) -> Option
         json!({ "op": "test", "path": path, "value": current }),
         json!({ "op": "replace", "path": path, "value": new }),
     ])
+}
+
+/// Which source of a multi-source Application the override patch writes ([`pick_source`]),
+/// for each kind of override; `None` for a single `spec.source`. The Helm parameter is the tag
+/// parameter found in the sources, else the first configured one.
+fn override_sources(spec: &ApplicationSpec, tags: &TagParameters) -> Option<port::OverrideSources> {
+    if spec.source.is_some() || spec.sources.is_empty() {
+        return None;
+    }
+    let params: Vec<HelmParameter> = spec
+        .sources
+        .iter()
+        .filter_map(|s| s.helm.as_ref())
+        .flat_map(|h| h.parameters.iter().cloned())
+        .collect();
+    let parameter = tags
+        .pick(&params)
+        .map(|p| p.name.clone())
+        .or_else(|| tags.0.first().cloned())
+        .unwrap_or_default();
+    let images = spec
+        .sources
+        .iter()
+        .filter_map(|s| s.kustomize.as_ref())
+        .flat_map(|k| k.images.iter().cloned())
+        .collect();
+    let helm = OverrideValue::Helm {
+        parameter,
+        value: String::new(),
+        digests: Default::default(),
+    };
+    Some(port::OverrideSources {
+        helm: pick_source(&spec.sources, &helm),
+        kustomize: pick_source(&spec.sources, &OverrideValue::Kustomize { images }),
+    })
 }
 
 /// The source of a multi-source Application that carries (or should carry) the override.
@@ -1224,6 +1260,58 @@ mod tests {
             patch["spec"]["sources"][1]["helm"]["parameters"][0]["value"],
             "v2"
         );
+    }
+
+    /// `override_sources` names the source the override patch writes: each case is a spec,
+    /// then the expected (Helm, Kustomize) indices, `None` for a single source.
+    #[test]
+    fn override_sources_name_the_source_the_patch_writes() {
+        #[track_caller]
+        fn case(spec: Value, want: Option<(usize, usize)>) {
+            let a = app(json!({"metadata": {"name": "a"}, "spec": spec}));
+            let tags = TagParameters(vec!["image.tag".into()]);
+            let got = a.to_port(&tags).override_sources;
+            assert_eq!(got.map(|o| (o.helm, o.kustomize)), want, "{spec}");
+            let Some(got) = got else { return };
+            // The patch writes exactly there.
+            for (value, at) in [
+                (
+                    OverrideValue::Helm {
+                        parameter: "image.tag".into(),
+                        value: "v9".into(),
+                        digests: Default::default(),
+                    },
+                    got.helm,
+                ),
+                (
+                    OverrideValue::Kustomize {
+                        images: vec!["r/api:v9".into()],
+                    },
+                    got.kustomize,
+                ),
+            ] {
+                let patch = a.override_patch(&value).unwrap();
+                let changed: Vec<usize> = (0..a.spec.sources.len())
+                    .filter(|i| {
+                        patch["spec"]["sources"][i]
+                            != serde_json::to_value(&a.spec.sources[*i]).unwrap()
+                    })
+                    .collect();
+                assert_eq!(changed, [at], "{value:?} in {spec}");
+            }
+        }
+        let values = json!({"repoURL": "values", "ref": "values"});
+        let chart = json!({"repoURL": "charts", "chart": "c", "helm": {"parameters": [{"name": "image.tag", "value": "v1"}]}});
+        let other = json!({"repoURL": "other", "chart": "o", "helm": {"parameters": [{"name": "replicas", "value": "2"}]}});
+        let kust = json!({"repoURL": "k", "path": "k", "kustomize": {"images": ["r/api:v1"]}});
+        case(json!({"source": chart}), None);
+        case(json!({"source": chart, "sources": [values]}), None);
+        case(json!({"sources": [values, chart]}), Some((1, 0)));
+        case(json!({"sources": [other, values, chart]}), Some((2, 0)));
+        // No tag parameter yet: the first Helm chart, as the patch would write it.
+        case(json!({"sources": [values, other]}), Some((1, 0)));
+        case(json!({"sources": [values, other, kust]}), Some((1, 2)));
+        case(json!({"sources": [kust, chart]}), Some((1, 0)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! in-memory world (kept in `.deploy-sandbox/`) or the real adapters.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,15 +34,35 @@ pub fn load_config(global: &Global) -> Result<(PathBuf, Config)> {
         .clone()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("deploy.toml"));
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let cannot = |e: &dyn std::fmt::Display| {
         UsageError(format!(
             "cannot read the configuration {}: {e}; pass --config PATH, set DEPLOY_CONFIG, or start from examples/deploy.toml",
             path.display()
         ))
-    })?;
+    };
+    // At most one byte over the limit is read, so `/dev/zero`, a FIFO that never ends or a
+    // huge file is refused without filling memory.
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| cannot(&e))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(UsageError(format!(
+            "the configuration {} is larger than {} KiB, which no deploy.toml needs: is it the right file? \
+             pass --config PATH, set DEPLOY_CONFIG, or start from examples/deploy.toml",
+            path.display(),
+            MAX_CONFIG_BYTES / 1024
+        ))
+        .into());
+    }
+    let text = String::from_utf8(bytes).map_err(|_| cannot(&"it is not UTF-8 text"))?;
     let config = Config::parse(&path.display().to_string(), &text)?;
     Ok((path, config))
 }
+
+/// The largest configuration read: 1 MiB, some hundred times the size of a configuration
+/// of a hundred clusters.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The ports a command uses.
 #[derive(Debug, Clone)]
@@ -212,6 +233,16 @@ impl Backends {
                 argocd_missing: Some(why.to_owned()),
                 metrics: Some(metrics),
             });
+        }
+        // A server that is not a host, host:port or http(s) URL is a mistake in the
+        // configuration (exit 2), found before anything is asked of Argo CD.
+        if let Some(server) = &argocd_config.server {
+            deploy_argocd::rest::server_url(server, argocd_config.plaintext).map_err(|e| {
+                UsageError(format!(
+                    "{e}; set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server to \
+                     host[:port] or https://host[:port]"
+                ))
+            })?;
         }
         let token =
             secrecy::SecretString::from(std::env::var("ARGOCD_AUTH_TOKEN").unwrap_or_default());

@@ -922,26 +922,58 @@ impl RawCheck {
                 format!("check {name:?}: interval is at least 1s"),
             ));
         }
-        if interval > MAX_DURATION {
+        if interval > MAX_CHECK_INTERVAL {
             return Err((
                 self.interval.as_ref().map_or(0..0, Spanned::span),
-                format!("check {name:?}: interval is at most 24h"),
+                format!(
+                    "check {name:?}: interval is at most 1h, so that a wave is never unwatched for longer \
+                     (and a check without count lengthens the soak by less than an interval); write e.g. \"30s\""
+                ),
             ));
         }
         let initial_delay = duration(&self.initial_delay, Duration::ZERO, &what("initial_delay"))?;
         if initial_delay > MAX_DURATION {
             return Err((
                 self.initial_delay.as_ref().map_or(0..0, Spanned::span),
-                format!("check {name:?}: initial_delay is at most 24h"),
+                format!("check {name:?}: initial_delay is at most 24h, as soak is"),
             ));
         }
-        if let Some(c) = self.count.as_ref().filter(|c| *c.get_ref() == 0) {
-            return Err((
-                c.span(),
-                format!(
-                    "check {name:?}: count must be at least 1 (omit it to measure until the soak ends)"
-                ),
-            ));
+        if let Some(c) = &self.count {
+            let n = *c.get_ref();
+            if n == 0 {
+                return Err((
+                    c.span(),
+                    format!(
+                        "check {name:?}: count must be at least 1 (omit it to measure until the soak ends)"
+                    ),
+                ));
+            }
+            if n > MAX_CHECK_COUNT {
+                return Err((
+                    c.span(),
+                    format!(
+                        "check {name:?}: count {n} is more than {MAX_CHECK_COUNT}, one measurement a second \
+                         for 24h, the longest a check may make a soak last; omit count to measure until \
+                         the soak ends"
+                    ),
+                ));
+            }
+            // As the engine measures (`check::least_soak`): the first after `initial_delay`,
+            // then `count - 1` more, `interval` apart. The soak lasts at least that long.
+            let lasts = initial_delay + interval * (n - 1);
+            if lasts > MAX_DURATION {
+                return Err((
+                    c.span(),
+                    format!(
+                        "check {name:?}: initial_delay + (count - 1) × interval = {} + {} × {} is {}, \
+                         and a check may make a soak last at most 24h, as soak is; lower count or interval",
+                        humantime::format_duration(initial_delay),
+                        n - 1,
+                        humantime::format_duration(interval),
+                        humantime::format_duration(lasts),
+                    ),
+                ));
+            }
         }
         Ok(Check {
             name,
@@ -1181,8 +1213,18 @@ fn s3_location(s: &Spanned<String>) -> Result<S3Location, Invalid> {
     })
 }
 
-/// The longest soak or wave timeout accepted.
+/// The longest soak, wave timeout, check `initial_delay`, or time a check's measurements take.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest check `interval`: a wave is never unwatched by a check for longer, and a check
+/// without `count` (which measures until the first tick at or after the soak's end) lengthens
+/// the soak by less than this.
+const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The most measurements a check's `count` asks for: one a second (the shortest `interval`)
+/// for 24h (the longest a check may make a soak last). Any more could not fit in that time;
+/// checking it first names `count` itself in the error, not the product.
+const MAX_CHECK_COUNT: u32 = 24 * 3600;
 
 fn nonempty(s: &Spanned<String>, what: &str) -> Result<String, Invalid> {
     let v = s.get_ref().trim();
@@ -2301,6 +2343,63 @@ mod tests {
             "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1"
         );
         assert_eq!(region.as_deref(), Some("eu-west-1"));
+    }
+
+    /// A check's timing bounds: `interval = "30s"` of the example's check replaced by `timing`,
+    /// then `None` (accepted) or the error it must contain.
+    #[test]
+    fn check_timing_bounds() {
+        #[track_caller]
+        fn bound(timing: &str, expect: Option<&str>) {
+            let at = EXAMPLE.find("[[environments.prod.checks]]").unwrap();
+            let (head, tail) = EXAMPLE.split_at(at);
+            let text = format!("{head}{}", tail.replacen("interval = \"30s\"", timing, 1));
+            match (Config::parse("deploy.toml", &text), expect) {
+                (Ok(_), None) => {}
+                (Err(e), Some(want)) => assert!(e.message.contains(want), "{timing}: {e}"),
+                (got, want) => panic!("{timing}: got {got:?}, want {want:?}"),
+            }
+        }
+        // The reliability review's plan of 195,982 years (N8).
+        bound(
+            "count = 4294967295\ninterval = \"24h\"",
+            Some("interval is at most 1h"),
+        );
+        bound(
+            "count = 4294967295\ninterval = \"1h\"",
+            Some("count 4294967295 is more than 86400, one measurement a second for 24h"),
+        );
+        bound("count = 86400\ninterval = \"1s\"", None);
+        bound("count = 86401\ninterval = \"1s\"", Some("more than 86400"));
+        bound(
+            "count = 26\ninterval = \"1h\"",
+            Some("initial_delay + (count - 1) × interval = 0s + 25 × 1h is 1day 1h"),
+        );
+        bound("count = 24\ninterval = \"1h\"", None);
+        bound("count = 25\ninterval = \"1h\"", None);
+        bound(
+            "count = 24\ninterval = \"1h\"\ninitial_delay = \"1h 1s\"",
+            Some("= 1h 1s + 23 × 1h is 1day 1s"),
+        );
+        bound(
+            "count = 24\ninterval = \"1h\"\ninitial_delay = \"1h\"",
+            None,
+        );
+        bound("count = 1\ninitial_delay = \"24h\"", None);
+        bound(
+            "initial_delay = \"24h 1s\"",
+            Some("initial_delay is at most 24h"),
+        );
+        bound("interval = \"1h\"", None);
+        bound("interval = \"1h 1s\"", Some("interval is at most 1h"));
+        bound("interval = \"24h\"", Some("interval is at most 1h"));
+        bound(
+            "interval = \"999999999999999999999h\"",
+            Some("is not a duration"),
+        );
+        bound("count = 0", Some("count must be at least 1"));
+        bound("count = -1", Some("invalid value"));
+        bound("count = 1", None);
     }
 
     /// Replaces `from` by `to` in the example's check and expects an error naming `expect`.

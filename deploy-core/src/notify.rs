@@ -266,13 +266,35 @@ impl Announcer {
             moment,
             run_id: self.run_id.clone(),
             slack: json!({
-                "text": summary,
-                "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": detail } }],
+                "text": mrkdwn_escape(&summary),
+                "blocks": [{
+                    "type": "section",
+                    "text": { "type": "mrkdwn", "text": mrkdwn_escape(detail) },
+                }],
             }),
             summary,
             webhook,
         }
     }
+}
+
+/// `text` with Slack's control characters escaped, as Slack asks of any text it did not write
+/// ("Escaping text", api.slack.com/reference/surfaces/formatting#escaping: `&` → `&amp;`,
+/// `<` → `&lt;`, `>` → `&gt;`, nothing else). Both the fallback `text` and a `mrkdwn` block
+/// are parsed: unescaped, an Argo CD operation message, a tag or a user name carrying
+/// `<!channel>` or `<https://…|…>` would mention people or add a link. The messages' own
+/// formatting uses none of the three.
+pub fn mrkdwn_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The events of a run in the bodies of its `notices`, in order.
@@ -434,6 +456,59 @@ mod tests {
         // Every event is in exactly one body, in order.
         assert_eq!(events_of(&n), [started(), wave(1), wave(2)]);
         assert_eq!(n[1].webhook["events"], json!([wave(1)]));
+    }
+
+    #[test]
+    fn slack_text_is_escaped() {
+        #[track_caller]
+        fn check(text: &str, expect: &str) {
+            assert_eq!(mrkdwn_escape(text), expect);
+        }
+        check("plain text", "plain text");
+        check("<!channel>", "&lt;!channel&gt;");
+        check(
+            "<https://evil.example|click>",
+            "&lt;https://evil.example|click&gt;",
+        );
+        check("a & b", "a &amp; b");
+        check("&amp; stays visible", "&amp;amp; stays visible");
+        check("<@U123> → ok", "&lt;@U123&gt; → ok");
+        check("*bold* `code`", "*bold* `code`");
+    }
+
+    #[test]
+    fn untrusted_text_reaches_slack_escaped_and_the_rest_as_is() {
+        let mut end = report(
+            Outcome::Failed,
+            &[(
+                "us-west-2",
+                AppState::Failed("hook failed: <!channel> see <https://evil.example|logs>".into()),
+            )],
+        );
+        end.message = "a & b <!here>".into();
+        let n = run(&[started()], &end);
+        let last = n.last().unwrap();
+        let detail = last.slack["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(
+            detail.contains(
+                "FAILED: hook failed: &lt;!channel&gt; see &lt;https://evil.example|logs&gt;"
+            ),
+            "{detail}"
+        );
+        assert!(detail.contains("a &amp; b &lt;!here&gt;"), "{detail}");
+        assert!(!detail.contains('<') && !detail.contains('>'), "{detail}");
+        let text = last.slack["text"].as_str().unwrap();
+        assert!(text.ends_with(": a &amp; b &lt;!here&gt;"), "{text}");
+        // People and machines read the text as it is.
+        assert!(
+            last.summary.ends_with(": a & b <!here>"),
+            "{}",
+            last.summary
+        );
+        assert_eq!(
+            last.webhook["apps"][0]["state"]["reason"],
+            "hook failed: <!channel> see <https://evil.example|logs>"
+        );
     }
 
     #[test]

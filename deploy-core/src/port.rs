@@ -296,6 +296,22 @@ pub struct Application {
     /// `ApplicationSet`; `None` when no ApplicationSet owns it (or the backend cannot say).
     #[serde(default)]
     pub owner_application_set: Option<String>,
+    /// For a multi-source Application (`spec.sources`), the source that carries the image
+    /// override; `None` for a single `spec.source`. What an ApplicationSet must ignore
+    /// depends on it (`plan::appset::app_override_pointer`).
+    #[serde(default)]
+    pub override_sources: Option<OverrideSources>,
+}
+
+/// The index in `spec.sources` of the source the image override is written to, for each kind
+/// of override: the one holding the tag parameter (else the first Helm chart) for Helm, the one
+/// holding the images (else the first Kustomize source) for Kustomize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideSources {
+    /// Where a Helm override is written.
+    pub helm: usize,
+    /// Where a Kustomize override is written.
+    pub kustomize: usize,
 }
 
 /// A request to sync.
@@ -611,6 +627,7 @@ pub(crate) fn test_app(name: &str, images: &[&str]) -> Application {
         history: Vec::new(),
         resource_version: "1".into(),
         owner_application_set: None,
+        override_sources: None,
     }
 }
 

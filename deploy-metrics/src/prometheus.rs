@@ -126,8 +126,9 @@ struct Sample(IgnoredAny, String);
 /// Error types Prometheus reports for a query that may succeed later.
 const TRANSIENT_ERROR_TYPES: &[&str] = &["timeout", "canceled", "unavailable", "internal"];
 
-/// The values of one `/api/v1/query` answer with HTTP `status` and `body`.
-pub(crate) fn read_answer(
+/// The values of one `/api/v1/query` answer with HTTP `status` and `body`. Public for the
+/// fuzz target in `fuzz/`.
+pub fn read_answer(
     url: &str,
     status: u16,
     retry_after: Option<Duration>,

@@ -273,7 +273,7 @@ fn a_second_watch_once_says_there_is_nothing_new() {
 }
 
 /// `deploy ARGS` outside the sandbox, with no Argo CD token and the audit trail in scratch space.
-fn real(s: &Sandbox, config: &Path, args: &[&str]) -> Command {
+pub(crate) fn real(s: &Sandbox, config: &Path, args: &[&str]) -> Command {
     let mut cmd = s.bare(&["--config", config.to_str().unwrap()]);
     cmd.args(args)
         .env("XDG_STATE_HOME", s.scratch("state"))

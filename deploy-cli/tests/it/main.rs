@@ -2,6 +2,7 @@
 //! the real binary in its own temporary directory, so each one starts from a fresh
 //! in-memory world kept in that directory's `.deploy-sandbox/`.
 
+mod bad_input;
 mod checks;
 mod cli;
 mod e2e;

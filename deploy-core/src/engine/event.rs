@@ -150,7 +150,9 @@ pub enum Event {
         check: String,
         /// Cluster.
         cluster: String,
-        /// The values (empty: no data, or an error).
+        /// The values (empty: no data, or an error); NaN and ±Inf as `"NaN"`, `"+Inf"`,
+        /// `"-Inf"`, as in the audit record.
+        #[serde(with = "crate::engine::check::samples")]
         values: Vec<f64>,
         /// The measurement's phase.
         phase: crate::check::Phase,

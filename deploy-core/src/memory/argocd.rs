@@ -213,6 +213,7 @@ impl InMemoryArgoCd {
             }],
             resource_version: s.version.to_string(),
             owner_application_set: None,
+            override_sources: None,
         };
         let sim = SimApp {
             app,

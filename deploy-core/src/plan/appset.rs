@@ -28,7 +28,8 @@ pub const CONTROLLER_PRESERVED: [&str; 2] = [
     "argocd.argoproj.io/refresh",
 ];
 
-/// The JSON pointer of the override field the ApplicationSet must ignore.
+/// The JSON pointer of the override field of a single-source Application (`spec.source`):
+/// what a rendered ApplicationSet ignores.
 pub fn override_pointer(kind: &ImageOverride) -> &'static str {
     match kind {
         ImageOverride::Helm { .. } => "/spec/source/helm/parameters",
@@ -36,24 +37,97 @@ pub fn override_pointer(kind: &ImageOverride) -> &'static str {
     }
 }
 
-/// Whether `set` ignores the field at `pointer` for every Application it generates.
+/// The JSON pointer of the field `deploy` writes the override to in `app`: in `spec.source`,
+/// or for a multi-source Application in the source that carries it (`/spec/sources/N/...`).
+pub fn app_override_pointer(kind: &ImageOverride, app: &Application) -> String {
+    let Some(at) = app.override_sources else {
+        return override_pointer(kind).to_owned();
+    };
+    match kind {
+        ImageOverride::Helm { .. } => format!("/spec/sources/{}/helm/parameters", at.helm),
+        ImageOverride::Kustomize => format!("/spec/sources/{}/kustomize/images", at.kustomize),
+    }
+}
+
+/// Whether `set` ignores the field at `pointer` for every Application it generates: one of
+/// its JSON pointers or jq path expressions names that field or one that contains it. A
+/// pointer elsewhere, even elsewhere in the same array (`/spec/sources/0/targetRevision` for an
+/// override in `/spec/sources/0/helm/parameters`), leaves the override to be reverted.
 pub fn ignores(set: &ApplicationSet, pointer: &str) -> bool {
-    let jq = pointer.replace('/', ".");
+    let field: Vec<&str> = pointer.split('/').skip(1).collect();
     set.ignore_differences
         .iter()
         .filter(|d| d.name.is_none())
         .any(|d| {
-            d.json_pointers.iter().any(|p| {
-                pointer == p
-                    || pointer.starts_with(&format!("{}/", p.trim_end_matches('/')))
-                    // Multi-source Applications carry the override in `/spec/sources/N/...`.
-                    || p == "/spec/sources"
-                    || p.starts_with("/spec/sources/")
-            }) || d
-                .jq_path_expressions
+            d.json_pointers
                 .iter()
-                .any(|e| jq == *e || jq.starts_with(&format!("{e}.")))
+                .any(|p| pointer == p || pointer.starts_with(&format!("{p}/")))
+                || d.jq_path_expressions.iter().any(|e| {
+                    jq_path(e).is_some_and(|steps| {
+                        steps.len() <= field.len()
+                            && steps.iter().zip(&field).all(|(step, seg)| match step {
+                                // A key never indexes an array (`sources["1"]` is an error in jq).
+                                JqStep::Key(k) => k == seg && seg.parse::<usize>().is_err(),
+                                JqStep::Index(i) => seg.parse() == Ok(*i),
+                                JqStep::Each => seg.parse::<usize>().is_ok(),
+                            })
+                    })
+                })
         })
+}
+
+/// One step of a jq path expression.
+#[derive(Debug, PartialEq)]
+enum JqStep {
+    /// `.name` or `["name"]`.
+    Key(String),
+    /// `[N]`.
+    Index(usize),
+    /// `[]`: every element.
+    Each,
+}
+
+/// The steps of a simple jq path (`.spec.sources[1].helm`, `.spec.sources[].helm`,
+/// `.metadata["x"]`); `None` for anything else (a filter, a pipe), which is never counted
+/// as covering the override: the gate must prove it.
+fn jq_path(expr: &str) -> Option<Vec<JqStep>> {
+    let mut steps = Vec::new();
+    let mut rest = expr.trim();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('[') {
+            let (inside, after) = r.split_once(']')?;
+            let inside = inside.trim();
+            steps.push(if inside.is_empty() {
+                JqStep::Each
+            } else if let Some(key) = inside.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+                JqStep::Key(key.to_owned())
+            } else {
+                JqStep::Index(inside.parse().ok()?)
+            });
+            rest = after;
+        } else if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let key = &r[..end];
+            if key.is_empty() {
+                // `.[N]` or `.[]`.
+                if !r.starts_with('[') {
+                    return None;
+                }
+            } else {
+                // A jq identifier: `.1` is not a path.
+                if key.starts_with(|c: char| c.is_ascii_digit())
+                    || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return None;
+                }
+                steps.push(JqStep::Key(key.to_owned()));
+            }
+            rest = &r[end..];
+        } else {
+            return None;
+        }
+    }
+    (!steps.is_empty()).then_some(steps)
 }
 
 /// Every annotation `deploy` may write on an Application, whatever the environment: what
@@ -129,8 +203,9 @@ pub struct Uncovered {
     pub applications: Vec<String>,
     /// Named by an owner reference but not found in Argo CD: nothing could be checked.
     pub missing: bool,
-    /// The override field, when `spec.ignoreApplicationDifferences` does not cover it.
-    pub override_pointer: Option<String>,
+    /// The override fields (one per source layout among `applications`) that
+    /// `spec.ignoreApplicationDifferences` does not cover.
+    pub override_pointers: Vec<String>,
     /// Annotations `deploy` writes that `spec.preservedFields.annotations` lacks.
     pub annotations: Vec<String>,
     /// `spec.preservedFields.annotations` as it is.
@@ -150,7 +225,6 @@ pub fn check(
     sets: &BTreeMap<String, Option<ApplicationSet>>,
     lock_carrier: Option<&str>,
 ) -> Vec<Uncovered> {
-    let pointer = override_pointer(&env.image_override);
     let mut by_set: BTreeMap<String, Uncovered> = BTreeMap::new();
     let mut named: Vec<&Application> = apps.values().flatten().collect();
     named.sort_by(|a, b| a.name.cmp(&b.name));
@@ -166,9 +240,7 @@ pub fn check(
             application_set: name.clone(),
             applications: Vec::new(),
             missing: set.is_none(),
-            override_pointer: set
-                .filter(|s| !ignores(s, pointer))
-                .map(|_| pointer.to_owned()),
+            override_pointers: Vec::new(),
             annotations: Vec::new(),
             preserved: set
                 .map(|s| s.preserved_annotations.clone())
@@ -180,6 +252,10 @@ pub fn check(
             entry.lock_carrier = Some(app.name.clone());
         }
         if let Some(set) = set {
+            let pointer = app_override_pointer(&env.image_override, app);
+            if !ignores(set, &pointer) && !entry.override_pointers.contains(&pointer) {
+                entry.override_pointers.push(pointer);
+            }
             for a in written_annotations(env, &app.name, lock_carrier) {
                 let kept = set.preserved_annotations.iter().any(|p| p == a)
                     || CONTROLLER_PRESERVED.contains(&a);
@@ -191,7 +267,7 @@ pub fn check(
     }
     by_set
         .into_values()
-        .filter(|u| u.missing || u.override_pointer.is_some() || !u.annotations.is_empty())
+        .filter(|u| u.missing || !u.override_pointers.is_empty() || !u.annotations.is_empty())
         .collect()
 }
 
@@ -208,9 +284,10 @@ impl Uncovered {
             );
         }
         let mut what = Vec::new();
-        if let Some(p) = &self.override_pointer {
+        if !self.override_pointers.is_empty() {
             what.push(format!(
-                "it would revert the image override: {p} is not in spec.ignoreApplicationDifferences"
+                "it would revert the image override: {} not in spec.ignoreApplicationDifferences",
+                self.override_pointers.join(", ")
             ));
         }
         if !self.annotations.is_empty() {
@@ -259,10 +336,10 @@ impl Uncovered {
     /// and the `ignoreApplicationDifferences` entry to add.
     pub fn fix(&self) -> Value {
         let mut spec = serde_json::Map::new();
-        if let Some(p) = &self.override_pointer {
+        if !self.override_pointers.is_empty() {
             spec.insert(
                 "ignoreApplicationDifferences".into(),
-                json!([{ "jsonPointers": [p] }]),
+                json!([{ "jsonPointers": self.override_pointers }]),
             );
         }
         if !self.annotations.is_empty() {
@@ -422,7 +499,7 @@ mod tests {
             .map(|u| {
                 (
                     u.application_set,
-                    u.override_pointer.is_some(),
+                    !u.override_pointers.is_empty(),
                     u.annotations,
                     u.missing,
                 )
@@ -524,13 +601,170 @@ mod tests {
         );
     }
 
+    /// The override rule of gate 4 and `deploy audit` (N9 of the third reliability review):
+    /// `(kind, the app's source layout, the set's JSON pointers, its jq expressions)` → the
+    /// override pointers reported as not ignored. `None` is a single `spec.source`,
+    /// `Some(n)` a multi-source Application carrying the override in `spec.sources[n]`.
+    #[test]
+    fn override_rule_cases() {
+        #[track_caller]
+        fn check(kind: &str, at: Option<usize>, pointers: &[&str], jq: &[&str], want: &[&str]) {
+            let config = Config::parse("x", EXAMPLE).unwrap();
+            let mut env = config.environment("prod").unwrap().clone();
+            if kind == "kustomize" {
+                env.image_override = ImageOverride::Kustomize;
+            }
+            let mut set = set("myapp-prod", pointers, &every_written_annotation());
+            set.ignore_differences[0].jq_path_expressions =
+                jq.iter().map(|e| e.to_string()).collect();
+            let apps: BTreeMap<String, Option<Application>> = config
+                .clusters
+                .iter()
+                .map(|c| {
+                    let mut app = test_app(&config.application_name(&env, c), &[]);
+                    app.override_sources = at.map(|n| crate::port::OverrideSources {
+                        helm: n,
+                        kustomize: n,
+                    });
+                    (c.name.clone(), Some(app))
+                })
+                .collect();
+            let sets = [(set.name.clone(), Some(set))].into();
+            let got: Vec<String> = super::check(&config, &env, &apps, &sets, None)
+                .into_iter()
+                .flat_map(|u| u.override_pointers)
+                .collect();
+            assert_eq!(
+                got, want,
+                "{kind} at {at:?}, pointers {pointers:?}, jq {jq:?}"
+            );
+        }
+        const S0: &str = "/spec/sources/0/helm/parameters";
+        const S1: &str = "/spec/sources/1/helm/parameters";
+        const K: &str = "/spec/source/kustomize/images";
+        // Single source: its own field or a parent.
+        check("helm", None, &[HELM], &[], &[]);
+        check("helm", None, &["/spec/source/helm"], &[], &[]);
+        check("helm", None, &["/spec"], &[], &[]);
+        // A pointer into spec.sources covers nothing of a single-source Application (the
+        // review's reproduction: gate 4 said ✓, the controller reverted the override).
+        check(
+            "helm",
+            None,
+            &["/spec/sources/0/targetRevision"],
+            &[],
+            &[HELM],
+        );
+        check("helm", None, &["/spec/sources"], &[], &[HELM]);
+        check(
+            "helm",
+            None,
+            &["/spec/sources/0/helm/parameters"],
+            &[],
+            &[HELM],
+        );
+        // Siblings and children are not the field.
+        check(
+            "helm",
+            None,
+            &["/spec/source/helm/valueFiles"],
+            &[],
+            &[HELM],
+        );
+        check(
+            "helm",
+            None,
+            &["/spec/source/helm/parameters/0"],
+            &[],
+            &[HELM],
+        );
+        check(
+            "helm",
+            None,
+            &["/spec/source/helm/parameters/"],
+            &[],
+            &[HELM],
+        );
+        check("helm", None, &["/spec/source/he"], &[], &[HELM]);
+        check("kustomize", None, &[HELM], &[], &[K]);
+        check("kustomize", None, &[K], &[], &[]);
+        // Multi-source: only a prefix of the source that carries the override.
+        check(
+            "helm",
+            Some(0),
+            &["/spec/sources/0/targetRevision"],
+            &[],
+            &[S0],
+        );
+        check(
+            "helm",
+            Some(1),
+            &["/spec/sources/0/helm/parameters"],
+            &[],
+            &[S1],
+        );
+        check("helm", Some(1), &[HELM], &[], &[S1]);
+        check("helm", Some(1), &[S1], &[], &[]);
+        check("helm", Some(1), &["/spec/sources/1/helm"], &[], &[]);
+        check("helm", Some(1), &["/spec/sources/1"], &[], &[]);
+        check("helm", Some(1), &["/spec/sources"], &[], &[]);
+        check("helm", Some(1), &["/spec/sources/10"], &[], &[S1]);
+        check(
+            "kustomize",
+            Some(2),
+            &["/spec/sources/2/kustomize"],
+            &[],
+            &[],
+        );
+        check(
+            "kustomize",
+            Some(2),
+            &["/spec/sources/2/helm"],
+            &[],
+            &["/spec/sources/2/kustomize/images"],
+        );
+        // jq path expressions, read as paths.
+        check("helm", None, &[], &[".spec.source.helm.parameters"], &[]);
+        check("helm", None, &[], &[".spec.source"], &[]);
+        check("helm", None, &[], &[".spec.sources[0]"], &[HELM]);
+        check(
+            "helm",
+            None,
+            &[],
+            &[".spec.source.helm.valueFiles"],
+            &[HELM],
+        );
+        check("helm", None, &[], &[".spec.src"], &[HELM]);
+        check(
+            "helm",
+            Some(1),
+            &[],
+            &[".spec.sources[1].helm.parameters"],
+            &[],
+        );
+        check("helm", Some(1), &[], &[".spec.sources[].helm"], &[]);
+        check("helm", Some(1), &[], &[".spec.sources[0].helm"], &[S1]);
+        check("helm", Some(1), &[], &[".spec.sources.1.helm"], &[S1]);
+        check("helm", Some(1), &[], &[".spec[\"sources\"][1]"], &[]);
+        // Anything but a plain path (a filter, a pipe) proves nothing.
+        check("helm", None, &[], &[".spec | .source"], &[HELM]);
+        check("helm", None, &[], &["."], &[HELM]);
+        check(
+            "helm",
+            Some(1),
+            &[],
+            &[".spec.sources[] | select(.chart)"],
+            &[S1],
+        );
+    }
+
     #[test]
     fn the_fix_is_yaml_and_terraform() {
         let u = Uncovered {
             application_set: "myapp-prod".into(),
             applications: vec!["myapp-prod-eu-west-1".into()],
             missing: false,
-            override_pointer: Some(HELM.into()),
+            override_pointers: vec![HELM.into()],
             annotations: vec!["deploy/release".into(), LOCK.into()],
             preserved: vec!["team".into()],
             lock_carrier: Some("myapp-prod-eu-west-1".into()),

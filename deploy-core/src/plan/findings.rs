@@ -631,10 +631,27 @@ mod tests {
                  deploy/release, deploy/run, deploy/promoted-by, deploy/promoted-at, deploy/soaked not in",
             )],
         );
+        // `/spec/sources` covers only multi-source Applications (N9): these have `spec.source`.
         check(
             |i| {
                 i.application_set.as_mut().unwrap().ignore_differences[0].json_pointers =
                     vec!["/spec/sources".into()]
+            },
+            &[(
+                Severity::Error,
+                "/spec/source/helm/parameters not in spec.ignoreApplicationDifferences",
+            )],
+        );
+        check(
+            |i| {
+                i.application_set.as_mut().unwrap().ignore_differences[0].json_pointers =
+                    vec!["/spec/sources/1".into()];
+                for app in i.apps.values_mut().flatten() {
+                    app.override_sources = Some(crate::port::OverrideSources {
+                        helm: 1,
+                        kustomize: 0,
+                    });
+                }
             },
             &[],
         );
