@@ -770,16 +770,19 @@ impl RestArgoCd {
     }
 
     async fn get_app(&self, name: &str) -> Result<wire::Application> {
-        let bytes = self
-            .call(
-                Method::GET,
-                self.app_url(name, &[]),
-                &[],
-                None,
-                &Target::app(name),
-            )
-            .await?;
-        decode(&bytes, &format!("application {name}"))
+        decode(&self.app_bytes(name).await?, &format!("application {name}"))
+    }
+
+    /// `GET` of one Application, undecoded.
+    async fn app_bytes(&self, name: &str) -> Result<Vec<u8>> {
+        self.call(
+            Method::GET,
+            self.app_url(name, &[]),
+            &[],
+            None,
+            &Target::app(name),
+        )
+        .await
     }
 
     /// The windows of `name`'s AppProject that match it, with their `timeZone`s: `GET
@@ -788,16 +791,7 @@ impl RestArgoCd {
     /// `GetSyncWindowsState` answers only the windows active now (`SyncWindows.Active()`),
     /// which cannot say when an allow window opens or the next deny begins.
     async fn zoned(&self, name: &str) -> Result<Vec<port::SyncWindow>> {
-        let bytes = self
-            .call(
-                Method::GET,
-                self.app_url(name, &[]),
-                &[],
-                None,
-                &Target::app(name),
-            )
-            .await?;
-        let app: Value = decode(&bytes, &format!("application {name}"))?;
+        let app: Value = decode(&self.app_bytes(name).await?, &format!("application {name}"))?;
         let project = app["spec"]["project"]
             .as_str()
             .filter(|p| !p.is_empty())

@@ -1433,7 +1433,7 @@ async fn a_foreign_sync_that_failed_on_a_post_sync_hook_is_followed_by_our_own()
     };
     world
         .argo
-        .start_foreign_sync(WAVE1_APP, NEW, 4, ForeignEnd::FailedOnPostSyncHook);
+        .start_foreign_sync(WAVE1_APP, NEW, 8, ForeignEnd::FailedOnPostSyncHook);
     let run = world.run(&json_args(&PROMOTE)).await;
     run.expect_code(0);
     let report = run.result();
