@@ -132,7 +132,7 @@ pub enum EngineError {
     /// Another run holds the lock; nothing was changed.
     #[error(
         "another promotion of {environment} is running: {holder} holds the lock until {expires_at} \
-         (if that run is gone: wait until then, or clear the lock)"
+         (if that run is gone: wait until then, or remove it with `deploy unlock`)"
     )]
     Locked {
         /// Environment.
