@@ -13,7 +13,7 @@
 //!
 //! # Writing once
 //!
-//! Every Application written also gets the annotation [`ANNOTATION_WATCHED`] naming the
+//! Every Application written also gets the annotation [`annotation::WATCHED`] naming the
 //! release. That is the watcher's memory, kept where the writes are: after a restart the
 //! first poll reads it back, and an Application already annotated with a release (or with a
 //! newer one) is never written again, even if someone has since pinned it to another tag by
@@ -44,15 +44,13 @@ use tokio::time::Instant;
 
 use crate::config::{Cluster, Config, Environment};
 use crate::error::{Error, Result};
+use crate::model::annotation;
 use crate::model::{Release, Tag};
 use crate::plan::live::{override_for, service_images};
 use crate::plan::release::{
     Lookups, MAX_CANDIDATES, ReleaseCheck, judge, look_up, order_candidates,
 };
 use crate::port::{Application, ArgoCd, Clock, Lease, Lock, OverrideValue, Registry};
-
-/// The annotation naming the release `deploy watch` last wrote to an Application.
-pub const ANNOTATION_WATCHED: &str = "deploy/watched-release";
 
 /// How long a watcher's leadership lasts unless renewed.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -360,7 +358,7 @@ impl<'a> Watcher<'a> {
                 .applications()
                 .await?
                 .into_iter()
-                .map(|a| a.annotations.get(ANNOTATION_WATCHED).cloned())
+                .map(|a| a.annotations.get(annotation::WATCHED).cloned())
                 .collect();
             if let [Some(tag)] = Vec::from_iter(recorded).as_slice() {
                 self.handled = tag.parse().ok();
@@ -376,9 +374,9 @@ impl<'a> Watcher<'a> {
         let rank = |t: &str| candidates.iter().position(|c| c.as_str() == t);
         let mut written = Vec::new();
         let apps = self.applications().await?;
-        let record = BTreeMap::from([(ANNOTATION_WATCHED.to_owned(), tag.to_string())]);
+        let record = BTreeMap::from([(annotation::WATCHED.to_owned(), tag.to_string())]);
         for (cluster, app) in self.config.clusters.iter().zip(apps) {
-            let recorded = app.annotations.get(ANNOTATION_WATCHED).map(String::as_str);
+            let recorded = app.annotations.get(annotation::WATCHED).map(String::as_str);
             let newer_recorded = matches!(
                 (recorded.and_then(rank), rank(tag.as_str())),
                 (Some(r), Some(t)) if r < t

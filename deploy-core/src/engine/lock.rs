@@ -13,10 +13,6 @@ use jiff::Timestamp;
 use crate::error::Error;
 use crate::port::{Clock, Lease, Lock};
 
-/// The annotation that holds the lock where the lock is an annotation of [`carrier`] (the
-/// REST backend's `ApplicationLock`); the ApplicationSet must preserve it.
-pub const ANNOTATION: &str = "deploy/lock";
-
 /// The lock key of an environment: the same for every machine and every transport, whatever
 /// the order of `waves` or `[[clusters]]` in a local configuration.
 pub fn key(app: &str, environment: &str) -> String {

@@ -37,10 +37,6 @@ pub use assess::{Assessment, Baseline, Ours, assess};
 pub use event::{AppReport, AppState, Event, RunReport};
 pub use lock::{Holder, LeaseLost};
 pub use outcome::{Failure, RollbackResult, conclude};
-pub use record::{
-    ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE, ANNOTATION_RUN, ANNOTATION_SOAKED,
-    ANNOTATIONS,
-};
 
 use app::AppEnd;
 use lock::LeaseKeeper;

@@ -7,31 +7,9 @@ use jiff::Timestamp;
 
 use crate::engine::{AppReport, AppState, RunOptions};
 use crate::model::Release;
+use crate::model::annotation;
 use crate::plan::promotion::{AppPlan, Intent, PromotionPlan};
 use crate::trail::{AuditRecord, Outcome, RunKind};
-
-/// Annotation written on every Application a run deployed: the release tag.
-pub const ANNOTATION_RELEASE: &str = "deploy/release";
-/// Annotation: the run id.
-pub const ANNOTATION_RUN: &str = "deploy/run";
-/// Annotation: who ran it.
-pub const ANNOTATION_BY: &str = "deploy/promoted-by";
-/// Annotation: when.
-pub const ANNOTATION_AT: &str = "deploy/promoted-at";
-
-/// Annotation written on an Application once a wave's soak and checks observed it Healthy at
-/// the release: the release's tag and digest fingerprint (`soak::soaked_mark`). An Application at
-/// the release without it was never soaked there (an interrupted run), and is soaked again.
-pub const ANNOTATION_SOAKED: &str = "deploy/soaked";
-
-/// Every annotation the engine writes.
-pub const ANNOTATIONS: [&str; 5] = [
-    ANNOTATION_RELEASE,
-    ANNOTATION_RUN,
-    ANNOTATION_BY,
-    ANNOTATION_AT,
-    ANNOTATION_SOAKED,
-];
 
 /// The annotations of a deployed Application.
 pub(crate) fn annotations(
@@ -40,10 +18,10 @@ pub(crate) fn annotations(
     now: Timestamp,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (ANNOTATION_RELEASE.to_owned(), release.tag.to_string()),
-        (ANNOTATION_RUN.to_owned(), opts.run_id.clone()),
-        (ANNOTATION_BY.to_owned(), opts.actor.to_string()),
-        (ANNOTATION_AT.to_owned(), now.to_string()),
+        (annotation::RELEASE.to_owned(), release.tag.to_string()),
+        (annotation::RUN.to_owned(), opts.run_id.clone()),
+        (annotation::BY.to_owned(), opts.actor.to_string()),
+        (annotation::AT.to_owned(), now.to_string()),
     ])
 }
 

@@ -25,7 +25,7 @@ use crate::port::{AppStream, Application, Health};
 /// when that is shorter).
 pub const MAX_GAP: Duration = Duration::from_secs(30);
 
-/// The mark ([`crate::engine::ANNOTATION_SOAKED`]) written on an Application once a soak of
+/// The mark ([`crate::model::annotation::SOAKED`]) written on an Application once a soak of
 /// `release` passed on it: the tag, and a fingerprint of the digests where the release has
 /// them, so a tag pushed again under other digests is a release never soaked. Pure.
 pub fn soaked_mark(release: &Release) -> String {
@@ -240,7 +240,7 @@ impl Run<'_> {
             return;
         }
         let mark = std::collections::BTreeMap::from([(
-            crate::engine::ANNOTATION_SOAKED.to_owned(),
+            crate::model::annotation::SOAKED.to_owned(),
             soaked_mark(self.release),
         )]);
         let written = futures::future::join_all(

@@ -611,7 +611,7 @@ mod tests {
                     .as_mut()
                     .unwrap()
                     .preserved_annotations
-                    .retain(|a| a != crate::engine::lock::ANNOTATION);
+                    .retain(|a| a != crate::model::annotation::LOCK);
             },
             &[],
         );
@@ -622,7 +622,7 @@ mod tests {
                 app.owner_application_set = Some("other".into());
                 let mut other = i.application_set.clone().unwrap();
                 other.name = "other".into();
-                other.preserved_annotations = vec![crate::engine::lock::ANNOTATION.into()];
+                other.preserved_annotations = vec![crate::model::annotation::LOCK.into()];
                 i.application_sets.insert("other".into(), Some(other));
             },
             &[(

@@ -207,13 +207,13 @@ pub fn promoted(
     env: &str,
     cluster: &str,
 ) -> Option<Promotion> {
-    use crate::engine::{ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE};
+    use crate::model::annotation;
     let from_annotations = app.and_then(|app| {
         let get = |k: &str| app.annotations.get(k).cloned();
         Some(Promotion {
-            by: get(ANNOTATION_BY)?,
-            at: get(ANNOTATION_AT).unwrap_or_default(),
-            release: get(ANNOTATION_RELEASE).unwrap_or_default(),
+            by: get(annotation::BY)?,
+            at: get(annotation::AT).unwrap_or_default(),
+            release: get(annotation::RELEASE).unwrap_or_default(),
         })
     });
     from_annotations.or_else(|| {

@@ -295,7 +295,7 @@ pub struct Gate {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Action {
     /// Already at the release, Synced and Healthy, and a finished soak of this release
-    /// observed it there (its [`crate::engine::ANNOTATION_SOAKED`] mark).
+    /// observed it there (its [`crate::model::annotation::SOAKED`] mark).
     Skip,
     /// At the release, Synced and Healthy, but no finished soak of this release observed it
     /// (the run that brought it there was interrupted): nothing is written to it, its wave
@@ -730,7 +730,7 @@ fn waves(
                 let at_release = same_override(current.as_ref(), &want);
                 let action = if is_at_release(app, &images, release) && at_release {
                     // At the release: done only if a finished soak of this release saw it.
-                    let soaked = app.annotations.get(crate::engine::ANNOTATION_SOAKED)
+                    let soaked = app.annotations.get(crate::model::annotation::SOAKED)
                         == Some(&crate::engine::soak::soaked_mark(release));
                     if soaked {
                         Action::Skip

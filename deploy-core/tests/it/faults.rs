@@ -15,11 +15,11 @@ use async_trait::async_trait;
 use deploy_core::Error;
 use deploy_core::conformance::lock::LockFixture;
 use deploy_core::engine::{
-    ANNOTATION_SOAKED, AppState, Engine, EngineError, Event, Ports, RunOptions, RunReport,
-    StopRequest,
+    AppState, Engine, EngineError, Event, Ports, RunOptions, RunReport, StopRequest,
 };
 use deploy_core::memory::{InMemoryArgoCd, InMemoryLock};
 use deploy_core::model::SyncMode;
+use deploy_core::model::annotation;
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan};
 use deploy_core::port::{
     AppStream, Application, ArgoCd, AuditLog, Clock, Health, Lease, Lock, OperationPhase,
@@ -960,7 +960,7 @@ async fn rollback_touches_only_what_this_run_wrote_and_never_returns_to_the_rele
 async fn mark_soaked(h: &Harness, app: &str) {
     let release = h.plan().await.release.unwrap();
     let mark = BTreeMap::from([(
-        ANNOTATION_SOAKED.to_owned(),
+        annotation::SOAKED.to_owned(),
         deploy_core::engine::soak::soaked_mark(&release),
     )]);
     h.f.world.argocd.annotate(app, &mark).await.unwrap();

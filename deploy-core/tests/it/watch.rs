@@ -11,15 +11,14 @@ use async_trait::async_trait;
 use deploy_core::Error;
 use deploy_core::config::{Config, EXAMPLE};
 use deploy_core::memory::{World, build_digest};
+use deploy_core::model::annotation;
 use deploy_core::model::{RepoLocation, Tag};
 use deploy_core::plan::live::{override_for, service_images};
 use deploy_core::port::{
     AppStream, Application, ArgoCd, ImageLookup, OverrideValue, Registry, ReplicationRule,
     ReplicationStatus, RepositoryInfo, SyncRequest, TaggedImage, TokioClock,
 };
-use deploy_core::watch::{
-    ANNOTATION_WATCHED, Leader, Poll, WatchEvent, WatchOptions, Watcher, lease_key,
-};
+use deploy_core::watch::{Leader, Poll, WatchEvent, WatchOptions, Watcher, lease_key};
 use tokio::sync::watch;
 
 use crate::support::{T1, T2, tag};
@@ -315,7 +314,7 @@ async fn a_manual_environment_is_reported_to_and_never_changed() {
             .application(&f.config.application_name(prod, c))
             .await
             .unwrap();
-        assert!(!app.annotations.contains_key(ANNOTATION_WATCHED));
+        assert!(!app.annotations.contains_key(annotation::WATCHED));
     }
     // Reported once, not at every poll.
     assert_eq!(w.poll().await.unwrap().release, None);
@@ -539,7 +538,7 @@ async fn an_application_that_had_a_newer_release_from_watch_is_not_taken_back() 
     // Another watcher wrote T3 to the first Application before T3 lost its worker image
     // (say, deleted by a lifecycle rule); the other two never got it.
     let first = &f.staging_apps()[0];
-    let record = BTreeMap::from([(ANNOTATION_WATCHED.to_owned(), t3.to_owned())]);
+    let record = BTreeMap::from([(annotation::WATCHED.to_owned(), t3.to_owned())]);
     f.world.argocd.annotate(first, &record).await.unwrap();
     let p = f.watcher("staging").poll().await.unwrap();
     assert_eq!(p.release.as_ref().map(|r| r.tag.clone()), Some(tag(T2)));
