@@ -51,7 +51,7 @@ impl Exit {
 
     /// The exit code of a run's report: its outcome's, except that a run whose end record
     /// could not be written never exits 0 (the operation's record failed).
-    pub fn of_report(report: &deploy_core::engine::RunReport) -> Self {
+    pub fn of_report(report: &deploy_core::rollout::event::RunReport) -> Self {
         match Self::of_outcome(report.outcome) {
             Self::Success if report.record_error.is_some() => Self::Failed,
             code => code,

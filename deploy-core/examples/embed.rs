@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::config::{Config, EXAMPLE};
-use deploy_core::engine::{Engine, Event, Ports, RunOptions, RunReport, lock};
+use deploy_core::engine::{Engine, Ports, RunOptions};
 use deploy_core::memory::World;
 use deploy_core::model::Tag;
 use deploy_core::plan::promotion::{Intent, observe, plan};
 use deploy_core::port::TokioClock;
+use deploy_core::rollout::event::{Event, RunReport};
+use deploy_core::rollout::lock;
 
 /// Your rendering: here, terse lines with the paused clock's seconds.
 fn render(start: tokio::time::Instant, event: &Event) -> Option<String> {

@@ -14,7 +14,8 @@
 //! use std::sync::Arc;
 //!
 //! use deploy_core::config::{Config, EXAMPLE};
-//! use deploy_core::engine::{Engine, Event, Ports, RunOptions, lock};
+//! use deploy_core::engine::{Engine, Ports, RunOptions};
+use deploy_core::rollout::{event::Event, lock};
 //! use deploy_core::memory::World;
 //! use deploy_core::model::Tag;
 //! use deploy_core::plan::promotion::{Intent, observe, plan};
@@ -82,6 +83,7 @@ pub mod model;
 pub mod notify;
 pub mod plan;
 pub mod port;
+pub mod rollout;
 pub mod trail;
 pub mod unlock;
 pub mod watch;

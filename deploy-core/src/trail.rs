@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::AppReport;
+use crate::check::{Phase, Verdict};
 use crate::error::Result;
 use crate::model::Release;
 use crate::port::AuditLog;
@@ -111,7 +111,7 @@ pub struct AuditRecord {
     pub message: String,
     /// Every check measurement of the run, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<crate::engine::check::Measurement>,
+    pub checks: Vec<crate::trail::Measurement>,
     /// Where each Application was left at the end, in wave order: deployed, skipped, rolled
     /// back, or a rollback that did not complete (with why). Empty in a run's first record,
     /// and in records written before this field existed.
@@ -314,6 +314,117 @@ pub async fn newest(
     Ok(out)
 }
 
+/// Sample values in JSON: finite ones as numbers, the others as Prometheus spells them. A
+/// `null` (what serde_json writes for a non-finite `f64`, in records from before) reads as NaN.
+pub mod samples {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Sample {
+        Number(f64),
+        Word(String),
+        Null(()),
+    }
+
+    /// Writes the values, non-finite ones as words.
+    pub fn serialize<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(values.iter().map(|v| match *v {
+            v if v.is_finite() => Sample::Number(v),
+            v if v.is_nan() => Sample::Word("NaN".into()),
+            v if v > 0.0 => Sample::Word("+Inf".into()),
+            _ => Sample::Word("-Inf".into()),
+        }))
+    }
+
+    /// Reads the values written by [`serialize`] (or `null` for NaN).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Vec::<Sample>::deserialize(d)?
+            .into_iter()
+            .map(|s| match s {
+                Sample::Number(v) => Ok(v),
+                Sample::Null(()) => Ok(f64::NAN),
+                Sample::Word(w) => match w.as_str() {
+                    "NaN" => Ok(f64::NAN),
+                    "+Inf" | "Inf" => Ok(f64::INFINITY),
+                    "-Inf" => Ok(f64::NEG_INFINITY),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "{w:?} is not a sample value"
+                    ))),
+                },
+            })
+            .collect()
+    }
+}
+
+/// One measurement, as the audit record keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// The check.
+    pub check: String,
+    /// The cluster.
+    pub cluster: String,
+    /// The wave.
+    pub wave: usize,
+    /// The query as sent (resolved).
+    pub query: String,
+    /// The values measured (empty: no data, or an error). NaN and ±Inf are written as
+    /// Prometheus writes them (`"NaN"`, `"+Inf"`, `"-Inf"`): JSON has no such numbers.
+    #[serde(with = "samples")]
+    pub values: Vec<f64>,
+    /// The measurement's phase.
+    pub phase: Phase,
+    /// The check's verdict after it.
+    pub verdict: Verdict,
+    /// Why, for an error or no data.
+    pub error: Option<String>,
+    /// When.
+    pub at: jiff::Timestamp,
+}
+
+/// Where one Application ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum AppState {
+    /// Already at the release.
+    Skipped,
+    /// Now at the release, Healthy.
+    Deployed,
+    /// At the release (an interrupted run brought it there), not yet soaked there.
+    Unsoaked,
+    /// At the release (an interrupted run brought it there), now soaked and checked there.
+    SoakedAgain,
+    /// Failed (and not rolled back).
+    Failed(String),
+    /// Failed or part of a failed run, returned to its previous release.
+    RolledBack,
+    /// Rollback did not reach the previous release.
+    RollbackFailed(String),
+    /// The run stopped before reaching it.
+    NotStarted,
+    /// Stopped while in flight.
+    Interrupted,
+}
+
+/// One Application's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppReport {
+    /// Wave (1-based).
+    pub wave: usize,
+    /// Cluster.
+    pub cluster: String,
+    /// Application.
+    pub application: String,
+    /// Tag before.
+    pub from: String,
+    /// Release tag.
+    pub to: String,
+    /// Where it ended.
+    pub state: AppState,
+    /// Milliseconds spent.
+    pub elapsed_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,5 +609,58 @@ mod reading {
         let got = newest(&log, "prod", at(NOW), 6, |_| false).await.unwrap();
         assert_eq!(got.items[0].run_id, "long", "{:?}", runs(&got));
         assert_eq!(got.items[0].outcome, Outcome::Succeeded);
+    }
+}
+
+#[cfg(test)]
+mod measurement {
+    use super::*;
+    use crate::check::show_values;
+
+    #[test]
+    fn values_in_one_line() {
+        assert_eq!(show_values(&[]), "no data");
+        assert_eq!(show_values(&[0.25]), "0.25");
+        assert_eq!(show_values(&[0.1, f64::NAN]), "[0.1, NaN]");
+    }
+
+    /// A measurement of NaN or ±Inf (an error ratio with no traffic is 0/0) is kept in the
+    /// audit record and read back: JSON has no such numbers, and serde_json writes them as
+    /// `null`, which no longer decodes as a number. Each line: the values, their JSON.
+    #[test]
+    fn every_value_survives_the_audit_record() {
+        #[track_caller]
+        fn check(values: &[f64], json: &str) {
+            let m = Measurement {
+                check: "c".into(),
+                cluster: "eu-west-1".into(),
+                wave: 1,
+                query: "q".into(),
+                values: values.to_vec(),
+                phase: Phase::Error,
+                verdict: Verdict::Running,
+                error: None,
+                at: jiff::Timestamp::UNIX_EPOCH,
+            };
+            let text = serde_json::to_string(&m).unwrap();
+            assert!(text.contains(&format!("\"values\":{json}")), "{text}");
+            let back: Measurement = serde_json::from_str(&text).expect("reads back");
+            assert_eq!(show_values(&back.values), show_values(values));
+        }
+        check(&[], "[]");
+        check(&[0.25, 1.0, -3.5e-7], "[0.25,1.0,-3.5e-7]");
+        check(&[f64::NAN], "[\"NaN\"]");
+        check(
+            &[f64::INFINITY, f64::NEG_INFINITY, 0.0],
+            "[\"+Inf\",\"-Inf\",0.0]",
+        );
+        // Records written before non-finite values were spelled out hold `null`.
+        let old = serde_json::to_string(&serde_json::json!({
+            "check": "c", "cluster": "x", "wave": 1, "query": "q", "values": [null, 2.0],
+            "phase": "error", "verdict": "running", "error": null, "at": "1970-01-01T00:00:00Z",
+        }))
+        .unwrap();
+        let back: Measurement = serde_json::from_str(&old).expect("an old record reads");
+        assert_eq!(show_values(&back.values), "[NaN, 2]");
     }
 }

@@ -27,12 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deploy_core::config::Config;
-use deploy_core::engine::{Engine, Event, Ports, RunOptions};
+use deploy_core::engine::{Engine, Ports, RunOptions};
 use deploy_core::memory::world::generated_config;
 use deploy_core::memory::{Timing, World};
 use deploy_core::model::Tag;
 use deploy_core::plan::promotion::{self, Intent};
 use deploy_core::port::TokioClock;
+use deploy_core::rollout::event::Event;
 use deploy_core::trail::{Actor, Outcome};
 use deploy_metrics::{SourceOptions, Sources};
 use wiremock::matchers::{method, path};

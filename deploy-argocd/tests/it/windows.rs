@@ -4,8 +4,8 @@
 
 use deploy_argocd::fake::{FakeArgo, client};
 use deploy_core::conformance::argocd::{ArgoCdFixture, seed};
-use deploy_core::engine::window::app_verdict;
 use deploy_core::port::{ArgoCd, SyncRequest};
+use deploy_core::rollout::window::app_verdict;
 use deploy_core::window::Verdict;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 
+use deploy_core::check::show_values;
 use deploy_core::config::Config;
-use deploy_core::engine::check::show_values;
 use deploy_core::plan::findings::{ProbeAnswer, Severity, findings, observe, observe_checks};
 
 use crate::backends::Backends;

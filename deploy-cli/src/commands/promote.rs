@@ -8,12 +8,13 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
-use deploy_core::engine::{
-    Engine, EngineError, Event, Holder, Ports, RunOptions, RunReport, StopRequest, lock,
-};
+use deploy_core::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
+use deploy_core::rollout::event::{Event, RunReport};
+use deploy_core::rollout::lock;
+use deploy_core::rollout::lock::Holder;
 use deploy_core::trail::{self, Actor, Outcome, RunKind};
 
 use super::release::parse_tag;

@@ -113,7 +113,7 @@ pub fn run(
             out.text(format!(
                 "check {check} on {cluster} ({}) measures {} while it runs {release}",
                 env.name,
-                deploy_core::engine::check::show_values(value)
+                deploy_core::check::show_values(value)
             ));
             out.result(&serde_json::json!({
                 "environment": env.name,

@@ -58,7 +58,7 @@ async fn held_lock(
     backends: &Backends,
     env: &deploy_core::config::Environment,
 ) -> Option<HeldLock> {
-    let key = deploy_core::engine::lock::key(&config.app, &env.name);
+    let key = deploy_core::rollout::lock::key(&config.app, &env.name);
     let read = async {
         let lock = backends.lock_for(config, env).await?;
         anyhow::Ok(lock.inspect(&key).await?)

@@ -4,9 +4,9 @@
 
 use anyhow::{Context, Result};
 use deploy_core::config::Config;
-use deploy_core::engine::lock;
 use deploy_core::model::{Release, Tag};
 use deploy_core::port::LockState;
+use deploy_core::rollout::lock;
 use deploy_core::trail::{AuditRecord, Outcome, RunKind};
 use deploy_core::unlock::{Refusal, UnlockError, age, unlock};
 use jiff::Timestamp;

@@ -8,12 +8,15 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::engine::assess::{Assessment, Baseline, Ours, assess};
-use crate::engine::lock::LeaseLost;
-use crate::engine::{Event, RETRY_PAUSE, Run};
+use crate::engine::Run;
 use crate::model::Release;
 use crate::plan::promotion::{Action, AppPlan, same_override};
 use crate::port::{Application, OverrideValue, SyncRequest};
+use crate::rollout::assess::{Assessment, Baseline, Ours, assess};
+use crate::rollout::event::Event;
+use crate::rollout::lock::LeaseLost;
+use crate::rollout::vigil::RETRY_PAUSE;
+use crate::rollout::window::blocked_reason;
 
 /// How one Application's deployment ended.
 pub(crate) enum AppEnd {
@@ -206,8 +209,7 @@ impl Run<'_> {
                 Err(e) => {
                     let e = e.to_string();
                     return Err(Stop::Failed(
-                        super::window::blocked_reason(&e)
-                            .unwrap_or_else(|| format!("sync refused: {e}")),
+                        blocked_reason(&e).unwrap_or_else(|| format!("sync refused: {e}")),
                     ));
                 }
             }
@@ -268,7 +270,7 @@ impl Run<'_> {
             Ok(app) => app
                 .operation_state
                 .filter(|s| !s.phase.is_completed())
-                .and_then(|s| super::window::blocked_reason(&s.message)),
+                .and_then(|s| blocked_reason(&s.message)),
             Err(_) => None,
         };
         match held {

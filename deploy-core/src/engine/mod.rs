@@ -8,11 +8,8 @@
 //! state machine tested alone; this module only sequences them.
 
 mod app;
-pub mod assess;
 pub mod check;
-mod event;
 pub mod lock;
-pub mod outcome;
 mod record;
 mod rollback;
 pub mod soak;
@@ -33,10 +30,10 @@ use crate::plan::promotion::{Action, AppPlan, PromotionPlan};
 use crate::port::{ArgoCd, AuditLog, Clock, Lease, Lock, Metrics};
 use crate::trail::{Actor, Outcome};
 
-pub use assess::{Assessment, Baseline, Ours, assess};
-pub use event::{AppReport, AppState, Event, RunReport};
-pub use lock::{Holder, LeaseLost};
-pub use outcome::{Failure, RollbackResult, conclude};
+use crate::rollout::event::{Event, RunReport};
+use crate::rollout::lock::{Holder, LeaseLost, lease_ttl};
+use crate::rollout::outcome::{Failure, RollbackResult, conclude};
+use crate::trail::{AppReport, AppState};
 
 use app::AppEnd;
 use lock::LeaseKeeper;
@@ -149,7 +146,7 @@ pub enum EngineError {
     /// The first wave that writes may not sync now, and its sync windows would keep it
     /// waiting longer than [`RunOptions::window_wait`]; nothing was changed.
     #[error("{0}; nothing was changed (wait for the window, or pass --window-wait)")]
-    WindowBlocked(window::Blocked),
+    WindowBlocked(crate::rollout::window::Blocked),
     /// A port failed before anything was changed.
     #[error(transparent)]
     Port(#[from] Error),
@@ -168,9 +165,6 @@ impl std::fmt::Debug for Engine<'_> {
             .finish_non_exhaustive()
     }
 }
-
-/// How long to pause after a collision, a broken watch or a failed read before trying again.
-pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Runs `futures` concurrently until all are `Ok` or the first `Err`, whichever finishes
 /// first. Unlike `try_join_all`, which over more than 30 futures (or an iterator without an
@@ -198,7 +192,7 @@ pub(crate) struct Run<'r> {
     release: &'r Release,
     lease: LeaseKeeper<'r>,
     sink: &'r Sink<'r>,
-    measurements: Mutex<Vec<check::Measurement>>,
+    measurements: Mutex<Vec<crate::trail::Measurement>>,
 }
 
 fn emit_to(sink: &Sink<'_>, e: Event) {
@@ -383,7 +377,7 @@ impl Run<'_> {
     }
 
     /// Keeps a check measurement for the audit record.
-    fn measured(&self, m: check::Measurement) {
+    fn measured(&self, m: crate::trail::Measurement) {
         self.measurements
             .lock()
             .expect("a measurement was being kept")
@@ -660,7 +654,7 @@ impl Run<'_> {
             failure.as_ref(),
             rollback,
             interrupted,
-            outcome::Observed {
+            crate::rollout::outcome::Observed {
                 deployed: deployed.len(),
                 soaked_again,
                 clusters: reports.len(),
@@ -742,23 +736,6 @@ impl Run<'_> {
             record_error,
         }
     }
-}
-
-/// How long the lease lasts unless renewed: long enough for a wave (its timeout), its
-/// longest soak as the checks make it ([`crate::check::least_soak`]), a soak extended by
-/// lapses up to the timeout again, and a margin. It is renewed at every wave, before writes
-/// close to its expiry, and every third of it during a soak.
-pub fn lease_ttl(plan: &PromotionPlan) -> Duration {
-    let longest_soak = plan
-        .waves
-        .iter()
-        .flat_map(|w| &w.apps)
-        .map(|a| crate::check::least_soak(plan.soak, &a.checks))
-        .fold(plan.soak, Duration::max);
-    plan.timeout
-        .saturating_mul(2)
-        .saturating_add(longest_soak)
-        .saturating_add(Duration::from_secs(600))
 }
 
 fn report(

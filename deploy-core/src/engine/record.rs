@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::engine::{AppReport, AppState, RunOptions};
+use crate::trail::{AppReport, AppState};
+
+use crate::engine::RunOptions;
 use crate::model::Release;
 use crate::model::annotation;
 use crate::plan::promotion::{AppPlan, Intent, PromotionPlan};
@@ -32,7 +34,7 @@ pub(crate) struct Progress<'a> {
     pub finished_at: Timestamp,
     pub outcome: Outcome,
     pub message: String,
-    pub checks: Vec<crate::engine::check::Measurement>,
+    pub checks: Vec<crate::trail::Measurement>,
 }
 
 /// The record of a run: at its start (`Outcome::Started`, nothing changed yet) or its end.

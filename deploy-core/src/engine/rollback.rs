@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::engine::Run;
 use crate::engine::app::{Stop, Target, Writes};
-use crate::engine::outcome::RollbackResult;
-use crate::engine::{AppReport, AppState, Event, Run};
 use crate::model::{Release, Tag};
 use crate::plan::promotion::{Action, AppPlan};
+use crate::rollout::event::Event;
+use crate::rollout::outcome::RollbackResult;
+use crate::trail::{AppReport, AppState};
 
 impl Run<'_> {
     /// Returns each of `changed` (written by this run, or soaked again) to its previous

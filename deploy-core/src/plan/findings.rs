@@ -110,7 +110,7 @@ impl ProbeAnswer {
 }
 
 /// Measures each check of `env` once on each of its clusters, all at once, each within
-/// [`crate::engine::check::MEASURE_TIMEOUT`]. `{release}` is the release the cluster's
+/// [`crate::check::MEASURE_TIMEOUT`]. `{release}` is the release the cluster's
 /// Application runs now (from `apps`, as [`observe`] read them), `unknown` when it runs none
 /// or several.
 pub async fn observe_checks(
@@ -143,7 +143,7 @@ pub async fn observe_checks(
     }
     let answers = join_all(resolved.iter().map(|(_, c)| async move {
         match tokio::time::timeout(
-            crate::engine::check::MEASURE_TIMEOUT,
+            crate::check::MEASURE_TIMEOUT,
             metrics.measure(&c.source, &c.query),
         )
         .await
@@ -151,7 +151,7 @@ pub async fn observe_checks(
             Ok(measured) => ProbeAnswer::of(measured),
             Err(_) => ProbeAnswer::Unreachable(format!(
                 "no answer within {}s",
-                crate::engine::check::MEASURE_TIMEOUT.as_secs()
+                crate::check::MEASURE_TIMEOUT.as_secs()
             )),
         }
     }))
@@ -235,7 +235,7 @@ pub fn check_findings(env: &Environment, probes: &[CheckProbe]) -> Vec<Finding> 
                         Severity::Error,
                         format!(
                             "its conditions cannot be evaluated on what the query returns now ({}): {why}; every measurement would be an error. Fix `success`/`failure` of {} in {table} (`result` is a number for one series, a list otherwise)",
-                            crate::engine::check::show_values(v),
+                            crate::check::show_values(v),
                             c.name
                         ),
                     ),
@@ -254,7 +254,7 @@ pub fn check_findings(env: &Environment, probes: &[CheckProbe]) -> Vec<Finding> 
 }
 
 /// Reads the audit input of `env`, assuming the lock is an annotation of
-/// [`crate::engine::lock::carrier`] (set [`AuditInput::lock_carrier`] to `None` when it is not).
+/// [`crate::rollout::lock::carrier`] (set [`AuditInput::lock_carrier`] to `None` when it is not).
 pub async fn observe(
     config: &Config,
     env: &Environment,
@@ -311,7 +311,7 @@ pub async fn observe(
     }
     input.clusters = inventory.clusters().await?;
     input.application_sets = super::appset::read(config, env, &input.apps, inventory).await?;
-    input.lock_carrier = crate::engine::lock::carrier(config, env);
+    input.lock_carrier = crate::rollout::lock::carrier(config, env);
     Ok(input)
 }
 
@@ -505,7 +505,7 @@ mod tests {
             annotations: BTreeMap::new(),
             resource_version: "1".into(),
         });
-        input.lock_carrier = crate::engine::lock::carrier(config, env);
+        input.lock_carrier = crate::rollout::lock::carrier(config, env);
         input.source_rules.insert(
             "us-west-2".into(),
             vec![ReplicationRule {

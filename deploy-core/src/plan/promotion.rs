@@ -59,7 +59,7 @@ pub struct Observation {
     /// The ApplicationSets that generate the target Applications, by name (`None`: not found).
     #[serde(default)]
     pub application_sets: BTreeMap<String, Option<ApplicationSet>>,
-    /// The target Application that carries the lock annotation ([`crate::engine::lock::carrier`]);
+    /// The target Application that carries the lock annotation ([`crate::rollout::lock::carrier`]);
     /// `None` when the lock lives elsewhere (a Kubernetes Lease, a state store, the sandbox).
     #[serde(default)]
     pub lock_carrier: Option<String>,
@@ -67,7 +67,7 @@ pub struct Observation {
 
 /// Reads what [`plan`] needs. Only reads: nothing is changed.
 ///
-/// It assumes the lock is an annotation of [`crate::engine::lock::carrier`]; a caller whose
+/// It assumes the lock is an annotation of [`crate::rollout::lock::carrier`]; a caller whose
 /// lock lives elsewhere sets [`Observation::lock_carrier`] to `None`.
 pub async fn observe(
     config: &Config,
@@ -128,7 +128,7 @@ pub async fn observe(
         replication: BTreeMap::new(),
         target_apps: read_apps(config, env, argocd, &clusters).await?,
         application_sets: BTreeMap::new(),
-        lock_carrier: crate::engine::lock::carrier(config, env),
+        lock_carrier: crate::rollout::lock::carrier(config, env),
     };
     obs.application_sets = super::appset::read(config, env, &obs.target_apps, inventory).await?;
     if let Some(tag) = tag {
@@ -731,7 +731,7 @@ fn waves(
                 let action = if is_at_release(app, &images, release) && at_release {
                     // At the release: done only if a finished soak of this release saw it.
                     let soaked = app.annotations.get(crate::model::annotation::SOAKED)
-                        == Some(&crate::engine::soak::soaked_mark(release));
+                        == Some(&crate::rollout::vigil::soaked_mark(release));
                     if soaked {
                         Action::Skip
                     } else {

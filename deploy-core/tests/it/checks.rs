@@ -3,10 +3,12 @@
 //! the consecutive-error limit and is never a pass, inconclusive halts without rollback.
 
 use deploy_core::check::{Phase, Verdict};
-use deploy_core::engine::{AppState, Engine, EngineError, Event, Ports};
+use deploy_core::engine::{Engine, EngineError, Ports};
 use deploy_core::memory::Answer;
 use deploy_core::plan::promotion::Intent;
 use deploy_core::port::{AuditLog, Health};
+use deploy_core::rollout::event::Event;
+use deploy_core::trail::AppState;
 use deploy_core::trail::Outcome;
 
 use crate::support::{Fixture, T1, T2};

@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
-use deploy_core::engine::{AppState, EngineError, Event, StopRequest};
+use deploy_core::trail::AppState;
+
+use deploy_core::engine::{EngineError, StopRequest};
+
 use deploy_core::memory::argocd::Script;
 use deploy_core::plan::promotion::{GateName, Intent};
 use deploy_core::port::{ArgoCd, AuditLog, Health, Lock};
+use deploy_core::rollout::event::Event;
 use deploy_core::trail::Outcome;
 
 use crate::support::{Fixture, T1, T2, tag};

@@ -14,9 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deploy_core::Error;
 use deploy_core::conformance::lock::LockFixture;
-use deploy_core::engine::{
-    AppState, Engine, EngineError, Event, Ports, RunOptions, RunReport, StopRequest,
-};
+use deploy_core::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 use deploy_core::memory::{InMemoryArgoCd, InMemoryLock};
 use deploy_core::model::SyncMode;
 use deploy_core::model::annotation;
@@ -25,6 +23,8 @@ use deploy_core::port::{
     AppStream, Application, ArgoCd, AuditLog, Clock, Health, Lease, Lock, OperationPhase,
     OverrideValue, SyncRequest, SyncStatus, TokioClock,
 };
+use deploy_core::rollout::event::{Event, RunReport};
+use deploy_core::trail::AppState;
 use deploy_core::trail::Outcome;
 use futures::StreamExt;
 use proptest::prelude::*;
@@ -961,7 +961,7 @@ async fn mark_soaked(h: &Harness, app: &str) {
     let release = h.plan().await.release.unwrap();
     let mark = BTreeMap::from([(
         annotation::SOAKED.to_owned(),
-        deploy_core::engine::soak::soaked_mark(&release),
+        deploy_core::rollout::vigil::soaked_mark(&release),
     )]);
     h.f.world.argocd.annotate(app, &mark).await.unwrap();
 }
@@ -1237,7 +1237,7 @@ async fn a_forty_five_minute_soak_keeps_the_lease() {
         let c = &mut a.checks[0];
         (c.count, c.interval, c.initial_delay) = (Some(10), 5 * MINUTE, Duration::ZERO);
     }
-    assert!(deploy_core::engine::lease_ttl(&plan) >= 85 * MINUTE);
+    assert!(deploy_core::rollout::lock::lease_ttl(&plan) >= 85 * MINUTE);
     // Another run tries to take the lock every five minutes while wave 1 soaks.
     let script = async {
         let soak = h.when(soak_started(1)).await;

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deploy_core::config::EXAMPLE;
-use deploy_core::engine::AppState;
 use deploy_core::memory::argocd::Script;
 use deploy_core::memory::build_digest;
 use deploy_core::plan::live::service_images;
 use deploy_core::plan::promotion::{Action, Intent};
 use deploy_core::port::{ArgoCd, Health, OverrideValue, SyncRequest, TokioClock};
+use deploy_core::trail::AppState;
 use deploy_core::trail::Outcome;
 
 use crate::support::{Fixture, T1, T2, epoch, tag};
@@ -150,9 +150,10 @@ async fn helm_writes_a_digest_parameter_per_service_and_the_soak_accepts_it() {
     let report = report.unwrap();
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, deploy_core::engine::Event::SoakFinished { wave: 2 })),
+        events.iter().any(|e| matches!(
+            e,
+            deploy_core::rollout::event::Event::SoakFinished { wave: 2 }
+        )),
         "both waves soaked"
     );
     for (cluster, _, params, live) in prod_specs(&f).await {

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::config::{Config, EXAMPLE};
-use deploy_core::engine::{Engine, EngineError, Event, Ports, RunOptions, RunReport, StopRequest};
+use deploy_core::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 use deploy_core::memory::World;
 use deploy_core::model::Tag;
 use deploy_core::plan::live::service_images;
 use deploy_core::plan::promotion::{Intent, PromotionPlan, observe, plan};
 use deploy_core::port::{ArgoCd, Clock, TokioClock};
+use deploy_core::rollout::event::{Event, RunReport};
 use deploy_core::trail::Actor;
 use tokio::sync::watch;
 

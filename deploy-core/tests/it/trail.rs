@@ -3,10 +3,11 @@
 //! written.
 
 use async_trait::async_trait;
-use deploy_core::engine::{AppState, Engine};
+use deploy_core::engine::Engine;
 use deploy_core::memory::argocd::Script;
 use deploy_core::plan::promotion::Intent;
 use deploy_core::port::AuditLog;
+use deploy_core::trail::AppState;
 use deploy_core::trail::{AuditRecord, Entry, Found, Outcome};
 use deploy_core::{Error, Result};
 use jiff::Timestamp;

@@ -7,8 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy_core::engine::{AppState, EngineError, Event, RunOptions};
+use deploy_core::trail::AppState;
+
+use deploy_core::engine::{EngineError, RunOptions};
+
 use deploy_core::port::{AuditLog, Clock, Health, SyncWindow, TokioClock, WindowKind};
+use deploy_core::rollout::event::Event;
 use deploy_core::trail::Outcome;
 use jiff::{SignedDuration, Timestamp};
 
@@ -346,7 +350,9 @@ async fn a_window_that_closes_mid_run_halts_before_its_wave_without_rollback() {
 /// A window that closes after wave 1's sync was accepted: Argo CD holds the operation
 /// Running ("Sync operation blocked by sync window") until the window ends, then finishes it.
 /// `long`: the window outlasts the wave's timeout, and the failure says why.
-async fn held_by_a_window(long: bool) -> (deploy_core::engine::RunReport, Vec<Event>, String) {
+async fn held_by_a_window(
+    long: bool,
+) -> (deploy_core::rollout::event::RunReport, Vec<Event>, String) {
     use deploy_core::memory::argocd::Timing;
     let f = Fixture::with_staging_at_t2().await;
     let now = f.world.clock.now();

@@ -140,11 +140,13 @@ async fn alarms_read_one_value_per_name_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_in_alarm_during_the_soak_halts_the_wave_and_rolls_back() {
     use deploy_core::config::{Config, EXAMPLE};
-    use deploy_core::engine::{AppState, Engine, Event, RunOptions};
+    use deploy_core::engine::{Engine, RunOptions};
     use deploy_core::memory::{Timing, World};
     use deploy_core::model::Tag;
     use deploy_core::plan::promotion::{Intent, observe, plan};
     use deploy_core::port::TokioClock;
+    use deploy_core::rollout::event::Event;
+    use deploy_core::trail::AppState;
     use deploy_core::trail::Outcome;
 
     let moto = match Moto::start("111111111111") {

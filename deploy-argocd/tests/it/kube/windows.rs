@@ -2,8 +2,8 @@
 //! reading of them (no API server answers `canSync`) honours them, through jiff's tz database.
 
 use deploy_core::conformance::argocd::{ArgoCdFixture, seed};
-use deploy_core::engine::window::app_verdict;
 use deploy_core::port::ArgoCd;
+use deploy_core::rollout::window::app_verdict;
 use deploy_core::window::Verdict;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;

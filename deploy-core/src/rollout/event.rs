@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Release;
 use crate::plan::promotion::Gate;
 use crate::port::{Health, OperationPhase, SyncStatus};
-use crate::trail::Outcome;
+use crate::trail::{AppReport, Outcome};
 
 /// What happened, as it happens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,7 +152,7 @@ pub enum Event {
         cluster: String,
         /// The values (empty: no data, or an error); NaN and ±Inf as `"NaN"`, `"+Inf"`,
         /// `"-Inf"`, as in the audit record.
-        #[serde(with = "crate::engine::check::samples")]
+        #[serde(with = "crate::trail::samples")]
         values: Vec<f64>,
         /// The measurement's phase.
         phase: crate::check::Phase,
@@ -196,49 +196,6 @@ pub enum Event {
         /// One line.
         message: String,
     },
-}
-
-/// Where one Application ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
-pub enum AppState {
-    /// Already at the release.
-    Skipped,
-    /// Now at the release, Healthy.
-    Deployed,
-    /// At the release (an interrupted run brought it there), not yet soaked there.
-    Unsoaked,
-    /// At the release (an interrupted run brought it there), now soaked and checked there.
-    SoakedAgain,
-    /// Failed (and not rolled back).
-    Failed(String),
-    /// Failed or part of a failed run, returned to its previous release.
-    RolledBack,
-    /// Rollback did not reach the previous release.
-    RollbackFailed(String),
-    /// The run stopped before reaching it.
-    NotStarted,
-    /// Stopped while in flight.
-    Interrupted,
-}
-
-/// One Application's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppReport {
-    /// Wave (1-based).
-    pub wave: usize,
-    /// Cluster.
-    pub cluster: String,
-    /// Application.
-    pub application: String,
-    /// Tag before.
-    pub from: String,
-    /// Release tag.
-    pub to: String,
-    /// Where it ended.
-    pub state: AppState,
-    /// Milliseconds spent.
-    pub elapsed_ms: u64,
 }
 
 /// The run's result.

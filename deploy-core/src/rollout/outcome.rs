@@ -4,9 +4,9 @@
 
 use std::fmt;
 
-use crate::engine::check::show_values;
-use crate::engine::lock::LeaseLost;
+use crate::check::show_values;
 use crate::model::Tag;
+use crate::rollout::lock::LeaseLost;
 use crate::trail::Outcome;
 
 /// Why a run stopped before the end.
@@ -58,7 +58,7 @@ pub enum Failure {
     Lock(LeaseLost),
     /// A wave's sync windows would keep it waiting past `--window-wait`: the run halts
     /// before writing that wave, and what it deployed stays.
-    Window(crate::engine::window::Blocked),
+    Window(crate::rollout::window::Blocked),
 }
 
 impl Failure {
