@@ -15,7 +15,7 @@
 //!
 //! use deploy_core::config::{Config, EXAMPLE};
 //! use deploy_core::engine::{Engine, Ports, RunOptions};
-use deploy_core::rollout::{event::Event, lock};
+//! use deploy_core::rollout::{event::Event, lock};
 //! use deploy_core::memory::World;
 //! use deploy_core::model::Tag;
 //! use deploy_core::plan::promotion::{Intent, observe, plan};
