@@ -19,17 +19,17 @@ use std::time::{Duration, Instant};
 use deploy_argocd::fake::{FakeArgo, client_with};
 use deploy_argocd::rest::{RestArgoCd, RestOptions};
 use deploy_core::config::Config;
-use deploy_core::conformance::argocd::ArgoCdFixture;
-use deploy_core::engine::{Engine, Ports, RunOptions};
-use deploy_core::memory::World;
-use deploy_core::memory::world::{
-    app_seed, generated_config, generated_timing, generated_wave_size,
-};
 use deploy_core::model::Tag;
 use deploy_core::plan::promotion::{self, Intent, PromotionPlan};
 use deploy_core::port::SystemClock;
 use deploy_core::rollout::event::Event;
 use deploy_core::trail::{Actor, Outcome};
+use deploy_engine::conformance::argocd::ArgoCdFixture;
+use deploy_engine::engine::{Engine, Ports, RunOptions};
+use deploy_engine::memory::World;
+use deploy_engine::memory::world::{
+    app_seed, generated_config, generated_timing, generated_wave_size,
+};
 use tokio::sync::mpsc;
 
 /// The release every environment runs at the start.

@@ -42,10 +42,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
-use deploy_core::memory::{Timing, rendered_images};
+use deploy_core::image_override::rendered_images;
 use deploy_core::model::SyncMode;
 use deploy_core::port::OverrideValue;
+use deploy_engine::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
+use deploy_engine::memory::Timing;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path_regex};

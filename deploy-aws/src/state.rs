@@ -610,7 +610,7 @@ impl Lock for S3Lock {
 
 #[cfg(feature = "moto")]
 #[async_trait]
-impl deploy_core::conformance::lock::LockFixture for S3Lock {
+impl deploy_engine::conformance::lock::LockFixture for S3Lock {
     async fn expire(&self, key: &str) {
         let object = self.object_key(key);
         let (mut stored, _) = self

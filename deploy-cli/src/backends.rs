@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use deploy_core::config::{Config, LockBackend};
-use deploy_core::memory::{Timing, World, WorldState};
 use deploy_core::model::Tag;
 use deploy_core::port::{ArgoCd, ArgoCdInventory, AuditLog, Clock, Lock, Registry, SystemClock};
+use deploy_engine::memory::{Timing, World, WorldState};
 
 use crate::cli::Global;
 use crate::exit::UsageError;
@@ -166,7 +166,7 @@ impl Backends {
             .or_else(crate::audit_log::default_path);
         let audit: Arc<dyn AuditLog> = match &audit_path {
             Some(p) => Arc::new(crate::audit_log::FileAuditLog::new(p)),
-            None => Arc::new(deploy_core::memory::InMemoryAuditLog::default()),
+            None => Arc::new(deploy_engine::memory::InMemoryAuditLog::default()),
         };
         let tag_parameters = tag_parameters(config);
         if global.core {

@@ -1,8 +1,8 @@
 //! Exit codes and how errors map to them.
 
 use deploy_core::config::ConfigError;
-use deploy_core::engine::EngineError;
 use deploy_core::trail::Outcome;
+use deploy_engine::engine::EngineError;
 
 /// The process's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

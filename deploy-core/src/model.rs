@@ -238,6 +238,15 @@ impl fmt::Display for SyncMode {
     }
 }
 
+/// The sha256 digest of `manifest`, as a registry computes it.
+pub fn digest_of(manifest: &str) -> Digest {
+    let hex: String = <sha2::Sha256 as sha2::Digest>::digest(manifest.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Digest::new(format!("sha256:{hex}")).expect("sha256 hex is a valid digest")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

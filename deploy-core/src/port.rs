@@ -580,34 +580,10 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that starts at a fixed time and advances with tokio's clock (paused or not).
-#[derive(Debug, Clone)]
-pub struct TokioClock {
-    base: Timestamp,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    /// Starts at `base`.
-    pub fn new(base: Timestamp) -> Self {
-        Self {
-            base,
-            start: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        let elapsed = jiff::SignedDuration::try_from(self.start.elapsed())
-            .unwrap_or(jiff::SignedDuration::MAX);
-        self.base.checked_add(elapsed).unwrap_or(Timestamp::MAX)
-    }
-}
-
-/// A bare Application running `images`, for tests.
-#[cfg(test)]
-pub(crate) fn test_app(name: &str, images: &[&str]) -> Application {
+/// A bare Application running `images` (Synced, Healthy, synced by hand), for the tests of
+/// this crate and of `deploy-engine`.
+#[doc(hidden)]
+pub fn test_app(name: &str, images: &[&str]) -> Application {
     Application {
         name: name.into(),
         project: "default".into(),

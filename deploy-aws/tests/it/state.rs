@@ -9,11 +9,11 @@ use deploy_aws::moto::{AwsFiles, Moto, create_bucket, delete_key, list_keys, put
 use deploy_aws::{S3StateOptions, S3Store};
 use deploy_core::Error;
 use deploy_core::config::S3Location;
-use deploy_core::conformance::lock::LockFixture as _;
 use deploy_core::model::{Release, Tag};
 use deploy_core::port::{AuditLog, Clock, Lock, SystemClock};
 use deploy_core::trail::{self, Actor, AuditRecord, Outcome, RunKind};
 use deploy_core::unlock::{Refusal, UnlockError, lock_id, unlock};
+use deploy_engine::conformance::lock::LockFixture as _;
 use futures::StreamExt as _;
 use jiff::Timestamp;
 
@@ -77,7 +77,7 @@ async fn lock_conformance() {
     let lock = store(&files, "laptop", BUCKET)
         .await
         .lock("prod", KEY, Arc::new(SystemClock));
-    if let Err(broken) = deploy_core::conformance::lock::run_all(&lock, &lock, "s3").await {
+    if let Err(broken) = deploy_engine::conformance::lock::run_all(&lock, &lock, "s3").await {
         panic!("S3Lock: {broken}");
     }
     // The environment's promotion lock is its one object; other leases live beside it.

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use deploy_core::config::{Config, EXAMPLE};
-use deploy_core::engine::{Engine, Ports, RunOptions};
-use deploy_core::memory::{Timing, World};
 use deploy_core::model::Tag;
 use deploy_core::plan::build::{build_tag, push_order};
 use deploy_core::plan::live::{is_at, service_images};
@@ -21,7 +19,9 @@ use deploy_core::port::{ArgoCd, Clock, SystemClock};
 use deploy_core::rollout::event::Event;
 use deploy_core::rollout::lock;
 use deploy_core::trail::Actor;
-use deploy_core::watch::Watcher;
+use deploy_engine::engine::{Engine, Ports, RunOptions};
+use deploy_engine::memory::{Timing, World};
+use deploy_engine::watch::Watcher;
 
 use super::promote::{print_plan, print_summary};
 use super::release::print_check;

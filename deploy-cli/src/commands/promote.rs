@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
-use deploy_core::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
@@ -16,6 +15,7 @@ use deploy_core::rollout::event::{Event, RunReport};
 use deploy_core::rollout::lock;
 use deploy_core::rollout::lock::Holder;
 use deploy_core::trail::{self, Actor, Outcome, RunKind};
+use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 
 use super::release::parse_tag;
 use crate::backends::Backends;
@@ -201,7 +201,7 @@ pub async fn plan_cmd(
     let p = make_plan(config, backends, env, Intent::Promote { tag }, None).await?;
     print_plan(out, &p);
     let windows =
-        deploy_core::engine::window::plan_windows(&*backends.argocd, &p, backends.clock.now())
+        deploy_engine::engine::window::plan_windows(&*backends.argocd, &p, backends.clock.now())
             .await;
     super::windows::print_windows(out, &windows);
     out.record("windows", &windows);

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::check::{NoData, Phase, ResolvedCheck, Scope, phase};
+use crate::check::{NoData, Phase, ResolvedCheck, phase};
 use crate::config::{Config, Environment};
 use crate::error::{Error, Result};
 use crate::model::SyncMode;
 use crate::port::{
-    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, MetricSource, Metrics,
-    Registry, ReplicationRule, RepositoryInfo,
+    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, MetricSource, Registry,
+    ReplicationRule, RepositoryInfo,
 };
 
 /// How bad a finding is.
@@ -107,64 +107,6 @@ impl ProbeAnswer {
             Err(e) => Self::Unreachable(e.to_string()),
         }
     }
-}
-
-/// Measures each check of `env` once on each of its clusters, all at once, each within
-/// [`crate::check::MEASURE_TIMEOUT`]. `{release}` is the release the cluster's
-/// Application runs now (from `apps`, as [`observe`] read them), `unknown` when it runs none
-/// or several.
-pub async fn observe_checks(
-    config: &Config,
-    env: &Environment,
-    apps: &BTreeMap<String, Option<Application>>,
-    metrics: &dyn Metrics,
-) -> Vec<CheckProbe> {
-    let mut resolved = Vec::new();
-    for cluster in env.waves.iter().flatten().filter_map(|c| config.cluster(c)) {
-        let live = apps
-            .get(&cluster.name)
-            .and_then(Option::as_ref)
-            .map(|a| super::live::live_tag(a, &super::live::service_images(config, env, cluster)));
-        let release = live
-            .as_ref()
-            .and_then(|l| l.tag())
-            .unwrap_or("unknown")
-            .to_owned();
-        for c in &env.checks {
-            let check = c.resolve(&Scope {
-                cluster: &cluster.name,
-                region: &cluster.region,
-                env: &env.name,
-                app: &config.app,
-                release: &release,
-            });
-            resolved.push((cluster.name.clone(), check));
-        }
-    }
-    let answers = join_all(resolved.iter().map(|(_, c)| async move {
-        match tokio::time::timeout(
-            crate::check::MEASURE_TIMEOUT,
-            metrics.measure(&c.source, &c.query),
-        )
-        .await
-        {
-            Ok(measured) => ProbeAnswer::of(measured),
-            Err(_) => ProbeAnswer::Unreachable(format!(
-                "no answer within {}s",
-                crate::check::MEASURE_TIMEOUT.as_secs()
-            )),
-        }
-    }))
-    .await;
-    resolved
-        .into_iter()
-        .zip(answers)
-        .map(|((cluster, check), answer)| CheckProbe {
-            cluster,
-            check,
-            answer,
-        })
-        .collect()
 }
 
 /// Where a check measures, for a finding's subject and text.
@@ -475,6 +417,7 @@ impl std::fmt::Display for Severity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::Scope;
     use crate::config::EXAMPLE;
     use crate::port::{IgnoreDifferences, test_app};
 
@@ -910,59 +853,6 @@ mod tests {
         let all = findings(&config, prod, &input);
         assert_eq!(all.len(), 1, "{all:#?}");
         assert_eq!(all[0].subject, "check/5xx-ratio on us-west-2");
-    }
-
-    /// Measured once per check and cluster through the port, `{release}` the release each
-    /// cluster runs, each error kind kept.
-    #[tokio::test]
-    async fn observe_checks_measures_each_cluster_once() {
-        use crate::memory::{Answer, InMemoryMetrics};
-        let text = EXAMPLE.replace(
-            r#"code=~"5.."}[2m]))"#,
-            r#"code=~"5..",release="{release}"}[2m]))"#,
-        );
-        let config = Config::parse("x", &text).unwrap();
-        let prod = config.environment("prod").unwrap();
-        let mut apps = BTreeMap::new();
-        for c in &config.clusters {
-            let images: Vec<String> = crate::plan::live::service_images(&config, prod, c)
-                .into_iter()
-                .map(|(_, n)| format!("{n}:v1"))
-                .collect();
-            let refs: Vec<&str> = images.iter().map(String::as_str).collect();
-            let app = test_app(&config.application_name(prod, c), &refs);
-            apps.insert(c.name.clone(), Some(app));
-        }
-        apps.insert("eu-west-1".into(), None);
-        let metrics = InMemoryMetrics::new();
-        let key = |cluster: &str, release: &str| {
-            let c = config.cluster(cluster).unwrap();
-            prod.checks[0]
-                .resolve(&Scope {
-                    cluster: &c.name,
-                    region: &c.region,
-                    env: "prod",
-                    app: "myapp",
-                    release,
-                })
-                .query
-        };
-        metrics.set(&key("us-west-2", "v1"), vec![0.001]);
-        metrics.script(&key("us-east-1", "v1"), [Answer::Unreachable]);
-        let probes = observe_checks(&config, prod, &apps, &metrics).await;
-        let got: Vec<(&str, &ProbeAnswer)> = probes
-            .iter()
-            .map(|p| (p.cluster.as_str(), &p.answer))
-            .collect();
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!(got[0], ("us-west-2", &ProbeAnswer::Values(vec![0.001])));
-        assert!(
-            matches!(got[1], ("us-east-1", ProbeAnswer::Unreachable(_))),
-            "{got:?}"
-        );
-        // No Application: the release is unknown, and the query says so.
-        assert_eq!(probes[2].check.query, key("eu-west-1", "unknown"));
-        assert_eq!(metrics.calls(&key("us-west-2", "v1")), 1);
     }
 
     #[test]
