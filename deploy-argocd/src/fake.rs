@@ -195,7 +195,7 @@ impl State {
         &self,
         name: &str,
     ) -> (
-        Vec<deploy_core::port::SyncWindow>,
+        Vec<deploy_core::window::SyncWindow>,
         Result<bool, deploy_core::window::InvalidWindow>,
     ) {
         let Some(app) = self.apps.get(name) else {
@@ -980,7 +980,7 @@ impl Responder {
                     Ok(c) => c,
                     Err(e) => return invalid(e),
                 };
-                let wire = |w: &deploy_core::port::SyncWindow| {
+                let wire = |w: &deploy_core::window::SyncWindow| {
                     json!({ "kind": w.kind.to_string(), "schedule": w.schedule,
                             "duration": w.duration, "manualSync": w.manual_sync })
                 };

@@ -441,7 +441,7 @@ impl S3Lock {
     /// lease may still be live.
     fn trust_expiry(&self, current: &Lease) -> Result<()> {
         let store_now = *guard(&self.store.date);
-        deploy_core::unlock::trust_expiry("S3", current.expires_at, self.clock.now(), store_now)
+        deploy_core::lock::trust_expiry("S3", current.expires_at, self.clock.now(), store_now)
             .map_err(|skew| Error::Refused {
                 message: format!(
                     "not taking over the lock {} of {}: {skew}",

@@ -299,7 +299,7 @@ impl Backends {
                 })?;
                 Ok(Arc::new(store.lock(
                     &env.name,
-                    &deploy_core::rollout::lock::key(&config.app, &env.name),
+                    &deploy_core::lock::key(&config.app, &env.name),
                     self.clock.clone(),
                 )))
             }
@@ -309,7 +309,7 @@ impl Backends {
                     .with_clock(self.clock.clone()),
             )),
             (Some(LockBackend::Argocd) | None, Locks::Core(client)) => {
-                let carrier = deploy_core::rollout::lock::carrier(config, env)
+                let carrier = deploy_core::lock::carrier(config, env)
                     .expect("validated: a configuration has clusters");
                 Ok(Arc::new(
                     deploy_argocd::rest::lock::ApplicationLock::over_kube(
@@ -334,7 +334,7 @@ impl Backends {
             }
             (Some(LockBackend::Argocd) | None, _) => match &self.rest {
                 Some(rest) => {
-                    let carrier = deploy_core::rollout::lock::carrier(config, env)
+                    let carrier = deploy_core::lock::carrier(config, env)
                         .expect("validated: a configuration has clusters");
                     Ok(Arc::new(
                         deploy_argocd::rest::lock::ApplicationLock::new((**rest).clone(), carrier)
@@ -629,7 +629,7 @@ impl ArgoCd for Unconfigured {
     ) -> deploy_core::Result<()> {
         Err(self.err())
     }
-    async fn sync_windows(&self, _: &str) -> deploy_core::Result<deploy_core::port::AppWindows> {
+    async fn sync_windows(&self, _: &str) -> deploy_core::Result<deploy_core::window::AppWindows> {
         Err(self.err())
     }
 }

@@ -17,13 +17,13 @@ pub mod config;
 pub mod error;
 pub mod hcl;
 pub mod image_override;
+pub mod lock;
 pub mod model;
 pub mod notify;
 pub mod plan;
 pub mod port;
 pub mod rollout;
 pub mod trail;
-pub mod unlock;
 pub mod window;
 
 pub use error::{Error, Result};

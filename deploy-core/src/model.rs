@@ -247,6 +247,48 @@ pub fn digest_of(manifest: &str) -> Digest {
     Digest::new(format!("sha256:{hex}")).expect("sha256 hex is a valid digest")
 }
 
+/// The tag an Application runs (or is told to run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum LiveTag {
+    /// Every service image has this tag.
+    Tag(String),
+    /// Services run different tags, or one service runs several: service → every tag its
+    /// image runs, sorted (empty when the image is absent).
+    Mixed(BTreeMap<String, Vec<String>>),
+    /// None of our images is there.
+    Unknown,
+}
+
+impl LiveTag {
+    /// The single tag, if there is one.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Self::Tag(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LiveTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tag(t) => f.write_str(t),
+            Self::Unknown => f.write_str("-"),
+            Self::Mixed(by) => {
+                let parts: Vec<String> = by
+                    .iter()
+                    .map(|(s, t)| match t.as_slice() {
+                        [] => format!("{s}=?"),
+                        tags => format!("{s}={}", tags.join("+")),
+                    })
+                    .collect();
+                write!(f, "mixed({})", parts.join(","))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{Phase, Verdict};
-use crate::error::Result;
 use crate::model::Release;
-use crate::port::AuditLog;
 
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,14 +193,14 @@ impl<T> Default for Found<T> {
 
 /// How far back a listing looks, widening until it has seen enough runs; then the whole
 /// trail. Most runs are recent, so the newest few are found in a day's or a week's keys.
-const WINDOWS: [Duration; 4] = [
+pub const WINDOWS: [Duration; 4] = [
     Duration::from_secs(86_400),
     Duration::from_secs(7 * 86_400),
     Duration::from_secs(30 * 86_400),
     Duration::from_secs(366 * 86_400),
 ];
 
-/// Records [`newest`] reads first (then twice as many each time).
+/// Records `deploy_engine::observe::newest` reads first (then twice as many each time).
 pub const BATCH: usize = 10;
 
 /// How many runs back a command searches the trail for a fact it only adds to what Argo CD
@@ -210,43 +208,9 @@ pub const BATCH: usize = 10;
 /// of a few months for most teams, and at most this many reads.
 pub const SEARCH_RUNS: usize = 100;
 
-/// The newest `runs` runs of `environment` as a listing shows them, newest first (by start,
-/// then run id): for each, its end record's entry, or its first record's when it has no end.
-/// Lists back from `now` in widening windows until `runs` runs have started inside the
-/// window (a run with only its end there started before it), else the whole trail.
-pub async fn newest_entries(
-    log: &dyn AuditLog,
-    environment: &str,
-    now: Timestamp,
-    runs: usize,
-) -> Result<Found<Entry>> {
-    let mut listed = Found::default();
-    let mut before: Option<Timestamp> = None;
-    let windows = WINDOWS
-        .iter()
-        .map(|w| now.checked_sub(*w).ok())
-        .chain([None]);
-    let mut since = None;
-    for window in windows {
-        since = window;
-        let got = log.list(Some(environment), since, before).await?;
-        listed.items.extend(got.items);
-        listed.warnings.extend(got.warnings);
-        let started = listed.items.iter().filter(|e| e.started).count();
-        if started >= runs || since.is_none() {
-            break;
-        }
-        before = since;
-    }
-    Ok(Found {
-        items: pick(listed.items, since, runs),
-        warnings: listed.warnings,
-    })
-}
-
 /// One entry per run, the newest `runs` runs first. A run whose first record was not listed
 /// started before `since` (the oldest time listed), so it ranks no newer than that.
-fn pick(entries: Vec<Entry>, since: Option<Timestamp>, runs: usize) -> Vec<Entry> {
+pub fn pick(entries: Vec<Entry>, since: Option<Timestamp>, runs: usize) -> Vec<Entry> {
     let mut by_run: HashMap<String, (Option<Entry>, Option<Entry>)> = HashMap::new();
     for e in entries {
         let slot = by_run.entry(e.run_id.clone()).or_default();
@@ -274,44 +238,6 @@ fn pick(entries: Vec<Entry>, since: Option<Timestamp>, runs: usize) -> Vec<Entry
     chosen.sort_by(|(a, x), (b, y)| b.cmp(a).then_with(|| y.run_id.cmp(&x.run_id)));
     chosen.truncate(runs);
     chosen.into_iter().map(|(_, e)| e).collect()
-}
-
-/// The records of the newest runs of `environment` (at most `runs`), oldest first: one per
-/// run, its end record (which repeats its start), or its first record when it has no end.
-///
-/// Reads [`BATCH`] runs first, then twice as many each time, newest first, and stops as soon
-/// as `enough` says the records read so far (given newest first) answer the question
-/// (`|_| false`: read all `runs`). Records that cannot be read are skipped and named in the
-/// warnings.
-pub async fn newest(
-    log: &dyn AuditLog,
-    environment: &str,
-    now: Timestamp,
-    runs: usize,
-    mut enough: impl FnMut(&[AuditRecord]) -> bool,
-) -> Result<Found<AuditRecord>> {
-    let listed = newest_entries(log, environment, now, runs).await?;
-    let mut out = Found {
-        items: Vec::new(),
-        warnings: listed.warnings,
-    };
-    let mut rest = listed.items.as_slice();
-    let mut batch = BATCH;
-    while !rest.is_empty() {
-        let (now_read, later) = rest.split_at(batch.min(rest.len()));
-        let got = log.read(now_read).await?;
-        out.items.extend(got.items);
-        out.warnings.extend(got.warnings);
-        if enough(&out.items) {
-            break;
-        }
-        rest = later;
-        // Doubling: a search that stops early reads at most twice what it needed, and a
-        // whole trail is read in a few large batches (concurrent inside the store).
-        batch = batch.saturating_mul(2);
-    }
-    out.items.reverse();
-    Ok(out)
 }
 
 /// Sample values in JSON: finite ones as numbers, the others as Prometheus spells them. A

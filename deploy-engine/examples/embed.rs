@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::config::{Config, EXAMPLE};
+use deploy_core::lock;
 use deploy_core::model::Tag;
 use deploy_core::plan::promotion::{Intent, observe, plan};
 use deploy_core::rollout::event::{Event, RunReport};
-use deploy_core::rollout::lock;
 use deploy_engine::clock::TokioClock;
 use deploy_engine::engine::{Engine, Ports, RunOptions};
 use deploy_engine::memory::World;

@@ -16,7 +16,8 @@
 //! use deploy_core::config::{Config, EXAMPLE};
 //! use deploy_engine::clock::TokioClock;
 //! use deploy_engine::engine::{Engine, Ports, RunOptions};
-//! use deploy_core::rollout::{event::Event, lock};
+//! use deploy_core::lock;
+//! use deploy_core::rollout::event::Event;
 //! use deploy_engine::memory::World;
 //! use deploy_core::model::Tag;
 //! use deploy_core::plan::promotion::{Intent, observe, plan};

@@ -44,9 +44,10 @@ use tokio::time::Instant;
 
 use deploy_core::config::{Cluster, Config, Environment};
 use deploy_core::error::{Error, Result};
+use deploy_core::image_override::override_for;
 use deploy_core::model::annotation;
 use deploy_core::model::{Release, Tag};
-use deploy_core::plan::live::{override_for, service_images};
+use deploy_core::plan::live::service_images;
 use deploy_core::plan::release::{
     Lookups, MAX_CANDIDATES, ReleaseCheck, judge, look_up, order_candidates,
 };

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use crate::project_root;
 
-/// Crates deploy-core may depend on: pure computation, serde, and tokio for time and
-/// concurrency. No AWS, Kubernetes or HTTP crate.
+mod layers;
+
+/// Crates deploy-core may depend on: pure computation, serde and futures (no async
+/// runtime: deploy-engine runs it). No AWS, Kubernetes or HTTP crate.
 const CORE_ALLOWED_DEPENDENCIES: &[&str] = &[
     "async-trait",
     "croner",
@@ -27,7 +29,6 @@ const CORE_ALLOWED_DEPENDENCIES: &[&str] = &[
     "serde_json",
     "sha2",
     "thiserror",
-    "tokio",
     "toml",
     "tracing",
 ];

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use deploy_core::config::{Config, EXAMPLE};
+use deploy_core::lock;
 use deploy_core::model::Tag;
 use deploy_core::plan::build::{build_tag, push_order};
 use deploy_core::plan::live::{is_at, service_images};
@@ -17,7 +18,6 @@ use deploy_core::plan::promotion::{Intent, observe, plan};
 use deploy_core::plan::release::check_release;
 use deploy_core::port::{ArgoCd, Clock, SystemClock};
 use deploy_core::rollout::event::Event;
-use deploy_core::rollout::lock;
 use deploy_core::trail::Actor;
 use deploy_engine::engine::{Engine, Ports, RunOptions};
 use deploy_engine::memory::{Timing, World};

@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
+use deploy_core::lock;
+use deploy_core::lock::Holder;
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
 use deploy_core::rollout::event::{Event, RunReport};
-use deploy_core::rollout::lock;
-use deploy_core::rollout::lock::Holder;
 use deploy_core::trail::{self, Actor, Outcome, RunKind};
 use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 
@@ -291,7 +291,7 @@ async fn recorded_digests(
     env: &Environment,
     tag: &deploy_core::model::Tag,
 ) -> Result<Option<deploy_core::model::Release>> {
-    let read = trail::newest(
+    let read = deploy_engine::observe::newest(
         &*backends.audit_for(env),
         &env.name,
         backends.clock.now(),
@@ -449,7 +449,7 @@ async fn execute(
             let EngineError::Locked { holder, .. } = &e else {
                 unreachable!("matched above")
             };
-            let unlock = deploy_core::unlock::command(&env.name, holder);
+            let unlock = deploy_core::lock::command(&env.name, holder);
             return Err(anyhow::Error::new(e).context(format!(
                 "another promotion holds the lock; if that run is gone (its machine lost, its process killed), remove it: {unlock} (add --force before it expires)"
             )));

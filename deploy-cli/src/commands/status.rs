@@ -58,7 +58,7 @@ async fn held_lock(
     backends: &Backends,
     env: &deploy_core::config::Environment,
 ) -> Option<HeldLock> {
-    let key = deploy_core::rollout::lock::key(&config.app, &env.name);
+    let key = deploy_core::lock::key(&config.app, &env.name);
     let read = async {
         let lock = backends.lock_for(config, env).await?;
         anyhow::Ok(lock.inspect(&key).await?)
@@ -99,7 +99,7 @@ async fn promoters(
     if unsaid.is_empty() {
         return Vec::new();
     }
-    let read = trail::newest(
+    let read = deploy_engine::observe::newest(
         &*backends.audit_for(env),
         &env.name,
         backends.clock.now(),

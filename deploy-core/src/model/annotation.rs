@@ -24,3 +24,24 @@ pub const LOCK: &str = "deploy/lock";
 
 /// The release `deploy watch` last wrote to an Application.
 pub const WATCHED: &str = "deploy/watched-release";
+
+/// The mark ([`SOAKED`]) written on an Application once a soak of
+/// `release` passed on it: the tag, and a fingerprint of the digests where the release has
+/// them, so a tag pushed again under other digests is a release never soaked. Pure.
+pub fn soaked_mark(release: &super::Release) -> String {
+    use sha2::Digest as _;
+    if release.digests.is_empty() {
+        return release.tag.to_string();
+    }
+    let mut h = sha2::Sha256::new();
+    for (service, digest) in &release.digests {
+        h.update(format!("{service}={digest}\n").as_bytes());
+    }
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}@{hex}", release.tag)
+}

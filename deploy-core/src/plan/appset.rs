@@ -486,7 +486,7 @@ mod tests {
             .iter()
             .map(|s| (s.name.clone(), Some(s.clone())))
             .collect();
-        let carrier = crate::rollout::lock::carrier(&config, env);
+        let carrier = crate::lock::carrier(&config, env);
         let got = check(
             &config,
             env,

@@ -196,7 +196,7 @@ pub fn check_findings(env: &Environment, probes: &[CheckProbe]) -> Vec<Finding> 
 }
 
 /// Reads the audit input of `env`, assuming the lock is an annotation of
-/// [`crate::rollout::lock::carrier`] (set [`AuditInput::lock_carrier`] to `None` when it is not).
+/// [`crate::lock::carrier`] (set [`AuditInput::lock_carrier`] to `None` when it is not).
 pub async fn observe(
     config: &Config,
     env: &Environment,
@@ -253,7 +253,7 @@ pub async fn observe(
     }
     input.clusters = inventory.clusters().await?;
     input.application_sets = super::appset::read(config, env, &input.apps, inventory).await?;
-    input.lock_carrier = crate::rollout::lock::carrier(config, env);
+    input.lock_carrier = crate::lock::carrier(config, env);
     Ok(input)
 }
 
@@ -448,7 +448,7 @@ mod tests {
             annotations: BTreeMap::new(),
             resource_version: "1".into(),
         });
-        input.lock_carrier = crate::rollout::lock::carrier(config, env);
+        input.lock_carrier = crate::lock::carrier(config, env);
         input.source_rules.insert(
             "us-west-2".into(),
             vec![ReplicationRule {

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::live::{
-    LiveTag, desired_tag, is_at_release, live_at, live_digests, live_tag, pinned_override,
-    service_images,
-};
+use crate::model::LiveTag;
+
+use crate::image_override::{desired_tag, pinned_override, same_override};
+
+use super::live::{is_at_release, live_at, live_digests, live_tag, service_images};
 use super::release::{ReleaseCheck, check_release};
 use crate::config::{Config, Environment};
 use crate::error::{Error, Result};
@@ -59,7 +60,7 @@ pub struct Observation {
     /// The ApplicationSets that generate the target Applications, by name (`None`: not found).
     #[serde(default)]
     pub application_sets: BTreeMap<String, Option<ApplicationSet>>,
-    /// The target Application that carries the lock annotation ([`crate::rollout::lock::carrier`]);
+    /// The target Application that carries the lock annotation ([`crate::lock::carrier`]);
     /// `None` when the lock lives elsewhere (a Kubernetes Lease, a state store, the sandbox).
     #[serde(default)]
     pub lock_carrier: Option<String>,
@@ -67,7 +68,7 @@ pub struct Observation {
 
 /// Reads what [`plan`] needs. Only reads: nothing is changed.
 ///
-/// It assumes the lock is an annotation of [`crate::rollout::lock::carrier`]; a caller whose
+/// It assumes the lock is an annotation of [`crate::lock::carrier`]; a caller whose
 /// lock lives elsewhere sets [`Observation::lock_carrier`] to `None`.
 pub async fn observe(
     config: &Config,
@@ -128,7 +129,7 @@ pub async fn observe(
         replication: BTreeMap::new(),
         target_apps: read_apps(config, env, argocd, &clusters).await?,
         application_sets: BTreeMap::new(),
-        lock_carrier: crate::rollout::lock::carrier(config, env),
+        lock_carrier: crate::lock::carrier(config, env),
     };
     obs.application_sets = super::appset::read(config, env, &obs.target_apps, inventory).await?;
     if let Some(tag) = tag {
@@ -674,8 +675,6 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
     out
 }
 
-pub use crate::image_override::same_override;
-
 fn replication_text(state: &ReplicationState) -> String {
     match state {
         ReplicationState::Complete => "complete".into(),
@@ -731,7 +730,7 @@ fn waves(
                 let action = if is_at_release(app, &images, release) && at_release {
                     // At the release: done only if a finished soak of this release saw it.
                     let soaked = app.annotations.get(crate::model::annotation::SOAKED)
-                        == Some(&crate::rollout::vigil::soaked_mark(release));
+                        == Some(&crate::model::annotation::soaked_mark(release));
                     if soaked {
                         Action::Skip
                     } else {

@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::check::show_values;
 use crate::model::Tag;
-use crate::rollout::lock::LeaseLost;
+use crate::rollout::lease::LeaseLost;
 use crate::trail::Outcome;
 
 /// Why a run stopped before the end.

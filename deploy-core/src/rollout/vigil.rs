@@ -16,27 +16,6 @@ pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// when that is shorter).
 pub const MAX_GAP: Duration = Duration::from_secs(30);
 
-/// The mark ([`crate::model::annotation::SOAKED`]) written on an Application once a soak of
-/// `release` passed on it: the tag, and a fingerprint of the digests where the release has
-/// them, so a tag pushed again under other digests is a release never soaked. Pure.
-pub fn soaked_mark(release: &Release) -> String {
-    use sha2::Digest as _;
-    if release.digests.is_empty() {
-        return release.tag.to_string();
-    }
-    let mut h = sha2::Sha256::new();
-    for (service, digest) in &release.digests {
-        h.update(format!("{service}={digest}\n").as_bytes());
-    }
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{}@{hex}", release.tag)
-}
-
 /// What one Application's soak has observed. Pure: every method takes the time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vigil {
@@ -182,6 +161,7 @@ pub fn judge(app: &Application, a: &AppPlan, release: &Release) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::annotation::soaked_mark;
 
     const S: Duration = Duration::from_secs(1);
 

@@ -159,7 +159,7 @@ pub async fn unlock(port: &dyn Lock, fixture: &dyn LockFixture, prefix: &str) ->
     ensure!(
         seen.lease.holder == "alice"
             && seen.lease.key == key
-            && seen.id() == deploy_core::unlock::lock_id("alice"),
+            && seen.id() == deploy_core::port::lock_id("alice"),
         "inspect: {seen:?}"
     );
     let drift = seen.lease.expires_at.duration_since(lease.expires_at).abs();

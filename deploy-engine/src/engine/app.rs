@@ -9,12 +9,13 @@ use tokio::time::Instant;
 
 use crate::engine::Run;
 use deploy_core::Error;
+use deploy_core::image_override::same_override;
 use deploy_core::model::Release;
-use deploy_core::plan::promotion::{Action, AppPlan, same_override};
+use deploy_core::plan::promotion::{Action, AppPlan};
 use deploy_core::port::{Application, OverrideValue, SyncRequest};
 use deploy_core::rollout::assess::{Assessment, Baseline, Ours, assess};
 use deploy_core::rollout::event::Event;
-use deploy_core::rollout::lock::LeaseLost;
+use deploy_core::rollout::lease::LeaseLost;
 use deploy_core::rollout::vigil::RETRY_PAUSE;
 use deploy_core::rollout::window::blocked_reason;
 

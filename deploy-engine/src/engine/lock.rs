@@ -10,7 +10,7 @@ use jiff::Timestamp;
 
 use deploy_core::error::Error;
 use deploy_core::port::{Clock, Lease, Lock};
-use deploy_core::rollout::lock::LeaseLost;
+use deploy_core::rollout::lease::LeaseLost;
 
 /// Keeps a lease alive for a run.
 #[derive(Debug)]

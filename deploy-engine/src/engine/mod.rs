@@ -30,8 +30,9 @@ use deploy_core::plan::promotion::{Action, AppPlan, PromotionPlan};
 use deploy_core::port::{ArgoCd, AuditLog, Clock, Lease, Lock, Metrics};
 use deploy_core::trail::{Actor, Outcome};
 
+use deploy_core::lock::Holder;
 use deploy_core::rollout::event::{Event, RunReport};
-use deploy_core::rollout::lock::{Holder, LeaseLost, lease_ttl};
+use deploy_core::rollout::lease::{LeaseLost, lease_ttl};
 use deploy_core::rollout::outcome::{Failure, RollbackResult, conclude};
 use deploy_core::trail::{AppReport, AppState};
 

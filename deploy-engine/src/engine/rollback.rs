@@ -140,7 +140,7 @@ impl Run<'_> {
             cancellable: false,
         };
         let from_release = AppPlan {
-            live: deploy_core::plan::live::LiveTag::Tag(self.release.tag.to_string()),
+            live: deploy_core::model::LiveTag::Tag(self.release.tag.to_string()),
             foreign_operation: None,
             ..a.clone()
         };

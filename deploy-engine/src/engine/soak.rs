@@ -14,12 +14,13 @@ use crate::engine::Run;
 use crate::engine::app::Stop;
 use deploy_core::Error;
 use deploy_core::check::least_soak;
+use deploy_core::model::annotation::soaked_mark;
 use deploy_core::plan::promotion::{Action, AppPlan};
 use deploy_core::port::{AppStream, Application, Health};
 use deploy_core::rollout::event::Event;
-use deploy_core::rollout::lock::LeaseLost;
+use deploy_core::rollout::lease::LeaseLost;
 use deploy_core::rollout::outcome::Failure;
-use deploy_core::rollout::vigil::{Verdict, Vigil, judge, soaked_mark};
+use deploy_core::rollout::vigil::{Verdict, Vigil, judge};
 
 /// A wave's soak so far, shared by its Applications' watches.
 #[derive(Debug, Default)]

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::{Event, Run};
 use deploy_core::plan::promotion::{Action, PromotionPlan, WavePlan};
 use deploy_core::port::ArgoCd;
-use deploy_core::rollout::lock::LeaseLost;
+use deploy_core::rollout::lease::LeaseLost;
 use deploy_core::rollout::window::{Blocked, POLL, WAIT_STEP, app_verdict, rank, wait_for};
 use deploy_core::window::Verdict;
 

@@ -889,8 +889,8 @@ mod tests {
         // A deny window over the whole first hour of the clock's epoch day, every day.
         a.set_sync_windows(
             "auto",
-            vec![deploy_core::port::SyncWindow {
-                kind: deploy_core::port::WindowKind::Deny,
+            vec![deploy_core::window::SyncWindow {
+                kind: deploy_core::window::WindowKind::Deny,
                 schedule: "0 0 * * *".into(),
                 duration: "1h".into(),
                 manual_sync: false,

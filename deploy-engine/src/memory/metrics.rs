@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::InMemoryArgoCd;
 use deploy_core::error::{Error, Result};
-use deploy_core::plan::live::{LiveTag, live_tag};
+use deploy_core::model::LiveTag;
+use deploy_core::plan::live::live_tag;
 use deploy_core::port::{ArgoCd as _, MetricSource, Metrics};
 
 /// One scripted answer to a measurement.

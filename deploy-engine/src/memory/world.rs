@@ -14,11 +14,12 @@ use super::{
     MetricsState, RegistryState, Simulation,
 };
 use deploy_core::config::{Config, Environment};
+use deploy_core::image_override::override_for;
 use deploy_core::model::digest_of;
 use deploy_core::model::{Digest, Release, Tag};
 use deploy_core::plan::build::push_order;
 use deploy_core::plan::findings::override_pointer;
-use deploy_core::plan::live::{override_for, service_images};
+use deploy_core::plan::live::service_images;
 use deploy_core::port::{
     ApplicationSet, ArgoCd as _, Clock, ClusterInfo, IgnoreDifferences, Lease, ReplicationRule,
 };

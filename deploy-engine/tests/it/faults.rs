@@ -289,7 +289,10 @@ impl ArgoCd for Faulty {
         self.wrote(name, Write::Annotate);
         self.inner.annotate(name, annotations).await
     }
-    async fn sync_windows(&self, name: &str) -> deploy_core::Result<deploy_core::port::AppWindows> {
+    async fn sync_windows(
+        &self,
+        name: &str,
+    ) -> deploy_core::Result<deploy_core::window::AppWindows> {
         self.inner.sync_windows(name).await
     }
 }
@@ -899,7 +902,7 @@ async fn rollback_touches_only_what_this_run_wrote_and_never_returns_to_the_rele
     assert!(plan.is_go(), "{:#?}", plan.gates);
     let eu_plan = &plan.waves[1].apps[1];
     assert!(
-        matches!(eu_plan.live, deploy_core::plan::live::LiveTag::Mixed(_)),
+        matches!(eu_plan.live, deploy_core::model::LiveTag::Mixed(_)),
         "{:?}",
         eu_plan.live
     );
@@ -962,7 +965,7 @@ async fn mark_soaked(h: &Harness, app: &str) {
     let release = h.plan().await.release.unwrap();
     let mark = BTreeMap::from([(
         annotation::SOAKED.to_owned(),
-        deploy_core::rollout::vigil::soaked_mark(&release),
+        deploy_core::model::annotation::soaked_mark(&release),
     )]);
     h.f.world.argocd.annotate(app, &mark).await.unwrap();
 }
@@ -1238,7 +1241,7 @@ async fn a_forty_five_minute_soak_keeps_the_lease() {
         let c = &mut a.checks[0];
         (c.count, c.interval, c.initial_delay) = (Some(10), 5 * MINUTE, Duration::ZERO);
     }
-    assert!(deploy_core::rollout::lock::lease_ttl(&plan) >= 85 * MINUTE);
+    assert!(deploy_core::rollout::lease::lease_ttl(&plan) >= 85 * MINUTE);
     // Another run tries to take the lock every five minutes while wave 1 soaks.
     let script = async {
         let soak = h.when(soak_started(1)).await;

@@ -10,9 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deploy_core::Error;
 use deploy_core::config::{Config, EXAMPLE};
+use deploy_core::image_override::override_for;
 use deploy_core::model::annotation;
 use deploy_core::model::{RepoLocation, Tag};
-use deploy_core::plan::live::{override_for, service_images};
+use deploy_core::plan::live::service_images;
 use deploy_core::port::{
     AppStream, Application, ArgoCd, ImageLookup, OverrideValue, Registry, ReplicationRule,
     ReplicationStatus, RepositoryInfo, SyncRequest, TaggedImage,
@@ -73,7 +74,10 @@ impl<A: ArgoCd> ArgoCd for Writes<A> {
     ) -> deploy_core::Result<()> {
         self.inner.annotate(name, annotations).await
     }
-    async fn sync_windows(&self, name: &str) -> deploy_core::Result<deploy_core::port::AppWindows> {
+    async fn sync_windows(
+        &self,
+        name: &str,
+    ) -> deploy_core::Result<deploy_core::window::AppWindows> {
         self.inner.sync_windows(name).await
     }
 }

@@ -11,7 +11,9 @@ use deploy_core::trail::AppState;
 
 use deploy_engine::engine::{EngineError, RunOptions};
 
-use deploy_core::port::{AuditLog, Clock, Health, SyncWindow, WindowKind};
+use deploy_core::port::{AuditLog, Clock, Health};
+
+use deploy_core::window::{SyncWindow, WindowKind};
 
 use deploy_core::rollout::event::Event;
 use deploy_core::trail::Outcome;

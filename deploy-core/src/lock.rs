@@ -1,24 +1,103 @@
-//! Decisions about a stored lock that is not ours: its id, whether `deploy unlock` may
-//! remove it, and whether this machine's clock can be trusted to call it expired.
+//! The promotion lock's rules: one key per environment ([`key`]), the Application that carries
+//! it where the lock is an annotation ([`carrier`]), who holds it ([`Holder`]) and when a stale
+//! holder may be taken over, whether `deploy unlock` may remove a lock that is not ours, and
+//! whether this machine's clock can be trusted to call it expired.
 //!
 //! Pure: the adapters read the lock ([`crate::port::Lock::inspect`]) and the store's clock,
 //! these functions decide, and the adapters act (a conditional delete, a takeover).
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
-use crate::port::{Lock, LockState};
+use crate::port::{Lock, LockState, lock_id};
 
-/// The id of a lock held by `holder`: the first 8 hex digits of its SHA-256. A holder
-/// names one process (user, host, pid, boot, PID namespace), so the id stays the same while
-/// that run renews the lock and changes when anyone else takes it; it is short enough to
-/// type, and every backend can compute it from what it stores.
-pub fn lock_id(holder: &str) -> String {
-    let digest = Sha256::digest(holder.as_bytes());
-    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+/// The lock key of an environment: the same for every machine and every transport, whatever
+/// the order of `waves` or `[[clusters]]` in a local configuration.
+pub fn key(app: &str, environment: &str) -> String {
+    format!("deploy-{app}-{environment}")
+}
+
+/// The Application that carries an environment's lock where the lock is an annotation: the
+/// first of its Applications by name, so that two configurations listing clusters or waves in
+/// another order still contend for the same object.
+pub fn carrier(config: &crate::config::Config, env: &crate::config::Environment) -> Option<String> {
+    config
+        .clusters
+        .iter()
+        .map(|c| config.application_name(env, c))
+        .min()
+}
+
+/// Who holds a lock: `user@host pid N boot B pidns P`. The boot id and PID namespace make
+/// "that process is gone" decidable only by a process of the same kernel boot and namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// OS user.
+    pub user: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// First 8 characters of the kernel boot id, `unknown` when it cannot be read.
+    pub boot: String,
+    /// PID namespace inode, `unknown` when it cannot be read.
+    pub pidns: String,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{} pid {} boot {} pidns {}",
+            self.user, self.host, self.pid, self.boot, self.pidns
+        )
+    }
+}
+
+/// A holder string that is not of the [`Holder`] form (another tool, an older version).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lock holder {0:?} is not of the form `user@host pid N boot B pidns P`")]
+pub struct UnknownHolder(pub String);
+
+impl FromStr for Holder {
+    type Err = UnknownHolder;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || UnknownHolder(s.to_owned());
+        let words: Vec<&str> = s.split(' ').collect();
+        let [who, "pid", pid, "boot", boot, "pidns", pidns] = words.as_slice() else {
+            return Err(bad());
+        };
+        let (user, host) = who.split_once('@').ok_or_else(bad)?;
+        Ok(Self {
+            user: user.to_owned(),
+            host: host.to_owned(),
+            pid: pid.parse().map_err(|_| bad())?,
+            boot: (*boot).to_owned(),
+            pidns: (*pidns).to_owned(),
+        })
+    }
+}
+
+impl Holder {
+    /// Whether `self` (this process) may take over a lock `theirs` holds: only a process of
+    /// the same user, on the same host, in the same boot and PID namespace, that no longer
+    /// exists (`exists` answers for a pid). Anything else (another user, whose processes
+    /// `hidepid` may hide; another machine; an unknown scope) is never judged gone. Pure.
+    pub fn may_take_over(&self, theirs: &Holder, exists: impl Fn(u32) -> bool) -> bool {
+        let known = |h: &Holder| h.boot != "unknown" && h.pidns != "unknown";
+        known(self)
+            && self.user == theirs.user
+            && self.host == theirs.host
+            && self.boot == theirs.boot
+            && self.pidns == theirs.pidns
+            && self.pid != theirs.pid
+            && !exists(theirs.pid)
+    }
 }
 
 /// The command that removes a lock left by a run that is gone.
@@ -295,6 +374,92 @@ mod tests {
         assert!(
             skew.to_string().contains("clock is off by 3600 s"),
             "{skew}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod holders {
+    use super::*;
+
+    fn me() -> Holder {
+        "alice@laptop pid 42 boot 0123abcd pidns 4026531836"
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn holder_round_trips() {
+        let h = me();
+        assert_eq!(h.to_string().parse::<Holder>().unwrap(), h);
+        assert_eq!(h.pid, 42);
+        for bad in [
+            "garbage",
+            "alice@laptop pid x boot a pidns b",
+            "alice pid 1 boot a pidns b",
+            "",
+        ] {
+            assert!(bad.parse::<Holder>().is_err(), "{bad}");
+        }
+    }
+
+    #[track_caller]
+    fn check(theirs: &str, exists: bool, want: bool) {
+        let theirs: Holder = theirs.parse().unwrap();
+        assert_eq!(me().may_take_over(&theirs, |_| exists), want, "{theirs}");
+    }
+
+    #[test]
+    fn takeover_only_of_a_gone_process_in_our_scope() {
+        check(
+            "alice@laptop pid 7 boot 0123abcd pidns 4026531836",
+            false,
+            true,
+        );
+        check(
+            "alice@laptop pid 7 boot 0123abcd pidns 4026531836",
+            true,
+            false,
+        );
+        check(
+            "bob@laptop pid 7 boot 0123abcd pidns 4026531836",
+            false,
+            false,
+        );
+        check(
+            "alice@ci pid 7 boot 0123abcd pidns 4026531836",
+            false,
+            false,
+        );
+        check(
+            "alice@laptop pid 7 boot ffffffff pidns 4026531836",
+            false,
+            false,
+        );
+        check("alice@laptop pid 7 boot 0123abcd pidns 1", false, false);
+        check(
+            "alice@laptop pid 42 boot 0123abcd pidns 4026531836",
+            false,
+            false,
+        );
+        check(
+            "alice@laptop pid 7 boot unknown pidns unknown",
+            false,
+            false,
+        );
+    }
+
+    #[test]
+    fn the_key_and_the_carrier_ignore_local_order() {
+        assert_eq!(key("myapp", "prod"), "deploy-myapp-prod");
+        let config = crate::config::Config::parse("deploy.toml", crate::config::EXAMPLE).unwrap();
+        let prod = config.environment("prod").unwrap();
+        let mut reordered = config.clone();
+        reordered.clusters.reverse();
+        assert_eq!(carrier(&config, prod), carrier(&reordered, prod));
+        assert_eq!(
+            carrier(&config, prod).as_deref(),
+            Some("myapp-prod-eu-west-1")
         );
     }
 }
