@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::project_root;
 
+// The README and docs/ show only commands and configuration that parse.
+mod docs;
+
 /// Crates deploy-core may depend on: pure computation, serde, and tokio for time and
 /// concurrency. No AWS, Kubernetes or HTTP crate.
 const CORE_ALLOWED_DEPENDENCIES: &[&str] = &[
