@@ -44,6 +44,60 @@ fn docs_show_only_commands_and_configuration_that_parse() {
 }
 
 #[test]
+fn docs_name_every_command_and_option() {
+    let text: String = pages().iter().map(|p| read(p)).collect();
+    report(undocumented(&text));
+}
+
+/// Every subcommand (`deploy release check`) and every long option (`--window-wait`) of the
+/// CLI that `text` never names in a code span: what a user can type is documented somewhere.
+fn undocumented(text: &str) -> Vec<String> {
+    use clap::CommandFactory;
+    let mut root = deploy_cli::cli::Cli::command();
+    root.build();
+    let spans: Vec<String> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut missing = Vec::new();
+    let mut stack = vec![(String::from("deploy"), &root)];
+    while let Some((path, command)) = stack.pop() {
+        if path != "deploy" && !spans.iter().any(|s| s.starts_with(&path)) {
+            missing.push(format!("README.md, docs/: no code span names `{path}`"));
+        }
+        // A global option is the root's, named once.
+        let own = |a: &&clap::Arg| !a.is_hide_set() && (path == "deploy" || !a.is_global_set());
+        for arg in command.get_arguments().filter(own) {
+            let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) else {
+                continue;
+            };
+            let option = format!("--{long}");
+            let short = arg.get_short().map(|s| format!("-{s}"));
+            let named = |s: &String| {
+                s.split([' ', '=', '[', ']', '/'])
+                    .any(|w| w == option || Some(w) == short.as_deref())
+            };
+            if !spans.iter().any(named) {
+                missing.push(format!(
+                    "README.md, docs/: no code span names `{path} {option}`"
+                ));
+            }
+        }
+        stack.extend(
+            command
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+                .map(|c| (format!("{path} {}", c.get_name()), c)),
+        );
+    }
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+#[test]
 fn docs_links_reach_their_files_and_headings() {
     let mut violations = Vec::new();
     for page in pages() {
@@ -534,6 +588,35 @@ mod tests {
                 "page.md:3: `deploy release check --env E --wiat D`: `check` has no option `wiat`",
             ]
         );
+    }
+
+    #[test]
+    fn a_command_or_option_no_page_names_is_a_violation() {
+        let missing = undocumented("`deploy status [--env E]`, `deploy demo --pace F`, `-v/-q`");
+        for want in [
+            "`deploy plan`",
+            "`deploy promote --window-wait`",
+            "`deploy release check`",
+            "`deploy --config`",
+        ] {
+            assert!(
+                missing
+                    .iter()
+                    .any(|m| m.ends_with(&format!("names {want}"))),
+                "{want}: {missing:#?}"
+            );
+        }
+        for named in [
+            "`deploy status",
+            "`deploy demo",
+            "`deploy --verbose`",
+            "`deploy --quiet`",
+        ] {
+            assert!(
+                !missing.iter().any(|m| m.contains(named)),
+                "{named}: {missing:#?}"
+            );
+        }
     }
 
     #[test]
