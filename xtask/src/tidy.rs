@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::project_root;
 
+// The README and docs/ show only commands and configuration that parse.
+mod docs;
+// Each crate's modules import only from the layers below them.
 mod layers;
 
 /// Crates deploy-core may depend on: pure computation, serde and futures (no async

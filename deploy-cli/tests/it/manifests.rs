@@ -659,21 +659,22 @@ fn the_role_grants_what_watch_needs_and_nothing_else() {
 fn the_readme_iam_policy_covers_what_watch_reads() {
     let m = Manifests::load();
     let env = m.env();
-    let readme = read(&deploy_dir().join("README.md"));
+    // The guide to these manifests moved to docs/ with the other guides (issue 18).
+    let readme = read(&root().join("docs/watch-in-cluster.md"));
     let blocks: Vec<Value> = readme
         .split("```json")
         .skip(1)
         .map(|rest| rest.split("```").next().expect("a closed block"))
         .map(|block| {
             serde_json::from_str(block)
-                .unwrap_or_else(|e| panic!("deploy/README.md: {e}:\n{block}"))
+                .unwrap_or_else(|e| panic!("docs/watch-in-cluster.md: {e}:\n{block}"))
         })
         .collect();
     let policy = blocks
         .iter()
         .flat_map(|b| b["Statement"].as_array().cloned().unwrap_or_default())
         .find(|s| s["Sid"] == "DeployWatchReadsReleases")
-        .expect("deploy/README.md: the permissions statement DeployWatchReadsReleases");
+        .expect("docs/watch-in-cluster.md: the permissions statement DeployWatchReadsReleases");
     // watch calls only DescribeImages (deploy-aws `tagged_images` and `image`).
     assert_eq!(strings(&policy["Action"]), ["ecr:DescribeImages"]);
     let want: BTreeSet<String> = m
@@ -698,7 +699,7 @@ fn the_readme_iam_policy_covers_what_watch_reads() {
         .iter()
         .flat_map(|b| b["Statement"].as_array().cloned().unwrap_or_default())
         .find(|s| s["Action"] == "sts:AssumeRoleWithWebIdentity")
-        .expect("deploy/README.md: the IRSA trust policy");
+        .expect("docs/watch-in-cluster.md: the IRSA trust policy");
     let subject = format!(
         "system:serviceaccount:{}:{}",
         m.namespace(),
