@@ -142,7 +142,7 @@ impl Case {
         fake.set_stream_hold(STREAM_HOLD);
         fake.set_request_delay(self.delay);
         let argocd = client_with(&fake.server, options());
-        let obs = promotion::observe(
+        let obs = deploy_engine::observe::promotion::observe(
             &self.config,
             prod,
             Intent::Promote { tag: None },

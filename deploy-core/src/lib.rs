@@ -8,9 +8,11 @@
 //! over the ports and has in-memory backends of every port; `deploy-aws` and `deploy-argocd`
 //! have the real ones.
 //!
-//! The layers, each importing only from those before it (a tidy test keeps them):
-//! `error`, `model` → `config` → `hcl`, `window`, `trail` → `port` → `unlock`, `check`,
-//! `image_override` → `plan` → `rollout` → `notify`.
+//! The layers, each importing only from those before it (`xtask/src/tidy/layers.rs` keeps
+//! them): `error`, `model` → `config` → `hcl`, `window`, `check`, `trail` → `port` → the rules
+//! of the lock (`lock`) and of image overrides (`image_override`) → `plan` → `rollout` →
+//! `notify`. No module does I/O, and nothing here needs an async runtime: the async port
+//! traits are called by `deploy-engine`.
 
 pub mod check;
 pub mod config;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::error::Error;
-use crate::port::{Lock, LockState, lock_id};
+use crate::port::{LockState, lock_id};
 
 /// The lock key of an environment: the same for every machine and every transport, whatever
 /// the order of `waves` or `[[clusters]]` in a local configuration.
@@ -195,27 +195,6 @@ pub enum UnlockError {
     /// The lock backend failed.
     #[error(transparent)]
     Port(#[from] Error),
-}
-
-/// `deploy unlock`: reads lock `key`, [`decide`]s, and removes it conditionally on the version
-/// read ([`Lock::remove`]). Returns the lock as it was removed.
-pub async fn unlock(
-    lock: &dyn Lock,
-    key: &str,
-    wanted: &str,
-    force: bool,
-    now: Timestamp,
-) -> Result<LockState, UnlockError> {
-    let state = lock.inspect(key).await?;
-    decide(key, state.as_ref(), wanted, force, now)?;
-    let state = state.expect("decide refuses a free lock");
-    if lock.remove(&state).await? {
-        Ok(state)
-    } else {
-        Err(UnlockError::Changed {
-            key: key.to_owned(),
-        })
-    }
 }
 
 /// `d` in whole seconds for people, e.g. `14m 3s`.

@@ -74,7 +74,7 @@ impl Case {
                 .argocd
                 .set_app_timing(&self.config.application_name(prod, c), generated_timing(i));
         }
-        let obs = promotion::observe(
+        let obs = deploy_engine::observe::promotion::observe(
             &self.config,
             prod,
             Intent::Promote { tag: None },

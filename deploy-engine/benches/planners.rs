@@ -144,7 +144,7 @@ fn plan_and_findings(c: &mut Criterion, config: &Config) {
         let world = world_with_staging_at_t2(config).await;
         let seeded = started.elapsed();
         let t = Instant::now();
-        let obs = promotion::observe(
+        let obs = deploy_engine::observe::promotion::observe(
             config,
             prod,
             Intent::Promote { tag: None },
@@ -157,7 +157,7 @@ fn plan_and_findings(c: &mut Criterion, config: &Config) {
         .expect("observe");
         let observed = t.elapsed();
         let t = Instant::now();
-        let audit = findings::observe(config, prod, &world.registry, &world.argocd, &world.argocd)
+        let audit = deploy_engine::observe::findings::observe(config, prod, &world.registry, &world.argocd, &world.argocd)
             .await
             .expect("audit observe");
         eprintln!(

@@ -13,11 +13,12 @@ use std::time::Duration;
 use deploy_core::config::{Config, EXAMPLE};
 use deploy_core::lock;
 use deploy_core::model::Tag;
-use deploy_core::plan::promotion::{Intent, observe, plan};
+use deploy_core::plan::promotion::{Intent, plan};
 use deploy_core::rollout::event::{Event, RunReport};
 use deploy_engine::clock::TokioClock;
 use deploy_engine::engine::{Engine, Ports, RunOptions};
 use deploy_engine::memory::World;
+use deploy_engine::observe::promotion::observe;
 
 /// Your rendering: here, terse lines with the paused clock's seconds.
 fn render(start: tokio::time::Instant, event: &Event) -> Option<String> {

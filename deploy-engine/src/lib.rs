@@ -20,7 +20,8 @@
 //! use deploy_core::rollout::event::Event;
 //! use deploy_engine::memory::World;
 //! use deploy_core::model::Tag;
-//! use deploy_core::plan::promotion::{Intent, observe, plan};
+//! use deploy_core::plan::promotion::{Intent, plan};
+//! use deploy_engine::observe::promotion::observe;
 //! use deploy_core::trail::Outcome;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -77,6 +78,7 @@ pub mod clock;
 pub mod engine;
 pub mod memory;
 pub mod observe;
+pub mod unlock;
 pub mod watch;
 
 #[cfg(feature = "conformance")]

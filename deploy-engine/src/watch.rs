@@ -42,15 +42,14 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::observe::release::look_up;
 use deploy_core::config::{Cluster, Config, Environment};
 use deploy_core::error::{Error, Result};
 use deploy_core::image_override::override_for;
 use deploy_core::model::annotation;
 use deploy_core::model::{Release, Tag};
 use deploy_core::plan::live::service_images;
-use deploy_core::plan::release::{
-    Lookups, MAX_CANDIDATES, ReleaseCheck, judge, look_up, order_candidates,
-};
+use deploy_core::plan::release::{Lookups, MAX_CANDIDATES, ReleaseCheck, judge, order_candidates};
 use deploy_core::port::{Application, ArgoCd, Clock, Lease, Lock, OverrideValue, Registry};
 
 /// How long a watcher's leadership lasts unless renewed.

@@ -164,7 +164,7 @@ async fn promote(
         .await
         .expect("the staging apps exist");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let obs = promotion::observe(
+    let obs = deploy_engine::observe::promotion::observe(
         &config,
         prod,
         Intent::Promote { tag: None },

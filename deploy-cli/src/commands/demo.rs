@@ -14,13 +14,14 @@ use deploy_core::lock;
 use deploy_core::model::Tag;
 use deploy_core::plan::build::{build_tag, push_order};
 use deploy_core::plan::live::{is_at, service_images};
-use deploy_core::plan::promotion::{Intent, observe, plan};
-use deploy_core::plan::release::check_release;
+use deploy_core::plan::promotion::{Intent, plan};
 use deploy_core::port::{ArgoCd, Clock, SystemClock};
 use deploy_core::rollout::event::Event;
 use deploy_core::trail::Actor;
 use deploy_engine::engine::{Engine, Ports, RunOptions};
 use deploy_engine::memory::{Timing, World};
+use deploy_engine::observe::promotion::observe;
+use deploy_engine::observe::release::check_release;
 use deploy_engine::watch::Watcher;
 
 use super::promote::{print_plan, print_summary};

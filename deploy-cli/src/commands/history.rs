@@ -23,7 +23,7 @@ pub async fn run(
     let mut warnings = Vec::new();
     for env in envs {
         // Only the newest `limit` runs are read: a listing finds them, one GET each.
-        let read = deploy_engine::observe::newest(
+        let read = deploy_engine::observe::trail::newest(
             &*backends.audit_for(env),
             &env.name,
             backends.clock.now(),

@@ -10,12 +10,13 @@ use tokio::sync::{mpsc, watch};
 use deploy_core::config::{Config, Environment};
 use deploy_core::lock;
 use deploy_core::lock::Holder;
-use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
+use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
 use deploy_core::rollout::event::{Event, RunReport};
 use deploy_core::trail::{self, Actor, Outcome, RunKind};
 use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
+use deploy_engine::observe::promotion::observe;
 
 use super::release::parse_tag;
 use crate::backends::Backends;
@@ -291,7 +292,7 @@ async fn recorded_digests(
     env: &Environment,
     tag: &deploy_core::model::Tag,
 ) -> Result<Option<deploy_core::model::Release>> {
-    let read = deploy_engine::observe::newest(
+    let read = deploy_engine::observe::trail::newest(
         &*backends.audit_for(env),
         &env.name,
         backends.clock.now(),

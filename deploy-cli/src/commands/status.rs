@@ -8,9 +8,9 @@ use deploy_core::config::{Config, Environment};
 use deploy_core::model::annotation;
 use deploy_core::plan::live::{live_tag, promoted, service_images};
 use deploy_core::plan::promotion::desired;
-use deploy_core::plan::release::newest_complete;
 use deploy_core::port::Application;
 use deploy_core::trail::{self, AuditRecord};
+use deploy_engine::observe::release::newest_complete;
 
 use crate::backends::Backends;
 use crate::exit::Exit;
@@ -99,7 +99,7 @@ async fn promoters(
     if unsaid.is_empty() {
         return Vec::new();
     }
-    let read = deploy_engine::observe::newest(
+    let read = deploy_engine::observe::trail::newest(
         &*backends.audit_for(env),
         &env.name,
         backends.clock.now(),

@@ -5,10 +5,11 @@
 use anyhow::{Context, Result};
 use deploy_core::config::Config;
 use deploy_core::lock;
-use deploy_core::lock::{Refusal, UnlockError, age, unlock};
+use deploy_core::lock::{Refusal, UnlockError, age};
 use deploy_core::model::{Release, Tag};
 use deploy_core::port::LockState;
 use deploy_core::trail::{AuditRecord, Outcome, RunKind};
+use deploy_engine::unlock::unlock;
 use jiff::Timestamp;
 use serde::Serialize;
 

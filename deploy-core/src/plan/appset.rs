@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{Config, Environment, ImageOverride};
-use crate::error::Result;
-use crate::port::{Application, ApplicationSet, ArgoCdInventory};
+use crate::port::{Application, ApplicationSet};
 
 /// Annotations upstream's controller keeps without being told (`defaultPreservedAnnotations`).
 pub const CONTROLLER_PRESERVED: [&str; 2] = [
@@ -161,37 +160,11 @@ pub fn written_annotations(
 
 /// The ApplicationSet that generates `app`: its owner reference, else the configured
 /// `application_set`. The flag says whether the owner reference named it.
-fn owner(config: &Config, env: &Environment, app: &Application) -> Option<(String, bool)> {
+pub fn owner(config: &Config, env: &Environment, app: &Application) -> Option<(String, bool)> {
     app.owner_application_set
         .clone()
         .map(|n| (n, true))
         .or_else(|| config.application_set_name(env).map(|n| (n, false)))
-}
-
-/// Reads the ApplicationSet of every Application in `apps` (by owner reference, else the
-/// configured name), by name; `None` for one that does not exist.
-pub async fn read(
-    config: &Config,
-    env: &Environment,
-    apps: &BTreeMap<String, Option<Application>>,
-    inventory: &dyn ArgoCdInventory,
-) -> Result<BTreeMap<String, Option<ApplicationSet>>> {
-    let mut out = BTreeMap::new();
-    for app in apps.values().flatten() {
-        let Some((name, _)) = owner(config, env, app) else {
-            continue;
-        };
-        if out.contains_key(&name) {
-            continue;
-        }
-        let set = match inventory.application_set(&name).await {
-            Ok(s) => Some(s),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        out.insert(name, set);
-    }
-    Ok(out)
 }
 
 /// An ApplicationSet that would undo what `deploy` writes to the Applications it generates.

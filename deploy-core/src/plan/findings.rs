@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{NoData, Phase, ResolvedCheck, phase};
@@ -12,8 +11,7 @@ use crate::config::{Config, Environment};
 use crate::error::{Error, Result};
 use crate::model::SyncMode;
 use crate::port::{
-    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, MetricSource, Registry,
-    ReplicationRule, RepositoryInfo,
+    Application, ApplicationSet, ClusterInfo, MetricSource, ReplicationRule, RepositoryInfo,
 };
 
 /// How bad a finding is.
@@ -193,68 +191,6 @@ pub fn check_findings(env: &Environment, probes: &[CheckProbe]) -> Vec<Finding> 
             })
         })
         .collect()
-}
-
-/// Reads the audit input of `env`, assuming the lock is an annotation of
-/// [`crate::lock::carrier`] (set [`AuditInput::lock_carrier`] to `None` when it is not).
-pub async fn observe(
-    config: &Config,
-    env: &Environment,
-    registry: &dyn Registry,
-    argocd: &dyn ArgoCd,
-    inventory: &dyn ArgoCdInventory,
-) -> Result<AuditInput> {
-    let mut input = AuditInput::default();
-    for cluster in &config.clusters {
-        let app = match argocd
-            .application(&config.application_name(env, cluster))
-            .await
-        {
-            Ok(a) => Some(a),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        input.apps.insert(cluster.name.clone(), app);
-    }
-    if let Some(name) = config.application_set_name(env) {
-        let sets = inventory.application_sets().await?;
-        input.application_set = sets.into_iter().find(|s| s.name == name);
-        input.application_set_missing = input.application_set.is_none();
-    }
-    if let Some(src) = env
-        .promote_from
-        .as_deref()
-        .and_then(|s| config.environments.get(s))
-    {
-        for region in &src.registry.regions {
-            input.source_rules.insert(
-                region.clone(),
-                registry
-                    .replication_rules(&src.registry.account, region)
-                    .await?,
-            );
-        }
-    }
-    let locations: Vec<_> = config
-        .services
-        .iter()
-        .flat_map(|s| env.registry.regions.iter().map(move |r| env.location(s, r)))
-        .collect();
-    let infos = join_all(locations.iter().map(|l| registry.repository(l))).await;
-    for (loc, info) in locations.into_iter().zip(infos) {
-        let info = match info {
-            Ok(i) => Some(i),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        input
-            .repositories
-            .insert((loc.repository, loc.region), info);
-    }
-    input.clusters = inventory.clusters().await?;
-    input.application_sets = super::appset::read(config, env, &input.apps, inventory).await?;
-    input.lock_carrier = crate::lock::carrier(config, env);
-    Ok(input)
 }
 
 pub use super::appset::override_pointer;

@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Environment, Service, TagPolicy, TagStrategy};
-use crate::error::{Error, Result};
+use crate::config::{Environment, Service, TagPolicy, TagStrategy};
+use crate::error::Error;
 use crate::model::{Digest, Release, Tag};
-use crate::port::{ImageLookup, Registry, TaggedImage};
+use crate::port::{ImageLookup, TaggedImage};
 
 /// Why an image is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,52 +122,8 @@ pub fn judge(
     }
 }
 
-/// Checks `tag` in every region registry of `env`: one lookup per service and region, all at once.
-pub async fn check_release(
-    registry: &dyn Registry,
-    config: &Config,
-    env: &Environment,
-    tag: &Tag,
-) -> Result<ReleaseCheck> {
-    let mut lookups = BTreeMap::new();
-    look_up(registry, config, env, tag, &mut lookups).await?;
-    Ok(judge(env, &config.services, tag, &lookups))
-}
-
 /// (service, region) → what the registry answered for one tag.
 pub type Lookups = BTreeMap<(String, String), ImageLookup>;
-
-/// Looks up, all at once, every (service, region) of `env` that `lookups` does not already
-/// hold as found with a digest every region agrees on, and records the answers. With empty
-/// `lookups` that is every image; on a later call only what was missing or inconsistent, so
-/// re-checking an incomplete release costs one request per image still missing.
-pub async fn look_up(
-    registry: &dyn Registry,
-    config: &Config,
-    env: &Environment,
-    tag: &Tag,
-    lookups: &mut Lookups,
-) -> Result<()> {
-    let settled = judge(env, &config.services, tag, lookups);
-    let pairs: Vec<(&Service, &String)> = config
-        .services
-        .iter()
-        .flat_map(|s| env.registry.regions.iter().map(move |r| (s, r)))
-        .filter(|(s, r)| {
-            settled.inconsistent.contains(&s.name)
-                || !matches!(
-                    lookups.get(&(s.name.clone(), (*r).clone())),
-                    Some(ImageLookup::Found(_))
-                )
-        })
-        .collect();
-    let locations: Vec<_> = pairs.iter().map(|(s, r)| env.location(s, r)).collect();
-    let answers = join_all(locations.iter().map(|l| registry.image(l, tag))).await;
-    for ((s, r), answer) in pairs.into_iter().zip(answers) {
-        lookups.insert((s.name.clone(), r.clone()), answer?);
-    }
-    Ok(())
-}
 
 /// How soon [`wait_until_complete`] checks again after the first check; each next pause is
 /// twice the previous one, up to [`WAIT_MAX_INTERVAL`]. Short, because CI usually waits for
@@ -247,32 +202,10 @@ pub fn semver_of(tag: &str) -> Option<semver::Version> {
 /// How many candidates `newest_complete` checks before giving up.
 pub const MAX_CANDIDATES: usize = 20;
 
-/// The newest complete release of `env`: candidates from the sentinel's tags, checked in order.
-/// Returns the release (if any) and the incomplete newer candidates it skipped.
-pub async fn newest_complete(
-    registry: &dyn Registry,
-    config: &Config,
-    env: &Environment,
-) -> Result<(Option<ReleaseCheck>, Vec<ReleaseCheck>)> {
-    let sentinel = env.location(config.sentinel(), &env.registry.regions[0]);
-    let images = registry.tagged_images(&sentinel).await?;
-    let mut skipped = Vec::new();
-    for tag in order_candidates(&images, &env.tags)
-        .into_iter()
-        .take(MAX_CANDIDATES)
-    {
-        let check = check_release(registry, config, env, &tag).await?;
-        if check.is_complete() {
-            return Ok((Some(check), skipped));
-        }
-        skipped.push(check);
-    }
-    Ok((None, skipped))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::config::EXAMPLE;
     use jiff::Timestamp;
 

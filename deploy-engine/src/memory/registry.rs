@@ -9,7 +9,6 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use deploy_core::error::{Error, Result};
-use deploy_core::model::digest_of;
 use deploy_core::model::{Digest, RepoLocation, Tag};
 use deploy_core::port::{
     Clock, ImageDetail, ImageLookup, Registry, ReplicationRule, ReplicationState,
@@ -313,7 +312,7 @@ impl crate::conformance::registry::RegistryFixture for InMemoryRegistry {
         InMemoryRegistry::create_repository(self, repo, tag_mutable);
     }
     async fn push(&self, repo: &RepoLocation, tag: &Tag, manifest: &str) -> Digest {
-        let digest = digest_of(manifest);
+        let digest = deploy_core::model::digest_of(manifest);
         InMemoryRegistry::push(self, repo, tag, &digest);
         digest
     }
@@ -365,7 +364,7 @@ mod tests {
             repository: "staging/api".into(),
         };
         let tag = Tag::new("abc1234").unwrap();
-        r.push(&src, &tag, &digest_of("m"));
+        r.push(&src, &tag, &deploy_core::model::digest_of("m"));
         let east = RepoLocation {
             account: "222222222222".into(),
             region: "us-east-1".into(),
@@ -396,7 +395,7 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(
-            matches!(r.image(&east, &tag).await.unwrap(), ImageLookup::Found(d) if d.digest == digest_of("m"))
+            matches!(r.image(&east, &tag).await.unwrap(), ImageLookup::Found(d) if d.digest == deploy_core::model::digest_of("m"))
         );
         let west = RepoLocation {
             region: "eu-west-1".into(),

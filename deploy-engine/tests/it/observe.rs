@@ -18,7 +18,7 @@ mod waiting {
     use deploy_core::port::{ReplicationRule, ReplicationStatus, RepositoryInfo};
     use deploy_engine::clock::TokioClock;
     use deploy_engine::memory::InMemoryRegistry;
-    use deploy_engine::observe::wait_until_complete;
+    use deploy_engine::observe::release::wait_until_complete;
     use jiff::Timestamp;
 
     const TAG: &str = "abc1234";
@@ -278,7 +278,7 @@ mod checks {
     use deploy_core::plan::findings::ProbeAnswer;
     use deploy_core::port::test_app;
     use deploy_engine::memory::{Answer, InMemoryMetrics};
-    use deploy_engine::observe::observe_checks;
+    use deploy_engine::observe::findings::observe_checks;
 
     /// Measured once per check and cluster through the port, `{release}` the release each
     /// cluster runs, each error kind kept.

@@ -6,13 +6,14 @@ use std::time::Duration;
 use deploy_core::config::{Config, EXAMPLE};
 use deploy_core::model::Tag;
 use deploy_core::plan::live::service_images;
-use deploy_core::plan::promotion::{Intent, PromotionPlan, observe, plan};
+use deploy_core::plan::promotion::{Intent, PromotionPlan, plan};
 use deploy_core::port::{ArgoCd, Clock};
 use deploy_core::rollout::event::{Event, RunReport};
 use deploy_core::trail::Actor;
 use deploy_engine::clock::TokioClock;
 use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 use deploy_engine::memory::World;
+use deploy_engine::observe::promotion::observe;
 use tokio::sync::watch;
 
 pub const T1: &str = "1111111aaaaa";

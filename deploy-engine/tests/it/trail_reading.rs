@@ -13,7 +13,7 @@ mod reading {
     use deploy_core::port::AuditLog;
     use deploy_core::trail::*;
     use deploy_engine::memory::InMemoryAuditLog;
-    use deploy_engine::observe::newest;
+    use deploy_engine::observe::trail::newest;
     use jiff::Timestamp;
 
     /// A log that counts what it is asked, like a bill of S3 requests.

@@ -72,6 +72,7 @@ pub(crate) const ENGINE: Layers = Layers {
     allowed: &[
         ("clock", &[]),
         ("observe", &[]),
+        ("unlock", &[]),
         ("engine", &[]),
         ("watch", &[]),
         ("conformance", &[]),
