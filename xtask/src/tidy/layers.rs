@@ -74,7 +74,7 @@ pub(crate) const ENGINE: Layers = Layers {
         ("observe", &[]),
         ("unlock", &[]),
         ("engine", &[]),
-        ("watch", &[]),
+        ("watch", &["observe"]),
         ("conformance", &[]),
         ("memory", &["conformance"]),
         ("lib", &[]),
@@ -269,42 +269,39 @@ fn module_of(path: &str, split: &[&str]) -> Option<String> {
 }
 
 /// `(line, module)` for each `crate::m…` or `super::…` path in the library code of `text`,
-/// `use crate::{a::…, b}` groups included.
+/// `use crate::{a::…, b}` groups included (over several lines too).
 fn imports(path: &str, text: &str, split: &[&str]) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
     // The file's own module path, for `super::`.
     let rel = path.trim_start_matches("src/").trim_end_matches(".rs");
     let mut own: Vec<&str> = rel.split('/').collect();
     if own.last() == Some(&"mod") || own == ["lib"] || own == ["main"] {
         own.pop();
     }
-    for (line, code) in super::library_lines(text) {
-        for (at, _) in code.match_indices("crate::") {
-            if code[..at].ends_with('$') || ident_before(code, at) {
-                continue;
-            }
-            for p in paths_at(&code[at + "crate::".len()..]) {
-                out.push((line, target(&p, split)));
-            }
+    let lines = super::library_lines(text);
+    let code = lines.iter().map(|(_, l)| *l).collect::<Vec<_>>().join("\n");
+    let line_of = |at: usize| lines[code[..at].matches('\n').count()].0;
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        if ident_before(&code, at) {
+            continue;
         }
-        for (at, _) in code.match_indices("super::") {
-            if ident_before(code, at) || code[..at].ends_with("super::") {
-                continue;
-            }
-            let mut rest = &code[at..];
-            let mut base = own.clone();
-            while let Some(r) = rest.strip_prefix("super::") {
-                base.pop();
-                rest = r;
-            }
-            for p in paths_at(rest) {
-                let full: Vec<String> = base
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .chain(p.split("::").map(str::to_owned))
-                    .collect();
-                out.push((line, target(&full.join("::"), split)));
-            }
+        for p in paths_at(&code[at + "crate::".len()..]) {
+            out.push((line_of(at), target(&p, split)));
+        }
+    }
+    for (at, _) in code.match_indices("super::") {
+        if ident_before(&code, at) || code[..at].ends_with("super::") {
+            continue;
+        }
+        let mut rest = &code[at..];
+        let mut base = own.clone();
+        while let Some(r) = rest.strip_prefix("super::") {
+            base.pop();
+            rest = r;
+        }
+        for p in paths_at(rest) {
+            let full: Vec<&str> = base.iter().copied().chain(p.split("::")).collect();
+            out.push((line_of(at), target(&full.join("::"), split)));
         }
     }
     out
@@ -325,20 +322,7 @@ fn paths_at(rest: &str) -> Vec<String> {
             .unwrap_or(rest.len());
         return vec![rest[..end].trim_end_matches(':').to_owned()];
     };
-    let mut items = Vec::new();
-    let (mut depth, mut item) = (0, String::new());
-    for c in body.chars() {
-        match c {
-            '{' => depth += 1,
-            '}' if depth == 0 => break,
-            '}' => depth -= 1,
-            ',' if depth == 0 => items.push(std::mem::take(&mut item)),
-            _ if depth == 0 => item.push(c),
-            _ => {}
-        }
-    }
-    items.push(item);
-    items
+    super::group_items(body)
         .into_iter()
         .map(|i| i.trim().trim_end_matches(':').to_owned())
         .filter(|i| !i.is_empty() && i != "self")
@@ -418,12 +402,20 @@ mod tests {
                     "src/commands/b.rs",
                     "use super::a::run;\nuse super::c::x;\n",
                 ),
+                (
+                    "src/model/tag.rs",
+                    "use crate::{\n    error::Error,\n    plan::Plan,\n};\n",
+                ),
             ]),
         );
-        assert_eq!(v.len(), 1, "{v:#?}");
+        assert_eq!(v.len(), 2, "{v:#?}");
         assert!(
             v[0].starts_with("fixture/src/plan/mod.rs:3: `plan` imports `engine`"),
             "{v:#?}"
+        );
+        assert!(
+            v[1].starts_with("fixture/src/model/tag.rs:1: `model` imports `plan`"),
+            "a group over several lines: {v:#?}"
         );
     }
 
