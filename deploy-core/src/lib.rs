@@ -13,6 +13,24 @@
 //! of the lock (`lock`) and of image overrides (`image_override`) → `plan` → `rollout` →
 //! `notify`. No module does I/O, and nothing here needs an async runtime: the async port
 //! traits are called by `deploy-engine`.
+//!
+//! The configuration and the rules, with no runtime at all:
+//!
+//! ```
+//! use deploy_core::config::{Config, EXAMPLE};
+//! use deploy_core::lock;
+//!
+//! let config = Config::parse("deploy.toml", EXAMPLE).unwrap();
+//! let prod = config.environment("prod").unwrap();
+//! // Production is synced by us, wave by wave: one region first, then the other two.
+//! assert_eq!(prod.waves, [vec!["us-west-2"], vec!["us-east-1", "eu-west-1"]]);
+//! // One lock per environment, the same on every machine; where the lock is an annotation,
+//! // it lives on the first of the environment's Applications by name.
+//! assert_eq!(lock::key(&config.app, &prod.name), "deploy-myapp-prod");
+//! assert_eq!(lock::carrier(&config, prod).as_deref(), Some("myapp-prod-eu-west-1"));
+//! ```
+//!
+//! A whole promotion on the in-memory world is the example of `deploy-engine`'s documentation.
 
 pub mod check;
 pub mod config;
