@@ -197,16 +197,50 @@ pub use super::appset::override_pointer;
 
 /// Findings for `env` from `input`. Pure.
 pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let mut fixed = |severity, subject: String, message: String, fix: Vec<String>| {
-        out.push(Finding {
+    let mut f = Found {
+        environment: &env.name,
+        out: Vec::new(),
+    };
+    appset_findings(&mut f, config, env, input);
+    application_findings(&mut f, config, env, input);
+    template_findings(&mut f, config, env, input);
+    replication_findings(&mut f, config, env, input);
+    repository_findings(&mut f, env, input);
+    cluster_findings(&mut f, config, input);
+    let mut out = f.out;
+    out.extend(check_findings(env, &input.checks));
+    out.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.subject.cmp(&b.subject))
+    });
+    out
+}
+
+/// The findings of one environment so far.
+struct Found<'a> {
+    environment: &'a str,
+    out: Vec<Finding>,
+}
+
+impl Found<'_> {
+    fn fixed(&mut self, severity: Severity, subject: String, message: String, fix: Vec<String>) {
+        self.out.push(Finding {
             severity,
-            environment: env.name.clone(),
+            environment: self.environment.to_owned(),
             subject,
             message,
             fix,
-        })
-    };
+        });
+    }
+
+    fn add(&mut self, severity: Severity, subject: String, message: String) {
+        self.fixed(severity, subject, message, Vec::new());
+    }
+}
+
+/// ApplicationSets that would undo what `deploy` writes, with their fix.
+fn appset_findings(f: &mut Found<'_>, config: &Config, env: &Environment, input: &AuditInput) {
     let mut sets = input.application_sets.clone();
     if let Some(set) = &input.application_set {
         sets.entry(set.name.clone())
@@ -219,93 +253,112 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
         &sets,
         input.lock_carrier.as_deref(),
     ) {
-        fixed(
+        f.fixed(
             Severity::Error,
             format!("applicationset/{}", u.application_set),
             u.problem(),
             u.fix_lines(),
         );
     }
-    let mut add =
-        |severity, subject: String, message: String| fixed(severity, subject, message, Vec::new());
+}
+
+/// Applications missing, or with another sync policy than their environment's.
+fn application_findings(f: &mut Found<'_>, config: &Config, env: &Environment, input: &AuditInput) {
     let manual = env.sync == SyncMode::Manual;
     for cluster in &config.clusters {
         let name = config.application_name(env, cluster);
         match input.apps.get(&cluster.name).and_then(Option::as_ref) {
-            None => add(Severity::Error, name, "Application not found in Argo CD; apply the ApplicationSet (deploy render applicationset)".into()),
-            Some(app) if manual && app.sync_mode.is_automated() => add(
+            None => f.add(Severity::Error, name, "Application not found in Argo CD; apply the ApplicationSet (deploy render applicationset)".into()),
+            Some(app) if manual && app.sync_mode.is_automated() => f.add(
                 Severity::Error,
                 name,
                 format!("automated sync in manual environment {}: a tag change deploys without gates; remove spec.syncPolicy.automated", env.name),
             ),
             Some(app) if !manual && !app.sync_mode.is_automated() => {
-                add(Severity::Warning, name, format!("no automated sync in automated environment {}: new releases will not deploy", env.name))
+                f.add(Severity::Warning, name, format!("no automated sync in automated environment {}: new releases will not deploy", env.name))
             }
             Some(_) => {}
         }
     }
-    if let Some(set) = &input.application_set {
-        if manual && set.sync_mode.is_automated() {
-            add(
+}
+
+/// The ApplicationSet's template: missing, or with another sync policy.
+fn template_findings(f: &mut Found<'_>, config: &Config, env: &Environment, input: &AuditInput) {
+    let manual = env.sync == SyncMode::Manual;
+    let Some(set) = &input.application_set else {
+        if input.application_set_missing {
+            let name = config.application_set_name(env).unwrap_or_default();
+            f.add(
                 Severity::Error,
-                format!("applicationset/{}", set.name),
-                "template has automated sync in a manual environment; remove it".into(),
+                format!("applicationset/{name}"),
+                "ApplicationSet not found in Argo CD".into(),
             );
         }
-        if !manual && !set.sync_mode.is_automated() {
-            add(
-                Severity::Warning,
-                format!("applicationset/{}", set.name),
-                "template has no automated sync in an automated environment".into(),
-            );
-        }
-    } else if input.application_set_missing {
-        let name = config.application_set_name(env).unwrap_or_default();
-        add(
+        return;
+    };
+    if manual && set.sync_mode.is_automated() {
+        f.add(
             Severity::Error,
-            format!("applicationset/{name}"),
-            "ApplicationSet not found in Argo CD".into(),
+            format!("applicationset/{}", set.name),
+            "template has automated sync in a manual environment; remove it".into(),
         );
     }
-    if let Some(src) = env
+    if !manual && !set.sync_mode.is_automated() {
+        f.add(
+            Severity::Warning,
+            format!("applicationset/{}", set.name),
+            "template has no automated sync in an automated environment".into(),
+        );
+    }
+}
+
+/// Target repositories no replication rule of the source environment copies to.
+fn replication_findings(f: &mut Found<'_>, config: &Config, env: &Environment, input: &AuditInput) {
+    let Some(src) = env
         .promote_from
         .as_deref()
         .and_then(|s| config.environments.get(s))
-    {
-        for service in &config.services {
-            for region in &env.registry.regions {
-                let dest = env.location(service, region);
-                let source = src.location(service, &src.registry.regions[0]);
-                if source == dest {
-                    continue;
-                }
-                let covered = input
-                    .source_rules
-                    .values()
-                    .flatten()
-                    .any(|r| r.covers(&source.repository, &dest.account, region));
-                if !covered {
-                    add(
-                        Severity::Error,
-                        dest.image_name(),
-                        format!(
-                            "no replication rule of {} copies {} to {}/{region}; add one (deploy render replication --env {} prints it, as Terraform or JSON)",
-                            src.name, source.repository, dest.account, env.name
-                        ),
-                    );
-                }
+    else {
+        return;
+    };
+    for service in &config.services {
+        for region in &env.registry.regions {
+            let dest = env.location(service, region);
+            let source = src.location(service, &src.registry.regions[0]);
+            if source == dest {
+                continue;
+            }
+            let covered = input
+                .source_rules
+                .values()
+                .flatten()
+                .any(|r| r.covers(&source.repository, &dest.account, region));
+            if !covered {
+                f.add(
+                    Severity::Error,
+                    dest.image_name(),
+                    format!(
+                        "no replication rule of {} copies {} to {}/{region}; add one (deploy render replication --env {} prints it, as Terraform or JSON)",
+                        src.name, source.repository, dest.account, env.name
+                    ),
+                );
             }
         }
     }
+}
+
+/// Repositories missing, or with mutable tags where releases are promoted by hand.
+fn repository_findings(f: &mut Found<'_>, env: &Environment, input: &AuditInput) {
+    let manual = env.sync == SyncMode::Manual;
     for ((repository, region), info) in &input.repositories {
         let subject = format!(
             "{}.dkr.ecr.{region}.amazonaws.com/{repository}",
             env.registry.account
         );
         match info {
-            None if env.promote_from.is_none() => add(Severity::Error, subject, "repository does not exist".into()),
+            None if env.promote_from.is_none() => f.add(Severity::Error, subject, "repository does not exist".into()),
             None => {}
-            Some(i) if i.tag_mutable && manual => add(
+            Some(i) if i.tag_mutable && manual => f.add(
                 Severity::Warning,
                 subject,
                 "tags are mutable: a tag could point at other bytes later; set imageTagMutability to IMMUTABLE".into(),
@@ -313,16 +366,21 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
             Some(_) => {}
         }
     }
+}
+
+/// Clusters Argo CD does not have, or cannot reach.
+fn cluster_findings(f: &mut Found<'_>, config: &Config, input: &AuditInput) {
     for cluster in &config.clusters {
+        let subject = format!("cluster/{}", cluster.name);
         match input.clusters.iter().find(|c| c.name == cluster.name) {
-            None => add(
+            None => f.add(
                 Severity::Error,
-                format!("cluster/{}", cluster.name),
+                subject,
                 "not registered in Argo CD (argocd cluster add)".into(),
             ),
-            Some(c) if !c.connected => add(
+            Some(c) if !c.connected => f.add(
                 Severity::Error,
-                format!("cluster/{}", cluster.name),
+                subject,
                 format!(
                     "not connected: {}",
                     c.message.as_deref().unwrap_or("no message")
@@ -331,13 +389,6 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
             Some(_) => {}
         }
     }
-    out.extend(check_findings(env, &input.checks));
-    out.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then_with(|| a.subject.cmp(&b.subject))
-    });
-    out
 }
 
 impl std::fmt::Display for Severity {
