@@ -7,6 +7,11 @@
 //! every [`Delivery`] to a callback. [`Dispatcher::flush`] waits for what is queued, at most
 //! for a bound, then gives up: a notification never fails or holds up a promotion.
 
+// Nothing is `pub` unless the crate exports it: every other item says `pub(crate)` or less.
+#![warn(unreachable_pub)]
+// No function over about 80 lines (the threshold is in clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
