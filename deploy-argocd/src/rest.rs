@@ -182,6 +182,9 @@ impl RestArgoCd {
         if let Some(warning) = insecure_warning(config) {
             warn!(server = %base, "{warning}");
         }
+        // reqwest takes rustls's process-wide crypto provider and has none of its own here
+        // (Cargo.toml): the workspace's, aws-lc-rs, unless the process installed one already.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(options.connect_timeout)

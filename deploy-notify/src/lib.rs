@@ -263,6 +263,9 @@ impl Dispatcher {
         retry: Retry,
         report: impl Fn(Delivery) + Send + Sync + 'static,
     ) -> Self {
+        // reqwest takes rustls's process-wide crypto provider and has none of its own here
+        // (Cargo.toml): the workspace's, aws-lc-rs, unless the process installed one already.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(retry.request_timeout)
             .user_agent(concat!("deploy/", env!("CARGO_PKG_VERSION")))
