@@ -284,43 +284,7 @@ mod tests {
             if line.ends_with(' ') || line.contains('\t') {
                 errors.push(format!("line {}: trailing space or tab", i + 1));
             }
-            // Brackets outside quoted strings.
-            let mut net: isize = 0;
-            let mut leading_closers = 0;
-            let (mut in_string, mut escaped, mut seen_other) = (false, false, false);
-            let mut assign_at = None;
-            for (at, c) in line.trim_start().char_indices() {
-                if in_string {
-                    match (escaped, c) {
-                        (false, '\\') => escaped = true,
-                        (false, '"') => in_string = false,
-                        _ => escaped = false,
-                    }
-                    continue;
-                }
-                match c {
-                    '"' => {
-                        in_string = true;
-                        seen_other = true;
-                    }
-                    '{' | '[' | '(' => {
-                        net += 1;
-                        seen_other = true;
-                    }
-                    '}' | ']' | ')' => {
-                        net -= 1;
-                        if !seen_other {
-                            leading_closers += 1;
-                        }
-                    }
-                    '=' if assign_at.is_none() && at > 0 => {
-                        assign_at = Some(at);
-                        seen_other = true;
-                    }
-                    ' ' => {}
-                    _ => seen_other = true,
-                }
-            }
+            let (net, leading_closers, assign_at) = scan(line.trim_start());
             let expected = depth.saturating_sub(leading_closers) * 2;
             let indent = line.len() - line.trim_start().len();
             if !line.trim().is_empty() && indent != expected {
@@ -344,6 +308,48 @@ mod tests {
             "not terraform fmt layout:\n{}\n{text}",
             errors.join("\n")
         );
+    }
+
+    /// Brackets outside quoted strings in `line` (without its indent): the net count opened,
+    /// the closers before anything else, and where the first `=` after the start is.
+    fn scan(line: &str) -> (isize, usize, Option<usize>) {
+        let mut net: isize = 0;
+        let mut leading_closers = 0;
+        let (mut in_string, mut escaped, mut seen_other) = (false, false, false);
+        let mut assign_at = None;
+        for (at, c) in line.char_indices() {
+            if in_string {
+                match (escaped, c) {
+                    (false, '\\') => escaped = true,
+                    (false, '"') => in_string = false,
+                    _ => escaped = false,
+                }
+                continue;
+            }
+            match c {
+                '"' => {
+                    in_string = true;
+                    seen_other = true;
+                }
+                '{' | '[' | '(' => {
+                    net += 1;
+                    seen_other = true;
+                }
+                '}' | ']' | ')' => {
+                    net -= 1;
+                    if !seen_other {
+                        leading_closers += 1;
+                    }
+                }
+                '=' if assign_at.is_none() && at > 0 => {
+                    assign_at = Some(at);
+                    seen_other = true;
+                }
+                ' ' => {}
+                _ => seen_other = true,
+            }
+        }
+        (net, leading_closers, assign_at)
     }
 
     /// The first resource block of `text`: its labels and its body.

@@ -38,6 +38,11 @@
 //! # Ok(()) }
 //! ```
 
+// Nothing is `pub` unless the crate exports it: every other item says `pub(crate)` or less.
+#![warn(unreachable_pub)]
+// No function over about 80 lines (the threshold is in clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 mod clients;
 mod errors;
 #[cfg(feature = "moto")]

@@ -872,56 +872,7 @@ impl S3Call<'_> {
                 code,
                 message,
                 status,
-            } => {
-                let code = code.unwrap_or_default();
-                let detail = match (code.is_empty(), message.unwrap_or_default()) {
-                    (true, m) if m.is_empty() => format!("HTTP {}", status.unwrap_or_default()),
-                    (true, m) => format!("HTTP {}: {m}", status.unwrap_or_default()),
-                    (false, m) if m.is_empty() => code.clone(),
-                    (false, m) => format!("{code}: {m}"),
-                };
-                if code == "NoSuchBucket" {
-                    Error::NotFound {
-                        what: format!("the state bucket {} ({})", self.bucket, self.via()),
-                        hint: Some(format!(
-                            "create it (aws s3 mb s3://{} --region {}) or fix state.s3 in deploy.toml",
-                            self.bucket, self.region
-                        )),
-                    }
-                } else if matches!(
-                    code.as_str(),
-                    "InvalidAccessKeyId"
-                        | "SignatureDoesNotMatch"
-                        | "ExpiredToken"
-                        | "TokenRefreshRequired"
-                ) {
-                    Error::Permission {
-                        message: format!(
-                            "S3 rejected the AWS credentials for {place} ({detail}): refresh them (aws configure, or aws sso login{})",
-                            self.profile
-                                .map(|p| format!(" --profile {p}"))
-                                .unwrap_or_default()
-                        ),
-                    }
-                } else if code == "AccessDenied"
-                    || code == "AllAccessDisabled"
-                    || status == Some(403)
-                {
-                    let (action, resource) = self.action();
-                    Error::Permission {
-                        message: format!(
-                            "access denied to {op} of {place}: grant {action} on {resource} to this identity ({detail})"
-                        ),
-                    }
-                } else if code == "SlowDown"
-                    || status == Some(503)
-                    || status.is_some_and(|s| s >= 500)
-                {
-                    Error::transient(format!("S3 failed {op} of {place} ({detail}): retry later"))
-                } else {
-                    Error::invalid(format!("S3 refused {op} of {place}: {detail}"))
-                }
-            }
+            } => self.service_error(code.unwrap_or_default(), message, status, &place),
             Failure::Timeout => Error::transient(format!(
                 "{op} of {place} timed out: check network access to S3 and retry"
             )),
@@ -945,6 +896,58 @@ impl S3Call<'_> {
             Failure::Response { detail } => Error::invalid(format!(
                 "S3 answered {op} of {place} with a response that cannot be read: {detail}"
             )),
+        }
+    }
+
+    /// The error for an answer of S3 with `code` (empty when none), `message` and `status`.
+    fn service_error(
+        &self,
+        code: String,
+        message: Option<String>,
+        status: Option<u16>,
+        place: &str,
+    ) -> Error {
+        let op = self.operation;
+        let detail = match (code.is_empty(), message.unwrap_or_default()) {
+            (true, m) if m.is_empty() => format!("HTTP {}", status.unwrap_or_default()),
+            (true, m) => format!("HTTP {}: {m}", status.unwrap_or_default()),
+            (false, m) if m.is_empty() => code.clone(),
+            (false, m) => format!("{code}: {m}"),
+        };
+        if code == "NoSuchBucket" {
+            Error::NotFound {
+                what: format!("the state bucket {} ({})", self.bucket, self.via()),
+                hint: Some(format!(
+                    "create it (aws s3 mb s3://{} --region {}) or fix state.s3 in deploy.toml",
+                    self.bucket, self.region
+                )),
+            }
+        } else if matches!(
+            code.as_str(),
+            "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "TokenRefreshRequired"
+        ) {
+            Error::Permission {
+                message: format!(
+                    "S3 rejected the AWS credentials for {place} ({detail}): refresh them (aws configure, or aws sso login{})",
+                    self.profile
+                        .map(|p| format!(" --profile {p}"))
+                        .unwrap_or_default()
+                ),
+            }
+        } else if code == "AccessDenied" || code == "AllAccessDisabled" || status == Some(403) {
+            let (action, resource) = self.action();
+            Error::Permission {
+                message: format!(
+                    "access denied to {op} of {place}: grant {action} on {resource} to this identity ({detail})"
+                ),
+            }
+        } else if code == "SlowDown" || status == Some(503) || status.is_some_and(|s| s >= 500) {
+            Error::transient(format!("S3 failed {op} of {place} ({detail}): retry later"))
+        } else {
+            Error::invalid(format!("S3 refused {op} of {place}: {detail}"))
         }
     }
 }

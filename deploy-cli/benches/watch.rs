@@ -177,6 +177,8 @@ async fn start_proxy(upstream: &str, wire: Arc<Wire>) -> String {
     let listener = listener.tap_io(move |_| {
         counted.connections.fetch_add(1, Ordering::Relaxed);
     });
+    // reqwest has no TLS provider of its own here: the one the libraries install (aws-lc-rs).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let proxy = Proxy {
         upstream: upstream.trim_end_matches('/').to_owned(),
         client: reqwest::Client::builder()

@@ -20,6 +20,11 @@
 //! With the `prometheus-server` feature, `prometheus_server` runs a real Prometheus for
 //! tests.
 
+// Nothing is `pub` unless the crate exports it: every other item says `pub(crate)` or less.
+#![warn(unreachable_pub)]
+// No function over about 80 lines (the threshold is in clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 mod aws;
 pub mod cloudwatch;
 pub mod prometheus;

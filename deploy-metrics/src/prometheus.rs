@@ -18,6 +18,9 @@ pub(crate) struct PrometheusClient {
 
 impl PrometheusClient {
     pub(crate) fn new(options: &SourceOptions) -> Result<Self> {
+        // reqwest takes rustls's process-wide crypto provider and has none of its own here
+        // (Cargo.toml): the workspace's, aws-lc-rs, unless the process installed one already.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)

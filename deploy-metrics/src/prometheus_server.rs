@@ -84,6 +84,9 @@ impl PrometheusServer {
                 tried.join("; ")
             )));
         };
+        // reqwest takes rustls's process-wide crypto provider and has none of its own here
+        // (Cargo.toml): the workspace's, aws-lc-rs, unless the process installed one already.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut server = Self {
             child,
             dir,

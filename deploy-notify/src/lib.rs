@@ -7,6 +7,11 @@
 //! every [`Delivery`] to a callback. [`Dispatcher::flush`] waits for what is queued, at most
 //! for a bound, then gives up: a notification never fails or holds up a promotion.
 
+// Nothing is `pub` unless the crate exports it: every other item says `pub(crate)` or less.
+#![warn(unreachable_pub)]
+// No function over about 80 lines (the threshold is in clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -258,6 +263,9 @@ impl Dispatcher {
         retry: Retry,
         report: impl Fn(Delivery) + Send + Sync + 'static,
     ) -> Self {
+        // reqwest takes rustls's process-wide crypto provider and has none of its own here
+        // (Cargo.toml): the workspace's, aws-lc-rs, unless the process installed one already.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(retry.request_timeout)
             .user_agent(concat!("deploy/", env!("CARGO_PKG_VERSION")))

@@ -4,7 +4,8 @@
 use deploy_core::{Error, port};
 use reqwest::{StatusCode, Url};
 
-use super::{Lines, Target, map_error};
+use super::call::{Target, map_error};
+use super::lines::Lines;
 use crate::wire::{self, TagParameters};
 
 /// A watch stream's body, arriving in chunks of `chunk` bytes (at least 1), split into lines

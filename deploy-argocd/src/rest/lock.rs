@@ -74,7 +74,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::debug;
 
-use super::{RestArgoCd, Target};
+use super::RestArgoCd;
+use super::call::Target;
 use crate::wire;
 
 /// The annotation that holds the leases.

@@ -8,4 +8,5 @@ mod kube;
 mod render;
 mod rest;
 mod rest_lock;
+mod tls;
 mod windows;

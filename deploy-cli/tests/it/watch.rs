@@ -411,6 +411,8 @@ async fn one_of_two_replicas_leads_and_the_other_takes_over_on_sigterm() {
 
 /// The samples of the OpenMetrics page at `url`: `name{labels}` → value.
 async fn samples(url: &str) -> BTreeMap<String, f64> {
+    // reqwest has no TLS provider of its own here: the one the libraries install (aws-lc-rs).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let page = reqwest::get(url).await.expect("GET /metrics");
     assert_eq!(page.status(), 200);
     let text = page.text().await.expect("the metrics page");

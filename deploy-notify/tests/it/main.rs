@@ -301,6 +301,8 @@ async fn notices_reach_each_channel_in_order_and_flush_returns_once_all_are_done
 }
 
 fn reqwest_client() -> reqwest::Client {
+    // reqwest has no TLS provider of its own here: the one the library installs (aws-lc-rs).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::new()
 }
 
