@@ -82,6 +82,7 @@ pub mod model;
 pub mod notify;
 pub mod plan;
 pub mod port;
+pub mod sim;
 pub mod trail;
 pub mod unlock;
 pub mod watch;

@@ -9,11 +9,11 @@ use futures::StreamExt;
 use super::Check;
 use crate::ensure;
 use crate::error::Error;
-pub use crate::memory::argocd::{AppSeed, Script};
 use crate::model::SyncMode;
 use crate::port::{
     Application, ArgoCd, Health, OperationPhase, OverrideValue, SyncRequest, SyncStatus,
 };
+pub use crate::sim::{AppSeed, Script};
 
 /// Seeds an Argo CD backend.
 #[async_trait]
