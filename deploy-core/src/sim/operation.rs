@@ -25,6 +25,11 @@ pub const SUCCEEDED_MESSAGE: &str = "successfully synced (all tasks run)";
 /// `operationState.message` of a sync that failed to apply.
 pub const FAILED_MESSAGE: &str =
     "one or more objects failed to apply, reason: admission webhook denied the request";
+/// `operationState.message` of someone else's sync whose PostSync hook failed after every
+/// resource was applied: gitops-engine pkg/sync/sync_context.go (`Sync`: a completed task that
+/// was not successful makes it `setOperationFailed(..., "one or more synchronization tasks
+/// completed unsuccessfully")`).
+pub const HOOK_FAILED_MESSAGE: &str = "one or more synchronization tasks completed unsuccessfully";
 /// `operationState.message` of a terminated operation (gitops-engine's `Terminate`).
 pub const TERMINATED_MESSAGE: &str = "Operation terminated";
 /// The health message while a Deployment rolls.
@@ -149,8 +154,9 @@ impl Run {
     /// matching the app, `CanSync(isManual)` with isManual from the operation's initiator; an
     /// invalid window holds it too), a Running operation is held Running with the message
     /// "Sync operation blocked by sync window", and goes on once a window lets it (argo-cd
-    /// controller/sync.go). Its work starts when it is let go. A terminated operation ends at
-    /// once, Failed (gitops-engine's `Terminate`); someone else's ends when its owner says.
+    /// controller/sync.go). Its work starts when it is let go. A terminated operation, ours or
+    /// someone else's, ends at once, Failed (gitops-engine's `Terminate`); someone else's
+    /// otherwise ends when its owner says.
     pub fn step(
         &mut self,
         now: Timestamp,
@@ -168,8 +174,8 @@ impl Run {
         }
         let began = self.resumed_at.unwrap_or(self.started_at);
         let ends = match &self.kind {
-            RunKind::Foreign(end) => *end,
             _ if self.terminating => Some(self.started_at),
+            RunKind::Foreign(end) => *end,
             _ if self.script == Script::Hang => None,
             _ => began.checked_add(timing.sync).ok(),
         };
