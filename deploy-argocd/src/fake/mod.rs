@@ -59,6 +59,7 @@ use faults::Fault;
 pub use faults::{Lasts, Outage, Requests};
 pub use objects::{
     ForeignEnd, application, application_set, application_set_without_preserved_fields, clusters,
+    sync_window,
 };
 use routes::{Responder, Route};
 use state::{AppSim, SetSim, State};
@@ -366,6 +367,12 @@ impl ArgoCdFixture for FakeArgo {
 
     async fn finish_foreign_operation(&self, name: &str) {
         self.state.lock().expect("fake state").finish_foreign(name);
+    }
+
+    /// The windows of the Application's project (`default`, as every seeded one's).
+    async fn set_sync_windows(&self, _name: &str, windows: &[deploy_core::port::SyncWindow]) {
+        let windows: Vec<Value> = windows.iter().map(sync_window).collect();
+        FakeArgo::set_sync_windows(self, "default", json!(windows));
     }
 }
 

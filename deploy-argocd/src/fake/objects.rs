@@ -209,3 +209,16 @@ pub fn application(seed: &AppSeed, rv: u64, now: &str) -> Value {
         }
     })
 }
+
+/// `w` as an AppProject's `spec.syncWindows` entry (`v1alpha1SyncWindow`).
+pub fn sync_window(w: &deploy_core::port::SyncWindow) -> Value {
+    let mut out = json!({
+        "kind": w.kind.to_string(), "schedule": w.schedule, "duration": w.duration,
+        "manualSync": w.manual_sync, "applications": w.applications,
+        "namespaces": w.namespaces, "clusters": w.clusters, "andOperator": w.and_operator,
+    });
+    if let Some(zone) = &w.time_zone {
+        out["timeZone"] = json!(zone);
+    }
+    out
+}

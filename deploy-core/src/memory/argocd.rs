@@ -229,6 +229,9 @@ impl crate::conformance::argocd::ArgoCdFixture for InMemoryArgoCd {
     async fn finish_foreign_operation(&self, name: &str) {
         self.finish_foreign(name);
     }
+    async fn set_sync_windows(&self, name: &str, windows: &[SyncWindow]) {
+        InMemoryArgoCd::set_sync_windows(self, name, windows.to_vec());
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +260,26 @@ mod tests {
     async fn conformance() {
         let a = argocd();
         crate::conformance::argocd::run_all(&a, &a, "mem")
+            .await
+            .unwrap();
+        crate::conformance::argocd::inventory(&a, "mem")
+            .await
+            .unwrap();
+        a.put_application_set(crate::port::ApplicationSet {
+            name: "set".into(),
+            sync_mode: SyncMode::Manual,
+            ignore_differences: Vec::new(),
+            preserved_annotations: Vec::new(),
+            annotations: BTreeMap::new(),
+            resource_version: "1".into(),
+        });
+        a.put_cluster(crate::port::ClusterInfo {
+            name: "in-cluster".into(),
+            server: "https://kubernetes.default.svc".into(),
+            connected: true,
+            message: None,
+        });
+        crate::conformance::argocd::inventory(&a, "mem")
             .await
             .unwrap();
     }

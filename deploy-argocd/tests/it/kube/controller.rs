@@ -26,6 +26,8 @@ use super::fake::FakeApiServer;
 
 /// Collection of Applications in the fake server.
 pub const APPS: &str = "argoproj.io/v1alpha1/applications";
+/// Collection of AppProjects.
+pub const PROJECTS: &str = "argoproj.io/v1alpha1/appprojects";
 /// Collection of Leases.
 pub const LEASES: &str = "coordination.k8s.io/v1/leases";
 
@@ -191,7 +193,10 @@ fn step(api: &FakeApiServer, ns: &str, name: &str, sim: &mut Sim) {
 /// Picks up a requested operation: the simulation runs it from now, and
 /// `status.operationState` says Running (unless a restarted controller finds it there).
 fn pick_up(api: &FakeApiServer, ns: &str, name: &str, sim: &mut Sim, op: Value, now: Timestamp) {
-    let by = op["initiatedBy"]["username"].as_str().unwrap_or("").to_owned();
+    let by = op["initiatedBy"]["username"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     sim.run = Some(if by == FOREIGN_USER {
         let ends = std::mem::take(&mut sim.foreign_done).then_some(now);
         Run::new(RunKind::Foreign(ends), Script::Healthy, now, &by)
@@ -244,7 +249,14 @@ fn end(
     let current = health_of(&object["status"]["health"]["status"]);
     sim.settling = Settling::after_sync(ending.at, TIMING, changed, current, target);
     let rolls = sim.settling.is_some();
-    finish(api, ns, name, phase, ending.message, Some((source, images, rolls)));
+    finish(
+        api,
+        ns,
+        name,
+        phase,
+        ending.message,
+        Some((source, images, rolls)),
+    );
 }
 
 /// The health an object's `status.health.status` names.
@@ -333,6 +345,10 @@ impl ArgoCdFixture for Controller {
             },
         });
         self.api.put(APPS, &self.namespace, object);
+        // Argo CD always has the `default` AppProject (argocd-server creates it at start).
+        if self.api.get(PROJECTS, &self.namespace, "default").is_none() {
+            self.set_sync_windows(&seed.name, &[]).await;
+        }
         self.sims.lock().expect("lock").insert(
             seed.name.clone(),
             Sim {
@@ -368,6 +384,20 @@ impl ArgoCdFixture for Controller {
                 None => sim.foreign_done = true,
             }
         }
+    }
+
+    /// The windows of the Application's project (`default`, as every seeded one's).
+    async fn set_sync_windows(&self, _name: &str, windows: &[deploy_core::port::SyncWindow]) {
+        let windows: Vec<Value> = windows
+            .iter()
+            .map(deploy_argocd::fake::sync_window)
+            .collect();
+        self.api.put(
+            PROJECTS,
+            &self.namespace,
+            json!({ "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+                    "metadata": { "name": "default" }, "spec": { "syncWindows": windows } }),
+        );
     }
 }
 

@@ -60,6 +60,9 @@ async fn argocd_conformance() {
     deploy_core::conformance::argocd::run_all(&port, &controller, "kube")
         .await
         .unwrap();
+    deploy_core::conformance::argocd::inventory(&port, "kube")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
