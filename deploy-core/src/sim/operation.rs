@@ -259,3 +259,86 @@ pub fn manual_sync_allowed(
 ) -> Result<bool, window::InvalidWindow> {
     window::can_sync(windows, now, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::window::WindowKind;
+
+    const T: Timing = Timing {
+        sync: Duration::from_secs(2),
+        health: Duration::from_secs(3),
+    };
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn ours(script: Script) -> Run {
+        Run::new(RunKind::Sync, script, at(0), "ci-bot")
+    }
+
+    fn ended(step: Step) -> Ending {
+        match step {
+            Step::Ended(e) => e,
+            other => panic!("not ended: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sync_ends_when_its_timing_says_as_its_script_says() {
+        let mut run = ours(Script::Degraded);
+        assert_eq!(run.step(at(1), T, &[], at(1)), Step::Wait);
+        let e = ended(run.step(at(5), T, &[], at(5)));
+        assert_eq!((e.at, e.phase), (at(2), OperationPhase::Succeeded));
+        assert_eq!(e.deploys, Some(Health::Degraded));
+        let e = ended(ours(Script::Failed).step(at(2), T, &[], at(2)));
+        assert_eq!((e.phase, e.message, e.deploys), (OperationPhase::Failed, FAILED_MESSAGE, None));
+        assert_eq!(ours(Script::Hang).step(at(99), T, &[], at(99)), Step::Wait);
+    }
+
+    #[test]
+    fn terminating_ends_any_operation_at_once_and_foreign_ones_end_when_finished() {
+        let mut run = ours(Script::Hang);
+        run.terminating = true;
+        let e = ended(run.step(at(1), T, &[], at(1)));
+        assert_eq!((e.at, e.message), (at(0), TERMINATED_MESSAGE));
+        let mut foreign = Run::new(RunKind::Foreign(None), Script::Healthy, at(0), FOREIGN_USER);
+        assert_eq!(foreign.step(at(50), T, &[], at(50)), Step::Wait);
+        foreign.finish_foreign(at(60));
+        let e = ended(foreign.step(at(60), T, &[], at(60)));
+        assert_eq!((e.at, e.phase, e.deploys), (at(60), OperationPhase::Succeeded, None));
+    }
+
+    #[test]
+    fn a_window_holds_a_running_sync_and_its_work_starts_when_let_go() {
+        let deny = SyncWindow {
+            kind: WindowKind::Deny,
+            schedule: "0 0 * * *".into(),
+            duration: "1h".into(),
+            manual_sync: false,
+            time_zone: None,
+            applications: vec!["*".into()],
+            namespaces: vec![],
+            clusters: vec![],
+            and_operator: false,
+        };
+        let windows = [deny];
+        let mut run = ours(Script::Healthy);
+        assert_eq!(run.step(at(10), T, &windows, at(10)), Step::Held);
+        assert_eq!(run.step(at(3599), T, &windows, at(3599)), Step::Held);
+        // Last held at 3599: its two seconds of work run from then.
+        let e = ended(run.step(at(4000), T, &windows, at(4000)));
+        assert_eq!(e.at, at(3601));
+    }
+
+    #[test]
+    fn health_rolls_only_when_something_changed() {
+        let s = Settling::after_sync(at(2), T, true, Health::Healthy, Health::Healthy).unwrap();
+        assert_eq!((s.at, s.health), (at(5), Health::Healthy));
+        assert!(Settling::after_sync(at(2), T, false, Health::Healthy, Health::Healthy).is_none());
+        assert!(Settling::after_sync(at(2), T, false, Health::Healthy, Health::Degraded).is_some());
+    }
+}
