@@ -1,5 +1,7 @@
 //! Test support, not for production use: a stateful Argo CD API server on wiremock for the
 //! tests of this crate and of the crates above it (compiled only with the `fake` feature).
+//! It is the HTTP skin of the Argo CD simulation ([`deploy_core::sim`]): what the controllers
+//! do comes from there; this module keeps the JSON objects and what HTTP adds.
 //!
 //! [`FakeArgo`] serves Applications whose operations run, then succeed or fail, health that
 //! moves Progressing → Healthy or Degraded, collisions, history, terminate, JSON patches
@@ -24,10 +26,11 @@
 //! the spec, labels and annotations it has then become what the template generates for it),
 //! and each ApplicationSet's controller can be switched on ([`FakeArgo::set_controller`]):
 //! it then behaves as upstream's ApplicationSet controller does after every change to an
-//! Application it owns (`reconcile`).
+//! Application it owns ([`deploy_core::sim::appset::reconcile`]).
 //!
 //! Time is simulated: the "controller" advances an Application by one step each time it is
-//! observed (a GET or a watch stream), so no test waits on the wall clock. Benches can opt in
+//! observed (a GET or a watch stream: one second of that Application's own clock for the
+//! simulation), so no test waits on the wall clock. Benches can opt in
 //! to the wall clock instead: [`FakeArgo::set_timing`] gives an Application real sync and
 //! health durations (its watch stream then stays open until the next change is due, as Argo
 //! CD's does), and [`FakeArgo::set_request_delay`] delays every answer.
@@ -164,7 +167,9 @@ impl FakeArgo {
         edit: impl FnOnce(&mut Value) + Send + 'static,
     ) {
         let mut state = self.state.lock().expect("fake state");
-        state.after_patch.insert(name.to_owned(), Box::new(edit));
+        state
+            .after_patch
+            .insert(name.to_owned(), state::Edit(Box::new(edit)));
     }
 
     /// Starts an operation as another user (`alice`) that the controller finishes

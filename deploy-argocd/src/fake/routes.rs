@@ -155,20 +155,20 @@ fn list(state: &State, request: &Request) -> ResponseTemplate {
 
 /// The patch in a `PATCH /api/v1/applications/{name}` body, applied to `obj`; the error answer
 /// as argocd-server gives it.
-fn apply_patch(obj: &Value, request: &Request) -> Result<Value, ResponseTemplate> {
-    let body: Value =
-        serde_json::from_slice(&request.body).map_err(|e| error(400, 3, &e.to_string()))?;
+fn apply_patch(obj: &Value, request: &Request) -> Result<Value, Box<ResponseTemplate>> {
+    let body: Value = serde_json::from_slice(&request.body)
+        .map_err(|e| Box::new(error(400, 3, &e.to_string())))?;
     let patch_type = body["patchType"].as_str().unwrap_or_default().to_owned();
     if !matches!(patch_type.as_str(), "merge" | "json" | "") {
-        return Err(error(
+        return Err(Box::new(error(
             400,
             3,
             &format!("Patch type '{patch_type}' is not supported"),
-        ));
+        )));
     }
     let patch: Value = match body["patch"].as_str().map(serde_json::from_str) {
         Some(Ok(p)) => p,
-        _ => return Err(error(400, 3, "invalid patch")),
+        _ => return Err(Box::new(error(400, 3, "invalid patch"))),
     };
     let mut patched = obj.clone();
     if patch_type == "merge" {
@@ -178,7 +178,7 @@ fn apply_patch(obj: &Value, request: &Request) -> Result<Value, ResponseTemplate
     // RFC 6902 (`jsonpatch.DecodePatch` + `Apply`); a failed `test` is a plain Go error there,
     // so gRPC code Unknown, HTTP 500.
     let ops: Vec<json_patch::PatchOperation> = serde_json::from_value(patch)
-        .map_err(|e| error(500, 2, &format!("error decoding json patch: {e}")))?;
+        .map_err(|e| Box::new(error(500, 2, &format!("error decoding json patch: {e}"))))?;
     if let Err(e) = json_patch::patch(&mut patched, &ops) {
         let message = match e.kind {
             json_patch::PatchErrorKind::TestFailed => {
@@ -186,7 +186,11 @@ fn apply_patch(obj: &Value, request: &Request) -> Result<Value, ResponseTemplate
             }
             _ => e.to_string(),
         };
-        return Err(error(500, 2, &format!("error applying patch: {message}")));
+        return Err(Box::new(error(
+            500,
+            2,
+            &format!("error applying patch: {message}"),
+        )));
     }
     Ok(patched)
 }
@@ -197,7 +201,7 @@ fn patch(state: &mut State, name: &str, request: &Request) -> ResponseTemplate {
     // annotations of the result.
     let patched = match apply_patch(&app.obj, request) {
         Ok(p) => p,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     app.obj["spec"] = patched["spec"].clone();
     app.obj["metadata"]["labels"] = patched["metadata"]["labels"].clone();
@@ -214,7 +218,7 @@ fn patch(state: &mut State, name: &str, request: &Request) -> ResponseTemplate {
     let response = ResponseTemplate::new(200).set_body_json(&state.apps[name].obj);
     if let Some(edit) = state.after_patch.remove(name) {
         let app = state.apps.get_mut(name).expect("checked above");
-        edit(&mut app.obj);
+        (edit.0)(&mut app.obj);
         state.bump(name);
     }
     // The ApplicationSet controller sees the change and rewrites the Application before anyone

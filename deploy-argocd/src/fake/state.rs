@@ -198,8 +198,15 @@ pub(super) struct SetSim {
 }
 
 /// A change to an Application object.
-pub(super) type Edit = Box<dyn FnOnce(&mut Value) + Send>;
+pub(super) struct Edit(pub(super) Box<dyn FnOnce(&mut Value) + Send>);
 
+impl std::fmt::Debug for Edit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Edit")
+    }
+}
+
+#[derive(Debug)]
 pub(super) struct State {
     pub(super) apps: BTreeMap<String, AppSim>,
     /// ApplicationSets by name.
@@ -229,27 +236,6 @@ pub(super) struct State {
     pub(super) projects: BTreeMap<String, Value>,
     /// The token may not read AppProjects ([`super::FakeArgo::set_projects_unreadable`]).
     pub(super) projects_unreadable: bool,
-}
-
-impl std::fmt::Debug for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State")
-            .field("apps", &self.apps)
-            .field("sets", &self.sets)
-            .field("generated", &self.generated)
-            .field("reconciles", &self.reconciles)
-            .field("rv", &self.rv)
-            .field("clock", &self.clock)
-            .field("steps_per_stream", &self.steps_per_stream)
-            .field("after_patch", &self.after_patch.keys().collect::<Vec<_>>())
-            .field("request_delay", &self.request_delay)
-            .field("stream_hold", &self.stream_hold)
-            .field("faults", &self.faults)
-            .field("fault_answers", &self.fault_answers)
-            .field("projects", &self.projects)
-            .field("projects_unreadable", &self.projects_unreadable)
-            .finish()
-    }
 }
 
 impl State {

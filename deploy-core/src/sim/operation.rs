@@ -295,7 +295,10 @@ mod tests {
         assert_eq!((e.at, e.phase), (at(2), OperationPhase::Succeeded));
         assert_eq!(e.deploys, Some(Health::Degraded));
         let e = ended(ours(Script::Failed).step(at(2), T, &[], at(2)));
-        assert_eq!((e.phase, e.message, e.deploys), (OperationPhase::Failed, FAILED_MESSAGE, None));
+        assert_eq!(
+            (e.phase, e.message, e.deploys),
+            (OperationPhase::Failed, FAILED_MESSAGE, None)
+        );
         assert_eq!(ours(Script::Hang).step(at(99), T, &[], at(99)), Step::Wait);
     }
 
@@ -309,7 +312,10 @@ mod tests {
         assert_eq!(foreign.step(at(50), T, &[], at(50)), Step::Wait);
         foreign.finish_foreign(at(60));
         let e = ended(foreign.step(at(60), T, &[], at(60)));
-        assert_eq!((e.at, e.phase, e.deploys), (at(60), OperationPhase::Succeeded, None));
+        assert_eq!(
+            (e.at, e.phase, e.deploys),
+            (at(60), OperationPhase::Succeeded, None)
+        );
     }
 
     #[test]
