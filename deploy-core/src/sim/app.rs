@@ -561,3 +561,89 @@ impl SimApp {
         self.compare();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowKind;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn seed(mode: SyncMode) -> AppSeed {
+        AppSeed {
+            name: "app".into(),
+            labels: BTreeMap::new(),
+            destination: "in-cluster".into(),
+            sync_mode: mode,
+            helm_parameters: BTreeMap::from([("image.tag".into(), "v1".into())]),
+            tag_parameter: "image.tag".into(),
+            image_names: vec!["api".into()],
+        }
+    }
+
+    fn v2() -> OverrideValue {
+        OverrideValue::Helm {
+            parameter: "image.tag".into(),
+            value: "v2".into(),
+            digests: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_sync_runs_then_health_rolls_by_the_times_given() {
+        let mut s = ArgoCdState::default();
+        s.create_application(&seed(SyncMode::Manual), at(0));
+        s.push_script("app", Script::Degraded);
+        s.set_override("app", &v2(), at(0)).unwrap();
+        s.sync("app", "op", "ci-bot", at(0)).unwrap();
+        let app = s.application("app", at(1)).unwrap();
+        assert!(app.operation_pending && app.images == ["api:v1"]);
+        let app = s.application("app", at(2)).unwrap();
+        assert_eq!(
+            (app.health, app.images.clone()),
+            (Health::Progressing, vec!["api:v2".into()])
+        );
+        assert_eq!(app.history.len(), 2);
+        let app = s.application("app", at(5)).unwrap();
+        assert_eq!(
+            (app.health, app.sync_status),
+            (Health::Degraded, SyncStatus::Synced)
+        );
+        let again = s.sync("app", "op2", "ci-bot", at(5));
+        assert!(again.is_ok(), "{again:?}");
+        let busy = s.sync("app", "op3", "ci-bot", at(5));
+        assert!(matches!(busy, Err(Error::Collision { .. })), "{busy:?}");
+    }
+
+    #[test]
+    fn automated_sync_waits_for_the_end_of_a_deny_window() {
+        let mut s = ArgoCdState::default();
+        let automated = SyncMode::Automated {
+            prune: false,
+            self_heal: true,
+        };
+        s.create_application(&seed(automated), at(0));
+        s.set_sync_windows(
+            "app",
+            vec![SyncWindow {
+                kind: WindowKind::Deny,
+                schedule: "0 0 * * *".into(),
+                duration: "1h".into(),
+                manual_sync: false,
+                time_zone: None,
+                applications: vec!["*".into()],
+                namespaces: vec![],
+                clusters: vec![],
+                and_operator: false,
+            }],
+        );
+        s.set_override("app", &v2(), at(60)).unwrap();
+        let app = s.application("app", at(600)).unwrap();
+        assert!(!app.operation_pending && app.sync_status == SyncStatus::OutOfSync);
+        let app = s.application("app", at(3700)).unwrap();
+        let op = app.operation_state.expect("an automated sync");
+        assert_eq!(op.initiated_by.as_deref(), Some(AUTOMATED));
+    }
+}
