@@ -316,20 +316,7 @@ mod tests {
     async fn a_deny_window_keeps_automated_sync_from_starting() {
         let a = with_automated("auto");
         // A deny window over the whole first hour of the clock's epoch day, every day.
-        a.set_sync_windows(
-            "auto",
-            vec![crate::port::SyncWindow {
-                kind: crate::port::WindowKind::Deny,
-                schedule: "0 0 * * *".into(),
-                duration: "1h".into(),
-                manual_sync: false,
-                time_zone: None,
-                applications: vec!["*".into()],
-                namespaces: vec![],
-                clusters: vec![],
-                and_operator: false,
-            }],
-        );
+        a.set_sync_windows("auto", vec![crate::sim::first_hour_denied()]);
         let v2 = OverrideValue::Helm {
             parameter: "image.tag".into(),
             value: "v2".into(),

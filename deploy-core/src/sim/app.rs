@@ -565,7 +565,6 @@ impl SimApp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::WindowKind;
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
@@ -625,20 +624,7 @@ mod tests {
             self_heal: true,
         };
         s.create_application(&seed(automated), at(0));
-        s.set_sync_windows(
-            "app",
-            vec![SyncWindow {
-                kind: WindowKind::Deny,
-                schedule: "0 0 * * *".into(),
-                duration: "1h".into(),
-                manual_sync: false,
-                time_zone: None,
-                applications: vec!["*".into()],
-                namespaces: vec![],
-                clusters: vec![],
-                and_operator: false,
-            }],
-        );
+        s.set_sync_windows("app", vec![super::super::first_hour_denied()]);
         s.set_override("app", &v2(), at(60)).unwrap();
         let app = s.application("app", at(600)).unwrap();
         assert!(!app.operation_pending && app.sync_status == SyncStatus::OutOfSync);

@@ -27,3 +27,20 @@ pub mod seed;
 pub use app::ArgoCdState;
 pub use operation::{Ending, Run, RunKind, Settling, Step};
 pub use seed::{AppSeed, Script, Timing, rendered_images};
+
+/// A deny window over the first hour of every day (UTC), for every Application: the tests'
+/// window.
+#[cfg(test)]
+pub(crate) fn first_hour_denied() -> crate::window::SyncWindow {
+    crate::window::SyncWindow {
+        kind: crate::window::WindowKind::Deny,
+        schedule: "0 0 * * *".into(),
+        duration: "1h".into(),
+        manual_sync: false,
+        time_zone: None,
+        applications: vec!["*".into()],
+        namespaces: vec![],
+        clusters: vec![],
+        and_operator: false,
+    }
+}

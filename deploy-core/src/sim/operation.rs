@@ -265,7 +265,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::window::WindowKind;
 
     const T: Timing = Timing {
         sync: Duration::from_secs(2),
@@ -320,18 +319,7 @@ mod tests {
 
     #[test]
     fn a_window_holds_a_running_sync_and_its_work_starts_when_let_go() {
-        let deny = SyncWindow {
-            kind: WindowKind::Deny,
-            schedule: "0 0 * * *".into(),
-            duration: "1h".into(),
-            manual_sync: false,
-            time_zone: None,
-            applications: vec!["*".into()],
-            namespaces: vec![],
-            clusters: vec![],
-            and_operator: false,
-        };
-        let windows = [deny];
+        let windows = [super::super::first_hour_denied()];
         let mut run = ours(Script::Healthy);
         assert_eq!(run.step(at(10), T, &windows, at(10)), Step::Held);
         assert_eq!(run.step(at(3599), T, &windows, at(3599)), Step::Held);
