@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use deploy_core::config::{Config, LockBackend};
 use deploy_core::model::Tag;
 use deploy_core::port::{ArgoCd, ArgoCdInventory, AuditLog, Clock, Lock, Registry, SystemClock};
-use deploy_engine::memory::{Timing, World, WorldState};
+use deploy_core::sim::Timing;
+use deploy_engine::memory::{World, WorldState};
 
 use crate::cli::Global;
 use crate::exit::UsageError;

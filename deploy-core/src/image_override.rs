@@ -186,55 +186,13 @@ pub fn same_override(current: Option<&OverrideValue>, want: &OverrideValue) -> b
     }
 }
 
-/// What `status.summary.images` shows once an Application whose images are `image_names`
-/// has synced `value`: Kustomize renders each entry as kustomize's image transformer does
-/// (`name:tag`, `name:tag@digest`, `name@digest`; see this module); Helm renders
-/// `name:tag`, or `name@digest` for an image whose digest parameter (`digest_parameters`:
-/// image name → parameter) `value` sets, as charts with an `image.digest` value do
-/// (Bitnami's: "if set, will override the tag", bitnami/charts#11903). Shared by the
-/// in-memory and the stateful fake Argo CD.
-pub fn rendered_images(
-    image_names: &[String],
-    value: &OverrideValue,
-    digest_parameters: &BTreeMap<String, String>,
-) -> Vec<String> {
-    match value {
-        OverrideValue::Helm { value, digests, .. } => image_names
-            .iter()
-            .map(|n| {
-                match digest_parameters
-                    .get(n)
-                    .and_then(|p| digests.get(p))
-                    .filter(|d| !d.is_empty())
-                {
-                    Some(d) => format!("{n}@{d}"),
-                    None => format!("{n}:{value}"),
-                }
-            })
-            .collect(),
-        OverrideValue::Kustomize { images } => image_names
-            .iter()
-            .map(|n| {
-                images
-                    .iter()
-                    .find(|i| kustomize_name(i) == n)
-                    .map(|i| {
-                        i.split_once('=')
-                            .map_or(i.as_str(), |(_, new)| new)
-                            .to_owned()
-                    })
-                    .unwrap_or_else(|| n.clone())
-            })
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Config, EXAMPLE};
     use crate::plan::live::{is_at_release, service_images};
     use crate::port::test_app;
+    use crate::sim::rendered_images;
 
     fn digest(c: char) -> Digest {
         Digest::new(format!("sha256:{}", c.to_string().repeat(64))).unwrap()

@@ -43,6 +43,7 @@ pub mod notify;
 pub mod plan;
 pub mod port;
 pub mod rollout;
+pub mod sim;
 pub mod trail;
 pub mod window;
 

@@ -37,6 +37,9 @@ async fn conformance() {
     deploy_engine::conformance::argocd::run_all(&port, &fake, "rest")
         .await
         .unwrap();
+    deploy_engine::conformance::argocd::inventory(&port, "rest")
+        .await
+        .unwrap();
     let requests = fake.server.received_requests().await.expect("recording");
     assert_eq!(count(&requests, "POST", "/rollback"), 0);
     assert!(count(&requests, "GET", "/stream/applications") > 0);

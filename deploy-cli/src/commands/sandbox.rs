@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use deploy_core::config::Config;
 use deploy_core::plan::build::{Push, push_order};
-use deploy_engine::memory::argocd::Script;
+use deploy_core::sim::Script;
 use deploy_engine::memory::build_digest;
 
 use super::release::parse_tag;

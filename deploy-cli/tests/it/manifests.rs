@@ -16,7 +16,7 @@ use deploy_aws::moto::{AwsFiles, EcrFixture};
 use deploy_cli::cli::{Cli, Command as DeployCommand, OutputFormat, WatchArgs};
 use deploy_core::config::{Config, Environment};
 use deploy_core::model::Tag;
-use deploy_engine::conformance::argocd::AppSeed;
+use deploy_core::sim::AppSeed;
 use deploy_engine::conformance::registry::{RegistryFixture, manifest};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec, ServiceAccount};

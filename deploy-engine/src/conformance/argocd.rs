@@ -1,4 +1,6 @@
-//! The Argo CD port's contract: what "synced", "healthy", "not found" and "collision" mean.
+//! The Argo CD port's contract: what "synced", "healthy", "not found" and "collision" mean,
+//! what a sync window says, and what the inventory lists. Every skin of the simulation
+//! (`deploy_core::sim`) runs it: the in-memory backend, the REST fake and the Kubernetes fake.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,12 +10,14 @@ use futures::StreamExt;
 
 use super::Check;
 use crate::ensure;
-pub use crate::memory::argocd::{AppSeed, Script};
 use deploy_core::error::Error;
 use deploy_core::model::SyncMode;
 use deploy_core::port::{
-    Application, ArgoCd, Health, OperationPhase, OverrideValue, SyncRequest, SyncStatus,
+    Application, ArgoCd, ArgoCdInventory, Health, OperationPhase, OverrideValue, SyncRequest,
+    SyncStatus,
 };
+use deploy_core::sim::{AppSeed, Script};
+use deploy_core::window::{SyncWindow, Verdict, WindowKind};
 
 /// Seeds an Argo CD backend.
 #[async_trait]
@@ -26,6 +30,9 @@ pub trait ArgoCdFixture: Send + Sync {
     async fn start_foreign_operation(&self, name: &str);
     /// Finishes the foreign operation (Succeeded).
     async fn finish_foreign_operation(&self, name: &str);
+    /// Makes `windows` the sync windows of `name`'s project (each names the Applications it
+    /// applies to, so other Applications of the project stay open).
+    async fn set_sync_windows(&self, name: &str, windows: &[SyncWindow]);
 }
 
 /// The seed every check uses: `tag_parameter` = `image.tag`.
@@ -108,6 +115,113 @@ pub async fn run_all(port: &dyn ArgoCd, fixture: &dyn ArgoCdFixture, prefix: &st
     terminate(port, fixture, prefix).await?;
     history(port, fixture, prefix).await?;
     annotate(port, fixture, prefix).await?;
+    sync_windows(port, fixture, prefix).await?;
+    Ok(())
+}
+
+/// A deny window over the whole day, every day, for Application `name` only.
+pub fn deny_all_day(name: &str) -> SyncWindow {
+    SyncWindow {
+        kind: WindowKind::Deny,
+        schedule: "0 0 * * *".into(),
+        duration: "24h".into(),
+        manual_sync: false,
+        time_zone: None,
+        applications: vec![name.into()],
+        namespaces: vec![],
+        clusters: vec![],
+        and_operator: false,
+    }
+}
+
+/// Without windows a sync may run; under a deny window that matches the Application, the
+/// windows read back say it may not (and a server that answers `canSync` refuses the sync).
+pub async fn sync_windows(port: &dyn ArgoCd, fixture: &dyn ArgoCdFixture, prefix: &str) -> Check {
+    let s = seed(&format!("{prefix}-windows"), "v1");
+    fixture.create_application(&s).await;
+    let now = jiff::Timestamp::now();
+    let open = port
+        .sync_windows(&s.name)
+        .await
+        .map_err(|e| format!("sync_windows: {e}"))?;
+    ensure!(
+        open.assigned.is_empty()
+            && deploy_core::rollout::window::app_verdict(&open, now, true) == Verdict::Open,
+        "sync_windows: no windows, yet {open:?}"
+    );
+    fixture
+        .set_sync_windows(&s.name, &[deny_all_day(&s.name)])
+        .await;
+    let denied = port
+        .sync_windows(&s.name)
+        .await
+        .map_err(|e| format!("sync_windows: {e}"))?;
+    ensure!(
+        denied.assigned.len() == 1 && denied.assigned[0].kind == WindowKind::Deny,
+        "sync_windows: the deny window is not assigned: {denied:?}"
+    );
+    let verdict = deploy_core::rollout::window::app_verdict(&denied, now, true);
+    ensure!(
+        matches!(verdict, Verdict::Blocked { .. }),
+        "sync_windows: a deny window active now gives {verdict:?}"
+    );
+    if let Some(answer) = &denied.answer {
+        ensure!(
+            !answer.can_sync,
+            "sync_windows: canSync under a deny window"
+        );
+        let got = port
+            .sync(
+                &s.name,
+                &SyncRequest {
+                    prune: false,
+                    operation_id: "op-denied".into(),
+                },
+            )
+            .await;
+        ensure!(
+            matches!(got, Err(Error::Refused { .. })),
+            "sync_windows: a sync the server's windows block: expected Refused, got {got:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The inventory: every ApplicationSet listed reads back by name; a missing one is
+/// NotFound; clusters have distinct names.
+pub async fn inventory(inventory: &dyn ArgoCdInventory, prefix: &str) -> Check {
+    let sets = inventory
+        .application_sets()
+        .await
+        .map_err(|e| format!("application_sets: {e}"))?;
+    for set in &sets {
+        let again = inventory
+            .application_set(&set.name)
+            .await
+            .map_err(|e| format!("application_set {}: {e}", set.name))?;
+        ensure!(
+            again == *set,
+            "application_set {}: reads back {again:?}, listed {set:?}",
+            set.name
+        );
+    }
+    let missing = format!("{prefix}-missing-set");
+    let got = inventory.application_set(&missing).await;
+    ensure!(
+        matches!(&got, Err(e) if e.is_not_found()),
+        "application_set {missing}: expected NotFound, got {got:?}"
+    );
+    let clusters = inventory
+        .clusters()
+        .await
+        .map_err(|e| format!("clusters: {e}"))?;
+    let mut names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    ensure!(
+        names.len() == clusters.len(),
+        "clusters: a name twice in {clusters:?}"
+    );
     Ok(())
 }
 

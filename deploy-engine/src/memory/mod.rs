@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod registry;
 pub mod world;
 
-pub use argocd::{ArgoCdState, InMemoryArgoCd, Timing};
+pub use argocd::InMemoryArgoCd;
 pub use audit::InMemoryAuditLog;
 pub use lock::InMemoryLock;
 pub use metrics::{Answer, InMemoryMetrics, MetricsState, Simulation};

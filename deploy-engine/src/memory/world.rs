@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use deploy_core::sim::{AppSeed, ArgoCdState, Timing};
+
 use super::{
-    ArgoCdState, InMemoryArgoCd, InMemoryAuditLog, InMemoryLock, InMemoryMetrics, InMemoryRegistry,
+    InMemoryArgoCd, InMemoryAuditLog, InMemoryLock, InMemoryMetrics, InMemoryRegistry,
     MetricsState, RegistryState, Simulation,
 };
 use deploy_core::config::{Config, Environment};
@@ -343,8 +345,8 @@ pub fn app_seed(
     cluster: &deploy_core::config::Cluster,
     parameter: &str,
     tag: &Tag,
-) -> super::argocd::AppSeed {
-    super::argocd::AppSeed {
+) -> AppSeed {
+    AppSeed {
         name: config.application_name(env, cluster),
         labels: BTreeMap::from([
             ("app.kubernetes.io/part-of".into(), config.app.clone()),
@@ -442,8 +444,8 @@ pub fn generated_wave_size(clusters: usize) -> usize {
 /// The simulated timing of generated cluster `i`: deterministic and spread out, sync in
 /// [1 s, 3 s] and health in [0.5 s, 1.5 s] in steps of 1 ms, so that benchmarks over different
 /// backends share their ideal durations.
-pub fn generated_timing(i: usize) -> super::Timing {
-    super::Timing {
+pub fn generated_timing(i: usize) -> Timing {
+    Timing {
         sync: Duration::from_millis(1_000 + ((i * 7_919 + 13) % 2_001) as u64),
         health: Duration::from_millis(500 + ((i * 104_729 + 7) % 1_001) as u64),
     }

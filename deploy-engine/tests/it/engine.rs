@@ -10,8 +10,8 @@ use deploy_engine::engine::{EngineError, StopRequest};
 use deploy_core::plan::promotion::{GateName, Intent};
 use deploy_core::port::{ArgoCd, AuditLog, Health, Lock};
 use deploy_core::rollout::event::Event;
+use deploy_core::sim::Script;
 use deploy_core::trail::Outcome;
-use deploy_engine::memory::argocd::Script;
 
 use crate::support::{Fixture, T1, T2, tag};
 

@@ -894,7 +894,7 @@ async fn rollback_touches_only_what_this_run_wrote_and_never_returns_to_the_rele
         })
         .collect();
     argocd.set_images(&eu, mixed);
-    argocd.push_script(&eu, deploy_engine::memory::argocd::Script::Degraded);
+    argocd.push_script(&eu, deploy_core::sim::Script::Degraded);
     // A finished soak of the release observed wave 1 there.
     mark_soaked(&h, &w1).await;
 
@@ -1077,10 +1077,9 @@ async fn a_later_wave_failing_after_a_resume_rolls_back_the_resoaked_wave() {
     let h = Harness::new().await;
     cancelled_in_wave_one_soak(&h).await;
     let plan = rerun_plan(&h).await;
-    h.f.world.argocd.push_script(
-        &h.app("eu-west-1"),
-        deploy_engine::memory::argocd::Script::Degraded,
-    );
+    h.f.world
+        .argocd
+        .push_script(&h.app("eu-west-1"), deploy_core::sim::Script::Degraded);
     let report = h.run(&plan, "run-rerun").await.unwrap();
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
     assert!(

@@ -10,10 +10,10 @@ use deploy_core::config::EXAMPLE;
 use deploy_core::plan::live::service_images;
 use deploy_core::plan::promotion::{Action, Intent};
 use deploy_core::port::{ArgoCd, Health, OverrideValue, SyncRequest};
+use deploy_core::sim::Script;
 use deploy_core::trail::AppState;
 use deploy_core::trail::Outcome;
 use deploy_engine::clock::TokioClock;
-use deploy_engine::memory::argocd::Script;
 use deploy_engine::memory::build_digest;
 
 use crate::support::{Fixture, T1, T2, epoch, tag};

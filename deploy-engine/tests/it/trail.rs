@@ -5,11 +5,11 @@
 use async_trait::async_trait;
 use deploy_core::plan::promotion::Intent;
 use deploy_core::port::AuditLog;
+use deploy_core::sim::Script;
 use deploy_core::trail::AppState;
 use deploy_core::trail::{AuditRecord, Entry, Found, Outcome};
 use deploy_core::{Error, Result};
 use deploy_engine::engine::Engine;
-use deploy_engine::memory::argocd::Script;
 use jiff::Timestamp;
 
 use crate::support::{Fixture, T1, T2};

@@ -357,7 +357,7 @@ async fn a_window_that_closes_mid_run_halts_before_its_wave_without_rollback() {
 async fn held_by_a_window(
     long: bool,
 ) -> (deploy_core::rollout::event::RunReport, Vec<Event>, String) {
-    use deploy_engine::memory::argocd::Timing;
+    use deploy_core::sim::Timing;
     let f = Fixture::with_staging_at_t2().await;
     let now = f.world.clock.now();
     let app = f.app_name("prod", "us-west-2");

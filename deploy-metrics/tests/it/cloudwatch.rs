@@ -143,11 +143,12 @@ async fn an_alarm_in_alarm_during_the_soak_halts_the_wave_and_rolls_back() {
     use deploy_core::model::Tag;
     use deploy_core::plan::promotion::{Intent, plan};
     use deploy_core::rollout::event::Event;
+    use deploy_core::sim::Timing;
     use deploy_core::trail::AppState;
     use deploy_core::trail::Outcome;
     use deploy_engine::clock::TokioClock;
     use deploy_engine::engine::{Engine, RunOptions};
-    use deploy_engine::memory::{Timing, World};
+    use deploy_engine::memory::World;
     use deploy_engine::observe::promotion::observe;
 
     let moto = match Moto::start("111111111111") {

@@ -38,6 +38,18 @@ pub(crate) const CORE: Layers = Layers {
         ),
         ("lock", &["error", "config", "port"]),
         ("image_override", &["error", "model", "config", "port"]),
+        // The Argo CD simulation the fakes and the in-memory backend are skins of.
+        (
+            "sim",
+            &[
+                "error",
+                "model",
+                "config",
+                "window",
+                "port",
+                "image_override",
+            ],
+        ),
         (
             "plan",
             &[

@@ -1,10 +1,12 @@
-//! A simulated Argo CD application controller over the fake API server, and the
-//! conformance fixtures (`ArgoCdFixture`, `LockFixture`) built on it.
+//! The Kubernetes skin of the Argo CD simulation ([`deploy_core::sim`]): an application
+//! controller over the fake API server, and the conformance fixtures (`ArgoCdFixture`,
+//! `LockFixture`) built on it.
 //!
 //! Like the real controller it picks up a requested `.operation`, records it in
 //! `status.operationState` (Running), honours `Terminating`, and finishes by clearing
 //! `.operation`, appending to `status.history`, updating `status.summary.images` and
-//! `status.sync`, then moving health Progressing → Healthy or Degraded. It deploys
+//! `status.sync`, then moving health Progressing → Healthy or Degraded. When each happens is
+//! the simulation's [`Run::step`]; this file writes it into the objects. It deploys
 //! `operation.sync.source` when the operation carries one (a rollback), else `spec.source`.
 
 use std::collections::BTreeMap;
@@ -13,42 +15,42 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deploy_core::model::SyncMode;
-use deploy_engine::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
+use deploy_core::port::{Health, OperationPhase};
+use deploy_core::sim::{AppSeed, Script};
+use deploy_core::sim::{Run, RunKind, Settling, Step, Timing};
+use deploy_engine::conformance::argocd::ArgoCdFixture;
 use deploy_engine::conformance::lock::LockFixture;
+use jiff::Timestamp;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::fake::FakeApiServer;
 
 /// Collection of Applications in the fake server.
 pub const APPS: &str = "argoproj.io/v1alpha1/applications";
+/// Collection of AppProjects.
+pub const PROJECTS: &str = "argoproj.io/v1alpha1/appprojects";
 /// Collection of Leases.
 pub const LEASES: &str = "coordination.k8s.io/v1/leases";
 
 /// How long each controller step (running, then progressing) takes.
 const STEP: Duration = Duration::from_millis(40);
+/// The simulation's timing: each step takes [`STEP`].
+const TIMING: Timing = Timing {
+    sync: STEP,
+    health: STEP,
+};
 /// The user a foreign operation is started as.
 pub const FOREIGN_USER: &str = "someone-else";
-
-#[derive(Debug, Clone, Copy)]
-enum Stage {
-    Idle,
-    Running {
-        since: Instant,
-        script: Script,
-        foreign: bool,
-    },
-    Settling {
-        since: Instant,
-        degraded: bool,
-    },
-}
 
 #[derive(Debug)]
 struct Sim {
     seed: AppSeed,
     next_script: Script,
-    stage: Stage,
+    /// The operation in flight, as the simulation runs it.
+    run: Option<Run>,
+    /// Health on its way after a sync.
+    settling: Option<Settling>,
+    /// Someone else's operation was finished (perhaps before the loop picked it up).
     foreign_done: bool,
 }
 
@@ -155,117 +157,116 @@ fn step(api: &FakeApiServer, ns: &str, name: &str, sim: &mut Sim) {
         return;
     };
     let operation = object.get("operation").filter(|o| !o.is_null()).cloned();
-    match sim.stage {
-        Stage::Idle => {
-            if let Some(op) = operation {
-                let foreign = op["initiatedBy"]["username"] == json!(FOREIGN_USER);
-                let script = if foreign {
-                    Script::Hang
-                } else {
-                    std::mem::replace(&mut sim.next_script, Script::Healthy)
-                };
-                sim.stage = Stage::Running {
-                    since: Instant::now(),
-                    script,
-                    foreign,
-                };
-                api.update(APPS, ns, name, |o| {
-                    let state = &o["status"]["operationState"];
-                    let resumable = state.is_object()
-                        && !matches!(
-                            state["phase"].as_str(),
-                            Some("Succeeded" | "Failed" | "Error")
-                        );
-                    if !resumable {
-                        o["status"]["operationState"] = json!({
-                            "operation": op, "phase": "Running",
-                            "message": "", "startedAt": now(),
-                        });
-                    }
-                    true
-                });
-            } else {
-                let want = sync_status(&object);
-                api.update(APPS, ns, name, |o| {
-                    if o["status"]["sync"]["status"] == json!(want) {
-                        return false;
-                    }
-                    o["status"]["sync"]["status"] = json!(want);
-                    o["status"]["reconciledAt"] = json!(now());
-                    true
-                });
-            }
+    let now = Timestamp::now();
+    if let Some(mut run) = sim.run.take() {
+        if object["status"]["operationState"]["phase"] == json!("Terminating") {
+            run.terminating = true;
         }
-        Stage::Running {
-            since,
-            script,
-            foreign,
-        } => {
-            let terminating = object["status"]["operationState"]["phase"] == json!("Terminating");
-            if terminating {
-                finish(api, ns, name, "Failed", "Operation terminated", None);
-                sim.stage = Stage::Idle;
-                return;
-            }
-            let due = since.elapsed() >= STEP;
-            let outcome = match script {
-                _ if foreign && sim.foreign_done => Some(Script::Healthy),
-                _ if foreign => None,
-                Script::Hang => None,
-                other if due => Some(other),
-                _ => None,
+        match run.step(now, TIMING, &[], now) {
+            Step::Wait | Step::Held => sim.run = Some(run),
+            Step::Ended(ending) => end(api, ns, name, sim, &object, &ending),
+        }
+    } else if let Some(op) = operation {
+        pick_up(api, ns, name, sim, op, now);
+    } else if let Some(settled) = sim.settling.filter(|s| s.at <= now) {
+        sim.settling = None;
+        api.update(APPS, ns, name, |o| {
+            o["status"]["health"] = match Settling::message(settled.health) {
+                Some(message) => json!({ "status": "Degraded", "message": message }),
+                None => json!({ "status": "Healthy" }),
             };
-            match outcome {
-                None => {}
-                Some(Script::Failed) => {
-                    finish(
-                        api,
-                        ns,
-                        name,
-                        "Failed",
-                        "one or more objects failed to apply",
-                        None,
-                    );
-                    sim.stage = Stage::Idle;
-                }
-                Some(script) => {
-                    let op = operation.unwrap_or_default();
-                    let source = op["sync"]
-                        .get("source")
-                        .cloned()
-                        .unwrap_or_else(|| object["spec"]["source"].clone());
-                    let images = images(&sim.seed, &source);
-                    finish(
-                        api,
-                        ns,
-                        name,
-                        "Succeeded",
-                        "successfully synced (all tasks run)",
-                        Some((source, images)),
-                    );
-                    sim.foreign_done = false;
-                    sim.stage = Stage::Settling {
-                        since: Instant::now(),
-                        degraded: script == Script::Degraded,
-                    };
-                }
+            o["status"]["reconciledAt"] = json!(now.to_string());
+            true
+        });
+    } else {
+        let want = sync_status(&object);
+        api.update(APPS, ns, name, |o| {
+            if o["status"]["sync"]["status"] == json!(want) {
+                return false;
             }
-        }
-        Stage::Settling { since, degraded } => {
-            if since.elapsed() < STEP {
-                return;
-            }
-            api.update(APPS, ns, name, |o| {
-                o["status"]["health"] = if degraded {
-                    json!({ "status": "Degraded", "message": "Deployment api: exceeded its progress deadline" })
-                } else {
-                    json!({ "status": "Healthy" })
-                };
-                o["status"]["reconciledAt"] = json!(now());
-                true
+            o["status"]["sync"]["status"] = json!(want);
+            o["status"]["reconciledAt"] = json!(now.to_string());
+            true
+        });
+    }
+}
+
+/// Picks up a requested operation: the simulation runs it from now, and
+/// `status.operationState` says Running (unless a restarted controller finds it there).
+fn pick_up(api: &FakeApiServer, ns: &str, name: &str, sim: &mut Sim, op: Value, now: Timestamp) {
+    let by = op["initiatedBy"]["username"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    sim.run = Some(if by == FOREIGN_USER {
+        let ends = std::mem::take(&mut sim.foreign_done).then_some(now);
+        Run::new(RunKind::Foreign(ends), Script::Healthy, now, &by)
+    } else {
+        let script = std::mem::replace(&mut sim.next_script, Script::Healthy);
+        Run::new(RunKind::Sync, script, now, &by)
+    });
+    api.update(APPS, ns, name, |o| {
+        let state = &o["status"]["operationState"];
+        let resumable = state.is_object()
+            && !matches!(
+                state["phase"].as_str(),
+                Some("Succeeded" | "Failed" | "Error")
+            );
+        if !resumable {
+            o["status"]["operationState"] = json!({
+                "operation": op, "phase": "Running",
+                "message": "", "startedAt": now.to_string(),
             });
-            sim.stage = Stage::Idle;
         }
+        true
+    });
+}
+
+/// Writes the end of an operation: a sync of ours that succeeded deploys its source and lets health
+/// roll; anything else only ends.
+fn end(
+    api: &FakeApiServer,
+    ns: &str,
+    name: &str,
+    sim: &mut Sim,
+    object: &Value,
+    ending: &deploy_core::sim::Ending,
+) {
+    let phase = if ending.phase == OperationPhase::Succeeded {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    let Some(target) = ending.deploys else {
+        finish(api, ns, name, phase, ending.message, None);
+        return;
+    };
+    let source = object["operation"]["sync"]
+        .get("source")
+        .cloned()
+        .unwrap_or_else(|| object["spec"]["source"].clone());
+    let images = images(&sim.seed, &source);
+    let changed = object["status"]["summary"]["images"] != json!(images);
+    let current = health_of(&object["status"]["health"]["status"]);
+    sim.settling = Settling::after_sync(ending.at, TIMING, changed, current, target);
+    let rolls = sim.settling.is_some();
+    finish(
+        api,
+        ns,
+        name,
+        phase,
+        ending.message,
+        Some((source, images, rolls)),
+    );
+}
+
+/// The health an object's `status.health.status` names.
+fn health_of(status: &Value) -> Health {
+    match status.as_str() {
+        Some("Healthy") => Health::Healthy,
+        Some("Progressing") => Health::Progressing,
+        Some("Degraded") => Health::Degraded,
+        _ => Health::Unknown,
     }
 }
 
@@ -276,7 +277,7 @@ fn finish(
     name: &str,
     phase: &str,
     message: &str,
-    deployed: Option<(Value, Vec<String>)>,
+    deployed: Option<(Value, Vec<String>, bool)>,
 ) {
     api.update(APPS, ns, name, |o| {
         let at = now();
@@ -289,7 +290,7 @@ fn finish(
         status["operationState"]["message"] = json!(message);
         status["operationState"]["finishedAt"] = json!(at);
         status["reconciledAt"] = json!(at);
-        if let Some((source, images)) = deployed {
+        if let Some((source, images, rolls)) = deployed {
             status["operationState"]["syncResult"] =
                 json!({ "revision": revision, "source": source });
             let history = status["history"].as_array().cloned().unwrap_or_default();
@@ -304,7 +305,9 @@ fn finish(
             }));
             status["history"] = json!(history);
             status["summary"] = json!({ "images": images });
-            status["health"] = json!({ "status": "Progressing" });
+            if rolls {
+                status["health"] = json!({ "status": "Progressing" });
+            }
         }
         let sync = sync_status(o);
         o["status"]["sync"] = json!({ "status": sync, "revision": revision });
@@ -343,12 +346,17 @@ impl ArgoCdFixture for Controller {
             },
         });
         self.api.put(APPS, &self.namespace, object);
+        // Argo CD always has the `default` AppProject (argocd-server creates it at start).
+        if self.api.get(PROJECTS, &self.namespace, "default").is_none() {
+            self.set_sync_windows(&seed.name, &[]).await;
+        }
         self.sims.lock().expect("lock").insert(
             seed.name.clone(),
             Sim {
                 seed: seed.clone(),
                 next_script: Script::Healthy,
-                stage: Stage::Idle,
+                run: None,
+                settling: None,
                 foreign_done: false,
             },
         );
@@ -372,8 +380,25 @@ impl ArgoCdFixture for Controller {
 
     async fn finish_foreign_operation(&self, name: &str) {
         if let Some(sim) = self.sims.lock().expect("lock").get_mut(name) {
-            sim.foreign_done = true;
+            match sim.run.as_mut().filter(|r| r.is_foreign()) {
+                Some(run) => run.finish_foreign(Timestamp::now()),
+                None => sim.foreign_done = true,
+            }
         }
+    }
+
+    /// The windows of the Application's project (`default`, as every seeded one's).
+    async fn set_sync_windows(&self, _name: &str, windows: &[deploy_core::window::SyncWindow]) {
+        let windows: Vec<Value> = windows
+            .iter()
+            .map(deploy_argocd::fake::sync_window)
+            .collect();
+        self.api.put(
+            PROJECTS,
+            &self.namespace,
+            json!({ "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+                    "metadata": { "name": "default" }, "spec": { "syncWindows": windows } }),
+        );
     }
 }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 use deploy_argocd::kube::{KubeArgoCd, LeaseLock};
 use deploy_core::Error;
 use deploy_core::port::{ArgoCd, Health, Lock, OPERATION_INFO_KEY, SyncRequest};
-use deploy_engine::conformance::argocd::{ArgoCdFixture, Script, finished, seed, wait_for};
+use deploy_core::sim::Script;
+use deploy_engine::conformance::argocd::{ArgoCdFixture, finished, seed, wait_for};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -58,6 +59,9 @@ fn assert_valid(validator: &jsonschema::Validator, object: &Value) {
 async fn argocd_conformance() {
     let (_api, controller, port) = setup();
     deploy_engine::conformance::argocd::run_all(&port, &controller, "kube")
+        .await
+        .unwrap();
+    deploy_engine::conformance::argocd::inventory(&port, "kube")
         .await
         .unwrap();
 }
