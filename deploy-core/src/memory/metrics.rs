@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::InMemoryArgoCd;
+use crate::config::MetricSource;
 use crate::error::{Error, Result};
 use crate::plan::live::{LiveTag, live_tag};
-use crate::port::{ArgoCd as _, MetricSource, Metrics};
+use crate::port::{ArgoCd as _, Metrics};
 
 /// One scripted answer to a measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

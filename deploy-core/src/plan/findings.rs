@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::check::{NoData, Phase, ResolvedCheck, Scope, phase};
-use crate::config::{Config, Environment};
+use crate::check::{Phase, ResolvedCheck, Scope, phase};
+use crate::config::{Config, Environment, MetricSource, NoData};
 use crate::error::{Error, Result};
 use crate::model::SyncMode;
 use crate::port::{
-    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, MetricSource, Metrics,
-    Registry, ReplicationRule, RepositoryInfo,
+    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, Metrics, Registry,
+    ReplicationRule, RepositoryInfo,
 };
 
 /// How bad a finding is.
@@ -750,7 +750,7 @@ mod tests {
             release: "v1",
         });
         check.no_data = no_data;
-        check.success = crate::check::Condition::parse(success).unwrap();
+        check.success = crate::config::Condition::parse(success).unwrap();
         CheckProbe {
             cluster: cluster.into(),
             check,
