@@ -146,6 +146,7 @@ impl RawEnvironment {
         })
     }
 
+    /// `sync`, with `prune` and `self_heal` (on unless turned off) for automated sync.
     fn sync_mode(&self) -> SyncMode {
         match self.sync {
             RawSync::Automated => SyncMode::Automated {

@@ -56,6 +56,7 @@ impl RawImageOverride {
         }
     }
 
+    /// Kustomize: no parameters; a digest pin writes `name:tag@sha256:…`.
     fn kustomize(&self, digest: bool) -> Result<(ImageOverride, Pin), Invalid> {
         if let Some(p) = &self.parameter {
             return Err((
@@ -84,6 +85,7 @@ impl RawImageOverride {
         Ok((ImageOverride::Kustomize, pin))
     }
 
+    /// Helm: the tag's parameter, and with a digest pin each service's digest parameter.
     fn helm(
         &self,
         span: Span,

@@ -390,7 +390,7 @@ mod tests {
         );
     }
 
-    /// serde's part: unknown keys (a secret-looking one with its own fix) and unknown values.
+    /// serde's part: unknown keys, a secret-looking one with its own fix.
     #[test]
     fn errors() {
         check(

@@ -44,6 +44,7 @@ fn has_userinfo(url: &str) -> bool {
 }
 
 impl RawNotify {
+    /// The target: exactly one of `slack`, `slack_env` or `webhook` (which needs `secret_env`).
     pub(super) fn validate(&self, span: Span) -> Result<NotifyTarget, Invalid> {
         match (&self.slack, &self.slack_env, &self.webhook) {
             (Some(s), None, None) => {
@@ -80,6 +81,7 @@ impl RawNotify {
         }
     }
 
+    /// `secret_env` belongs to a webhook only.
     fn no_secret_env(&self) -> Result<(), Invalid> {
         match &self.secret_env {
             Some(s) => Err((

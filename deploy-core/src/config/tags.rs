@@ -61,6 +61,7 @@ impl PartialEq for TagPolicy {
 }
 
 impl RawTags {
+    /// The policy, its patterns compiled.
     pub(super) fn validate(&self) -> Result<TagPolicy, Invalid> {
         Ok(TagPolicy {
             strategy: self.strategy,
