@@ -24,7 +24,9 @@ pub const ALARMS_SUCCESS: &str = "all(result, # == 0)";
 /// [`ALARMS_SUCCESS`] for a check of one alarm.
 pub const ALARM_SUCCESS: &str = "result == 0";
 
-/// Where a check's measurements come from (resolved: placeholders already filled in).
+/// Where a check's measurements come from. In a [`Check`] its url, names and region may hold
+/// placeholders; `Check::resolve` fills them in for one cluster, which is what the metrics port
+/// measures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum MetricSource {
