@@ -19,16 +19,17 @@ use std::time::{Duration, Instant};
 use deploy_argocd::fake::{FakeArgo, client_with};
 use deploy_argocd::rest::{RestArgoCd, RestOptions};
 use deploy_core::config::Config;
-use deploy_core::conformance::argocd::ArgoCdFixture;
-use deploy_core::engine::{Engine, Event, Ports, RunOptions};
-use deploy_core::memory::World;
-use deploy_core::memory::world::{
-    app_seed, generated_config, generated_timing, generated_wave_size,
-};
 use deploy_core::model::Tag;
 use deploy_core::plan::promotion::{self, Intent, PromotionPlan};
 use deploy_core::port::SystemClock;
+use deploy_core::rollout::event::Event;
 use deploy_core::trail::{Actor, Outcome};
+use deploy_engine::conformance::argocd::ArgoCdFixture;
+use deploy_engine::engine::{Engine, Ports, RunOptions};
+use deploy_engine::memory::World;
+use deploy_engine::memory::world::{
+    app_seed, generated_config, generated_timing, generated_wave_size,
+};
 use tokio::sync::mpsc;
 
 /// The release every environment runs at the start.
@@ -141,7 +142,7 @@ impl Case {
         fake.set_stream_hold(STREAM_HOLD);
         fake.set_request_delay(self.delay);
         let argocd = client_with(&fake.server, options());
-        let obs = promotion::observe(
+        let obs = deploy_engine::observe::promotion::observe(
             &self.config,
             prod,
             Intent::Promote { tag: None },

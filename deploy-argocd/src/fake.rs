@@ -42,10 +42,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
-use deploy_core::memory::{Timing, rendered_images};
+use deploy_core::image_override::rendered_images;
 use deploy_core::model::SyncMode;
 use deploy_core::port::OverrideValue;
+use deploy_engine::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
+use deploy_engine::memory::Timing;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path_regex};
@@ -194,7 +195,7 @@ impl State {
         &self,
         name: &str,
     ) -> (
-        Vec<deploy_core::port::SyncWindow>,
+        Vec<deploy_core::window::SyncWindow>,
         Result<bool, deploy_core::window::InvalidWindow>,
     ) {
         let Some(app) = self.apps.get(name) else {
@@ -979,7 +980,7 @@ impl Responder {
                     Ok(c) => c,
                     Err(e) => return invalid(e),
                 };
-                let wire = |w: &deploy_core::port::SyncWindow| {
+                let wire = |w: &deploy_core::window::SyncWindow| {
                     json!({ "kind": w.kind.to_string(), "schedule": w.schedule,
                             "duration": w.duration, "manualSync": w.manual_sync })
                 };

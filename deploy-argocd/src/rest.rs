@@ -790,7 +790,7 @@ impl RestArgoCd {
     /// `projects, get`). Not `GET /api/v1/projects/{name}/syncwindows`: upstream's
     /// `GetSyncWindowsState` answers only the windows active now (`SyncWindows.Active()`),
     /// which cannot say when an allow window opens or the next deny begins.
-    async fn zoned(&self, name: &str) -> Result<Vec<port::SyncWindow>> {
+    async fn zoned(&self, name: &str) -> Result<Vec<deploy_core::window::SyncWindow>> {
         let app: Value = decode(&self.app_bytes(name).await?, &format!("application {name}"))?;
         let project = app["spec"]["project"]
             .as_str()
@@ -1274,7 +1274,7 @@ impl ArgoCd for RestArgoCd {
     /// the project's windows matched to the Application, `canSync` for a manual sync and the
     /// active windows, both computed in each window's zone; the windows come without their
     /// zones, so they are read again from the AppProject when the token may (`RestArgoCd::zoned`).
-    async fn sync_windows(&self, name: &str) -> Result<port::AppWindows> {
+    async fn sync_windows(&self, name: &str) -> Result<deploy_core::window::AppWindows> {
         let bytes = self
             .call(
                 Method::GET,

@@ -7,8 +7,8 @@
 //! when the token may read the AppProject.
 
 use deploy_core::Error;
-use deploy_core::port::{AppWindows, SyncWindow};
 use deploy_core::window::{Answer, WindowTarget};
+use deploy_core::window::{AppWindows, SyncWindow};
 use serde_json::Value;
 
 fn strings(v: &Value) -> Vec<String> {

@@ -28,9 +28,9 @@ use aws_sdk_ecr::types::{
     ImageIdentifier, ImageTagMutability, ReplicationConfiguration, ReplicationDestination,
     ReplicationRule as EcrRule, RepositoryFilter, RepositoryFilterType,
 };
-use deploy_core::conformance::registry::RegistryFixture;
 use deploy_core::model::{Digest, RepoLocation, Tag};
 use deploy_core::port::ReplicationRule;
+use deploy_engine::conformance::registry::RegistryFixture;
 use sha2::{Digest as _, Sha256};
 
 /// A `moto_server` process for one account, killed on drop.

@@ -441,7 +441,7 @@ impl S3Lock {
     /// lease may still be live.
     fn trust_expiry(&self, current: &Lease) -> Result<()> {
         let store_now = *guard(&self.store.date);
-        deploy_core::unlock::trust_expiry("S3", current.expires_at, self.clock.now(), store_now)
+        deploy_core::lock::trust_expiry("S3", current.expires_at, self.clock.now(), store_now)
             .map_err(|skew| Error::Refused {
                 message: format!(
                     "not taking over the lock {} of {}: {skew}",
@@ -610,7 +610,7 @@ impl Lock for S3Lock {
 
 #[cfg(feature = "moto")]
 #[async_trait]
-impl deploy_core::conformance::lock::LockFixture for S3Lock {
+impl deploy_engine::conformance::lock::LockFixture for S3Lock {
     async fn expire(&self, key: &str) {
         let object = self.object_key(key);
         let (mut stored, _) = self

@@ -276,7 +276,7 @@ mod tests {
         gone.id = "99".into();
         assert_eq!(log.read(&[gone]).await.unwrap().warnings.len(), 1);
 
-        let newest = deploy_core::trail::newest(&log, "prod", at(20), 1, |_| false)
+        let newest = deploy_engine::observe::trail::newest(&log, "prod", at(20), 1, |_| false)
             .await
             .unwrap();
         let runs: Vec<(&str, Outcome)> = newest

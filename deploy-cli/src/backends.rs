@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use deploy_core::config::{Config, LockBackend};
-use deploy_core::memory::{Timing, World, WorldState};
 use deploy_core::model::Tag;
 use deploy_core::port::{ArgoCd, ArgoCdInventory, AuditLog, Clock, Lock, Registry, SystemClock};
+use deploy_engine::memory::{Timing, World, WorldState};
 
 use crate::cli::Global;
 use crate::exit::UsageError;
@@ -166,7 +166,7 @@ impl Backends {
             .or_else(crate::audit_log::default_path);
         let audit: Arc<dyn AuditLog> = match &audit_path {
             Some(p) => Arc::new(crate::audit_log::FileAuditLog::new(p)),
-            None => Arc::new(deploy_core::memory::InMemoryAuditLog::default()),
+            None => Arc::new(deploy_engine::memory::InMemoryAuditLog::default()),
         };
         let tag_parameters = tag_parameters(config);
         if global.core {
@@ -299,7 +299,7 @@ impl Backends {
                 })?;
                 Ok(Arc::new(store.lock(
                     &env.name,
-                    &deploy_core::engine::lock::key(&config.app, &env.name),
+                    &deploy_core::lock::key(&config.app, &env.name),
                     self.clock.clone(),
                 )))
             }
@@ -309,7 +309,7 @@ impl Backends {
                     .with_clock(self.clock.clone()),
             )),
             (Some(LockBackend::Argocd) | None, Locks::Core(client)) => {
-                let carrier = deploy_core::engine::lock::carrier(config, env)
+                let carrier = deploy_core::lock::carrier(config, env)
                     .expect("validated: a configuration has clusters");
                 Ok(Arc::new(
                     deploy_argocd::rest::lock::ApplicationLock::over_kube(
@@ -334,7 +334,7 @@ impl Backends {
             }
             (Some(LockBackend::Argocd) | None, _) => match &self.rest {
                 Some(rest) => {
-                    let carrier = deploy_core::engine::lock::carrier(config, env)
+                    let carrier = deploy_core::lock::carrier(config, env)
                         .expect("validated: a configuration has clusters");
                     Ok(Arc::new(
                         deploy_argocd::rest::lock::ApplicationLock::new((**rest).clone(), carrier)
@@ -629,7 +629,7 @@ impl ArgoCd for Unconfigured {
     ) -> deploy_core::Result<()> {
         Err(self.err())
     }
-    async fn sync_windows(&self, _: &str) -> deploy_core::Result<deploy_core::port::AppWindows> {
+    async fn sync_windows(&self, _: &str) -> deploy_core::Result<deploy_core::window::AppWindows> {
         Err(self.err())
     }
 }

@@ -1,8 +1,8 @@
 //! Exit codes and how errors map to them.
 
 use deploy_core::config::ConfigError;
-use deploy_core::engine::EngineError;
 use deploy_core::trail::Outcome;
+use deploy_engine::engine::EngineError;
 
 /// The process's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl Exit {
 
     /// The exit code of a run's report: its outcome's, except that a run whose end record
     /// could not be written never exits 0 (the operation's record failed).
-    pub fn of_report(report: &deploy_core::engine::RunReport) -> Self {
+    pub fn of_report(report: &deploy_core::rollout::event::RunReport) -> Self {
         match Self::of_outcome(report.outcome) {
             Self::Success if report.record_error.is_some() => Self::Failed,
             code => code,

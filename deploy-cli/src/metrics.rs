@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use deploy_core::watch::WatchEvent;
+use deploy_engine::watch::WatchEvent;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -208,7 +208,7 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deploy_core::watch::Poll;
+    use deploy_engine::watch::Poll;
 
     #[test]
     fn counts_are_encoded_with_the_environment() {

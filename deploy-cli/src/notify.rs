@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use deploy_core::config::{Environment, NotifyTarget, SlackUrl};
-use deploy_core::engine::{Event, RunReport};
 use deploy_core::notify::Announcer;
+use deploy_core::rollout::event::{Event, RunReport};
 use deploy_core::trail::{Actor, RunKind};
 use deploy_notify::{Channel, Delivery, Dispatcher, Retry};
 use secrecy::SecretString;

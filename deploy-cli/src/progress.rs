@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use deploy_core::engine::Event;
+use deploy_core::rollout::event::Event;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
@@ -200,7 +200,7 @@ pub fn describe(event: &Event) -> Option<String> {
             if *soak_restarted { format!("  {cluster}: observed again after {gap:.0}s; the soak starts over") } else { format!("  {cluster}: observed again after {gap:.0}s") }
         }
         Event::CheckMeasured { check, cluster, values, phase, verdict, error } => {
-            let values = deploy_core::engine::check::show_values(values);
+            let values = deploy_core::check::show_values(values);
             let why = error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
             format!("  {cluster}: check {check} = {values}: {phase:?}{why}; check {verdict:?}")
         }

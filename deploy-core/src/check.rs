@@ -303,6 +303,25 @@ pub fn least_soak(soak: Duration, checks: &[ResolvedCheck]) -> Duration {
         .fold(soak, Duration::max)
 }
 
+/// The longest a measurement may take before it counts as an error (or the interval, when
+/// that is longer).
+pub const MEASURE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The values in one line: `0.002`, `[0.1, 0.2]`, `no data`.
+pub fn show_values(values: &[f64]) -> String {
+    match values {
+        [] => "no data".into(),
+        [one] => format!("{one}"),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

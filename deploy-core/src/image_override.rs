@@ -20,83 +20,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{Environment, ImageOverride, Pin};
+use crate::model::LiveTag;
 use crate::model::{Digest, Release, Tag};
-use crate::plan::live::LiveTag;
-use crate::port::{Application, image_name, image_tag};
-
-/// The image override of an Application's source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum OverrideValue {
-    /// One Helm parameter (`spec.source.helm.parameters[name]`), and with a digest pin one
-    /// parameter per service holding its digest.
-    Helm {
-        /// Parameter name, e.g. `image.tag`.
-        parameter: String,
-        /// Its value: the tag.
-        value: String,
-        /// Digest parameter → digest (`pin = "digest"`); an empty value clears a pin (a
-        /// release whose digest is unknown runs by its tag). Empty when pinned by tag.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        digests: BTreeMap<String, String>,
-    },
-    /// Kustomize image overrides (`spec.source.kustomize.images`), `name:tag` each, or
-    /// `name:tag@sha256:…` when pinned by digest.
-    Kustomize {
-        /// The entries for our images.
-        images: Vec<String>,
-    },
-}
-
-/// The digest of an image reference `name@digest` or `name:tag@digest`; `None` without one.
-pub fn image_digest(image: &str) -> Option<&str> {
-    image.split_once('@').map(|(_, d)| d)
-}
-
-impl OverrideValue {
-    /// The tag(s) this override points at, deduplicated and sorted.
-    pub fn tags(&self) -> Vec<String> {
-        let mut tags: Vec<String> = match self {
-            Self::Helm { value, .. } => vec![value.clone()],
-            Self::Kustomize { images } => images
-                .iter()
-                .filter_map(|i| image_tag(i))
-                .map(str::to_owned)
-                .collect(),
-        };
-        tags.sort();
-        tags.dedup();
-        tags
-    }
-
-    /// The digests this override pins, as (where, digest): the Kustomize image name, or the
-    /// Helm digest parameter. Empty when it names the tag only.
-    pub fn pins(&self) -> Vec<(&str, &str)> {
-        match self {
-            Self::Helm { digests, .. } => digests
-                .iter()
-                .filter(|(_, d)| !d.is_empty())
-                .map(|(p, d)| (p.as_str(), d.as_str()))
-                .collect(),
-            Self::Kustomize { images } => images
-                .iter()
-                .filter_map(|i| Some((kustomize_name(i), image_digest(i)?)))
-                .collect(),
-        }
-    }
-
-    /// Whether this override is of the configured kind.
-    pub fn is_kind(&self, kind: &ImageOverride) -> bool {
-        matches!(
-            (self, kind),
-            (Self::Helm { .. }, ImageOverride::Helm { .. })
-                | (Self::Kustomize { .. }, ImageOverride::Kustomize)
-        )
-    }
-}
+use crate::port::{Application, OverrideValue, kustomize_name};
 
 impl Application {
     /// The image override as configured by `kind`, if the Application has one: the tag's
@@ -154,15 +81,6 @@ impl Application {
                 self.override_value(&ImageOverride::Kustomize, image_names)
             }
         }
-    }
-}
-
-/// The image name a Kustomize override entry matches: `old=new:tag` → `old`, `name:tag` → `name`,
-/// `name:tag@sha256:…` → `name`.
-pub fn kustomize_name(entry: &str) -> &str {
-    match entry.split_once('=') {
-        Some((old, _)) => old,
-        None => image_name(entry),
     }
 }
 
@@ -268,11 +186,53 @@ pub fn same_override(current: Option<&OverrideValue>, want: &OverrideValue) -> b
     }
 }
 
+/// What `status.summary.images` shows once an Application whose images are `image_names`
+/// has synced `value`: Kustomize renders each entry as kustomize's image transformer does
+/// (`name:tag`, `name:tag@digest`, `name@digest`; see this module); Helm renders
+/// `name:tag`, or `name@digest` for an image whose digest parameter (`digest_parameters`:
+/// image name → parameter) `value` sets, as charts with an `image.digest` value do
+/// (Bitnami's: "if set, will override the tag", bitnami/charts#11903). Shared by the
+/// in-memory and the stateful fake Argo CD.
+pub fn rendered_images(
+    image_names: &[String],
+    value: &OverrideValue,
+    digest_parameters: &BTreeMap<String, String>,
+) -> Vec<String> {
+    match value {
+        OverrideValue::Helm { value, digests, .. } => image_names
+            .iter()
+            .map(|n| {
+                match digest_parameters
+                    .get(n)
+                    .and_then(|p| digests.get(p))
+                    .filter(|d| !d.is_empty())
+                {
+                    Some(d) => format!("{n}@{d}"),
+                    None => format!("{n}:{value}"),
+                }
+            })
+            .collect(),
+        OverrideValue::Kustomize { images } => image_names
+            .iter()
+            .map(|n| {
+                images
+                    .iter()
+                    .find(|i| kustomize_name(i) == n)
+                    .map(|i| {
+                        i.split_once('=')
+                            .map_or(i.as_str(), |(_, new)| new)
+                            .to_owned()
+                    })
+                    .unwrap_or_else(|| n.clone())
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Config, EXAMPLE};
-    use crate::memory::rendered_images;
     use crate::plan::live::{is_at_release, service_images};
     use crate::port::test_app;
 

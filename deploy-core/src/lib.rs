@@ -1,93 +1,49 @@
-//! The pure domain of `deploy`: releases, configuration, planners, ports, in-memory
-//! backends and the promotion engine.
+//! The pure domain of `deploy`: releases, configuration, the port traits, the planners and the
+//! engine's rules. No async runtime, no I/O.
 //!
-//! This crate decides; the adapters act. It performs no network or file I/O: it reads the
-//! world through the ports of [`port`] (a registry, Argo CD, a lock, an audit trail, a clock),
-//! plans with pure functions ([`plan`]), and runs a plan with [`engine::Engine`], which
-//! reports typed [`engine::Event`]s. [`memory`] has full in-memory backends of every port, for
-//! tests, demos and your own tools; `deploy-aws` and `deploy-argocd` have the real ones.
+//! This crate decides; the adapters act, and `deploy-engine` runs. It reads the world through
+//! the ports of [`port`] (a registry, Argo CD, a lock, an audit trail, a clock), plans with pure
+//! functions ([`plan`]), and holds the rules a run follows ([`rollout`]: how an observation is
+//! judged, how a soak counts, who holds the lock, how a run ends). `deploy-engine` runs a plan
+//! over the ports and has in-memory backends of every port; `deploy-aws` and `deploy-argocd`
+//! have the real ones.
 //!
-//! A whole promotion of a release to production, on the in-memory world, on tokio's paused
-//! clock (so its waves, syncs and soaks take no real time):
+//! The layers, each importing only from those before it (`xtask/src/tidy/layers.rs` keeps
+//! them): `error`, `model` → `config` → `hcl`, `window`, `check`, `trail` → `port` → the rules
+//! of the lock (`lock`) and of image overrides (`image_override`) → `plan` → `rollout` →
+//! `notify`. No module does I/O, and nothing here needs an async runtime: the async port
+//! traits are called by `deploy-engine`.
+//!
+//! The configuration and the rules, with no runtime at all:
 //!
 //! ```
-//! use std::sync::Arc;
-//!
 //! use deploy_core::config::{Config, EXAMPLE};
-//! use deploy_core::engine::{Engine, Event, Ports, RunOptions, lock};
-//! use deploy_core::memory::World;
-//! use deploy_core::model::Tag;
-//! use deploy_core::plan::promotion::{Intent, observe, plan};
-//! use deploy_core::port::TokioClock;
-//! use deploy_core::trail::Outcome;
+//! use deploy_core::lock;
 //!
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() {
 //! let config = Config::parse("deploy.toml", EXAMPLE).unwrap();
-//! let clock = Arc::new(TokioClock::new(jiff::Timestamp::from_second(1_790_000_000).unwrap()));
-//! let v1 = Tag::new("1111111aaaaa").unwrap();
-//! let v2 = Tag::new("2222222bbbbb").unwrap();
-//! let world = World::seeded(&config, clock.clone(), &v1); // every cluster runs v1
-//!
-//! // CI pushes v2 to staging; ECR replication copies it to the prod regions.
-//! world.ci_push(&config, config.environment("staging").unwrap(), &v2);
-//! tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-//!
-//! // Observe (read only), then plan (pure): four gates and the waves.
 //! let prod = config.environment("prod").unwrap();
-//! let intent = Intent::Promote { tag: Some(v2.clone()) };
-//! let seen = observe(&config, prod, intent, None, &world.registry, &world.argocd, &world.argocd)
-//!     .await
-//!     .unwrap();
-//! let promotion = plan(&config, prod, &seen);
-//! assert!(promotion.is_go(), "{:#?}", promotion.gates);
-//!
-//! // Run it: wave by wave, each cluster synced by us, observed Healthy through its soak
-//! // and its checks measured.
-//! let ports = Ports {
-//!     argocd: &world.argocd,
-//!     lock: &world.lock,
-//!     audit: &world.audit,
-//!     clock: &*clock,
-//!     metrics: Some(&world.metrics), // the 5xx-ratio check of the example's prod
-//! };
-//! let opts = RunOptions {
-//!     run_id: "example".into(),
-//!     holder: "example".into(),
-//!     lock_key: lock::key(&config.app, "prod"),
-//!     ..RunOptions::default()
-//! };
-//! let mut healthy = Vec::new();
-//! let report = Engine::new(ports, opts)
-//!     .run(&promotion, |event| {
-//!         if let Event::AppHealthy { cluster, .. } = event {
-//!             healthy.push(cluster);
-//!         }
-//!     })
-//!     .await
-//!     .unwrap();
-//! assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
-//! assert_eq!(healthy, ["us-west-2", "us-east-1", "eu-west-1"]);
-//! # }
+//! // Production is synced by us, wave by wave: one region first, then the other two.
+//! assert_eq!(prod.waves, [vec!["us-west-2"], vec!["us-east-1", "eu-west-1"]]);
+//! // One lock per environment, the same on every machine; where the lock is an annotation,
+//! // it lives on the first of the environment's Applications by name.
+//! assert_eq!(lock::key(&config.app, &prod.name), "deploy-myapp-prod");
+//! assert_eq!(lock::carrier(&config, prod).as_deref(), Some("myapp-prod-eu-west-1"));
 //! ```
+//!
+//! A whole promotion on the in-memory world is the example of `deploy-engine`'s documentation.
 
 pub mod check;
 pub mod config;
-pub mod engine;
 pub mod error;
 pub mod hcl;
 pub mod image_override;
-pub mod memory;
+pub mod lock;
 pub mod model;
 pub mod notify;
 pub mod plan;
 pub mod port;
+pub mod rollout;
 pub mod trail;
-pub mod unlock;
-pub mod watch;
 pub mod window;
 
 pub use error::{Error, Result};
-
-#[cfg(feature = "conformance")]
-pub mod conformance;

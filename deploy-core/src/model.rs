@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod annotation;
+
 /// Why a string is not a valid domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} {value:?}: {why}")]
@@ -233,6 +235,57 @@ impl fmt::Display for SyncMode {
         } else {
             "manual"
         })
+    }
+}
+
+/// The sha256 digest of `manifest`, as a registry computes it.
+pub fn digest_of(manifest: &str) -> Digest {
+    let hex: String = <sha2::Sha256 as sha2::Digest>::digest(manifest.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Digest::new(format!("sha256:{hex}")).expect("sha256 hex is a valid digest")
+}
+
+/// The tag an Application runs (or is told to run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum LiveTag {
+    /// Every service image has this tag.
+    Tag(String),
+    /// Services run different tags, or one service runs several: service → every tag its
+    /// image runs, sorted (empty when the image is absent).
+    Mixed(BTreeMap<String, Vec<String>>),
+    /// None of our images is there.
+    Unknown,
+}
+
+impl LiveTag {
+    /// The single tag, if there is one.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Self::Tag(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LiveTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tag(t) => f.write_str(t),
+            Self::Unknown => f.write_str("-"),
+            Self::Mixed(by) => {
+                let parts: Vec<String> = by
+                    .iter()
+                    .map(|(s, t)| match t.as_slice() {
+                        [] => format!("{s}=?"),
+                        tags => format!("{s}={}", tags.join("+")),
+                    })
+                    .collect();
+                write!(f, "mixed({})", parts.join(","))
+            }
+        }
     }
 }
 

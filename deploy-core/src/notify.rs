@@ -8,7 +8,8 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{AppState, Event, RunReport};
+use crate::rollout::event::{Event, RunReport};
+use crate::trail::AppState;
 use crate::trail::{Actor, Outcome, RunKind};
 
 /// The moment a notice announces.
@@ -311,8 +312,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::engine::AppReport;
     use crate::model::{Digest, Release, Tag};
+    use crate::trail::AppReport;
 
     /// How many notices of each moment, for tests and summaries.
     fn count_by_moment(notices: &[Notice]) -> BTreeMap<&'static str, usize> {

@@ -13,9 +13,10 @@ use futures::stream::BoxStream;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::config::MetricSource;
+use crate::config::{ImageOverride, MetricSource};
 use crate::error::Result;
 use crate::model::{Digest, RepoLocation, SyncMode, Tag};
+use crate::window::AppWindows;
 
 // ---------------------------------------------------------------- registry
 
@@ -236,7 +237,85 @@ pub struct HistoryEntry {
     pub override_value: Option<OverrideValue>,
 }
 
-pub use crate::image_override::{OverrideValue, kustomize_name};
+/// The image override of an Application's source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum OverrideValue {
+    /// One Helm parameter (`spec.source.helm.parameters[name]`), and with a digest pin one
+    /// parameter per service holding its digest.
+    Helm {
+        /// Parameter name, e.g. `image.tag`.
+        parameter: String,
+        /// Its value: the tag.
+        value: String,
+        /// Digest parameter → digest (`pin = "digest"`); an empty value clears a pin (a
+        /// release whose digest is unknown runs by its tag). Empty when pinned by tag.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        digests: BTreeMap<String, String>,
+    },
+    /// Kustomize image overrides (`spec.source.kustomize.images`), `name:tag` each, or
+    /// `name:tag@sha256:…` when pinned by digest.
+    Kustomize {
+        /// The entries for our images.
+        images: Vec<String>,
+    },
+}
+
+impl OverrideValue {
+    /// The tag(s) this override points at, deduplicated and sorted.
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = match self {
+            Self::Helm { value, .. } => vec![value.clone()],
+            Self::Kustomize { images } => images
+                .iter()
+                .filter_map(|i| image_tag(i))
+                .map(str::to_owned)
+                .collect(),
+        };
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    /// The digests this override pins, as (where, digest): the Kustomize image name, or the
+    /// Helm digest parameter. Empty when it names the tag only.
+    pub fn pins(&self) -> Vec<(&str, &str)> {
+        match self {
+            Self::Helm { digests, .. } => digests
+                .iter()
+                .filter(|(_, d)| !d.is_empty())
+                .map(|(p, d)| (p.as_str(), d.as_str()))
+                .collect(),
+            Self::Kustomize { images } => images
+                .iter()
+                .filter_map(|i| Some((kustomize_name(i), image_digest(i)?)))
+                .collect(),
+        }
+    }
+
+    /// Whether this override is of the configured kind.
+    pub fn is_kind(&self, kind: &ImageOverride) -> bool {
+        matches!(
+            (self, kind),
+            (Self::Helm { .. }, ImageOverride::Helm { .. })
+                | (Self::Kustomize { .. }, ImageOverride::Kustomize)
+        )
+    }
+}
+
+/// The image name a Kustomize override entry matches: `old=new:tag` → `old`, `name:tag` → `name`,
+/// `name:tag@sha256:…` → `name`.
+pub fn kustomize_name(entry: &str) -> &str {
+    match entry.split_once('=') {
+        Some((old, _)) => old,
+        None => image_name(entry),
+    }
+}
+
+/// The digest of an image reference `name@digest` or `name:tag@digest`; `None` without one.
+pub fn image_digest(image: &str) -> Option<&str> {
+    image.split_once('@').map(|(_, d)| d)
+}
 
 /// The tag of an image reference `name:tag` or `name:tag@digest`; `None` when untagged.
 pub fn image_tag(image: &str) -> Option<&str> {
@@ -402,8 +481,6 @@ pub trait ArgoCd: Send + Sync + Debug {
     async fn sync_windows(&self, name: &str) -> Result<AppWindows>;
 }
 
-pub use crate::window::{AppWindows, SyncWindow, WindowKind};
-
 /// What `deploy audit` and gate 4 of a promotion read of Argo CD besides Applications:
 /// read-only, and apart from [`ArgoCd`] so that the writing port stays small.
 #[async_trait]
@@ -493,9 +570,9 @@ pub struct LockState {
 }
 
 impl LockState {
-    /// The id people pass to `deploy unlock --id`: [`crate::unlock::lock_id`] of the holder.
+    /// The id people pass to `deploy unlock --id`: [`crate::port::lock_id`] of the holder.
     pub fn id(&self) -> String {
-        crate::unlock::lock_id(&self.lease.holder)
+        crate::port::lock_id(&self.lease.holder)
     }
 }
 
@@ -554,34 +631,10 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that starts at a fixed time and advances with tokio's clock (paused or not).
-#[derive(Debug, Clone)]
-pub struct TokioClock {
-    base: Timestamp,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    /// Starts at `base`.
-    pub fn new(base: Timestamp) -> Self {
-        Self {
-            base,
-            start: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        let elapsed = jiff::SignedDuration::try_from(self.start.elapsed())
-            .unwrap_or(jiff::SignedDuration::MAX);
-        self.base.checked_add(elapsed).unwrap_or(Timestamp::MAX)
-    }
-}
-
-/// A bare Application running `images`, for tests.
-#[cfg(test)]
-pub(crate) fn test_app(name: &str, images: &[&str]) -> Application {
+/// A bare Application running `images` (Synced, Healthy, synced by hand), for the tests of
+/// this crate and of `deploy-engine`.
+#[doc(hidden)]
+pub fn test_app(name: &str, images: &[&str]) -> Application {
     Application {
         name: name.into(),
         project: "default".into(),
@@ -640,6 +693,15 @@ impl std::fmt::Display for OperationPhase {
             Self::Error => "Error",
         })
     }
+}
+
+/// The id of a lock held by `holder`: the first 8 hex digits of its SHA-256. A holder
+/// names one process (user, host, pid, boot, PID namespace), so the id stays the same while
+/// that run renews the lock and changes when anyone else takes it; it is short enough to
+/// type, and every backend can compute it from what it stores.
+pub fn lock_id(holder: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(holder.as_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

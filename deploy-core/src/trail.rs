@@ -13,10 +13,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::AppReport;
-use crate::error::Result;
+use crate::check::{Phase, Verdict};
 use crate::model::Release;
-use crate::port::AuditLog;
 
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +109,7 @@ pub struct AuditRecord {
     pub message: String,
     /// Every check measurement of the run, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<crate::engine::check::Measurement>,
+    pub checks: Vec<crate::trail::Measurement>,
     /// Where each Application was left at the end, in wave order: deployed, skipped, rolled
     /// back, or a rollback that did not complete (with why). Empty in a run's first record,
     /// and in records written before this field existed.
@@ -195,14 +193,14 @@ impl<T> Default for Found<T> {
 
 /// How far back a listing looks, widening until it has seen enough runs; then the whole
 /// trail. Most runs are recent, so the newest few are found in a day's or a week's keys.
-const WINDOWS: [Duration; 4] = [
+pub const WINDOWS: [Duration; 4] = [
     Duration::from_secs(86_400),
     Duration::from_secs(7 * 86_400),
     Duration::from_secs(30 * 86_400),
     Duration::from_secs(366 * 86_400),
 ];
 
-/// Records [`newest`] reads first (then twice as many each time).
+/// Records `deploy_engine::observe::newest` reads first (then twice as many each time).
 pub const BATCH: usize = 10;
 
 /// How many runs back a command searches the trail for a fact it only adds to what Argo CD
@@ -210,43 +208,9 @@ pub const BATCH: usize = 10;
 /// of a few months for most teams, and at most this many reads.
 pub const SEARCH_RUNS: usize = 100;
 
-/// The newest `runs` runs of `environment` as a listing shows them, newest first (by start,
-/// then run id): for each, its end record's entry, or its first record's when it has no end.
-/// Lists back from `now` in widening windows until `runs` runs have started inside the
-/// window (a run with only its end there started before it), else the whole trail.
-pub async fn newest_entries(
-    log: &dyn AuditLog,
-    environment: &str,
-    now: Timestamp,
-    runs: usize,
-) -> Result<Found<Entry>> {
-    let mut listed = Found::default();
-    let mut before: Option<Timestamp> = None;
-    let windows = WINDOWS
-        .iter()
-        .map(|w| now.checked_sub(*w).ok())
-        .chain([None]);
-    let mut since = None;
-    for window in windows {
-        since = window;
-        let got = log.list(Some(environment), since, before).await?;
-        listed.items.extend(got.items);
-        listed.warnings.extend(got.warnings);
-        let started = listed.items.iter().filter(|e| e.started).count();
-        if started >= runs || since.is_none() {
-            break;
-        }
-        before = since;
-    }
-    Ok(Found {
-        items: pick(listed.items, since, runs),
-        warnings: listed.warnings,
-    })
-}
-
 /// One entry per run, the newest `runs` runs first. A run whose first record was not listed
 /// started before `since` (the oldest time listed), so it ranks no newer than that.
-fn pick(entries: Vec<Entry>, since: Option<Timestamp>, runs: usize) -> Vec<Entry> {
+pub fn pick(entries: Vec<Entry>, since: Option<Timestamp>, runs: usize) -> Vec<Entry> {
     let mut by_run: HashMap<String, (Option<Entry>, Option<Entry>)> = HashMap::new();
     for e in entries {
         let slot = by_run.entry(e.run_id.clone()).or_default();
@@ -276,42 +240,115 @@ fn pick(entries: Vec<Entry>, since: Option<Timestamp>, runs: usize) -> Vec<Entry
     chosen.into_iter().map(|(_, e)| e).collect()
 }
 
-/// The records of the newest runs of `environment` (at most `runs`), oldest first: one per
-/// run, its end record (which repeats its start), or its first record when it has no end.
-///
-/// Reads [`BATCH`] runs first, then twice as many each time, newest first, and stops as soon
-/// as `enough` says the records read so far (given newest first) answer the question
-/// (`|_| false`: read all `runs`). Records that cannot be read are skipped and named in the
-/// warnings.
-pub async fn newest(
-    log: &dyn AuditLog,
-    environment: &str,
-    now: Timestamp,
-    runs: usize,
-    mut enough: impl FnMut(&[AuditRecord]) -> bool,
-) -> Result<Found<AuditRecord>> {
-    let listed = newest_entries(log, environment, now, runs).await?;
-    let mut out = Found {
-        items: Vec::new(),
-        warnings: listed.warnings,
-    };
-    let mut rest = listed.items.as_slice();
-    let mut batch = BATCH;
-    while !rest.is_empty() {
-        let (now_read, later) = rest.split_at(batch.min(rest.len()));
-        let got = log.read(now_read).await?;
-        out.items.extend(got.items);
-        out.warnings.extend(got.warnings);
-        if enough(&out.items) {
-            break;
-        }
-        rest = later;
-        // Doubling: a search that stops early reads at most twice what it needed, and a
-        // whole trail is read in a few large batches (concurrent inside the store).
-        batch = batch.saturating_mul(2);
+/// Sample values in JSON: finite ones as numbers, the others as Prometheus spells them. A
+/// `null` (what serde_json writes for a non-finite `f64`, in records from before) reads as NaN.
+pub mod samples {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Sample {
+        Number(f64),
+        Word(String),
+        Null(()),
     }
-    out.items.reverse();
-    Ok(out)
+
+    /// Writes the values, non-finite ones as words.
+    pub fn serialize<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(values.iter().map(|v| match *v {
+            v if v.is_finite() => Sample::Number(v),
+            v if v.is_nan() => Sample::Word("NaN".into()),
+            v if v > 0.0 => Sample::Word("+Inf".into()),
+            _ => Sample::Word("-Inf".into()),
+        }))
+    }
+
+    /// Reads the values written by [`serialize`] (or `null` for NaN).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Vec::<Sample>::deserialize(d)?
+            .into_iter()
+            .map(|s| match s {
+                Sample::Number(v) => Ok(v),
+                Sample::Null(()) => Ok(f64::NAN),
+                Sample::Word(w) => match w.as_str() {
+                    "NaN" => Ok(f64::NAN),
+                    "+Inf" | "Inf" => Ok(f64::INFINITY),
+                    "-Inf" => Ok(f64::NEG_INFINITY),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "{w:?} is not a sample value"
+                    ))),
+                },
+            })
+            .collect()
+    }
+}
+
+/// One measurement, as the audit record keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// The check.
+    pub check: String,
+    /// The cluster.
+    pub cluster: String,
+    /// The wave.
+    pub wave: usize,
+    /// The query as sent (resolved).
+    pub query: String,
+    /// The values measured (empty: no data, or an error). NaN and ±Inf are written as
+    /// Prometheus writes them (`"NaN"`, `"+Inf"`, `"-Inf"`): JSON has no such numbers.
+    #[serde(with = "samples")]
+    pub values: Vec<f64>,
+    /// The measurement's phase.
+    pub phase: Phase,
+    /// The check's verdict after it.
+    pub verdict: Verdict,
+    /// Why, for an error or no data.
+    pub error: Option<String>,
+    /// When.
+    pub at: jiff::Timestamp,
+}
+
+/// Where one Application ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum AppState {
+    /// Already at the release.
+    Skipped,
+    /// Now at the release, Healthy.
+    Deployed,
+    /// At the release (an interrupted run brought it there), not yet soaked there.
+    Unsoaked,
+    /// At the release (an interrupted run brought it there), now soaked and checked there.
+    SoakedAgain,
+    /// Failed (and not rolled back).
+    Failed(String),
+    /// Failed or part of a failed run, returned to its previous release.
+    RolledBack,
+    /// Rollback did not reach the previous release.
+    RollbackFailed(String),
+    /// The run stopped before reaching it.
+    NotStarted,
+    /// Stopped while in flight.
+    Interrupted,
+}
+
+/// One Application's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppReport {
+    /// Wave (1-based).
+    pub wave: usize,
+    /// Cluster.
+    pub cluster: String,
+    /// Application.
+    pub application: String,
+    /// Tag before.
+    pub from: String,
+    /// Release tag.
+    pub to: String,
+    /// Where it ended.
+    pub state: AppState,
+    /// Milliseconds spent.
+    pub elapsed_ms: u64,
 }
 
 #[cfg(test)]
@@ -335,168 +372,54 @@ mod tests {
 }
 
 #[cfg(test)]
-mod reading {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
-
+mod measurement {
     use super::*;
-    use crate::memory::InMemoryAuditLog;
-    use crate::model::Tag;
+    use crate::check::show_values;
 
-    /// A log that counts what it is asked, like a bill of S3 requests.
-    #[derive(Debug, Default)]
-    struct Counting {
-        log: InMemoryAuditLog,
-        lists: AtomicUsize,
-        reads: AtomicUsize,
+    #[test]
+    fn values_in_one_line() {
+        assert_eq!(show_values(&[]), "no data");
+        assert_eq!(show_values(&[0.25]), "0.25");
+        assert_eq!(show_values(&[0.1, f64::NAN]), "[0.1, NaN]");
     }
 
-    #[async_trait]
-    impl AuditLog for Counting {
-        async fn append(&self, record: &AuditRecord) -> Result<()> {
-            self.log.append(record).await
+    /// A measurement of NaN or ±Inf (an error ratio with no traffic is 0/0) is kept in the
+    /// audit record and read back: JSON has no such numbers, and serde_json writes them as
+    /// `null`, which no longer decodes as a number. Each line: the values, their JSON.
+    #[test]
+    fn every_value_survives_the_audit_record() {
+        #[track_caller]
+        fn check(values: &[f64], json: &str) {
+            let m = Measurement {
+                check: "c".into(),
+                cluster: "eu-west-1".into(),
+                wave: 1,
+                query: "q".into(),
+                values: values.to_vec(),
+                phase: Phase::Error,
+                verdict: Verdict::Running,
+                error: None,
+                at: jiff::Timestamp::UNIX_EPOCH,
+            };
+            let text = serde_json::to_string(&m).unwrap();
+            assert!(text.contains(&format!("\"values\":{json}")), "{text}");
+            let back: Measurement = serde_json::from_str(&text).expect("reads back");
+            assert_eq!(show_values(&back.values), show_values(values));
         }
-        async fn list(
-            &self,
-            environment: Option<&str>,
-            since: Option<Timestamp>,
-            before: Option<Timestamp>,
-        ) -> Result<Found<Entry>> {
-            self.lists.fetch_add(1, Ordering::Relaxed);
-            self.log.list(environment, since, before).await
-        }
-        async fn read(&self, entries: &[Entry]) -> Result<Found<AuditRecord>> {
-            self.reads.fetch_add(entries.len(), Ordering::Relaxed);
-            self.log.read(entries).await
-        }
-    }
-
-    const HOUR: i64 = 3600;
-    const NOW: i64 = 1_800_000_000;
-
-    fn at(second: i64) -> Timestamp {
-        Timestamp::from_second(second).unwrap()
-    }
-
-    fn record(run: &str, start: i64, end: Option<i64>, tag: &str) -> AuditRecord {
-        AuditRecord {
-            run_id: run.into(),
-            kind: RunKind::Promote,
-            environment: "prod".into(),
-            actor: Actor::default(),
-            release: Release {
-                tag: Tag::new(tag).unwrap(),
-                digests: BTreeMap::new(),
-            },
-            previous: BTreeMap::new(),
-            changed: vec![],
-            skipped: vec![],
-            started_at: at(start),
-            finished_at: at(end.unwrap_or(start)),
-            outcome: if end.is_some() {
-                Outcome::Succeeded
-            } else {
-                Outcome::Started
-            },
-            message: String::new(),
-            checks: vec![],
-            apps: vec![],
-        }
-    }
-
-    /// Appends a run's records: its start, and its end when it has one.
-    async fn run(log: &Counting, id: &str, start: i64, end: Option<i64>, tag: &str) {
-        log.append(&record(id, start, None, tag)).await.unwrap();
-        if end.is_some() {
-            log.append(&record(id, start, end, tag)).await.unwrap();
-        }
-    }
-
-    fn runs(read: &Found<AuditRecord>) -> Vec<(&str, Outcome)> {
-        read.items
-            .iter()
-            .map(|r| (r.run_id.as_str(), r.outcome))
-            .collect()
-    }
-
-    /// 1,000 runs an hour apart (2,000 records): the newest 3 cost one listing of the last
-    /// day and one read per run; another environment's runs are not counted.
-    #[tokio::test]
-    async fn the_newest_runs_cost_a_recent_listing_and_one_read_each() {
-        let log = Counting::default();
-        for i in 0..1000_i64 {
-            let start = NOW - (1000 - i) * HOUR;
-            run(&log, &format!("r{i:04}"), start, Some(start + 60), "v1").await;
-        }
-        let mut other = record("s1", NOW - 60, Some(NOW - 30), "v1");
-        other.environment = "staging".into();
-        log.append(&other).await.unwrap();
-        // The newest run was killed: only its first record.
-        run(&log, "r1000", NOW - 10, None, "v1").await;
-
-        let got = newest(&log, "prod", at(NOW), 3, |_| false).await.unwrap();
-        assert_eq!(
-            runs(&got),
-            [
-                ("r0998", Outcome::Succeeded),
-                ("r0999", Outcome::Succeeded),
-                ("r1000", Outcome::Started),
-            ],
-            "oldest first, one record per run: its end, else its start"
+        check(&[], "[]");
+        check(&[0.25, 1.0, -3.5e-7], "[0.25,1.0,-3.5e-7]");
+        check(&[f64::NAN], "[\"NaN\"]");
+        check(
+            &[f64::INFINITY, f64::NEG_INFINITY, 0.0],
+            "[\"+Inf\",\"-Inf\",0.0]",
         );
-        assert!(got.warnings.is_empty());
-        assert_eq!(log.lists.load(Ordering::Relaxed), 1, "the last day only");
-        assert_eq!(log.reads.load(Ordering::Relaxed), 3);
-
-        // More runs than a day holds: the listing widens, reads stay one per run.
-        let (lists, reads) = (log.lists.load(Ordering::Relaxed), 0);
-        log.reads.store(reads, Ordering::Relaxed);
-        let got = newest(&log, "prod", at(NOW), 100, |_| false).await.unwrap();
-        assert_eq!(got.items.len(), 100);
-        assert_eq!(got.items[0].run_id, "r0901");
-        assert_eq!(
-            log.lists.load(Ordering::Relaxed) - lists,
-            2,
-            "a day, then a week"
-        );
-        assert_eq!(log.reads.load(Ordering::Relaxed), 100);
-
-        // Searching stops at the first batch that answers.
-        log.reads.store(0, Ordering::Relaxed);
-        let got = newest(&log, "prod", at(NOW), 1000, |rs| {
-            rs.iter().any(|r| r.run_id == "r0995")
-        })
-        .await
+        // Records written before non-finite values were spelled out hold `null`.
+        let old = serde_json::to_string(&serde_json::json!({
+            "check": "c", "cluster": "x", "wave": 1, "query": "q", "values": [null, 2.0],
+            "phase": "error", "verdict": "running", "error": null, "at": "1970-01-01T00:00:00Z",
+        }))
         .unwrap();
-        assert_eq!(log.reads.load(Ordering::Relaxed), BATCH);
-        assert_eq!(got.items.len(), BATCH);
-
-        // Everything, when asked for more runs than there are.
-        let got = newest(&log, "prod", at(NOW), usize::MAX, |_| false)
-            .await
-            .unwrap();
-        assert_eq!(got.items.len(), 1001);
-    }
-
-    /// A run that started before the window and ended inside it is ranked by its start, not
-    /// its end: it is not among the newest when enough runs started after it.
-    #[tokio::test]
-    async fn a_long_run_ranks_by_its_start() {
-        let log = Counting::default();
-        run(&log, "long", NOW - 2 * 86_400, Some(NOW - 1), "v1").await;
-        for i in 0..5_i64 {
-            let start = NOW - (10 - i) * HOUR;
-            run(&log, &format!("r{i}"), start, Some(start + 60), "v2").await;
-        }
-        let got = newest(&log, "prod", at(NOW), 5, |_| false).await.unwrap();
-        assert!(
-            got.items.iter().all(|r| r.run_id != "long"),
-            "{:?}",
-            runs(&got)
-        );
-        let got = newest(&log, "prod", at(NOW), 6, |_| false).await.unwrap();
-        assert_eq!(got.items[0].run_id, "long", "{:?}", runs(&got));
-        assert_eq!(got.items[0].outcome, Outcome::Succeeded);
+        let back: Measurement = serde_json::from_str(&old).expect("an old record reads");
+        assert_eq!(show_values(&back.values), "[NaN, 2]");
     }
 }

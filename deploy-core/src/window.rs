@@ -513,9 +513,6 @@ pub fn verdict(
 /// of a sync window: `1.5h`, `1h30m`, `90m`, `300ms`. A fraction is scaled in floating point
 /// as Go does, and anything past Go's range (about 292 years) is an error.
 pub fn go_duration(text: &str) -> Result<SignedDuration, String> {
-    const HINT: &str = "a Go duration is one or more numbers with a unit (ns, us, ms, s, m, h), as 1h30m, 1.5h, 90m or 300ms";
-    const MAX: u64 = 1 << 63;
-    let invalid = || format!("not a Go duration ({HINT})");
     let (neg, mut s) = match text.as_bytes().first() {
         Some(b'-') => (true, &text.as_bytes()[1..]),
         Some(b'+') => (false, &text.as_bytes()[1..]),
@@ -525,88 +522,109 @@ pub fn go_duration(text: &str) -> Result<SignedDuration, String> {
         return Ok(SignedDuration::ZERO);
     }
     if s.is_empty() {
-        return Err(invalid());
+        return Err(format!("not a Go duration ({GO_HINT})"));
     }
-    let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
     let mut total: u64 = 0;
     while !s.is_empty() {
-        // [0-9]*: an integer that overflows is an error.
-        let n = digits(s);
-        let mut whole: u64 = 0;
-        for c in &s[..n] {
-            whole = whole
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(c - b'0')))
-                .filter(|v| *v <= MAX)
-                .ok_or_else(|| format!("number too large ({HINT})"))?;
-        }
-        s = &s[n..];
-        // (\.[0-9]*)?: digits past what fits are dropped, as Go does.
-        let (mut fraction, mut scale, mut post) = (0u64, 1f64, false);
-        if s.first() == Some(&b'.') {
-            let n = digits(&s[1..]);
-            for c in &s[1..=n] {
-                if let Some(v) = fraction
-                    .checked_mul(10)
-                    .and_then(|v| v.checked_add(u64::from(c - b'0')))
-                    .filter(|v| *v <= MAX)
-                {
-                    fraction = v;
-                    scale *= 10.0;
-                }
-            }
-            post = n > 0;
-            s = &s[1 + n..];
-        }
-        if n == 0 && !post {
-            return Err(invalid());
-        }
-        let unit_len = s
-            .iter()
-            .take_while(|c| **c != b'.' && !c.is_ascii_digit())
-            .count();
-        if unit_len == 0 {
-            return Err(format!("missing unit ({HINT})"));
-        }
-        let unit = std::str::from_utf8(&s[..unit_len]).map_err(|_| invalid())?;
-        s = &s[unit_len..];
-        let nanos: u64 = match unit {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            other => return Err(format!("unknown unit \"{other}\" ({HINT})")),
-        };
-        let too_long = || format!("longer than Go's durations can be ({HINT})");
-        let mut v = whole
-            .checked_mul(nanos)
-            .filter(|v| *v <= MAX)
-            .ok_or_else(too_long)?;
-        if fraction > 0 {
-            // As Go: `v += uint64(float64(f) * (float64(unit) / scale))`.
-            #[allow(
-                clippy::cast_precision_loss,
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss
-            )]
-            let part = (fraction as f64 * (nanos as f64 / scale)) as u64;
-            v = v
-                .checked_add(part)
-                .filter(|v| *v <= MAX)
-                .ok_or_else(too_long)?;
-        }
         total = total
-            .checked_add(v)
-            .filter(|v| *v <= MAX)
-            .ok_or_else(too_long)?;
+            .checked_add(go_term(&mut s)?)
+            .filter(|v| *v <= GO_MAX)
+            .ok_or_else(go_too_long)?;
     }
     let total = i128::from(total);
     let total = if neg { -total } else { total };
     i64::try_from(total)
         .map(SignedDuration::from_nanos)
-        .map_err(|_| format!("longer than Go's durations can be ({HINT})"))
+        .map_err(|_| go_too_long())
+}
+
+const GO_HINT: &str = "a Go duration is one or more numbers with a unit (ns, us, ms, s, m, h), as 1h30m, 1.5h, 90m or 300ms";
+
+/// Go's durations are at most 2⁶³ ns (before the sign).
+const GO_MAX: u64 = 1 << 63;
+
+fn go_too_long() -> String {
+    format!("longer than Go's durations can be ({GO_HINT})")
+}
+
+/// One `[0-9]*(\.[0-9]*)?[a-z]+` term of a Go duration, in nanoseconds, taken off the front
+/// of `s`.
+fn go_term(s: &mut &[u8]) -> Result<u64, String> {
+    let invalid = || format!("not a Go duration ({GO_HINT})");
+    let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+    // [0-9]*: an integer that overflows is an error.
+    let n = digits(s);
+    let mut whole: u64 = 0;
+    for c in &s[..n] {
+        whole = whole
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(c - b'0')))
+            .filter(|v| *v <= GO_MAX)
+            .ok_or_else(|| format!("number too large ({GO_HINT})"))?;
+    }
+    *s = &s[n..];
+    // (\.[0-9]*)?: digits past what fits are dropped, as Go does.
+    let (mut fraction, mut scale, mut post) = (0u64, 1f64, false);
+    if s.first() == Some(&b'.') {
+        let n = digits(&s[1..]);
+        for c in &s[1..=n] {
+            if let Some(v) = fraction
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                .filter(|v| *v <= GO_MAX)
+            {
+                fraction = v;
+                scale *= 10.0;
+            }
+        }
+        post = n > 0;
+        *s = &s[1 + n..];
+    }
+    if n == 0 && !post {
+        return Err(invalid());
+    }
+    let nanos = go_unit(s)?;
+    let mut v = whole
+        .checked_mul(nanos)
+        .filter(|v| *v <= GO_MAX)
+        .ok_or_else(go_too_long)?;
+    if fraction > 0 {
+        // As Go: `v += uint64(float64(f) * (float64(unit) / scale))`.
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let part = (fraction as f64 * (nanos as f64 / scale)) as u64;
+        v = v
+            .checked_add(part)
+            .filter(|v| *v <= GO_MAX)
+            .ok_or_else(go_too_long)?;
+    }
+    Ok(v)
+}
+
+/// The unit at the front of `s`, in nanoseconds, taken off it.
+fn go_unit(s: &mut &[u8]) -> Result<u64, String> {
+    let unit_len = s
+        .iter()
+        .take_while(|c| **c != b'.' && !c.is_ascii_digit())
+        .count();
+    if unit_len == 0 {
+        return Err(format!("missing unit ({GO_HINT})"));
+    }
+    let unit = std::str::from_utf8(&s[..unit_len])
+        .map_err(|_| format!("not a Go duration ({GO_HINT})"))?;
+    *s = &s[unit_len..];
+    Ok(match unit {
+        "ns" => 1,
+        "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        other => return Err(format!("unknown unit \"{other}\" ({GO_HINT})")),
+    })
 }
 
 impl FromStr for WindowKind {

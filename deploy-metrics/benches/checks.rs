@@ -1,7 +1,7 @@
 //! Bench of checks during a soak (issue 12, "Performance": a check costs one query per
 //! cluster per interval): a prod promotion of 100 clusters in one wave, with a 60 s soak and
 //! 3 Prometheus checks per cluster measured every 10 s, run by the real engine
-//! (`deploy_core::engine::Engine`) through the real Prometheus adapter (`Sources`) against a
+//! (`deploy_engine::engine::Engine`) through the real Prometheus adapter (`Sources`) against a
 //! local HTTP server answering a fixed one-sample vector, on the wall clock.
 //!
 //! Argo CD, the registry, the lock and the audit trail are deploy-core's in-memory backends
@@ -27,13 +27,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deploy_core::config::Config;
-use deploy_core::engine::{Engine, Event, Ports, RunOptions};
-use deploy_core::memory::world::generated_config;
-use deploy_core::memory::{Timing, World};
 use deploy_core::model::Tag;
 use deploy_core::plan::promotion::{self, Intent};
-use deploy_core::port::TokioClock;
+use deploy_core::rollout::event::Event;
 use deploy_core::trail::{Actor, Outcome};
+use deploy_engine::clock::TokioClock;
+use deploy_engine::engine::{Engine, Ports, RunOptions};
+use deploy_engine::memory::world::generated_config;
+use deploy_engine::memory::{Timing, World};
 use deploy_metrics::{SourceOptions, Sources};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -163,7 +164,7 @@ async fn promote(
         .await
         .expect("the staging apps exist");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let obs = promotion::observe(
+    let obs = deploy_engine::observe::promotion::observe(
         &config,
         prod,
         Intent::Promote { tag: None },

@@ -12,8 +12,13 @@ use std::path::{Path, PathBuf};
 
 use crate::project_root;
 
-/// Crates deploy-core may depend on: pure computation, serde, and tokio for time and
-/// concurrency. No AWS, Kubernetes or HTTP crate.
+// The README and docs/ show only commands and configuration that parse.
+mod docs;
+// Each crate's modules import only from the layers below them.
+mod layers;
+
+/// Crates deploy-core may depend on: pure computation, serde and futures (no async
+/// runtime: deploy-engine runs it). No AWS, Kubernetes or HTTP crate.
 const CORE_ALLOWED_DEPENDENCIES: &[&str] = &[
     "async-trait",
     "croner",
@@ -27,7 +32,6 @@ const CORE_ALLOWED_DEPENDENCIES: &[&str] = &[
     "serde_json",
     "sha2",
     "thiserror",
-    "tokio",
     "toml",
     "tracing",
 ];
@@ -524,21 +528,7 @@ fn grouped_imports(text: &str) -> Vec<(usize, String)> {
     for krate in ["std", "tokio"] {
         let opener = format!("{krate}::{{");
         for (at, _) in code.match_indices(&opener) {
-            let body = &code[at + opener.len()..];
-            let mut depth = 0;
-            let mut item = String::new();
-            let mut items = Vec::new();
-            for c in body.chars() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => items.push(std::mem::take(&mut item)),
-                    _ if depth == 0 => item.push(c),
-                    _ => {}
-                }
-            }
-            items.push(item);
+            let items = group_items(&code[at + opener.len()..]);
             for item in items {
                 let head = item
                     .trim()
@@ -556,6 +546,26 @@ fn grouped_imports(text: &str) -> Vec<(usize, String)> {
         }
     }
     out
+}
+
+/// The items of a `{a::b, c, d::{e, f}}` group, from just after its `{`: `a::b`, `c`, `d::`
+/// (a nested group keeps only its head).
+fn group_items(body: &str) -> Vec<String> {
+    let mut depth = 0;
+    let mut item = String::new();
+    let mut items = Vec::new();
+    for c in body.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => items.push(std::mem::take(&mut item)),
+            _ if depth == 0 => item.push(c),
+            _ => {}
+        }
+    }
+    items.push(item);
+    items
 }
 
 /// The test command `.ci/run` runs: the first non-comment line with `cargo xtask test`

@@ -36,9 +36,9 @@ use ::kube::runtime::{WatchStreamExt, watcher};
 use async_trait::async_trait;
 use deploy_core::Error;
 use deploy_core::port::{
-    AppStream, AppWindows, Application, ApplicationSet, ArgoCd, ClusterInfo, OverrideValue,
-    SyncRequest,
+    AppStream, Application, ApplicationSet, ArgoCd, ClusterInfo, OverrideValue, SyncRequest,
 };
+use deploy_core::window::AppWindows;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};

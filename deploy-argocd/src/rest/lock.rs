@@ -78,7 +78,7 @@ use super::{RestArgoCd, Target};
 use crate::wire;
 
 /// The annotation that holds the leases.
-pub const LOCK_ANNOTATION: &str = deploy_core::engine::lock::ANNOTATION;
+pub const LOCK_ANNOTATION: &str = deploy_core::model::annotation::LOCK;
 
 /// How long [`ApplicationLock::acquire`] waits after its write before reading it back.
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);

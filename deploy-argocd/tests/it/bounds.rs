@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use deploy_argocd::rest::RestOptions;
 use deploy_core::Error;
-use deploy_core::conformance::argocd::{ArgoCdFixture, seed};
 use deploy_core::port::ArgoCd;
+use deploy_engine::conformance::argocd::{ArgoCdFixture, seed};
 use futures::StreamExt;
 use serde_json::json;
 use wiremock::matchers::{method, path};

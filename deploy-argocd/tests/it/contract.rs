@@ -8,8 +8,8 @@ use deploy_core::port::ArgoCdInventory as _;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use deploy_core::conformance::argocd::{ArgoCdFixture, seed};
 use deploy_core::port::{ArgoCd, OverrideValue};
+use deploy_engine::conformance::argocd::{ArgoCdFixture, seed};
 use serde_json::{Value, json};
 use wiremock::Request;
 
@@ -232,7 +232,7 @@ async fn every_request_kind_and_every_fixture_matches_upstream() {
     let swagger = Swagger::load();
     let fake = FakeArgo::start_with(1).await;
     let port = client(&fake.server);
-    deploy_core::conformance::argocd::run_all(&port, &fake, "contract")
+    deploy_engine::conformance::argocd::run_all(&port, &fake, "contract")
         .await
         .unwrap();
     // Calls the suite does not make.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use deploy_argocd::rest::RestOptions;
 use deploy_core::Error;
-use deploy_core::conformance::argocd::{ArgoCdFixture, finished, seed, wait_for};
 use deploy_core::port::{ArgoCd, Health, OPERATION_INFO_KEY, OverrideValue, SyncRequest};
+use deploy_engine::conformance::argocd::{ArgoCdFixture, finished, seed, wait_for};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use deploy_core::Error;
-use deploy_core::conformance::argocd::{ArgoCdFixture, finished, seed, wait_for};
 use deploy_core::model::SyncMode;
 use deploy_core::port::{ArgoCd, Health, OverrideValue, SyncRequest, SyncStatus};
+use deploy_engine::conformance::argocd::{ArgoCdFixture, finished, seed, wait_for};
 use wiremock::Request;
 
 use deploy_argocd::fake::{FakeArgo, client};
@@ -34,7 +34,7 @@ fn count(requests: &[Request], verb: &str, path_end: &str) -> usize {
 async fn conformance() {
     let fake = FakeArgo::start().await;
     let port = client(&fake.server);
-    deploy_core::conformance::argocd::run_all(&port, &fake, "rest")
+    deploy_engine::conformance::argocd::run_all(&port, &fake, "rest")
         .await
         .unwrap();
     let requests = fake.server.received_requests().await.expect("recording");

@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deploy_argocd::rest::lock::{ApplicationLock, LOCK_ANNOTATION};
 use deploy_core::Error;
-use deploy_core::conformance::argocd::{ArgoCdFixture, seed};
-use deploy_core::conformance::lock::LockFixture;
 use deploy_core::port::{Clock, Lock};
+use deploy_engine::conformance::argocd::{ArgoCdFixture, seed};
+use deploy_engine::conformance::lock::LockFixture;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path_regex};
@@ -125,7 +125,7 @@ async fn conformance() {
         fake: &fake,
         app: "lock-conf".into(),
     };
-    deploy_core::conformance::lock::run_all(&lock, &fixture, "rest-lock")
+    deploy_engine::conformance::lock::run_all(&lock, &fixture, "rest-lock")
         .await
         .unwrap();
     // Every lease was released (the crashed one taken over, then released).
@@ -421,7 +421,7 @@ async fn every_request_matches_swagger() {
         fake: &fake,
         app: "lock-contract".into(),
     };
-    deploy_core::conformance::lock::run_all(&lock, &fixture, "contract")
+    deploy_engine::conformance::lock::run_all(&lock, &fixture, "contract")
         .await
         .unwrap();
     // Leave a lease behind so the served object carries the annotation.

@@ -3,10 +3,10 @@
 //! windows (with `timeZone`) say until when, and without them (403) nobody says.
 
 use deploy_argocd::fake::{FakeArgo, client};
-use deploy_core::conformance::argocd::{ArgoCdFixture, seed};
-use deploy_core::engine::window::app_verdict;
 use deploy_core::port::{ArgoCd, SyncRequest};
+use deploy_core::rollout::window::app_verdict;
 use deploy_core::window::Verdict;
+use deploy_engine::conformance::argocd::{ArgoCdFixture, seed};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use deploy_aws::EcrRegistry;
 use deploy_core::Error;
 use deploy_core::config::Config;
-use deploy_core::conformance::registry::{RegistryFixture, manifest, run_all};
 use deploy_core::model::{Digest, RepoLocation, Tag};
-use deploy_core::plan::release::{MissingKind, check_release, newest_complete};
+use deploy_core::plan::release::MissingKind;
 use deploy_core::port::Registry;
+use deploy_engine::conformance::registry::{RegistryFixture, manifest, run_all};
+use deploy_engine::observe::release::{check_release, newest_complete};
 
 use deploy_aws::moto::{AwsFiles, EcrFixture, Moto};
 

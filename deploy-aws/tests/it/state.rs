@@ -9,11 +9,13 @@ use deploy_aws::moto::{AwsFiles, Moto, create_bucket, delete_key, list_keys, put
 use deploy_aws::{S3StateOptions, S3Store};
 use deploy_core::Error;
 use deploy_core::config::S3Location;
-use deploy_core::conformance::lock::LockFixture as _;
+use deploy_core::lock::{Refusal, UnlockError};
 use deploy_core::model::{Release, Tag};
+use deploy_core::port::lock_id;
 use deploy_core::port::{AuditLog, Clock, Lock, SystemClock};
-use deploy_core::trail::{self, Actor, AuditRecord, Outcome, RunKind};
-use deploy_core::unlock::{Refusal, UnlockError, lock_id, unlock};
+use deploy_core::trail::{Actor, AuditRecord, Outcome, RunKind};
+use deploy_engine::conformance::lock::LockFixture as _;
+use deploy_engine::unlock::unlock;
 use futures::StreamExt as _;
 use jiff::Timestamp;
 
@@ -77,7 +79,7 @@ async fn lock_conformance() {
     let lock = store(&files, "laptop", BUCKET)
         .await
         .lock("prod", KEY, Arc::new(SystemClock));
-    if let Err(broken) = deploy_core::conformance::lock::run_all(&lock, &lock, "s3").await {
+    if let Err(broken) = deploy_engine::conformance::lock::run_all(&lock, &lock, "s3").await {
         panic!("S3Lock: {broken}");
     }
     // The environment's promotion lock is its one object; other leases live beside it.
@@ -359,7 +361,7 @@ async fn the_newest_runs_are_found_by_listing_and_read_one_get_each() {
     assert!(written.iter().all(Result::is_ok), "seeding the trail");
 
     let before = moto.requests().await.len();
-    let got = trail::newest(&log, "prod", now, 10, |_| false)
+    let got = deploy_engine::observe::trail::newest(&log, "prod", now, 10, |_| false)
         .await
         .unwrap();
     let requests = moto.requests().await;
@@ -380,7 +382,7 @@ async fn the_newest_runs_are_found_by_listing_and_read_one_get_each() {
 
     // 600 runs: a day, a week, then 30 days, whose ~1,100 keys are two pages.
     let before = requests.len();
-    let got = trail::newest(&log, "prod", now, 600, |_| false)
+    let got = deploy_engine::observe::trail::newest(&log, "prod", now, 600, |_| false)
         .await
         .unwrap();
     let requests = moto.requests().await;
@@ -410,7 +412,7 @@ async fn the_newest_runs_are_found_by_listing_and_read_one_get_each() {
     ] {
         put_object(&moto.endpoint, BUCKET, key, body.into()).await;
     }
-    let got = trail::newest(&log, "prod", now, 10, |_| false)
+    let got = deploy_engine::observe::trail::newest(&log, "prod", now, 10, |_| false)
         .await
         .unwrap();
     assert_eq!(

@@ -2,9 +2,11 @@
 
 use anyhow::{Context, Result};
 
+use deploy_core::check::show_values;
 use deploy_core::config::Config;
-use deploy_core::engine::check::show_values;
-use deploy_core::plan::findings::{ProbeAnswer, Severity, findings, observe, observe_checks};
+use deploy_core::plan::findings::{ProbeAnswer, Severity, findings};
+use deploy_engine::observe::findings::observe;
+use deploy_engine::observe::findings::observe_checks;
 
 use crate::backends::Backends;
 use crate::exit::{Exit, UsageError};

@@ -10,16 +10,19 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use deploy_core::config::{Config, EXAMPLE};
-use deploy_core::engine::{Engine, Event, Ports, RunOptions, lock};
-use deploy_core::memory::{Timing, World};
+use deploy_core::lock;
 use deploy_core::model::Tag;
 use deploy_core::plan::build::{build_tag, push_order};
 use deploy_core::plan::live::{is_at, service_images};
-use deploy_core::plan::promotion::{Intent, observe, plan};
-use deploy_core::plan::release::check_release;
+use deploy_core::plan::promotion::{Intent, plan};
 use deploy_core::port::{ArgoCd, Clock, SystemClock};
+use deploy_core::rollout::event::Event;
 use deploy_core::trail::Actor;
-use deploy_core::watch::Watcher;
+use deploy_engine::engine::{Engine, Ports, RunOptions};
+use deploy_engine::memory::{Timing, World};
+use deploy_engine::observe::promotion::observe;
+use deploy_engine::observe::release::check_release;
+use deploy_engine::watch::Watcher;
 
 use super::promote::{print_plan, print_summary};
 use super::release::print_check;

@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result};
 use deploy_core::plan::history::{HistoryRow, history, result_text};
-use deploy_core::trail;
 
 use crate::backends::Backends;
 use crate::exit::{Exit, UsageError};
@@ -24,7 +23,7 @@ pub async fn run(
     let mut warnings = Vec::new();
     for env in envs {
         // Only the newest `limit` runs are read: a listing finds them, one GET each.
-        let read = trail::newest(
+        let read = deploy_engine::observe::trail::newest(
             &*backends.audit_for(env),
             &env.name,
             backends.clock.now(),

@@ -8,13 +8,15 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
-use deploy_core::engine::{
-    Engine, EngineError, Event, Holder, Ports, RunOptions, RunReport, StopRequest, lock,
-};
-use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
+use deploy_core::lock;
+use deploy_core::lock::Holder;
+use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
+use deploy_core::rollout::event::{Event, RunReport};
 use deploy_core::trail::{self, Actor, Outcome, RunKind};
+use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
+use deploy_engine::observe::promotion::observe;
 
 use super::release::parse_tag;
 use crate::backends::Backends;
@@ -200,7 +202,7 @@ pub async fn plan_cmd(
     let p = make_plan(config, backends, env, Intent::Promote { tag }, None).await?;
     print_plan(out, &p);
     let windows =
-        deploy_core::engine::window::plan_windows(&*backends.argocd, &p, backends.clock.now())
+        deploy_engine::engine::window::plan_windows(&*backends.argocd, &p, backends.clock.now())
             .await;
     super::windows::print_windows(out, &windows);
     out.record("windows", &windows);
@@ -290,7 +292,7 @@ async fn recorded_digests(
     env: &Environment,
     tag: &deploy_core::model::Tag,
 ) -> Result<Option<deploy_core::model::Release>> {
-    let read = trail::newest(
+    let read = deploy_engine::observe::trail::newest(
         &*backends.audit_for(env),
         &env.name,
         backends.clock.now(),
@@ -448,7 +450,7 @@ async fn execute(
             let EngineError::Locked { holder, .. } = &e else {
                 unreachable!("matched above")
             };
-            let unlock = deploy_core::unlock::command(&env.name, holder);
+            let unlock = deploy_core::lock::command(&env.name, holder);
             return Err(anyhow::Error::new(e).context(format!(
                 "another promotion holds the lock; if that run is gone (its machine lost, its process killed), remove it: {unlock} (add --force before it expires)"
             )));

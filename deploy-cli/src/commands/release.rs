@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 
 use deploy_core::config::Config;
 use deploy_core::model::Tag;
-use deploy_core::plan::release::{
-    MissingKind, ReleaseCheck, Waiting, check_release, newest_complete, wait_until_complete,
-};
+use deploy_core::plan::release::{MissingKind, ReleaseCheck, Waiting};
+use deploy_engine::observe::release::wait_until_complete;
+use deploy_engine::observe::release::{check_release, newest_complete};
 
 use crate::backends::Backends;
 use crate::exit::{Exit, UsageError};

@@ -6,9 +6,9 @@ use std::path::Path;
 use anyhow::Result;
 
 use deploy_core::config::Config;
-use deploy_core::memory::argocd::Script;
-use deploy_core::memory::build_digest;
 use deploy_core::plan::build::{Push, push_order};
+use deploy_engine::memory::argocd::Script;
+use deploy_engine::memory::build_digest;
 
 use super::release::parse_tag;
 use crate::backends::{Backends, SANDBOX_DIR, Sandbox};
@@ -113,7 +113,7 @@ pub fn run(
             out.text(format!(
                 "check {check} on {cluster} ({}) measures {} while it runs {release}",
                 env.name,
-                deploy_core::engine::check::show_values(value)
+                deploy_core::check::show_values(value)
             ));
             out.result(&serde_json::json!({
                 "environment": env.name,

@@ -5,12 +5,12 @@ use futures::future::join_all;
 use serde::Serialize;
 
 use deploy_core::config::{Config, Environment};
-use deploy_core::engine::{ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE};
+use deploy_core::model::annotation;
 use deploy_core::plan::live::{live_tag, promoted, service_images};
 use deploy_core::plan::promotion::desired;
-use deploy_core::plan::release::newest_complete;
 use deploy_core::port::Application;
 use deploy_core::trail::{self, AuditRecord};
+use deploy_engine::observe::release::newest_complete;
 
 use crate::backends::Backends;
 use crate::exit::Exit;
@@ -58,7 +58,7 @@ async fn held_lock(
     backends: &Backends,
     env: &deploy_core::config::Environment,
 ) -> Option<HeldLock> {
-    let key = deploy_core::engine::lock::key(&config.app, &env.name);
+    let key = deploy_core::lock::key(&config.app, &env.name);
     let read = async {
         let lock = backends.lock_for(config, env).await?;
         anyhow::Ok(lock.inspect(&key).await?)
@@ -92,14 +92,14 @@ async fn promoters(
         .zip(apps)
         .filter(|(_, app)| {
             app.as_ref()
-                .is_ok_and(|a| !a.annotations.contains_key(ANNOTATION_BY))
+                .is_ok_and(|a| !a.annotations.contains_key(annotation::BY))
         })
         .map(|(c, _)| c.name.as_str())
         .collect();
     if unsaid.is_empty() {
         return Vec::new();
     }
-    let read = trail::newest(
+    let read = deploy_engine::observe::trail::newest(
         &*backends.audit_for(env),
         &env.name,
         backends.clock.now(),
@@ -166,9 +166,9 @@ pub async fn run(
                         sync: Some(app.sync_status.to_string()),
                         health: Some(app.health.to_string()),
                         operation: op,
-                        promoted_by: app.annotations.get(ANNOTATION_BY).cloned(),
-                        promoted_at: app.annotations.get(ANNOTATION_AT).cloned(),
-                        promoted_release: app.annotations.get(ANNOTATION_RELEASE).cloned(),
+                        promoted_by: app.annotations.get(annotation::BY).cloned(),
+                        promoted_at: app.annotations.get(annotation::AT).cloned(),
+                        promoted_release: app.annotations.get(annotation::RELEASE).cloned(),
                     }
                 }
                 Err(e) if e.is_not_found() => Row {

@@ -4,11 +4,12 @@
 
 use anyhow::{Context, Result};
 use deploy_core::config::Config;
-use deploy_core::engine::lock;
+use deploy_core::lock;
+use deploy_core::lock::{Refusal, UnlockError, age};
 use deploy_core::model::{Release, Tag};
 use deploy_core::port::LockState;
 use deploy_core::trail::{AuditRecord, Outcome, RunKind};
-use deploy_core::unlock::{Refusal, UnlockError, age, unlock};
+use deploy_engine::unlock::unlock;
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -95,7 +96,7 @@ pub async fn run(
                 print(&out, &env.name, s, now);
                 out.note(format!(
                     "if that run is gone: {}{}",
-                    deploy_core::unlock::command(&env.name, &s.lease.holder),
+                    deploy_core::lock::command(&env.name, &s.lease.holder),
                     if s.lease.expires_at > now {
                         " --force"
                     } else {

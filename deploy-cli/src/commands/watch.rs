@@ -1,4 +1,4 @@
-//! `deploy watch`: the image-updater loop of [`deploy_core::watch`], with signals, output,
+//! `deploy watch`: the image-updater loop of [`deploy_engine::watch`], with signals, output,
 //! leader election through the environment's lock backend, and metrics.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use deploy_core::config::{Config, Environment};
-use deploy_core::watch::{Leader, Poll, WatchEvent, WatchOptions, Watcher, lease_key};
+use deploy_engine::watch::{Leader, Poll, WatchEvent, WatchOptions, Watcher, lease_key};
 
 use crate::backends::Backends;
 use crate::cli::WatchArgs;

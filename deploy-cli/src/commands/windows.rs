@@ -1,7 +1,7 @@
 //! The sync windows section of `deploy plan`: each wave's windows and whether it could sync now.
 
-use deploy_core::engine::window::WaveWindows;
 use deploy_core::window::Verdict;
+use deploy_engine::engine::window::WaveWindows;
 
 use crate::output::Output;
 

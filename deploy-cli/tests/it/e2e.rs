@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use deploy_argocd::fake::{FakeArgo, ForeignEnd, Lasts, Outage, Requests, TOKEN};
 use deploy_aws::moto::{AwsFiles, EcrFixture, Moto};
-use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
-use deploy_core::conformance::registry::{RegistryFixture, manifest};
 use deploy_core::model::{RepoLocation, SyncMode, Tag};
+use deploy_engine::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
+use deploy_engine::conformance::registry::{RegistryFixture, manifest};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use wait_timeout::ChildExt;

@@ -2,7 +2,7 @@
 //! A lock object deleted during a soak is taken again and nothing is rolled back (N3), and
 //! `deploy unlock` removes a lock left in S3 and records who did in the S3 trail (item 8).
 
-use deploy_core::conformance::argocd::{ArgoCdFixture as _, Script};
+use deploy_engine::conformance::argocd::{ArgoCdFixture as _, Script};
 
 use crate::e2e::{
     CLUSTERS, NEW, PROMOTE, Replication, STATE_BUCKET, World, events_of, json_args, soak_started,

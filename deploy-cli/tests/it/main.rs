@@ -5,6 +5,7 @@
 mod bad_input;
 mod checks;
 mod cli;
+mod docs;
 mod e2e;
 mod lock_s3;
 mod manifests;

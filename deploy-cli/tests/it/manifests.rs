@@ -15,9 +15,9 @@ use clap::Parser;
 use deploy_aws::moto::{AwsFiles, EcrFixture};
 use deploy_cli::cli::{Cli, Command as DeployCommand, OutputFormat, WatchArgs};
 use deploy_core::config::{Config, Environment};
-use deploy_core::conformance::argocd::AppSeed;
-use deploy_core::conformance::registry::{RegistryFixture, manifest};
 use deploy_core::model::Tag;
+use deploy_engine::conformance::argocd::AppSeed;
+use deploy_engine::conformance::registry::{RegistryFixture, manifest};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -210,7 +210,7 @@ impl Manifests {
 
     /// The name of the leader-election Lease of the watched environment.
     fn lease(&self) -> String {
-        deploy_argocd::kube::lease_name(&deploy_core::watch::lease_key(&self.config, self.env()))
+        deploy_argocd::kube::lease_name(&deploy_engine::watch::lease_key(&self.config, self.env()))
     }
 
     fn namespace(&self) -> String {
@@ -272,7 +272,7 @@ fn allows(role: &Role, group: &str, resource: &str, verb: &str, name: Option<&st
 }
 
 /// What `deploy --core watch --leader-elect` sends for the watched environment, as
-/// (API group, resource, verb, object): deploy_core::watch reads each Application (GET) and
+/// (API group, resource, verb, object): deploy_engine::watch reads each Application (GET) and
 /// writes its image override and the `deploy/watched-release` annotation (merge PATCH,
 /// deploy-argocd/src/kube/argocd.rs); the leader election's Lease is read (GET), created
 /// when missing (POST) and taken, renewed and released by a full replace (PUT)
@@ -517,7 +517,7 @@ fn the_pod_is_locked_down_and_bounded() {
         resources.limits.unwrap_or_default().contains_key("memory"),
         "a memory limit"
     );
-    // A stop releases the lease, which gives up after 5 s (deploy_core::watch); the grace
+    // A stop releases the lease, which gives up after 5 s (deploy_engine::watch); the grace
     // period must leave room for it.
     assert!(
         pod.termination_grace_period_seconds.is_some_and(|s| s > 5),
@@ -659,21 +659,22 @@ fn the_role_grants_what_watch_needs_and_nothing_else() {
 fn the_readme_iam_policy_covers_what_watch_reads() {
     let m = Manifests::load();
     let env = m.env();
-    let readme = read(&deploy_dir().join("README.md"));
+    // The guide to these manifests moved to docs/ with the other guides (issue 18).
+    let readme = read(&root().join("docs/watch-in-cluster.md"));
     let blocks: Vec<Value> = readme
         .split("```json")
         .skip(1)
         .map(|rest| rest.split("```").next().expect("a closed block"))
         .map(|block| {
             serde_json::from_str(block)
-                .unwrap_or_else(|e| panic!("deploy/README.md: {e}:\n{block}"))
+                .unwrap_or_else(|e| panic!("docs/watch-in-cluster.md: {e}:\n{block}"))
         })
         .collect();
     let policy = blocks
         .iter()
         .flat_map(|b| b["Statement"].as_array().cloned().unwrap_or_default())
         .find(|s| s["Sid"] == "DeployWatchReadsReleases")
-        .expect("deploy/README.md: the permissions statement DeployWatchReadsReleases");
+        .expect("docs/watch-in-cluster.md: the permissions statement DeployWatchReadsReleases");
     // watch calls only DescribeImages (deploy-aws `tagged_images` and `image`).
     assert_eq!(strings(&policy["Action"]), ["ecr:DescribeImages"]);
     let want: BTreeSet<String> = m
@@ -698,7 +699,7 @@ fn the_readme_iam_policy_covers_what_watch_reads() {
         .iter()
         .flat_map(|b| b["Statement"].as_array().cloned().unwrap_or_default())
         .find(|s| s["Action"] == "sts:AssumeRoleWithWebIdentity")
-        .expect("deploy/README.md: the IRSA trust policy");
+        .expect("docs/watch-in-cluster.md: the IRSA trust policy");
     let subject = format!(
         "system:serviceaccount:{}:{}",
         m.namespace(),

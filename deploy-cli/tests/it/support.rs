@@ -69,7 +69,7 @@ impl Run {
     }
 }
 
-/// Parses `stdout` as JSON Lines in the `{"type","data"}` envelope (README "JSON output"), failing on
+/// Parses `stdout` as JSON Lines in the `{"type","data"}` envelope (docs/commands.md), failing on
 /// any line that is not, and on a last line that is not the `result`.
 #[track_caller]
 pub fn json_lines(what: &str, stdout: &str) -> Vec<Value> {

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use deploy_aws::moto::put_object;
-use deploy_core::engine::{AppReport, AppState};
 use deploy_core::model::{Release, Tag};
 use deploy_core::trail::{Actor, AuditRecord, Outcome, RunKind};
+use deploy_core::trail::{AppReport, AppState};
 use futures::StreamExt as _;
 use jiff::Timestamp;
 

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use deploy_argocd::rest::lock::LOCK_ANNOTATION;
 use deploy_aws::moto::{AwsFiles, sha256};
-use deploy_core::conformance::registry::RegistryFixture;
-use deploy_core::watch::ANNOTATION_WATCHED;
+use deploy_core::model::annotation;
+use deploy_engine::conformance::registry::RegistryFixture;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, Request, Respond, ResponseTemplate};
@@ -105,7 +105,7 @@ impl World {
     /// Whether every staging Application names `release` in its watched-release annotation.
     fn all_watched(&self, release: &str) -> bool {
         CLUSTERS.iter().all(|c| {
-            self.argo.object(&staging_app(c))["metadata"]["annotations"][ANNOTATION_WATCHED]
+            self.argo.object(&staging_app(c))["metadata"]["annotations"][annotation::WATCHED]
                 == release
         })
     }

@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{Config, Environment, ImageOverride};
-use crate::error::Result;
-use crate::port::{Application, ApplicationSet, ArgoCdInventory};
+use crate::port::{Application, ApplicationSet};
 
 /// Annotations upstream's controller keeps without being told (`defaultPreservedAnnotations`).
 pub const CONTROLLER_PRESERVED: [&str; 2] = [
@@ -133,65 +132,39 @@ fn jq_path(expr: &str) -> Option<Vec<JqStep>> {
 /// Every annotation `deploy` may write on an Application, whatever the environment: what
 /// `deploy render applicationset` preserves.
 pub fn every_written_annotation() -> Vec<&'static str> {
-    let mut names = crate::engine::ANNOTATIONS.to_vec();
-    names.push(crate::engine::lock::ANNOTATION);
-    names.push(crate::watch::ANNOTATION_WATCHED);
+    let mut names = crate::model::annotation::WRITTEN.to_vec();
+    names.push(crate::model::annotation::LOCK);
+    names.push(crate::model::annotation::WATCHED);
     names
 }
 
 /// The annotations `deploy` writes on `application` of `env`: the release annotations of
-/// every promotion; the lock ([`crate::engine::lock::ANNOTATION`]) only on `lock_carrier`,
+/// every promotion; the lock ([`crate::model::annotation::LOCK`]) only on `lock_carrier`,
 /// the Application holding it when the lock is an annotation (`None`: the lock lives
 /// elsewhere, a Kubernetes Lease or the state store); `deploy watch`'s record
-/// ([`crate::watch::ANNOTATION_WATCHED`]) in automated environments.
+/// ([`crate::model::annotation::WATCHED`]) in automated environments.
 pub fn written_annotations(
     env: &Environment,
     application: &str,
     lock_carrier: Option<&str>,
 ) -> Vec<&'static str> {
-    let mut names = crate::engine::ANNOTATIONS.to_vec();
+    let mut names = crate::model::annotation::WRITTEN.to_vec();
     if lock_carrier == Some(application) {
-        names.push(crate::engine::lock::ANNOTATION);
+        names.push(crate::model::annotation::LOCK);
     }
     if env.sync.is_automated() {
-        names.push(crate::watch::ANNOTATION_WATCHED);
+        names.push(crate::model::annotation::WATCHED);
     }
     names
 }
 
 /// The ApplicationSet that generates `app`: its owner reference, else the configured
 /// `application_set`. The flag says whether the owner reference named it.
-fn owner(config: &Config, env: &Environment, app: &Application) -> Option<(String, bool)> {
+pub fn owner(config: &Config, env: &Environment, app: &Application) -> Option<(String, bool)> {
     app.owner_application_set
         .clone()
         .map(|n| (n, true))
         .or_else(|| config.application_set_name(env).map(|n| (n, false)))
-}
-
-/// Reads the ApplicationSet of every Application in `apps` (by owner reference, else the
-/// configured name), by name; `None` for one that does not exist.
-pub async fn read(
-    config: &Config,
-    env: &Environment,
-    apps: &BTreeMap<String, Option<Application>>,
-    inventory: &dyn ArgoCdInventory,
-) -> Result<BTreeMap<String, Option<ApplicationSet>>> {
-    let mut out = BTreeMap::new();
-    for app in apps.values().flatten() {
-        let Some((name, _)) = owner(config, env, app) else {
-            continue;
-        };
-        if out.contains_key(&name) {
-            continue;
-        }
-        let set = match inventory.application_set(&name).await {
-            Ok(s) => Some(s),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        out.insert(name, set);
-    }
-    Ok(out)
 }
 
 /// An ApplicationSet that would undo what `deploy` writes to the Applications it generates.
@@ -309,23 +282,23 @@ impl Uncovered {
         if self
             .annotations
             .iter()
-            .any(|a| a == crate::engine::lock::ANNOTATION)
+            .any(|a| a == crate::model::annotation::LOCK)
         {
             out.push(format!(
                 "{} holds the promotion lock on {} (the lock is an annotation when Argo CD is reached over its API \
                  and no other lock is configured; a Kubernetes Lease or a state store needs no annotation)",
-                crate::engine::lock::ANNOTATION,
+                crate::model::annotation::LOCK,
                 self.lock_carrier.as_deref().unwrap_or("the first Application by name"),
             ));
         }
         if self
             .annotations
             .iter()
-            .any(|a| a == crate::watch::ANNOTATION_WATCHED)
+            .any(|a| a == crate::model::annotation::WATCHED)
         {
             out.push(format!(
                 "{} is deploy watch's record of the release it wrote (automated environments only)",
-                crate::watch::ANNOTATION_WATCHED
+                crate::model::annotation::WATCHED
             ));
         }
         out
@@ -457,9 +430,9 @@ mod tests {
     }
 
     const HELM: &str = "/spec/source/helm/parameters";
-    const RELEASE: [&str; 5] = crate::engine::ANNOTATIONS;
-    const LOCK: &str = crate::engine::lock::ANNOTATION;
-    const WATCHED: &str = crate::watch::ANNOTATION_WATCHED;
+    const RELEASE: [&str; 5] = crate::model::annotation::WRITTEN;
+    const LOCK: &str = crate::model::annotation::LOCK;
+    const WATCHED: &str = crate::model::annotation::WATCHED;
 
     /// `(environment, owner reference of every app, sets served, lock on the carrier?)`
     /// → `(set, override pointer missing?, missing annotations, missing set?)` per finding.
@@ -486,7 +459,7 @@ mod tests {
             .iter()
             .map(|s| (s.name.clone(), Some(s.clone())))
             .collect();
-        let carrier = crate::engine::lock::carrier(&config, env);
+        let carrier = crate::lock::carrier(&config, env);
         let got = check(
             &config,
             env,

@@ -4,17 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::check::{Phase, ResolvedCheck, Scope, phase};
+use crate::check::{Phase, ResolvedCheck, phase};
 use crate::config::{Config, Environment, MetricSource, NoData};
 use crate::error::{Error, Result};
 use crate::model::SyncMode;
-use crate::port::{
-    Application, ApplicationSet, ArgoCd, ArgoCdInventory, ClusterInfo, Metrics, Registry,
-    ReplicationRule, RepositoryInfo,
-};
+use crate::port::{Application, ApplicationSet, ClusterInfo, ReplicationRule, RepositoryInfo};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -109,64 +105,6 @@ impl ProbeAnswer {
     }
 }
 
-/// Measures each check of `env` once on each of its clusters, all at once, each within
-/// [`crate::engine::check::MEASURE_TIMEOUT`]. `{release}` is the release the cluster's
-/// Application runs now (from `apps`, as [`observe`] read them), `unknown` when it runs none
-/// or several.
-pub async fn observe_checks(
-    config: &Config,
-    env: &Environment,
-    apps: &BTreeMap<String, Option<Application>>,
-    metrics: &dyn Metrics,
-) -> Vec<CheckProbe> {
-    let mut resolved = Vec::new();
-    for cluster in env.waves.iter().flatten().filter_map(|c| config.cluster(c)) {
-        let live = apps
-            .get(&cluster.name)
-            .and_then(Option::as_ref)
-            .map(|a| super::live::live_tag(a, &super::live::service_images(config, env, cluster)));
-        let release = live
-            .as_ref()
-            .and_then(|l| l.tag())
-            .unwrap_or("unknown")
-            .to_owned();
-        for c in &env.checks {
-            let check = c.resolve(&Scope {
-                cluster: &cluster.name,
-                region: &cluster.region,
-                env: &env.name,
-                app: &config.app,
-                release: &release,
-            });
-            resolved.push((cluster.name.clone(), check));
-        }
-    }
-    let answers = join_all(resolved.iter().map(|(_, c)| async move {
-        match tokio::time::timeout(
-            crate::engine::check::MEASURE_TIMEOUT,
-            metrics.measure(&c.source, &c.query),
-        )
-        .await
-        {
-            Ok(measured) => ProbeAnswer::of(measured),
-            Err(_) => ProbeAnswer::Unreachable(format!(
-                "no answer within {}s",
-                crate::engine::check::MEASURE_TIMEOUT.as_secs()
-            )),
-        }
-    }))
-    .await;
-    resolved
-        .into_iter()
-        .zip(answers)
-        .map(|((cluster, check), answer)| CheckProbe {
-            cluster,
-            check,
-            answer,
-        })
-        .collect()
-}
-
 /// Where a check measures, for a finding's subject and text.
 fn source_of(s: &MetricSource) -> String {
     match s {
@@ -235,7 +173,7 @@ pub fn check_findings(env: &Environment, probes: &[CheckProbe]) -> Vec<Finding> 
                         Severity::Error,
                         format!(
                             "its conditions cannot be evaluated on what the query returns now ({}): {why}; every measurement would be an error. Fix `success`/`failure` of {} in {table} (`result` is a number for one series, a list otherwise)",
-                            crate::engine::check::show_values(v),
+                            crate::check::show_values(v),
                             c.name
                         ),
                     ),
@@ -253,82 +191,54 @@ pub fn check_findings(env: &Environment, probes: &[CheckProbe]) -> Vec<Finding> 
         .collect()
 }
 
-/// Reads the audit input of `env`, assuming the lock is an annotation of
-/// [`crate::engine::lock::carrier`] (set [`AuditInput::lock_carrier`] to `None` when it is not).
-pub async fn observe(
-    config: &Config,
-    env: &Environment,
-    registry: &dyn Registry,
-    argocd: &dyn ArgoCd,
-    inventory: &dyn ArgoCdInventory,
-) -> Result<AuditInput> {
-    let mut input = AuditInput::default();
-    for cluster in &config.clusters {
-        let app = match argocd
-            .application(&config.application_name(env, cluster))
-            .await
-        {
-            Ok(a) => Some(a),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        input.apps.insert(cluster.name.clone(), app);
-    }
-    if let Some(name) = config.application_set_name(env) {
-        let sets = inventory.application_sets().await?;
-        input.application_set = sets.into_iter().find(|s| s.name == name);
-        input.application_set_missing = input.application_set.is_none();
-    }
-    if let Some(src) = env
-        .promote_from
-        .as_deref()
-        .and_then(|s| config.environments.get(s))
-    {
-        for region in &src.registry.regions {
-            input.source_rules.insert(
-                region.clone(),
-                registry
-                    .replication_rules(&src.registry.account, region)
-                    .await?,
-            );
-        }
-    }
-    let locations: Vec<_> = config
-        .services
-        .iter()
-        .flat_map(|s| env.registry.regions.iter().map(move |r| env.location(s, r)))
-        .collect();
-    let infos = join_all(locations.iter().map(|l| registry.repository(l))).await;
-    for (loc, info) in locations.into_iter().zip(infos) {
-        let info = match info {
-            Ok(i) => Some(i),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        input
-            .repositories
-            .insert((loc.repository, loc.region), info);
-    }
-    input.clusters = inventory.clusters().await?;
-    input.application_sets = super::appset::read(config, env, &input.apps, inventory).await?;
-    input.lock_carrier = crate::engine::lock::carrier(config, env);
-    Ok(input)
-}
-
 pub use super::appset::override_pointer;
 
 /// Findings for `env` from `input`. Pure.
 pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let mut fixed = |severity, subject: String, message: String, fix: Vec<String>| {
-        out.push(Finding {
+    let mut f = Found {
+        environment: &env.name,
+        out: Vec::new(),
+    };
+    appset_findings(&mut f, config, env, input);
+    application_findings(&mut f, config, env, input);
+    template_findings(&mut f, config, env, input);
+    replication_findings(&mut f, config, env, input);
+    repository_findings(&mut f, env, input);
+    cluster_findings(&mut f, config, input);
+    let mut out = f.out;
+    out.extend(check_findings(env, &input.checks));
+    out.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.subject.cmp(&b.subject))
+    });
+    out
+}
+
+/// The findings of one environment so far.
+struct Found<'a> {
+    environment: &'a str,
+    out: Vec<Finding>,
+}
+
+impl Found<'_> {
+    fn fixed(&mut self, severity: Severity, subject: String, message: String, fix: Vec<String>) {
+        self.out.push(Finding {
             severity,
-            environment: env.name.clone(),
+            environment: self.environment.to_owned(),
             subject,
             message,
             fix,
-        })
-    };
+        });
+    }
+
+    fn add(&mut self, severity: Severity, subject: String, message: String) {
+        self.fixed(severity, subject, message, Vec::new());
+    }
+}
+
+/// ApplicationSets that would undo what `deploy` writes, with their fix.
+fn appset_findings(f: &mut Found<'_>, config: &Config, env: &Environment, input: &AuditInput) {
     let mut sets = input.application_sets.clone();
     if let Some(set) = &input.application_set {
         sets.entry(set.name.clone())
@@ -341,93 +251,112 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
         &sets,
         input.lock_carrier.as_deref(),
     ) {
-        fixed(
+        f.fixed(
             Severity::Error,
             format!("applicationset/{}", u.application_set),
             u.problem(),
             u.fix_lines(),
         );
     }
-    let mut add =
-        |severity, subject: String, message: String| fixed(severity, subject, message, Vec::new());
+}
+
+/// Applications missing, or with another sync policy than their environment's.
+fn application_findings(f: &mut Found<'_>, config: &Config, env: &Environment, input: &AuditInput) {
     let manual = env.sync == SyncMode::Manual;
     for cluster in &config.clusters {
         let name = config.application_name(env, cluster);
         match input.apps.get(&cluster.name).and_then(Option::as_ref) {
-            None => add(Severity::Error, name, "Application not found in Argo CD; apply the ApplicationSet (deploy render applicationset)".into()),
-            Some(app) if manual && app.sync_mode.is_automated() => add(
+            None => f.add(Severity::Error, name, "Application not found in Argo CD; apply the ApplicationSet (deploy render applicationset)".into()),
+            Some(app) if manual && app.sync_mode.is_automated() => f.add(
                 Severity::Error,
                 name,
                 format!("automated sync in manual environment {}: a tag change deploys without gates; remove spec.syncPolicy.automated", env.name),
             ),
             Some(app) if !manual && !app.sync_mode.is_automated() => {
-                add(Severity::Warning, name, format!("no automated sync in automated environment {}: new releases will not deploy", env.name))
+                f.add(Severity::Warning, name, format!("no automated sync in automated environment {}: new releases will not deploy", env.name))
             }
             Some(_) => {}
         }
     }
-    if let Some(set) = &input.application_set {
-        if manual && set.sync_mode.is_automated() {
-            add(
+}
+
+/// The ApplicationSet's template: missing, or with another sync policy.
+fn template_findings(f: &mut Found<'_>, config: &Config, env: &Environment, input: &AuditInput) {
+    let manual = env.sync == SyncMode::Manual;
+    let Some(set) = &input.application_set else {
+        if input.application_set_missing {
+            let name = config.application_set_name(env).unwrap_or_default();
+            f.add(
                 Severity::Error,
-                format!("applicationset/{}", set.name),
-                "template has automated sync in a manual environment; remove it".into(),
+                format!("applicationset/{name}"),
+                "ApplicationSet not found in Argo CD".into(),
             );
         }
-        if !manual && !set.sync_mode.is_automated() {
-            add(
-                Severity::Warning,
-                format!("applicationset/{}", set.name),
-                "template has no automated sync in an automated environment".into(),
-            );
-        }
-    } else if input.application_set_missing {
-        let name = config.application_set_name(env).unwrap_or_default();
-        add(
+        return;
+    };
+    if manual && set.sync_mode.is_automated() {
+        f.add(
             Severity::Error,
-            format!("applicationset/{name}"),
-            "ApplicationSet not found in Argo CD".into(),
+            format!("applicationset/{}", set.name),
+            "template has automated sync in a manual environment; remove it".into(),
         );
     }
-    if let Some(src) = env
+    if !manual && !set.sync_mode.is_automated() {
+        f.add(
+            Severity::Warning,
+            format!("applicationset/{}", set.name),
+            "template has no automated sync in an automated environment".into(),
+        );
+    }
+}
+
+/// Target repositories no replication rule of the source environment copies to.
+fn replication_findings(f: &mut Found<'_>, config: &Config, env: &Environment, input: &AuditInput) {
+    let Some(src) = env
         .promote_from
         .as_deref()
         .and_then(|s| config.environments.get(s))
-    {
-        for service in &config.services {
-            for region in &env.registry.regions {
-                let dest = env.location(service, region);
-                let source = src.location(service, &src.registry.regions[0]);
-                if source == dest {
-                    continue;
-                }
-                let covered = input
-                    .source_rules
-                    .values()
-                    .flatten()
-                    .any(|r| r.covers(&source.repository, &dest.account, region));
-                if !covered {
-                    add(
-                        Severity::Error,
-                        dest.image_name(),
-                        format!(
-                            "no replication rule of {} copies {} to {}/{region}; add one (deploy render replication --env {} prints it, as Terraform or JSON)",
-                            src.name, source.repository, dest.account, env.name
-                        ),
-                    );
-                }
+    else {
+        return;
+    };
+    for service in &config.services {
+        for region in &env.registry.regions {
+            let dest = env.location(service, region);
+            let source = src.location(service, &src.registry.regions[0]);
+            if source == dest {
+                continue;
+            }
+            let covered = input
+                .source_rules
+                .values()
+                .flatten()
+                .any(|r| r.covers(&source.repository, &dest.account, region));
+            if !covered {
+                f.add(
+                    Severity::Error,
+                    dest.image_name(),
+                    format!(
+                        "no replication rule of {} copies {} to {}/{region}; add one (deploy render replication --env {} prints it, as Terraform or JSON)",
+                        src.name, source.repository, dest.account, env.name
+                    ),
+                );
             }
         }
     }
+}
+
+/// Repositories missing, or with mutable tags where releases are promoted by hand.
+fn repository_findings(f: &mut Found<'_>, env: &Environment, input: &AuditInput) {
+    let manual = env.sync == SyncMode::Manual;
     for ((repository, region), info) in &input.repositories {
         let subject = format!(
             "{}.dkr.ecr.{region}.amazonaws.com/{repository}",
             env.registry.account
         );
         match info {
-            None if env.promote_from.is_none() => add(Severity::Error, subject, "repository does not exist".into()),
+            None if env.promote_from.is_none() => f.add(Severity::Error, subject, "repository does not exist".into()),
             None => {}
-            Some(i) if i.tag_mutable && manual => add(
+            Some(i) if i.tag_mutable && manual => f.add(
                 Severity::Warning,
                 subject,
                 "tags are mutable: a tag could point at other bytes later; set imageTagMutability to IMMUTABLE".into(),
@@ -435,16 +364,21 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
             Some(_) => {}
         }
     }
+}
+
+/// Clusters Argo CD does not have, or cannot reach.
+fn cluster_findings(f: &mut Found<'_>, config: &Config, input: &AuditInput) {
     for cluster in &config.clusters {
+        let subject = format!("cluster/{}", cluster.name);
         match input.clusters.iter().find(|c| c.name == cluster.name) {
-            None => add(
+            None => f.add(
                 Severity::Error,
-                format!("cluster/{}", cluster.name),
+                subject,
                 "not registered in Argo CD (argocd cluster add)".into(),
             ),
-            Some(c) if !c.connected => add(
+            Some(c) if !c.connected => f.add(
                 Severity::Error,
-                format!("cluster/{}", cluster.name),
+                subject,
                 format!(
                     "not connected: {}",
                     c.message.as_deref().unwrap_or("no message")
@@ -453,13 +387,6 @@ pub fn findings(config: &Config, env: &Environment, input: &AuditInput) -> Vec<F
             Some(_) => {}
         }
     }
-    out.extend(check_findings(env, &input.checks));
-    out.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then_with(|| a.subject.cmp(&b.subject))
-    });
-    out
 }
 
 impl std::fmt::Display for Severity {
@@ -475,6 +402,7 @@ impl std::fmt::Display for Severity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::Scope;
     use crate::config::EXAMPLE;
     use crate::port::{IgnoreDifferences, test_app};
 
@@ -505,7 +433,7 @@ mod tests {
             annotations: BTreeMap::new(),
             resource_version: "1".into(),
         });
-        input.lock_carrier = crate::engine::lock::carrier(config, env);
+        input.lock_carrier = crate::lock::carrier(config, env);
         input.source_rules.insert(
             "us-west-2".into(),
             vec![ReplicationRule {
@@ -611,7 +539,7 @@ mod tests {
                     .as_mut()
                     .unwrap()
                     .preserved_annotations
-                    .retain(|a| a != crate::engine::lock::ANNOTATION);
+                    .retain(|a| a != crate::model::annotation::LOCK);
             },
             &[],
         );
@@ -622,7 +550,7 @@ mod tests {
                 app.owner_application_set = Some("other".into());
                 let mut other = i.application_set.clone().unwrap();
                 other.name = "other".into();
-                other.preserved_annotations = vec![crate::engine::lock::ANNOTATION.into()];
+                other.preserved_annotations = vec![crate::model::annotation::LOCK.into()];
                 i.application_sets.insert("other".into(), Some(other));
             },
             &[(
@@ -910,59 +838,6 @@ mod tests {
         let all = findings(&config, prod, &input);
         assert_eq!(all.len(), 1, "{all:#?}");
         assert_eq!(all[0].subject, "check/5xx-ratio on us-west-2");
-    }
-
-    /// Measured once per check and cluster through the port, `{release}` the release each
-    /// cluster runs, each error kind kept.
-    #[tokio::test]
-    async fn observe_checks_measures_each_cluster_once() {
-        use crate::memory::{Answer, InMemoryMetrics};
-        let text = EXAMPLE.replace(
-            r#"code=~"5.."}[2m]))"#,
-            r#"code=~"5..",release="{release}"}[2m]))"#,
-        );
-        let config = Config::parse("x", &text).unwrap();
-        let prod = config.environment("prod").unwrap();
-        let mut apps = BTreeMap::new();
-        for c in &config.clusters {
-            let images: Vec<String> = crate::plan::live::service_images(&config, prod, c)
-                .into_iter()
-                .map(|(_, n)| format!("{n}:v1"))
-                .collect();
-            let refs: Vec<&str> = images.iter().map(String::as_str).collect();
-            let app = test_app(&config.application_name(prod, c), &refs);
-            apps.insert(c.name.clone(), Some(app));
-        }
-        apps.insert("eu-west-1".into(), None);
-        let metrics = InMemoryMetrics::new();
-        let key = |cluster: &str, release: &str| {
-            let c = config.cluster(cluster).unwrap();
-            prod.checks[0]
-                .resolve(&Scope {
-                    cluster: &c.name,
-                    region: &c.region,
-                    env: "prod",
-                    app: "myapp",
-                    release,
-                })
-                .query
-        };
-        metrics.set(&key("us-west-2", "v1"), vec![0.001]);
-        metrics.script(&key("us-east-1", "v1"), [Answer::Unreachable]);
-        let probes = observe_checks(&config, prod, &apps, &metrics).await;
-        let got: Vec<(&str, &ProbeAnswer)> = probes
-            .iter()
-            .map(|p| (p.cluster.as_str(), &p.answer))
-            .collect();
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!(got[0], ("us-west-2", &ProbeAnswer::Values(vec![0.001])));
-        assert!(
-            matches!(got[1], ("us-east-1", ProbeAnswer::Unreachable(_))),
-            "{got:?}"
-        );
-        // No Application: the release is unknown, and the query says so.
-        assert_eq!(probes[2].check.query, key("eu-west-1", "unknown"));
-        assert_eq!(metrics.calls(&key("us-west-2", "v1")), 1);
     }
 
     #[test]

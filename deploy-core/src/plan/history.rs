@@ -11,9 +11,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::engine::{AppReport, AppState};
 use crate::model::Release;
-use crate::trail::{Actor, AuditRecord, Outcome, RunKind};
+use crate::trail::{Actor, AppReport, AppState, AuditRecord, Outcome, RunKind};
 
 /// One promotion or rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,56 +1,12 @@
 //! What an Application runs and what it is told to run, in release terms.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Environment};
-use crate::image_override::image_digest;
-use crate::model::{Digest, Release, Tag};
-use crate::port::{Application, Health, SyncStatus, image_name, image_tag};
-
-/// The tag an Application runs (or is told to run).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
-pub enum LiveTag {
-    /// Every service image has this tag.
-    Tag(String),
-    /// Services run different tags, or one service runs several: service → every tag its
-    /// image runs, sorted (empty when the image is absent).
-    Mixed(BTreeMap<String, Vec<String>>),
-    /// None of our images is there.
-    Unknown,
-}
-
-impl LiveTag {
-    /// The single tag, if there is one.
-    pub fn tag(&self) -> Option<&str> {
-        match self {
-            Self::Tag(t) => Some(t),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for LiveTag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Tag(t) => f.write_str(t),
-            Self::Unknown => f.write_str("-"),
-            Self::Mixed(by) => {
-                let parts: Vec<String> = by
-                    .iter()
-                    .map(|(s, t)| match t.as_slice() {
-                        [] => format!("{s}=?"),
-                        tags => format!("{s}={}", tags.join("+")),
-                    })
-                    .collect();
-                write!(f, "mixed({})", parts.join(","))
-            }
-        }
-    }
-}
+use crate::model::{Digest, LiveTag, Release, Tag};
+use crate::port::{Application, Health, SyncStatus, image_digest, image_name, image_tag};
 
 /// The live tag from `status.summary.images`, matching each service's image name.
 ///
@@ -150,8 +106,6 @@ fn summarize(by: BTreeMap<String, Vec<String>>) -> LiveTag {
     }
 }
 
-pub use crate::image_override::{desired_tag, override_for, pinned_override};
-
 /// (service, image name) pairs a cluster of `env` runs.
 pub fn service_images(
     config: &Config,
@@ -207,13 +161,13 @@ pub fn promoted(
     env: &str,
     cluster: &str,
 ) -> Option<Promotion> {
-    use crate::engine::{ANNOTATION_AT, ANNOTATION_BY, ANNOTATION_RELEASE};
+    use crate::model::annotation;
     let from_annotations = app.and_then(|app| {
         let get = |k: &str| app.annotations.get(k).cloned();
         Some(Promotion {
-            by: get(ANNOTATION_BY)?,
-            at: get(ANNOTATION_AT).unwrap_or_default(),
-            release: get(ANNOTATION_RELEASE).unwrap_or_default(),
+            by: get(annotation::BY)?,
+            at: get(annotation::AT).unwrap_or_default(),
+            release: get(annotation::RELEASE).unwrap_or_default(),
         })
     });
     from_annotations.or_else(|| {

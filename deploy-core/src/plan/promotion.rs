@@ -5,20 +5,19 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::live::{
-    LiveTag, desired_tag, is_at_release, live_at, live_digests, live_tag, pinned_override,
-    service_images,
-};
-use super::release::{ReleaseCheck, check_release};
-use crate::config::{Config, Environment};
-use crate::error::{Error, Result};
+use crate::model::LiveTag;
+
+use crate::image_override::{desired_tag, pinned_override, same_override};
+
+use super::live::{is_at_release, live_at, live_digests, live_tag, service_images};
+use super::release::ReleaseCheck;
+use crate::config::{Cluster, Config, Environment};
+use crate::error::Result;
 use crate::model::{Release, SyncMode, Tag};
 use crate::port::{
-    Application, ApplicationSet, ArgoCd, ArgoCdInventory, Health, OverrideValue, Registry,
-    ReplicationState, SyncStatus,
+    Application, ApplicationSet, Health, OverrideValue, ReplicationState, SyncStatus,
 };
 
 /// Promote (from the source environment) or roll back (to an earlier release).
@@ -59,155 +58,14 @@ pub struct Observation {
     /// The ApplicationSets that generate the target Applications, by name (`None`: not found).
     #[serde(default)]
     pub application_sets: BTreeMap<String, Option<ApplicationSet>>,
-    /// The target Application that carries the lock annotation ([`crate::engine::lock::carrier`]);
+    /// The target Application that carries the lock annotation ([`crate::lock::carrier`]);
     /// `None` when the lock lives elsewhere (a Kubernetes Lease, a state store, the sandbox).
     #[serde(default)]
     pub lock_carrier: Option<String>,
 }
 
-/// Reads what [`plan`] needs. Only reads: nothing is changed.
-///
-/// It assumes the lock is an annotation of [`crate::engine::lock::carrier`]; a caller whose
-/// lock lives elsewhere sets [`Observation::lock_carrier`] to `None`.
-pub async fn observe(
-    config: &Config,
-    env: &Environment,
-    intent: Intent,
-    only_cluster: Option<&str>,
-    registry: &dyn Registry,
-    argocd: &dyn ArgoCd,
-    inventory: &dyn ArgoCdInventory,
-) -> Result<Observation> {
-    let clusters: Vec<String> = config
-        .clusters
-        .iter()
-        .filter(|c| only_cluster.is_none_or(|o| o == c.name))
-        .map(|c| c.name.clone())
-        .collect();
-    if clusters.is_empty() {
-        return Err(Error::invalid(format!(
-            "no cluster named {:?} in the configuration",
-            only_cluster.unwrap_or_default()
-        )));
-    }
-    let source = env
-        .promote_from
-        .as_deref()
-        .map(|s| config.environment(s).map_err(Error::invalid))
-        .transpose()?;
-    let mut source_apps = BTreeMap::new();
-    let tag = match &intent {
-        Intent::Promote { tag: Some(t) } | Intent::Rollback { tag: t, .. } => Some(t.clone()),
-        Intent::Promote { tag: None } => {
-            let src = source.ok_or_else(|| {
-                Error::invalid(format!(
-                    "environment {} has no promote_from: give the release with --tag",
-                    env.name
-                ))
-            })?;
-            source_apps = read_apps(
-                config,
-                src,
-                argocd,
-                &config
-                    .clusters
-                    .iter()
-                    .map(|c| c.name.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
-            source_target(config, src, &source_apps).ok()
-        }
-    };
-    let mut obs = Observation {
-        intent,
-        clusters: clusters.clone(),
-        source_apps,
-        source_check: None,
-        target_check: None,
-        replication: BTreeMap::new(),
-        target_apps: read_apps(config, env, argocd, &clusters).await?,
-        application_sets: BTreeMap::new(),
-        lock_carrier: crate::engine::lock::carrier(config, env),
-    };
-    obs.application_sets = super::appset::read(config, env, &obs.target_apps, inventory).await?;
-    if let Some(tag) = tag {
-        if let (Some(src), Intent::Promote { .. }) = (source, &obs.intent) {
-            obs.source_check = Some(check_release(registry, config, src, &tag).await?);
-        }
-        let target = check_release(registry, config, env, &tag).await?;
-        if let Some(src) = source.filter(|_| !target.is_complete()) {
-            obs.replication = replication(registry, config, src, env, &tag).await;
-        }
-        obs.target_check = Some(target);
-    }
-    Ok(obs)
-}
-
-async fn read_apps(
-    config: &Config,
-    env: &Environment,
-    argocd: &dyn ArgoCd,
-    clusters: &[String],
-) -> Result<BTreeMap<String, Option<Application>>> {
-    let names: Vec<(String, String)> = clusters
-        .iter()
-        .filter_map(|c| config.cluster(c))
-        .map(|c| (c.name.clone(), config.application_name(env, c)))
-        .collect();
-    let apps = join_all(names.iter().map(|(_, n)| argocd.application(n))).await;
-    let mut out = BTreeMap::new();
-    for ((cluster, _), app) in names.into_iter().zip(apps) {
-        let app = match app {
-            Ok(a) => Some(a),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        out.insert(cluster, app);
-    }
-    Ok(out)
-}
-
-/// Replication status of every service image from the source's primary region; unknown where the API says nothing.
-async fn replication(
-    registry: &dyn Registry,
-    config: &Config,
-    src: &Environment,
-    env: &Environment,
-    tag: &Tag,
-) -> BTreeMap<String, BTreeMap<String, ReplicationState>> {
-    let region = &src.registry.regions[0];
-    let locations: Vec<_> = config
-        .services
-        .iter()
-        .map(|s| src.location(s, region))
-        .collect();
-    let answers = join_all(
-        locations
-            .iter()
-            .map(|l| registry.replication_status(l, tag)),
-    )
-    .await;
-    config
-        .services
-        .iter()
-        .zip(answers)
-        .filter_map(|(s, a)| a.ok().map(|a| (s, a)))
-        .map(|(s, statuses)| {
-            let by_region = statuses
-                .into_iter()
-                .filter(|st| {
-                    st.account == env.registry.account && env.registry.regions.contains(&st.region)
-                })
-                .map(|st| (st.region, st.state))
-                .collect();
-            (s.name.clone(), by_region)
-        })
-        .collect()
-}
-
 /// The release live in every source cluster, or why there is none.
-fn source_target(
+pub fn source_target(
     config: &Config,
     src: &Environment,
     apps: &BTreeMap<String, Option<Application>>,
@@ -295,7 +153,7 @@ pub struct Gate {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Action {
     /// Already at the release, Synced and Healthy, and a finished soak of this release
-    /// observed it there (its [`crate::engine::ANNOTATION_SOAKED`] mark).
+    /// observed it there (its [`crate::model::annotation::SOAKED`] mark).
     Skip,
     /// At the release, Synced and Healthy, but no finished soak of this release observed it
     /// (the run that brought it there was interrupted): nothing is written to it, its wave
@@ -458,8 +316,6 @@ fn check_problems(check: &ReleaseCheck) -> Vec<String> {
 
 /// The plan for `obs`: gates in order, then waves. Pure.
 pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionPlan {
-    let mut gates = Vec::new();
-    let mut release = None;
     let mut out = PromotionPlan {
         environment: env.name.clone(),
         intent: obs.intent.clone(),
@@ -470,21 +326,46 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
         timeout: env.timeout,
         prune: env.prune,
     };
+    let (target, tag) = target_gate(config, env, obs);
+    out.gates.push(target);
+    if tag.is_none() {
+        return out;
+    }
+    let (source, source_release) = source_gate(obs);
+    out.gates.push(source);
+    let Some(target) = &obs.target_check else {
+        return out;
+    };
+    out.gates.push(digests_gate(
+        config,
+        env,
+        obs,
+        target,
+        source_release.as_ref(),
+    ));
+    let release = if out.gates.iter().all(|g| g.passed) {
+        target.release()
+    } else {
+        None
+    };
+    out.gates.push(applications_gate(config, env, obs));
+    let Some(release) = release else { return out };
+    out.waves = waves(config, env, obs, &release);
+    out.release = Some(release);
+    out
+}
 
-    // Gate 1: the target release.
-    let tag = match &obs.intent {
-        Intent::Promote { tag: Some(t) } => {
-            gates.push(gate(
-                GateName::Target,
-                vec![],
-                format!("{t} (given with --tag)"),
-            ));
-            Some(t.clone())
-        }
-        Intent::Rollback { tag, .. } => {
-            gates.push(gate(GateName::Target, vec![], format!("{tag} (rollback)")));
-            Some(tag.clone())
-        }
+/// Gate 1: the target release, given, the rollback's, or live in every source cluster.
+fn target_gate(config: &Config, env: &Environment, obs: &Observation) -> (Gate, Option<Tag>) {
+    match &obs.intent {
+        Intent::Promote { tag: Some(t) } => (
+            gate(GateName::Target, vec![], format!("{t} (given with --tag)")),
+            Some(t.clone()),
+        ),
+        Intent::Rollback { tag, .. } => (
+            gate(GateName::Target, vec![], format!("{tag} (rollback)")),
+            Some(tag.clone()),
+        ),
         Intent::Promote { tag: None } => {
             let src = env
                 .promote_from
@@ -492,51 +373,33 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
                 .and_then(|s| config.environments.get(s));
             match src.map(|s| source_target(config, s, &obs.source_apps)) {
                 Some(Ok(t)) => {
-                    gates.push(gate(
-                        GateName::Target,
-                        vec![],
-                        format!(
-                            "{t}, live in every {} cluster",
-                            env.promote_from.as_deref().unwrap_or_default()
-                        ),
-                    ));
-                    Some(t)
+                    let from = env.promote_from.as_deref().unwrap_or_default();
+                    let ok = format!("{t}, live in every {from} cluster");
+                    (gate(GateName::Target, vec![], ok), Some(t))
                 }
-                Some(Err(problems)) => {
-                    gates.push(gate(GateName::Target, problems, ""));
-                    None
-                }
+                Some(Err(problems)) => (gate(GateName::Target, problems, ""), None),
                 None => {
-                    gates.push(gate(
-                        GateName::Target,
-                        vec![format!("{} has no promote_from; give --tag", env.name)],
-                        "",
-                    ));
-                    None
+                    let problem = format!("{} has no promote_from; give --tag", env.name);
+                    (gate(GateName::Target, vec![problem], ""), None)
                 }
             }
         }
-    };
-    let Some(_) = tag else {
-        out.gates = gates;
-        return out;
-    };
+    }
+}
 
-    // Gate 2: complete in the source registry (promotion) or recorded digests (rollback).
-    let source_release = match (&obs.intent, &obs.source_check) {
+/// Gate 2: complete in the source registry (promotion) or recorded digests (rollback); the
+/// release the source has, to compare the target's digests with.
+fn source_gate(obs: &Observation) -> (Gate, Option<Release>) {
+    match (&obs.intent, &obs.source_check) {
         (Intent::Promote { .. }, Some(check)) => {
-            let problems = check_problems(check);
-            gates.push(gate(
-                GateName::SourceComplete,
-                problems,
-                format!(
-                    "{} images in {} ({})",
-                    check.found.len(),
-                    check.environment,
-                    check.tag
-                ),
-            ));
-            check.release()
+            let ok = format!(
+                "{} images in {} ({})",
+                check.found.len(),
+                check.environment,
+                check.tag
+            );
+            let g = gate(GateName::SourceComplete, check_problems(check), ok);
+            (g, check.release())
         }
         (
             Intent::Rollback {
@@ -544,28 +407,25 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
             },
             _,
         ) => {
-            gates.push(gate(
-                GateName::SourceComplete,
-                vec![],
-                "digests recorded in the audit trail".to_string(),
-            ));
-            Some(r.clone())
+            let ok = "digests recorded in the audit trail";
+            (gate(GateName::SourceComplete, vec![], ok), Some(r.clone()))
         }
         _ => {
-            gates.push(gate(
-                GateName::SourceComplete,
-                vec![],
-                "no source environment: checked in the target registries".to_string(),
-            ));
-            obs.target_check.as_ref().and_then(ReleaseCheck::release)
+            let ok = "no source environment: checked in the target registries";
+            let release = obs.target_check.as_ref().and_then(ReleaseCheck::release);
+            (gate(GateName::SourceComplete, vec![], ok), release)
         }
-    };
+    }
+}
 
-    // Gate 3: same digests in every target region.
-    let Some(target) = &obs.target_check else {
-        out.gates = gates;
-        return out;
-    };
+/// Gate 3: the same digests in every target region (and the source's, when there is one).
+fn digests_gate(
+    config: &Config,
+    env: &Environment,
+    obs: &Observation,
+    target: &ReleaseCheck,
+    source: Option<&Release>,
+) -> Gate {
     let mut problems = check_problems(target);
     for p in problems.iter_mut() {
         if let Some(m) = target.missing.iter().find(|m| p.contains(&m.image))
@@ -577,34 +437,30 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
             p.push_str(&format!(" (replication {})", replication_text(state)));
         }
     }
-    if let Some(src) = &source_release {
-        for (service, by_region) in &target.found {
-            for (region, digest) in by_region {
-                match src.digests.get(service) {
-                    Some(want) if want != digest => problems.push(format!(
-                        "{service} in {region}: digest {} differs from the source's {}",
-                        digest.short(),
-                        want.short()
-                    )),
-                    _ => {}
-                }
+    for (service, by_region) in source.map(|_| &target.found).into_iter().flatten() {
+        let want = source.and_then(|s| s.digests.get(service));
+        for (region, digest) in by_region {
+            match want {
+                Some(want) if want != digest => problems.push(format!(
+                    "{service} in {region}: digest {} differs from the source's {}",
+                    digest.short(),
+                    want.short()
+                )),
+                _ => {}
             }
         }
     }
     let regions = env.registry.regions.len();
-    gates.push(gate(
-        GateName::TargetDigests,
-        problems,
-        format!(
-            "{} services × {regions} regions, same digests",
-            config.services.len()
-        ),
-    ));
-    if gates.iter().all(|g| g.passed) {
-        release = target.release();
-    }
+    let ok = format!(
+        "{} services × {regions} regions, same digests",
+        config.services.len()
+    );
+    gate(GateName::TargetDigests, problems, ok)
+}
 
-    // Gate 4: Applications exist with the environment's sync policy.
+/// Gate 4: the Applications exist with the environment's sync policy, and their
+/// ApplicationSets keep what `deploy` writes.
+fn applications_gate(config: &Config, env: &Environment, obs: &Observation) -> Gate {
     let mut problems = Vec::new();
     let mut waits = 0;
     for cluster in &obs.clusters {
@@ -612,25 +468,25 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
             .cluster(cluster)
             .map(|c| config.application_name(env, c))
             .unwrap_or_default();
-        match obs.target_apps.get(cluster).and_then(Option::as_ref) {
-            None => problems.push(format!(
+        let Some(app) = obs.target_apps.get(cluster).and_then(Option::as_ref) else {
+            problems.push(format!(
                 "{name}: not found in Argo CD (is the ApplicationSet applied?)"
+            ));
+            continue;
+        };
+        match (env.sync, app.sync_mode) {
+            (SyncMode::Manual, SyncMode::Automated { .. }) => problems.push(format!(
+                "{name}: has automated sync but {} is manual; remove spec.syncPolicy.automated (in the ApplicationSet)",
+                env.name
             )),
-            Some(app) => {
-                match (env.sync, app.sync_mode) {
-                    (SyncMode::Manual, SyncMode::Automated { .. }) => problems.push(format!(
-                        "{name}: has automated sync but {} is manual; remove spec.syncPolicy.automated (in the ApplicationSet)",
-                        env.name
-                    )),
-                    (SyncMode::Automated { .. }, SyncMode::Manual) => {
-                        problems.push(format!("{name}: has no automated sync but {} is automated", env.name))
-                    }
-                    _ => {}
-                }
-                if app.operation_pending {
-                    waits += 1;
-                }
-            }
+            (SyncMode::Automated { .. }, SyncMode::Manual) => problems.push(format!(
+                "{name}: has no automated sync but {} is automated",
+                env.name
+            )),
+            _ => {}
+        }
+        if app.operation_pending {
+            waits += 1;
         }
     }
     for u in super::appset::check(
@@ -643,7 +499,7 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
         problems.push(u.problem());
         problems.extend(u.fix_lines());
     }
-    let ok = if waits > 0 {
+    let mut ok = if waits > 0 {
         format!(
             "{} applications, {waits} busy with another operation (will wait)",
             obs.clusters.len()
@@ -657,24 +513,14 @@ pub fn plan(config: &Config, env: &Environment, obs: &Observation) -> PromotionP
         .filter(|(_, s)| s.is_some())
         .map(|(n, _)| n.as_str())
         .collect();
-    let ok = if sets.is_empty() {
-        ok
-    } else {
-        format!(
+    if !sets.is_empty() {
+        ok = format!(
             "{ok}; applicationset {} keeps the override and annotations",
             sets.join(", ")
-        )
-    };
-    gates.push(gate(GateName::Applications, problems, ok));
-
-    out.gates = gates;
-    let Some(release) = release else { return out };
-    out.waves = waves(config, env, obs, &release);
-    out.release = Some(release);
-    out
+        );
+    }
+    gate(GateName::Applications, problems, ok)
 }
-
-pub use crate::image_override::same_override;
 
 fn replication_text(state: &ReplicationState) -> String {
     match state {
@@ -690,7 +536,6 @@ fn waves(
     obs: &Observation,
     release: &Release,
 ) -> Vec<WavePlan> {
-    let tag = &release.tag;
     let mut out = Vec::new();
     for wave in &env.waves {
         let apps: Vec<AppPlan> = wave
@@ -699,81 +544,7 @@ fn waves(
             .filter_map(|c| config.cluster(c))
             .filter_map(|cluster| {
                 let app = obs.target_apps.get(&cluster.name)?.as_ref()?;
-                let images = service_images(config, env, cluster);
-                let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
-                let want = pinned_override(env, &images, release);
-                let current = app.override_like(&want, &names);
-                let live = live_at(app, &images, release);
-                // Rollback returns to what ran, never to what the spec says (the override may
-                // already name the new release: an interrupted run, an image updater) nor to
-                // the release itself: the single tag live now, else (mixed, unknown, or
-                // already the release) the newest other release its history ran.
-                let previous_tag = live
-                    .tag()
-                    .and_then(|t| Tag::new(t).ok())
-                    .filter(|t| t != tag)
-                    .or_else(|| super::rollback::before(app, &env.image_override, tag));
-                let previous_digests = previous_tag
-                    .as_ref()
-                    .map(|t| previous_digests(env, app, &images, release, t))
-                    .unwrap_or_default();
-                let previous = previous_tag.map(|t| {
-                    pinned_override(
-                        env,
-                        &images,
-                        &Release {
-                            tag: t,
-                            digests: previous_digests.clone(),
-                        },
-                    )
-                });
-                let at_release = same_override(current.as_ref(), &want);
-                let action = if is_at_release(app, &images, release) && at_release {
-                    // At the release: done only if a finished soak of this release saw it.
-                    let soaked = app.annotations.get(crate::engine::ANNOTATION_SOAKED)
-                        == Some(&crate::engine::soak::soaked_mark(release));
-                    if soaked {
-                        Action::Skip
-                    } else {
-                        Action::Soak {
-                            sync: !env.sync.is_automated(),
-                        }
-                    }
-                } else {
-                    Action::Deploy {
-                        set_override: (!at_release).then_some(want),
-                        sync: !env.sync.is_automated(),
-                    }
-                };
-                let foreign_operation = app.operation_pending.then(|| {
-                    app.operation_state
-                        .as_ref()
-                        .and_then(|s| s.initiated_by.clone())
-                        .unwrap_or_else(|| "someone".into())
-                });
-                Some(AppPlan {
-                    cluster: cluster.name.clone(),
-                    application: app.name.clone(),
-                    live,
-                    previous,
-                    previous_digests,
-                    images,
-                    foreign_operation,
-                    action,
-                    checks: env
-                        .checks
-                        .iter()
-                        .map(|c| {
-                            c.resolve(&crate::check::Scope {
-                                cluster: &cluster.name,
-                                region: &cluster.region,
-                                env: &env.name,
-                                app: &config.app,
-                                release: tag.as_str(),
-                            })
-                        })
-                        .collect(),
-                })
+                Some(app_plan(config, env, cluster, app, release))
             })
             .collect();
         if !apps.is_empty() {
@@ -784,6 +555,95 @@ fn waves(
         }
     }
     out
+}
+
+/// What the run does to one Application: skip it, soak it again, or deploy it (and what a
+/// rollback returns it to).
+fn app_plan(
+    config: &Config,
+    env: &Environment,
+    cluster: &Cluster,
+    app: &Application,
+    release: &Release,
+) -> AppPlan {
+    let tag = &release.tag;
+    let images = service_images(config, env, cluster);
+    let live = live_at(app, &images, release);
+    // Rollback returns to what ran, never to what the spec says (the override may already
+    // name the new release: an interrupted run, an image updater) nor to the release itself:
+    // the single tag live now, else (mixed, unknown, or already the release) the newest
+    // other release its history ran.
+    let previous_tag = live
+        .tag()
+        .and_then(|t| Tag::new(t).ok())
+        .filter(|t| t != tag)
+        .or_else(|| super::rollback::before(app, &env.image_override, tag));
+    let previous_digests = previous_tag
+        .as_ref()
+        .map(|t| previous_digests(env, app, &images, release, t))
+        .unwrap_or_default();
+    let previous = previous_tag.map(|t| {
+        let digests = previous_digests.clone();
+        pinned_override(env, &images, &Release { tag: t, digests })
+    });
+    let foreign_operation = app.operation_pending.then(|| {
+        app.operation_state
+            .as_ref()
+            .and_then(|s| s.initiated_by.clone())
+            .unwrap_or_else(|| "someone".into())
+    });
+    let checks = env
+        .checks
+        .iter()
+        .map(|c| {
+            c.resolve(&crate::check::Scope {
+                cluster: &cluster.name,
+                region: &cluster.region,
+                env: &env.name,
+                app: &config.app,
+                release: tag.as_str(),
+            })
+        })
+        .collect();
+    AppPlan {
+        cluster: cluster.name.clone(),
+        application: app.name.clone(),
+        action: action(env, app, &images, release),
+        live,
+        previous,
+        previous_digests,
+        images,
+        foreign_operation,
+        checks,
+    }
+}
+
+/// Deploy unless the Application is at the release; at the release, done only if a finished
+/// soak of this release saw it (the resume rule), else soak it again.
+fn action(
+    env: &Environment,
+    app: &Application,
+    images: &[(String, String)],
+    release: &Release,
+) -> Action {
+    let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+    let want = pinned_override(env, images, release);
+    let current = app.override_like(&want, &names);
+    let at_release = same_override(current.as_ref(), &want);
+    let sync = !env.sync.is_automated();
+    if !(is_at_release(app, images, release) && at_release) {
+        return Action::Deploy {
+            set_override: (!at_release).then_some(want),
+            sync,
+        };
+    }
+    let soaked = app.annotations.get(crate::model::annotation::SOAKED)
+        == Some(&crate::model::annotation::soaked_mark(release));
+    if soaked {
+        Action::Skip
+    } else {
+        Action::Soak { sync }
+    }
 }
 
 /// The digests release `previous` ran with on `app`: what its images carry now, unless they

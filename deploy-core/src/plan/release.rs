@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Environment, Service, TagPolicy, TagStrategy};
-use crate::error::{Error, Result};
+use crate::config::{Environment, Service, TagPolicy, TagStrategy};
+use crate::error::Error;
 use crate::model::{Digest, Release, Tag};
-use crate::port::{ImageLookup, Registry, TaggedImage};
+use crate::port::{ImageLookup, TaggedImage};
 
 /// Why an image is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,52 +122,8 @@ pub fn judge(
     }
 }
 
-/// Checks `tag` in every region registry of `env`: one lookup per service and region, all at once.
-pub async fn check_release(
-    registry: &dyn Registry,
-    config: &Config,
-    env: &Environment,
-    tag: &Tag,
-) -> Result<ReleaseCheck> {
-    let mut lookups = BTreeMap::new();
-    look_up(registry, config, env, tag, &mut lookups).await?;
-    Ok(judge(env, &config.services, tag, &lookups))
-}
-
 /// (service, region) → what the registry answered for one tag.
 pub type Lookups = BTreeMap<(String, String), ImageLookup>;
-
-/// Looks up, all at once, every (service, region) of `env` that `lookups` does not already
-/// hold as found with a digest every region agrees on, and records the answers. With empty
-/// `lookups` that is every image; on a later call only what was missing or inconsistent, so
-/// re-checking an incomplete release costs one request per image still missing.
-pub async fn look_up(
-    registry: &dyn Registry,
-    config: &Config,
-    env: &Environment,
-    tag: &Tag,
-    lookups: &mut Lookups,
-) -> Result<()> {
-    let settled = judge(env, &config.services, tag, lookups);
-    let pairs: Vec<(&Service, &String)> = config
-        .services
-        .iter()
-        .flat_map(|s| env.registry.regions.iter().map(move |r| (s, r)))
-        .filter(|(s, r)| {
-            settled.inconsistent.contains(&s.name)
-                || !matches!(
-                    lookups.get(&(s.name.clone(), (*r).clone())),
-                    Some(ImageLookup::Found(_))
-                )
-        })
-        .collect();
-    let locations: Vec<_> = pairs.iter().map(|(s, r)| env.location(s, r)).collect();
-    let answers = join_all(locations.iter().map(|l| registry.image(l, tag))).await;
-    for ((s, r), answer) in pairs.into_iter().zip(answers) {
-        lookups.insert((s.name.clone(), r.clone()), answer?);
-    }
-    Ok(())
-}
 
 /// How soon [`wait_until_complete`] checks again after the first check; each next pause is
 /// twice the previous one, up to [`WAIT_MAX_INTERVAL`]. Short, because CI usually waits for
@@ -212,64 +167,6 @@ pub struct Waited {
     pub waited: Duration,
 }
 
-/// Checks `tag` in every region registry of `env` until it is complete or `limit` has
-/// passed: the first re-check after [`WAIT_FIRST_INTERVAL`], then twice as long each time up
-/// to [`WAIT_MAX_INTERVAL`] (longer when the registry asked for it), never pausing past the
-/// deadline, and once more at the deadline. `progress` hears about every round that does not
-/// end the wait.
-///
-/// A transient registry error is retried until the deadline (then returned); any other
-/// error (permission, invalid request) ends the wait at once, since waiting cannot fix it.
-/// Time is tokio's, so tests run on a paused clock.
-pub async fn wait_until_complete(
-    registry: &dyn Registry,
-    config: &Config,
-    env: &Environment,
-    tag: &Tag,
-    limit: Duration,
-    mut progress: impl FnMut(Waiting<'_>),
-) -> Result<Waited> {
-    let start = tokio::time::Instant::now();
-    // A limit too far to represent waits "forever" (a century).
-    let deadline = start
-        .checked_add(limit)
-        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
-    let mut interval = WAIT_FIRST_INTERVAL;
-    loop {
-        let attempt = check_release(registry, config, env, tag).await;
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let next = match attempt {
-            Ok(check) if check.is_complete() || left.is_zero() => {
-                return Ok(Waited {
-                    check,
-                    waited: start.elapsed(),
-                });
-            }
-            Ok(check) => {
-                let next = interval.min(left);
-                progress(Waiting::Incomplete {
-                    check: &check,
-                    next,
-                    left,
-                });
-                next
-            }
-            Err(error @ Error::Transient { retry_after, .. }) if !left.is_zero() => {
-                let next = interval.max(retry_after.unwrap_or_default()).min(left);
-                progress(Waiting::Retrying {
-                    error: &error,
-                    next,
-                    left,
-                });
-                next
-            }
-            Err(error) => return Err(error),
-        };
-        tokio::time::sleep(next).await;
-        interval = (interval * 2).min(WAIT_MAX_INTERVAL);
-    }
-}
-
 /// The sentinel's tags that pass `policy`, best candidate first:
 /// newest push first (ties: highest tag), highest semantic version, or highest tag.
 pub fn order_candidates(images: &[TaggedImage], policy: &TagPolicy) -> Vec<Tag> {
@@ -305,39 +202,17 @@ pub fn semver_of(tag: &str) -> Option<semver::Version> {
 /// How many candidates `newest_complete` checks before giving up.
 pub const MAX_CANDIDATES: usize = 20;
 
-/// The newest complete release of `env`: candidates from the sentinel's tags, checked in order.
-/// Returns the release (if any) and the incomplete newer candidates it skipped.
-pub async fn newest_complete(
-    registry: &dyn Registry,
-    config: &Config,
-    env: &Environment,
-) -> Result<(Option<ReleaseCheck>, Vec<ReleaseCheck>)> {
-    let sentinel = env.location(config.sentinel(), &env.registry.regions[0]);
-    let images = registry.tagged_images(&sentinel).await?;
-    let mut skipped = Vec::new();
-    for tag in order_candidates(&images, &env.tags)
-        .into_iter()
-        .take(MAX_CANDIDATES)
-    {
-        let check = check_release(registry, config, env, &tag).await?;
-        if check.is_complete() {
-            return Ok((Some(check), skipped));
-        }
-        skipped.push(check);
-    }
-    Ok((None, skipped))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::config::EXAMPLE;
     use jiff::Timestamp;
 
     fn img(tag: &str, secs: i64) -> TaggedImage {
         TaggedImage {
             tag: Tag::new(tag).unwrap(),
-            digest: crate::memory::digest_of(tag),
+            digest: crate::model::digest_of(tag),
             pushed_at: Timestamp::from_second(secs).unwrap(),
         }
     }
@@ -421,7 +296,7 @@ mod tests {
         let tag = Tag::new("abc1234").unwrap();
         let found = |s: &str| {
             ImageLookup::Found(crate::port::ImageDetail {
-                digest: crate::memory::digest_of(s),
+                digest: crate::model::digest_of(s),
                 tags: vec![tag.clone()],
                 pushed_at: Timestamp::UNIX_EPOCH,
             })
@@ -464,263 +339,5 @@ mod tests {
             "222222222222.dkr.ecr.eu-west-1.amazonaws.com/staging/api"
         );
         assert_eq!(c.inconsistent, ["logserver"]);
-    }
-
-    mod waiting {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-
-        use super::*;
-        use crate::memory::{InMemoryRegistry, digest_of};
-        use crate::model::RepoLocation;
-        use crate::port::{ReplicationRule, ReplicationStatus, RepositoryInfo, TokioClock};
-
-        const TAG: &str = "abc1234";
-
-        /// An in-memory registry whose `image` lookups fail with `error` `failures` times first.
-        #[derive(Debug)]
-        struct Flaky {
-            inner: InMemoryRegistry,
-            failures: AtomicUsize,
-            error: Error,
-        }
-
-        #[async_trait::async_trait]
-        impl Registry for Flaky {
-            async fn image(&self, repo: &RepoLocation, tag: &Tag) -> Result<ImageLookup> {
-                let failing = self
-                    .failures
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
-                if failing {
-                    return Err(self.error.clone());
-                }
-                self.inner.image(repo, tag).await
-            }
-            async fn tagged_images(&self, repo: &RepoLocation) -> Result<Vec<TaggedImage>> {
-                self.inner.tagged_images(repo).await
-            }
-            async fn replication_status(
-                &self,
-                repo: &RepoLocation,
-                tag: &Tag,
-            ) -> Result<Vec<ReplicationStatus>> {
-                self.inner.replication_status(repo, tag).await
-            }
-            async fn replication_rules(&self, a: &str, r: &str) -> Result<Vec<ReplicationRule>> {
-                self.inner.replication_rules(a, r).await
-            }
-            async fn repository(&self, repo: &RepoLocation) -> Result<RepositoryInfo> {
-                self.inner.repository(repo).await
-            }
-        }
-
-        /// The example's staging registry with every image of [`TAG`] but `without`.
-        fn staging(config: &Config, without: Option<&str>) -> InMemoryRegistry {
-            let registry = InMemoryRegistry::new(Arc::new(TokioClock::new(Timestamp::UNIX_EPOCH)));
-            let env = config.environment("staging").unwrap();
-            for s in config.services.iter().filter(|s| Some(&*s.name) != without) {
-                push(&registry, env, s);
-            }
-            registry
-        }
-
-        fn push(registry: &InMemoryRegistry, env: &Environment, s: &Service) {
-            let tag = Tag::new(TAG).unwrap();
-            registry.push(&env.location(s, "us-west-2"), &tag, &digest_of(&s.name));
-        }
-
-        /// What each round reported: the pause before the next check, and what was missing
-        /// (service names) or "retrying".
-        type Rounds = Vec<(u64, String)>;
-
-        async fn wait(
-            registry: &dyn Registry,
-            config: &Config,
-            limit: u64,
-        ) -> (Result<Waited>, Rounds) {
-            let env = config.environment("staging").unwrap();
-            let mut rounds = Vec::new();
-            let waited = wait_until_complete(
-                registry,
-                config,
-                env,
-                &Tag::new(TAG).unwrap(),
-                Duration::from_secs(limit),
-                |w| {
-                    rounds.push(match w {
-                        Waiting::Incomplete { check, next, .. } => (
-                            next.as_secs(),
-                            check
-                                .missing
-                                .iter()
-                                .map(|m| m.service.as_str())
-                                .collect::<Vec<_>>()
-                                .join(","),
-                        ),
-                        Waiting::Retrying { next, .. } => (next.as_secs(), "retrying".into()),
-                    })
-                },
-            )
-            .await;
-            (waited, rounds)
-        }
-
-        fn rounds(want: &[(u64, &str)]) -> Rounds {
-            want.iter().map(|(n, s)| (*n, (*s).to_owned())).collect()
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn a_complete_release_ends_the_wait_at_once() {
-            let config = Config::parse("x", EXAMPLE).unwrap();
-            let (waited, seen) = wait(&staging(&config, None), &config, 120).await;
-            let waited = waited.unwrap();
-            assert!(waited.check.is_complete());
-            assert_eq!(waited.waited, Duration::ZERO);
-            assert_eq!(seen, rounds(&[]));
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn the_last_image_pushed_during_the_wait_ends_it_at_the_next_check() {
-            let config = Config::parse("x", EXAMPLE).unwrap();
-            let registry = staging(&config, Some("logserver"));
-            let late = registry.clone();
-            let cfg = config.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                let env = cfg.environment("staging").unwrap();
-                push(&late, env, cfg.sentinel());
-            });
-            let (waited, seen) = wait(&registry, &config, 120).await;
-            let waited = waited.unwrap();
-            assert!(waited.check.is_complete(), "{waited:?}");
-            // Checks at 0, 2, 6 and 14 s: 2 s, then doubling.
-            assert_eq!(waited.waited, Duration::from_secs(14));
-            assert_eq!(
-                seen,
-                rounds(&[(2, "logserver"), (4, "logserver"), (8, "logserver")])
-            );
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn a_release_still_incomplete_at_the_deadline_is_returned_as_it_is() {
-            let config = Config::parse("x", EXAMPLE).unwrap();
-            let (waited, seen) = wait(&staging(&config, Some("api")), &config, 20).await;
-            let waited = waited.unwrap();
-            assert!(!waited.check.is_complete());
-            assert_eq!(waited.check.missing[0].service, "api");
-            // Checks at 0, 2, 6, 14, then at the deadline (20 s), not at 30.
-            assert_eq!(waited.waited, Duration::from_secs(20));
-            assert_eq!(
-                seen,
-                rounds(&[(2, "api"), (4, "api"), (8, "api"), (6, "api")])
-            );
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn the_pause_grows_to_thirty_seconds() {
-            let config = Config::parse("x", EXAMPLE).unwrap();
-            let (_, seen) = wait(&staging(&config, Some("api")), &config, 120).await;
-            let pauses: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
-            // 2+4+8+16+30+30 = 90, then the last 30 s.
-            assert_eq!(pauses, [2, 4, 8, 16, 30, 30, 30]);
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn transient_errors_are_retried_and_others_end_the_wait() {
-            let config = Config::parse("x", EXAMPLE).unwrap();
-            // Three lookups per check (one per service): the first check fails.
-            let flaky = Flaky {
-                inner: staging(&config, None),
-                failures: AtomicUsize::new(3),
-                error: Error::Transient {
-                    message: "ECR throttled".into(),
-                    retry_after: Some(Duration::from_secs(5)),
-                },
-            };
-            let (waited, seen) = wait(&flaky, &config, 120).await;
-            let waited = waited.unwrap();
-            assert!(waited.check.is_complete());
-            assert_eq!(
-                waited.waited,
-                Duration::from_secs(5),
-                "the registry's retry-after is longer than the first pause"
-            );
-            assert_eq!(seen, rounds(&[(5, "retrying")]));
-
-            // Still failing at the deadline: the error, not an incomplete check.
-            let down = Flaky {
-                failures: AtomicUsize::new(usize::MAX),
-                error: Error::transient("ECR unavailable"),
-                ..flaky
-            };
-            let (waited, seen) = wait(&down, &config, 10).await;
-            assert_eq!(waited.unwrap_err(), Error::transient("ECR unavailable"));
-            assert_eq!(
-                seen,
-                rounds(&[(2, "retrying"), (4, "retrying"), (4, "retrying")])
-            );
-
-            let denied = Flaky {
-                error: Error::Permission {
-                    message: "not authorized to perform ecr:DescribeImages".into(),
-                },
-                ..down
-            };
-            let (waited, seen) = wait(&denied, &config, 120).await;
-            assert!(
-                matches!(waited, Err(Error::Permission { .. })),
-                "{waited:?}"
-            );
-            assert_eq!(seen, rounds(&[]), "waiting does not fix permissions");
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn a_digest_that_differs_between_regions_is_waited_out() {
-            // Prod: api in eu-west-1 still holds an older push under the tag, until
-            // replication copies the new one over it.
-            let config = Config::parse("x", EXAMPLE).unwrap();
-            let prod = config.environment("prod").unwrap();
-            let tag = Tag::new(TAG).unwrap();
-            let registry = InMemoryRegistry::new(Arc::new(TokioClock::new(Timestamp::UNIX_EPOCH)));
-            for s in &config.services {
-                for r in &prod.registry.regions {
-                    let bytes = if s.name == "api" && r == "eu-west-1" {
-                        "api-old"
-                    } else {
-                        &s.name
-                    };
-                    registry.push(&prod.location(s, r), &tag, &digest_of(bytes));
-                }
-            }
-            let api = config.services.iter().find(|s| s.name == "api").unwrap();
-            let late = registry.clone();
-            let at = prod.location(api, "eu-west-1");
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                late.push(&at, &Tag::new(TAG).unwrap(), &digest_of("api"));
-            });
-            let mut inconsistent = Vec::new();
-            let waited = wait_until_complete(
-                &registry,
-                &config,
-                prod,
-                &tag,
-                Duration::from_secs(60),
-                |w| {
-                    if let Waiting::Incomplete { check, .. } = w {
-                        inconsistent.push(check.inconsistent.clone());
-                    }
-                },
-            )
-            .await
-            .unwrap();
-            assert!(waited.check.is_complete());
-            assert_eq!(waited.waited, Duration::from_secs(6));
-            assert_eq!(
-                inconsistent,
-                [vec!["api".to_owned()], vec!["api".to_owned()]]
-            );
-        }
     }
 }

@@ -141,12 +141,15 @@ async fn alarms_read_one_value_per_name_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_in_alarm_during_the_soak_halts_the_wave_and_rolls_back() {
     use deploy_core::config::{Config, EXAMPLE};
-    use deploy_core::engine::{AppState, Engine, Event, RunOptions};
-    use deploy_core::memory::{Timing, World};
     use deploy_core::model::Tag;
-    use deploy_core::plan::promotion::{Intent, observe, plan};
-    use deploy_core::port::TokioClock;
+    use deploy_core::plan::promotion::{Intent, plan};
+    use deploy_core::rollout::event::Event;
+    use deploy_core::trail::AppState;
     use deploy_core::trail::Outcome;
+    use deploy_engine::clock::TokioClock;
+    use deploy_engine::engine::{Engine, RunOptions};
+    use deploy_engine::memory::{Timing, World};
+    use deploy_engine::observe::promotion::observe;
 
     let moto = match Moto::start("111111111111") {
         Ok(moto) => moto,
@@ -223,7 +226,7 @@ interval = "1s"
     options.config_file = Some(files.config.clone());
     options.credentials_file = Some(files.credentials.clone());
     let sources = Sources::new(options).expect("sources");
-    let ports = deploy_core::engine::Ports {
+    let ports = deploy_engine::engine::Ports {
         argocd: &world.argocd,
         lock: &world.lock,
         audit: &world.audit,

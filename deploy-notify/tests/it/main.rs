@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deploy_core::engine::Event;
 use deploy_core::model::{Digest, Release, Tag};
 use deploy_core::notify::{Announcer, Moment, Notice};
+use deploy_core::rollout::event::Event;
 use deploy_core::trail::{Actor, RunKind};
 use deploy_notify::{
     Channel, Delivery, Dispatcher, NOTICE_HEADER, Retry, SIGNATURE_HEADER, deliver, verify,

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
-use deploy_core::conformance::lock::LockFixture;
 use deploy_core::model::SyncMode;
+use deploy_engine::conformance::argocd::{AppSeed, ArgoCdFixture, Script};
+use deploy_engine::conformance::lock::LockFixture;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use deploy_argocd::kube::{KubeArgoCd, LeaseLock};
 use deploy_core::Error;
-use deploy_core::conformance::argocd::{ArgoCdFixture, Script, finished, seed, wait_for};
 use deploy_core::port::{ArgoCd, Health, Lock, OPERATION_INFO_KEY, SyncRequest};
+use deploy_engine::conformance::argocd::{ArgoCdFixture, Script, finished, seed, wait_for};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -57,7 +57,7 @@ fn assert_valid(validator: &jsonschema::Validator, object: &Value) {
 #[tokio::test]
 async fn argocd_conformance() {
     let (_api, controller, port) = setup();
-    deploy_core::conformance::argocd::run_all(&port, &controller, "kube")
+    deploy_engine::conformance::argocd::run_all(&port, &controller, "kube")
         .await
         .unwrap();
 }
@@ -70,7 +70,7 @@ async fn lock_conformance() {
         api: Arc::clone(&api),
         namespace: NS.into(),
     };
-    deploy_core::conformance::lock::run_all(&lock, &fixture, "kube")
+    deploy_engine::conformance::lock::run_all(&lock, &fixture, "kube")
         .await
         .unwrap();
 }
@@ -436,7 +436,7 @@ impl AnnotationFixture {
 }
 
 #[async_trait::async_trait]
-impl deploy_core::conformance::lock::LockFixture for AnnotationFixture {
+impl deploy_engine::conformance::lock::LockFixture for AnnotationFixture {
     async fn expire(&self, key: &str) {
         self.edit(|leases| {
             for l in leases.iter_mut().filter(|l| l["key"] == json!(key)) {
@@ -476,7 +476,7 @@ async fn the_annotation_lock_over_kubernetes_passes_the_lock_conformance() {
         api: Arc::clone(&api),
         app: "myapp-prod-eu-west-1".into(),
     };
-    deploy_core::conformance::lock::run_all(&lock, &fixture, "kube-annotation")
+    deploy_engine::conformance::lock::run_all(&lock, &fixture, "kube-annotation")
         .await
         .unwrap();
     // Held: the annotation the REST API would read, in the same form.

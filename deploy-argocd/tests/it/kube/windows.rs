@@ -1,10 +1,10 @@
 //! Sync windows with `--core`: the AppProject object has the windows' zones, and the engine's
 //! reading of them (no API server answers `canSync`) honours them, through jiff's tz database.
 
-use deploy_core::conformance::argocd::{ArgoCdFixture, seed};
-use deploy_core::engine::window::app_verdict;
 use deploy_core::port::ArgoCd;
+use deploy_core::rollout::window::app_verdict;
 use deploy_core::window::Verdict;
+use deploy_engine::conformance::argocd::{ArgoCdFixture, seed};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde_json::json;

@@ -1,0 +1,121 @@
+//! A wave's metric checks during its soak: per deployed cluster, each check is measured
+//! first after its `initial_delay` from the wave being Healthy, then every `interval`, and
+//! each measurement is judged by [`deploy_core::check`]'s pure rules until the check's verdict is
+//! in. A check without a count runs at least as long as the soak.
+
+use tokio::time::Instant;
+
+use crate::engine::Run;
+use crate::engine::soak::SoakEnd;
+use deploy_core::check::MEASURE_TIMEOUT;
+use deploy_core::check::{Limits, Phase, ResolvedCheck, Tally, Verdict, phase};
+use deploy_core::plan::promotion::AppPlan;
+use deploy_core::rollout::event::Event;
+use deploy_core::trail::Measurement;
+
+impl Run<'_> {
+    /// Every check of every Application of `apps`, concurrently; the first that fails or is
+    /// inconclusive ends them all.
+    pub(crate) async fn run_checks(
+        &self,
+        wave: usize,
+        apps: &[AppPlan],
+        soak_end: Instant,
+    ) -> Result<(), SoakEnd> {
+        super::all_ok(apps.iter().flat_map(|a| {
+            a.checks
+                .iter()
+                .map(move |c| self.run_check(wave, a, c, soak_end))
+        }))
+        .await
+    }
+
+    async fn run_check(
+        &self,
+        wave: usize,
+        a: &AppPlan,
+        c: &ResolvedCheck,
+        soak_end: Instant,
+    ) -> Result<(), SoakEnd> {
+        let Some(metrics) = self.ports.metrics else {
+            return Err(SoakEnd::Failed {
+                cluster: a.cluster.clone(),
+                reason: format!("check {} cannot run: no metrics backend", c.name),
+            });
+        };
+        let limits = Limits::from(c);
+        let mut tally = Tally::default();
+        let mut next = Instant::now() + c.initial_delay;
+        loop {
+            tokio::time::sleep_until(next).await;
+            next += c.interval;
+            let measured = tokio::time::timeout(
+                MEASURE_TIMEOUT.max(c.interval),
+                metrics.measure(&c.source, &c.query),
+            )
+            .await
+            .map_err(|_| "no answer in time".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            let (values, (ph, error)) = match &measured {
+                Ok(v) => (
+                    v.clone(),
+                    phase(Ok(v), &c.success, c.failure.as_ref(), c.no_data),
+                ),
+                Err(e) => (
+                    Vec::new(),
+                    phase(Err(e), &c.success, c.failure.as_ref(), c.no_data),
+                ),
+            };
+            tally.record(ph);
+            let verdict = tally.verdict(limits, Instant::now() >= soak_end);
+            self.emit(Event::CheckMeasured {
+                check: c.name.clone(),
+                cluster: a.cluster.clone(),
+                values: values.clone(),
+                phase: ph,
+                verdict,
+                error: error.clone(),
+            });
+            self.measured(Measurement {
+                check: c.name.clone(),
+                cluster: a.cluster.clone(),
+                wave,
+                query: c.query.clone(),
+                values: values.clone(),
+                phase: ph,
+                verdict,
+                error: error.clone(),
+                at: self.ports.clock.now(),
+            });
+            let why = || match (&error, ph) {
+                (Some(e), Phase::Error) => format!(
+                    "{} error(s) in a row, the last: {e}",
+                    tally.consecutive_errors
+                ),
+                _ => format!(
+                    "{} failed, {} inconclusive of {} measurement(s)",
+                    tally.failed, tally.inconclusive, tally.measured
+                ),
+            };
+            match verdict {
+                Verdict::Running => {}
+                Verdict::Passed => return Ok(()),
+                Verdict::Failed => {
+                    return Err(SoakEnd::Check {
+                        check: c.name.clone(),
+                        cluster: a.cluster.clone(),
+                        values,
+                        reason: why(),
+                    });
+                }
+                Verdict::Inconclusive => {
+                    return Err(SoakEnd::Inconclusive {
+                        check: c.name.clone(),
+                        cluster: a.cluster.clone(),
+                        values,
+                    });
+                }
+            }
+        }
+    }
+}
