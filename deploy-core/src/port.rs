@@ -13,7 +13,7 @@ use futures::stream::BoxStream;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ImageOverride;
+use crate::config::{ImageOverride, MetricSource};
 use crate::error::Result;
 use crate::model::{Digest, RepoLocation, SyncMode, Tag};
 use crate::window::AppWindows;
@@ -496,33 +496,6 @@ pub trait ArgoCdInventory: Send + Sync + Debug {
 }
 
 // ---------------------------------------------------------------- metrics
-
-/// Where a check's measurements come from (resolved: placeholders already filled in).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum MetricSource {
-    /// A Prometheus HTTP API (`/api/v1/query`), or an Amazon Managed Prometheus workspace
-    /// URL signed with SigV4 (service `aps`) in `region`.
-    Prometheus {
-        /// Base URL, e.g. `http://prometheus.monitoring:9090`.
-        url: String,
-        /// Sign requests with SigV4 (Amazon Managed Prometheus).
-        sigv4: bool,
-        /// The region to sign for (with `sigv4`).
-        region: Option<String>,
-        /// The AWS profile to sign with (with `sigv4`).
-        aws_profile: Option<String>,
-    },
-    /// CloudWatch alarms by name.
-    CloudWatchAlarms {
-        /// Alarm names.
-        names: Vec<String>,
-        /// Their region.
-        region: String,
-        /// The AWS profile to read them with.
-        aws_profile: Option<String>,
-    },
-}
 
 /// Takes measurements for the checks of a soak.
 #[async_trait]

@@ -1,5 +1,5 @@
 //! Metric sources of deploy's checks: [`Sources`] implements
-//! [`deploy_core::port::Metrics`] for every [`deploy_core::port::MetricSource`].
+//! [`deploy_core::port::Metrics`] for every [`deploy_core::config::MetricSource`].
 //!
 //! - **Prometheus**: an instant query (`POST /api/v1/query`), its `scalar` or `vector`
 //!   result as values, with bounded answers and timeouts ([`prometheus`]).
@@ -37,7 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::port::{MetricSource, Metrics};
+use deploy_core::config::MetricSource;
+use deploy_core::port::Metrics;
 use deploy_core::{Error, Result};
 
 /// Timeouts, answer bounds and AWS files of [`Sources`].

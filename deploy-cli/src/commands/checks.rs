@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use deploy_core::check::{NoData, ResolvedCheck, least_soak};
+use deploy_core::check::{ResolvedCheck, least_soak};
+use deploy_core::config::{MetricSource, NoData};
 use deploy_core::plan::promotion::{Action, PromotionPlan};
-use deploy_core::port::MetricSource;
 
 use crate::output::Output;
 

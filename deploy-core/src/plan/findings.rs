@@ -6,13 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::{NoData, Phase, ResolvedCheck, phase};
-use crate::config::{Config, Environment};
+use crate::check::{Phase, ResolvedCheck, phase};
+use crate::config::{Config, Environment, MetricSource, NoData};
 use crate::error::{Error, Result};
 use crate::model::SyncMode;
-use crate::port::{
-    Application, ApplicationSet, ClusterInfo, MetricSource, ReplicationRule, RepositoryInfo,
-};
+use crate::port::{Application, ApplicationSet, ClusterInfo, ReplicationRule, RepositoryInfo};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -680,7 +678,7 @@ mod tests {
             release: "v1",
         });
         check.no_data = no_data;
-        check.success = crate::check::Condition::parse(success).unwrap();
+        check.success = crate::config::Condition::parse(success).unwrap();
         CheckProbe {
             cluster: cluster.into(),
             check,

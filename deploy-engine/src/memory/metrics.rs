@@ -12,10 +12,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::InMemoryArgoCd;
+use deploy_core::config::MetricSource;
 use deploy_core::error::{Error, Result};
 use deploy_core::model::LiveTag;
 use deploy_core::plan::live::live_tag;
-use deploy_core::port::{ArgoCd as _, MetricSource, Metrics};
+use deploy_core::port::{ArgoCd as _, Metrics};
 
 /// One scripted answer to a measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,8 @@
 use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
 use deploy_aws::moto::{AwsFiles, Moto};
-use deploy_core::port::{MetricSource, Metrics};
+use deploy_core::config::MetricSource;
+use deploy_core::port::Metrics;
 use deploy_metrics::{SourceOptions, Sources};
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,7 @@ mod cloudwatch;
 mod prometheus;
 mod sigv4;
 
-use deploy_core::port::MetricSource;
+use deploy_core::config::MetricSource;
 
 /// A plain Prometheus source at `url`.
 pub fn plain(url: &str) -> MetricSource {

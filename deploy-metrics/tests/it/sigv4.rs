@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use deploy_aws::moto::AwsFiles;
-use deploy_core::port::{MetricSource, Metrics};
+use deploy_core::config::MetricSource;
+use deploy_core::port::Metrics;
 use deploy_metrics::{SourceOptions, Sources};
 use wiremock::matchers::{header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
