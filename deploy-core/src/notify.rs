@@ -390,6 +390,7 @@ mod tests {
                 })
                 .collect(),
             record_error: None,
+            end: None,
         }
     }
 

@@ -658,7 +658,7 @@ impl ArgoCd for InMemoryArgoCd {
             match window::can_sync(&sim.windows, now, true) {
                 Ok(true) => {}
                 Ok(false) => {
-                    return Err(Error::Refused {
+                    return Err(Error::BlockedByWindow {
                         message: format!(
                             "application {name}: cannot sync: blocked by sync window (a sync window of its project forbids syncing now)"
                         ),
