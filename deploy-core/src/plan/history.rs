@@ -180,13 +180,28 @@ pub fn from_argocd(
     rows
 }
 
-/// Where one Application was left, as a person reads it (`deploy history`, the summary
-/// table of a run).
+/// Where one Application was left, as a person reads it in a table whose columns name the
+/// releases (`deploy history`, the summary table of a run).
 pub fn result_text(a: &AppReport) -> String {
+    left(a, false)
+}
+
+/// Where one Application was left, in words: the one rendering of [`AppState`], for a table
+/// ([`result_text`]) and for a line that must name the release itself (`release_named`: a
+/// notification).
+pub fn left(a: &AppReport, release_named: bool) -> String {
+    let release = if release_named {
+        a.to.as_str()
+    } else {
+        "the release"
+    };
     match &a.state {
+        AppState::Skipped if release_named => "already there".to_owned(),
         AppState::Skipped => "skipped (already there)".to_owned(),
+        AppState::Deployed if release_named => format!("deployed {}, Healthy", a.to),
         AppState::Deployed => "deployed, Healthy".to_owned(),
-        AppState::Unsoaked => "at the release, not soaked there".to_owned(),
+        AppState::Unsoaked => format!("at {release}, not soaked there"),
+        AppState::SoakedAgain if release_named => format!("at {}, soaked again, Healthy", a.to),
         AppState::SoakedAgain => "soaked again, Healthy".to_owned(),
         AppState::Failed(r) => format!("FAILED: {r}"),
         AppState::RolledBack => format!("rolled back to {}", a.from),

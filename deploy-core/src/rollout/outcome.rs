@@ -612,7 +612,14 @@ mod tests {
             Outcome::Failed,
             "nothing had been changed",
         );
-        check(degraded(), Disabled, false, 2, Outcome::Failed, "turned off");
+        check(
+            degraded(),
+            Disabled,
+            false,
+            2,
+            Outcome::Failed,
+            "turned off",
+        );
         check(
             degraded(),
             LockTaken,
@@ -741,10 +748,7 @@ mod tests {
         let f = app(Stage::Deploy, port(Call::Sync, refused.clone()));
         assert_eq!(f.error(), Some(&refused));
         assert_eq!(f.place().map(|p| p.wave), Some(1));
-        assert_eq!(
-            f.left(),
-            Some(("eu", AppState::Failed(f.reason())))
-        );
+        assert_eq!(f.left(), Some(("eu", AppState::Failed(f.reason()))));
         assert_eq!(app(Stage::End, port(Call::Watch, gone)).left(), None);
     }
 }

@@ -59,7 +59,11 @@ pub(crate) struct Target<'a> {
 
 impl Run<'_> {
     /// Brings `a` to the release within `deadline`; says whether this run wrote to it.
-    pub(crate) async fn deploy(&self, a: &AppPlan, deadline: Instant) -> (Result<Reached, Halt>, bool) {
+    pub(crate) async fn deploy(
+        &self,
+        a: &AppPlan,
+        deadline: Instant,
+    ) -> (Result<Reached, Halt>, bool) {
         let (set_override, sync) = match &a.action {
             Action::Deploy { set_override, sync } => (set_override, sync),
             Action::Soak { .. } => {

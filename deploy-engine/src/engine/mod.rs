@@ -453,7 +453,6 @@ impl Run<'_> {
             Err(e) => Some(format!("{} cannot be read: {e}", a.application)),
         })
     }
-
 }
 
 /// What the waves did so far: each Application's report, and what the run changed, deployed
