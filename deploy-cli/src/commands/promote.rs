@@ -5,25 +5,27 @@ use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, observe, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
-use deploy_core::rollout::event::{Event, RunReport};
+use deploy_core::rollout::event::Event;
 use deploy_core::rollout::lock;
 use deploy_core::rollout::lock::Holder;
-use deploy_core::trail::{self, Actor, Outcome, RunKind};
+use deploy_core::trail::{self, Actor, RunKind};
 use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 
 use super::release::parse_tag;
+
+mod result;
 use crate::backends::Backends;
 use crate::cli::{PlanArgs, PromoteArgs, RollbackArgs, RunArgs};
 use crate::exit::{Exit, UsageError};
 use crate::notify::Notifications;
 use crate::output::{Output, table};
+pub use result::{NotRun, RunResult, print_summary};
 
 /// How long running syncs may finish after Ctrl-C.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -305,125 +307,6 @@ async fn recorded_digests(
     Ok(rollback::recorded(&read.items, &env.name, tag))
 }
 
-/// How `deploy promote` or `deploy rollback` ended: the one result of both commands, from
-/// which come its text, its JSON `result` line and its exit code ([`RunResult::render`]).
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum RunResult {
-    /// The run took the lock: its report (the engine's typed end, in words).
-    Ran(RunReport),
-    /// It wrote nothing, or was aborted.
-    NotRun(NotRun),
-}
-
-/// Why a run wrote nothing (or was aborted): the `outcome` of its JSON result.
-#[derive(Debug, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum NotRun {
-    /// A gate is not met.
-    GateFailed {
-        /// The first gate that failed.
-        gate: deploy_core::plan::promotion::Gate,
-        /// Always 0.
-        changed: usize,
-    },
-    /// `--dry-run`.
-    DryRun {
-        /// The plan.
-        plan: Box<PromotionPlan>,
-    },
-    /// Every Application already runs the release, Healthy, soaked.
-    UpToDate {
-        /// The release.
-        release: Option<deploy_core::model::Release>,
-    },
-    /// A person did not confirm.
-    NotConfirmed,
-    /// The first wave that writes is blocked by a sync window beyond `--window-wait`.
-    WindowBlocked {
-        /// The window.
-        blocked: deploy_core::rollout::window::Blocked,
-        /// Always 0.
-        changed: usize,
-    },
-    /// A third interrupt aborted the process.
-    Interrupted {
-        /// Why.
-        message: String,
-        /// 130.
-        exit_code: u8,
-    },
-}
-
-impl RunResult {
-    /// Says it: the text (text mode), the `result` line (JSON mode); returns the exit code.
-    pub fn render(
-        &self,
-        out: Output,
-        env: &Environment,
-        p: &PromotionPlan,
-        rollback: bool,
-    ) -> Exit {
-        let (text, exit) = match self {
-            Self::Ran(report) => {
-                summarize(out, env, p, report, rollback);
-                (None, Exit::of_report(report))
-            }
-            Self::NotRun(n) => n.said(env, p),
-        };
-        if let Some(text) = text {
-            out.text(text);
-        }
-        out.result(self);
-        exit
-    }
-}
-
-impl NotRun {
-    /// Its line of text, if it has one, and its exit code.
-    fn said(&self, env: &Environment, p: &PromotionPlan) -> (Option<String>, Exit) {
-        match self {
-            Self::GateFailed { gate, .. } => (
-                Some(format!(
-                    "not promoted: gate \"{}\" is not met; nothing was changed",
-                    gate.name
-                )),
-                Exit::GateNotMet,
-            ),
-            Self::DryRun { .. } => (
-                Some("dry run: nothing was changed".to_owned()),
-                Exit::Success,
-            ),
-            Self::UpToDate { release } => (
-                Some(format!(
-                    "nothing to do: every application of {} already runs {}, Healthy, soaked",
-                    env.name,
-                    release
-                        .as_ref()
-                        .map(|r| r.tag.to_string())
-                        .unwrap_or_default()
-                )),
-                Exit::Success,
-            ),
-            Self::NotConfirmed => (
-                Some("not confirmed: nothing was changed".to_owned()),
-                Exit::Success,
-            ),
-            Self::WindowBlocked { blocked, .. } => (
-                Some(format!(
-                    "not {}: {blocked}; nothing was changed (wait for the window, or pass --window-wait)",
-                    match p.intent {
-                        Intent::Promote { .. } => "promoted",
-                        Intent::Rollback { .. } => "rolled back",
-                    }
-                )),
-                Exit::GateNotMet,
-            ),
-            Self::Interrupted { .. } => (None, Exit::Interrupted),
-        }
-    }
-}
-
 async fn execute(
     config: &Config,
     backends: &Backends,
@@ -647,37 +530,6 @@ fn not_started(env: &Environment, e: EngineError) -> Result<RunResult> {
     }
 }
 
-/// The summary of a run that took the lock: the table, the outcome's line and what to do
-/// next.
-fn summarize(
-    out: Output,
-    env: &Environment,
-    p: &PromotionPlan,
-    report: &RunReport,
-    rollback: bool,
-) {
-    print_summary(out, report);
-    if report.outcome == Outcome::Interrupted {
-        out.note(format!(
-            "interrupted: run `deploy {} --env {}` again to resume; finished clusters are skipped",
-            verb(p),
-            env.name
-        ));
-    }
-    if report.outcome == Outcome::Halted {
-        out.note(format!(
-            "halted, nothing rolled back: run `deploy {} --env {}` again when the sync window allows (or with --window-wait); finished clusters are skipped",
-            verb(p),
-            env.name
-        ));
-    }
-    if matches!(report.outcome, Outcome::Failed) && !rollback {
-        out.note(
-            "not rolled back (--no-rollback): `deploy rollback` returns to the previous release",
-        );
-    }
-}
-
 /// Where the promotion lock of `env` lives, in words, for the message of a run halted
 /// because it could not hold it.
 fn lock_backend(config: &Config, env: &Environment) -> String {
@@ -699,33 +551,6 @@ fn verb(p: &PromotionPlan) -> &'static str {
         Intent::Promote { .. } => "promote",
         Intent::Rollback { .. } => "rollback",
     }
-}
-
-/// Prints the per-cluster summary table.
-pub fn print_summary(out: Output, report: &RunReport) {
-    let mut t = table(&[
-        "WAVE",
-        "CLUSTER",
-        "APPLICATION",
-        "FROM",
-        "TO",
-        "RESULT",
-        "TIME",
-    ]);
-    for a in &report.apps {
-        let state = deploy_core::plan::history::result_text(a);
-        t.add_row(vec![
-            a.wave.to_string(),
-            a.cluster.clone(),
-            a.application.clone(),
-            a.from.clone(),
-            a.to.clone(),
-            state,
-            format!("{:.1}s", a.elapsed_ms as f64 / 1000.0),
-        ]);
-    }
-    out.text(t);
-    out.text(format!("{}: {}", report.outcome, report.message));
 }
 
 fn confirm(out: Output, p: &PromotionPlan) -> Result<bool> {

@@ -348,6 +348,61 @@ mod tests {
         assert!(history(&[old], "prod", None)[0].apps.is_empty());
     }
 
+    /// One wording of where an Application was left: in a table (the release in its own
+    /// column) and in a notification's line (the release named).
+    #[test]
+    fn where_an_application_was_left_reads_in_both_forms() {
+        let at = |state| AppReport {
+            wave: 1,
+            cluster: "eu".into(),
+            application: "myapp-prod-eu".into(),
+            from: "v1".into(),
+            to: "v2".into(),
+            state,
+            elapsed_ms: 0,
+        };
+        let cases = [
+            (
+                AppState::Skipped,
+                "skipped (already there)",
+                "already there",
+            ),
+            (
+                AppState::Deployed,
+                "deployed, Healthy",
+                "deployed v2, Healthy",
+            ),
+            (
+                AppState::Unsoaked,
+                "at the release, not soaked there",
+                "at v2, not soaked there",
+            ),
+            (
+                AppState::SoakedAgain,
+                "soaked again, Healthy",
+                "at v2, soaked again, Healthy",
+            ),
+            (AppState::Failed("x".into()), "FAILED: x", "FAILED: x"),
+            (
+                AppState::RolledBack,
+                "rolled back to v1",
+                "rolled back to v1",
+            ),
+            (
+                AppState::RollbackFailed("y".into()),
+                "ROLLBACK FAILED: y",
+                "ROLLBACK FAILED: y",
+            ),
+            (AppState::NotStarted, "not started", "not started"),
+            (AppState::Interrupted, "interrupted", "interrupted"),
+        ];
+        for (state, table, line) in cases {
+            let a = at(state);
+            assert_eq!(result_text(&a), table);
+            assert_eq!(left(&a, true), line);
+        }
+    }
+
     #[test]
     fn argo_cd_history_when_the_store_has_nothing() {
         use crate::port::{HistoryEntry, OverrideValue};
