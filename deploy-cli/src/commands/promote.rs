@@ -429,7 +429,7 @@ async fn run_engine(
     match result {
         Ok(report) => {
             backends.save()?;
-            Ok(RunResult::Ran(report))
+            Ok(RunResult::Ran(Box::new(report)))
         }
         Err(e) => not_started(env, e),
     }

@@ -548,16 +548,17 @@ impl<'r> Run<'r> {
                 || soak_apps
                     .iter()
                     .any(|a| !a.checks.is_empty() || matches!(a.action, Action::Soak { .. }));
-            if !soak_apps.is_empty() && must_soak {
-                if let Err(halt) = self.soak(wave.number, &soak_apps).await {
-                    if let Halt::Failed(f) = &halt
-                        && let Some((cluster, state)) = f.left()
-                        && let Some(r) = w.reports.get_mut(cluster)
-                    {
-                        r.state = state;
-                    }
-                    return Err(halt);
+            if !soak_apps.is_empty()
+                && must_soak
+                && let Err(halt) = self.soak(wave.number, &soak_apps).await
+            {
+                if let Halt::Failed(f) = &halt
+                    && let Some((cluster, state)) = f.left()
+                    && let Some(r) = w.reports.get_mut(cluster)
+                {
+                    r.state = state;
                 }
+                return Err(halt);
             }
             // Observed through the soak and its checks: a rerun need not soak them again.
             self.mark_soaked(&soak_apps).await;

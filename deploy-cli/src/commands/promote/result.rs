@@ -19,7 +19,7 @@ use crate::output::{Output, table};
 #[serde(untagged)]
 pub enum RunResult {
     /// The run took the lock: its report (the engine's typed end, in words).
-    Ran(RunReport),
+    Ran(Box<RunReport>),
     /// It wrote nothing, or was aborted.
     NotRun(NotRun),
 }
