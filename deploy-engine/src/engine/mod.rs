@@ -3,9 +3,11 @@
 //! reports progress as typed [`Event`]s to a callback.
 //!
 //! The run is this module; one Application's deployment is `app`, the soak [`soak`],
-//! rollback `rollback`, the completion rule [`assess`](mod@assess), the outcome rule [`outcome`], the
-//! records `record` and the lock [`lock`]. Every decision is a pure function or a small
-//! state machine tested alone; this module only sequences them.
+//! rollback `rollback`, the records `record` and the lock [`lock`]. The rules they apply are
+//! deploy-core's: the completion rule [`assess`](deploy_core::rollout::assess), and how a run
+//! ends ([`outcome`](deploy_core::rollout::outcome): every step returns a typed `Halt`, and
+//! the run concludes from one `End`). Every decision is a pure function or a small state
+//! machine tested alone; this module only sequences them.
 
 mod app;
 pub mod check;
@@ -77,7 +79,7 @@ pub struct RunOptions {
     pub actor: Actor,
     /// The lock holder identity; a [`Holder`] string makes stale-lock takeover possible.
     pub holder: String,
-    /// The lock's name: [`lock::key`].
+    /// The lock's name: [`deploy_core::rollout::lock::key`].
     pub lock_key: String,
     /// Return what this run changed on failure.
     pub rollback_on_failure: bool,
