@@ -12,7 +12,7 @@
 //! ```no_run
 //! # async fn example(config: &deploy_core::config::Config) -> deploy_core::Result<()> {
 //! use std::sync::Arc;
-//! use deploy_engine::engine::lock;
+//! use deploy_core::lock;
 //! use deploy_core::port::{ArgoCd, Lock};
 //!
 //! // REST: the token only from the environment, in a type that never prints.

@@ -52,6 +52,15 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// Argo CD refused a sync because a sync window of the Application's project forbids it
+    /// now (argocd-server's Sync answers PermissionDenied "cannot sync: blocked by sync
+    /// window", `server/application/application.go`). The adapter that reads Argo CD's answer
+    /// says so once; nothing downstream reads the message to find out.
+    #[error("{message}")]
+    BlockedByWindow {
+        /// Argo CD's words, with the Application.
+        message: String,
+    },
     /// A temporary failure that survived the backend's own retries.
     #[error("{message}")]
     Transient {
@@ -110,6 +119,7 @@ impl Error {
             Self::LockHeld { .. } => "lock_held",
             Self::Permission { .. } => "permission",
             Self::Refused { .. } => "refused",
+            Self::BlockedByWindow { .. } => "blocked_by_window",
             Self::Transient { .. } => "transient",
             Self::Invalid { .. } => "invalid",
         }

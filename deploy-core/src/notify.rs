@@ -162,17 +162,7 @@ impl Announcer {
             .apps
             .iter()
             .map(|a| {
-                let state = match &a.state {
-                    AppState::Skipped => "already there".to_owned(),
-                    AppState::Deployed => format!("deployed {}, Healthy", a.to),
-                    AppState::Unsoaked => format!("at {}, not soaked there", a.to),
-                    AppState::SoakedAgain => format!("at {}, soaked again, Healthy", a.to),
-                    AppState::Failed(r) => format!("FAILED: {r}"),
-                    AppState::RolledBack => format!("rolled back to {}", a.from),
-                    AppState::RollbackFailed(r) => format!("ROLLBACK FAILED: {r}"),
-                    AppState::NotStarted => "not started".to_owned(),
-                    AppState::Interrupted => "interrupted".to_owned(),
-                };
+                let state = crate::plan::history::left(a, true);
                 format!("• {} (wave {}): {state}", a.cluster, a.wave)
             })
             .collect();
@@ -390,6 +380,7 @@ mod tests {
                 })
                 .collect(),
             record_error: None,
+            end: None,
         }
     }
 

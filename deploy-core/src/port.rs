@@ -222,6 +222,19 @@ impl OperationState {
     pub fn deploy_operation(&self) -> Option<&str> {
         self.info.get(OPERATION_INFO_KEY).map(String::as_str)
     }
+
+    /// Argo CD's message when it holds this operation Running because a sync window closed
+    /// after it accepted the sync: its controller sets "Sync operation blocked by sync
+    /// window" (`controller/appcontroller.go`, `processRequestedAppOperation`) and says it
+    /// nowhere else, so the port reads it here, once, for every backend.
+    pub fn held_by_window(&self) -> Option<&str> {
+        let held = !self.phase.is_completed()
+            && self
+                .message
+                .to_ascii_lowercase()
+                .contains("operation blocked by sync window");
+        held.then_some(self.message.as_str())
+    }
 }
 
 /// One `status.history` entry: a successful full sync.

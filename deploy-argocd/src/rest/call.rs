@@ -64,6 +64,15 @@ pub(super) fn map_error(
             what: label.clone(),
         };
     }
+    // argocd-server's Sync: `PermissionDenied, "cannot sync: blocked by sync window"`
+    // (`server/application/application.go`); said typed here, once, for the engine.
+    if lower.contains("blocked by sync window") {
+        return Error::BlockedByWindow {
+            message: format!(
+                "{label}: {message} (a sync window of its project forbids syncing now)"
+            ),
+        };
+    }
     if lower.contains("sync window") {
         return Error::Refused {
             message: format!(
@@ -422,7 +431,7 @@ mod tests {
             r#"{"code":7,"message":"cannot sync: blocked by sync window"}"#,
             &app,
         );
-        assert!(matches!(e, Error::Refused { .. }), "{e:?}");
+        assert!(matches!(e, Error::BlockedByWindow { .. }), "{e:?}");
         let e = check(
             401,
             r#"{"code":16,"message":"invalid session: token is expired"}"#,

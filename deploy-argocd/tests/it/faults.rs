@@ -373,7 +373,7 @@ async fn sync_window_is_a_refusal() {
         .await;
     let got = client(&server).sync("a", &request("op")).await;
     assert!(
-        matches!(&got, Err(Error::Refused { message }) if message.contains("sync window")),
+        matches!(&got, Err(Error::BlockedByWindow { message }) if message.contains("sync window")),
         "{got:?}"
     );
 }

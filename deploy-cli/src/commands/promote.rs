@@ -13,17 +13,20 @@ use deploy_core::lock::Holder;
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
-use deploy_core::rollout::event::{Event, RunReport};
-use deploy_core::trail::{self, Actor, Outcome, RunKind};
+use deploy_core::rollout::event::Event;
+use deploy_core::trail::{self, Actor, RunKind};
 use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 use deploy_engine::observe::promotion::observe;
 
 use super::release::parse_tag;
+
+mod result;
 use crate::backends::Backends;
 use crate::cli::{PlanArgs, PromoteArgs, RollbackArgs, RunArgs};
 use crate::exit::{Exit, UsageError};
 use crate::notify::Notifications;
 use crate::output::{Output, table};
+pub use result::{NotRun, RunResult, print_summary};
 
 /// How long running syncs may finish after Ctrl-C.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -316,38 +319,53 @@ async fn execute(
 ) -> Result<Exit> {
     print_plan(out, &p);
     out.record("plan", &p);
+    let result = match not_run(out, env, &p, run)? {
+        Some(n) => RunResult::NotRun(n),
+        None => run_engine(config, backends, out, env, &p, run, rollback).await?,
+    };
+    Ok(result.render(out, env, &p, rollback))
+}
+
+/// Why the plan is not run, if it is not: a failed gate, a dry run, nothing to do, or no
+/// confirmation.
+fn not_run(
+    out: Output,
+    env: &Environment,
+    p: &PromotionPlan,
+    run: &RunArgs,
+) -> Result<Option<NotRun>> {
     if let Some(g) = p.failed_gate() {
-        out.text(format!(
-            "not promoted: gate \"{}\" is not met; nothing was changed",
-            g.name
-        ));
-        out.result(&serde_json::json!({ "outcome": "gate_failed", "gate": g, "changed": 0 }));
-        return Ok(Exit::GateNotMet);
+        return Ok(Some(NotRun::GateFailed {
+            gate: g.clone(),
+            changed: 0,
+        }));
     }
     if run.dry_run {
-        out.text("dry run: nothing was changed");
-        out.result(&serde_json::json!({ "outcome": "dry_run", "plan": p }));
-        return Ok(Exit::Success);
+        return Ok(Some(NotRun::DryRun {
+            plan: Box::new(p.clone()),
+        }));
     }
     if p.is_up_to_date() {
-        let tag = p
-            .release
-            .as_ref()
-            .map(|r| r.tag.to_string())
-            .unwrap_or_default();
-        out.text(format!(
-            "nothing to do: every application of {} already runs {tag}, Healthy, soaked",
-            env.name
-        ));
-        out.result(&serde_json::json!({ "outcome": Outcome::UpToDate, "release": p.release }));
-        return Ok(Exit::Success);
+        return Ok(Some(NotRun::UpToDate {
+            release: p.release.clone(),
+        }));
     }
-    if !env.sync.is_automated() && !run.yes && !confirm(out, &p)? {
-        out.text("not confirmed: nothing was changed");
-        out.result(&serde_json::json!({ "outcome": "not_confirmed" }));
-        return Ok(Exit::Success);
+    if !env.sync.is_automated() && !run.yes && !confirm(out, p)? {
+        return Ok(Some(NotRun::NotConfirmed));
     }
+    Ok(None)
+}
 
+/// Runs the plan with live progress, notifications and the interrupt handler.
+async fn run_engine(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    env: &Environment,
+    p: &PromotionPlan,
+    run: &RunArgs,
+    rollback: bool,
+) -> Result<RunResult> {
     backends.audit_ready(env)?;
     if backends.audit_is_local(env) {
         out.note(format!(
@@ -360,33 +378,9 @@ async fn execute(
         ));
     }
     let audit = backends.audit_for(env);
-    let mut actor = actor();
-    actor.argocd_user = backends.argocd_user().await;
-    let lock = backends.lock_for(config, env).await?;
-    let run_id = format!(
-        "{}-{}",
-        backends.clock.now().strftime("%Y%m%dT%H%M%SZ"),
-        std::process::id()
-    );
     let (stop_tx, stop_rx) = watch::channel(StopRequest::None);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let our_lease = Lease {
-        key: lock::key(&config.app, &env.name),
-        holder: holder(&actor).to_string(),
-        expires_at: jiff::Timestamp::UNIX_EPOCH,
-    };
-    let opts = RunOptions {
-        run_id,
-        holder: our_lease.holder.clone(),
-        actor,
-        lock_key: our_lease.key.clone(),
-        rollback_on_failure: rollback,
-        stop: Some(stop_rx),
-        grace: GRACE,
-        process_exists: cfg!(target_os = "linux").then_some(process_exists as fn(u32) -> bool),
-        window_wait: run.window_wait,
-        lock_backend: lock_backend(config, env),
-    };
+    let (opts, our_lease) = run_options(config, backends, env, run, rollback, stop_rx).await;
+    let lock = backends.lock_for(config, env).await?;
     let ports = Ports {
         argocd: &*backends.argocd,
         lock: &*lock,
@@ -402,28 +396,17 @@ async fn execute(
     let engine = Engine::new(ports, opts);
     // The renderer runs on a thread of its own: a terminal or pipe that blocks never stalls
     // the engine's timers or its reaction to a Degraded cluster.
+    let (tx, rx) = mpsc::unbounded_channel();
     let renderer = crate::progress::spawn(out, rx);
-    let signal_events = tx.clone();
-    let abort_lock = lock.clone();
-    let signals = async move {
-        crate::signals::wait_for_signal().await;
-        let _ = signal_events.send(Event::Interrupting);
-        let _ = stop_tx.send(StopRequest::Graceful);
-        crate::signals::wait_for_signal().await;
-        crate::output::stderr_line(
-            "second interrupt: no longer waiting for running syncs; recording where each cluster stands (a third aborts at once)",
-        );
-        let _ = stop_tx.send(StopRequest::Now);
-        crate::signals::wait_for_signal().await;
-        crate::output::stderr_line(
-            "third interrupt: aborting now; run `deploy status` to see where each cluster stands, then the same command again to resume",
-        );
-        // Leave the lock to the next run, but do not hang on it.
-        let _ = tokio::time::timeout(Duration::from_secs(3), abort_lock.release(&our_lease)).await;
-        out.result(&serde_json::json!({ "outcome": Outcome::Interrupted, "message": "aborted by a third interrupt", "exit_code": Exit::Interrupted.code() }));
-        crate::output::finish(Some(Duration::from_secs(1)));
-        std::process::exit(i32::from(Exit::Interrupted.code()));
+    let abort = Abort {
+        out,
+        env,
+        plan: p,
+        rollback,
+        lock: lock.clone(),
+        lease: our_lease,
     };
+    let signals = abort.on_signals(tx.clone(), stop_tx);
     let on_event = |e: Event| {
         // The sandbox keeps its state in a file: save it as the run goes, so that another
         // command (or a test) sees where the run stands.
@@ -435,7 +418,7 @@ async fn execute(
         let _ = tx.send(e);
     };
     let result = tokio::select! {
-        r = engine.run(&p, on_event) => r,
+        r = engine.run(p, on_event) => r,
         () = signals => unreachable!("the signal task exits the process"),
     };
     drop(tx);
@@ -444,55 +427,108 @@ async fn execute(
     notifications
         .finish(result.as_ref().ok(), backends.clock.now())
         .await;
-    let report = match result {
-        Ok(r) => r,
-        Err(e @ EngineError::Locked { .. }) => {
-            let EngineError::Locked { holder, .. } = &e else {
-                unreachable!("matched above")
-            };
-            let unlock = deploy_core::lock::command(&env.name, holder);
-            return Err(anyhow::Error::new(e).context(format!(
-                "another promotion holds the lock; if that run is gone (its machine lost, its process killed), remove it: {unlock} (add --force before it expires)"
-            )));
+    match result {
+        Ok(report) => {
+            backends.save()?;
+            Ok(RunResult::Ran(Box::new(report)))
         }
-        Err(EngineError::WindowBlocked(b)) => {
-            out.text(format!(
-                "not {}: {b}; nothing was changed (wait for the window, or pass --window-wait)",
-                match p.intent {
-                    Intent::Promote { .. } => "promoted",
-                    Intent::Rollback { .. } => "rolled back",
-                }
-            ));
-            out.result(
-                &serde_json::json!({ "outcome": "window_blocked", "blocked": b, "changed": 0 }),
-            );
-            return Ok(Exit::GateNotMet);
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => not_started(env, e),
+    }
+}
+
+/// The options of this run, and the lease it will hold (for the abort to release).
+async fn run_options(
+    config: &Config,
+    backends: &Backends,
+    env: &Environment,
+    run: &RunArgs,
+    rollback: bool,
+    stop: watch::Receiver<StopRequest>,
+) -> (RunOptions, Lease) {
+    let mut actor = actor();
+    actor.argocd_user = backends.argocd_user().await;
+    let run_id = format!(
+        "{}-{}",
+        backends.clock.now().strftime("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    );
+    let our_lease = Lease {
+        key: lock::key(&config.app, &env.name),
+        holder: holder(&actor).to_string(),
+        expires_at: jiff::Timestamp::UNIX_EPOCH,
     };
-    backends.save()?;
-    print_summary(out, &report);
-    if report.outcome == Outcome::Interrupted {
-        out.note(format!(
-            "interrupted: run `deploy {} --env {}` again to resume; finished clusters are skipped",
-            verb(&p),
-            env.name
-        ));
-    }
-    if report.outcome == Outcome::Halted {
-        out.note(format!(
-            "halted, nothing rolled back: run `deploy {} --env {}` again when the sync window allows (or with --window-wait); finished clusters are skipped",
-            verb(&p),
-            env.name
-        ));
-    }
-    if matches!(report.outcome, Outcome::Failed) && !rollback {
-        out.note(
-            "not rolled back (--no-rollback): `deploy rollback` returns to the previous release",
+    let opts = RunOptions {
+        run_id,
+        holder: our_lease.holder.clone(),
+        actor,
+        lock_key: our_lease.key.clone(),
+        rollback_on_failure: rollback,
+        stop: Some(stop),
+        grace: GRACE,
+        process_exists: cfg!(target_os = "linux").then_some(process_exists as fn(u32) -> bool),
+        window_wait: run.window_wait,
+        lock_backend: lock_backend(config, env),
+    };
+    (opts, our_lease)
+}
+
+/// What the interrupts do: the first stops new syncs, the second stops waiting for running
+/// ones, the third aborts the process (releasing the lock, within a bound).
+struct Abort<'a> {
+    out: Output,
+    env: &'a Environment,
+    plan: &'a PromotionPlan,
+    rollback: bool,
+    lock: std::sync::Arc<dyn deploy_core::port::Lock>,
+    lease: Lease,
+}
+
+impl Abort<'_> {
+    async fn on_signals(
+        self,
+        events: mpsc::UnboundedSender<Event>,
+        stop: watch::Sender<StopRequest>,
+    ) {
+        crate::signals::wait_for_signal().await;
+        let _ = events.send(Event::Interrupting);
+        let _ = stop.send(StopRequest::Graceful);
+        crate::signals::wait_for_signal().await;
+        crate::output::stderr_line(
+            "second interrupt: no longer waiting for running syncs; recording where each cluster stands (a third aborts at once)",
         );
+        let _ = stop.send(StopRequest::Now);
+        crate::signals::wait_for_signal().await;
+        crate::output::stderr_line(
+            "third interrupt: aborting now; run `deploy status` to see where each cluster stands, then the same command again to resume",
+        );
+        // Leave the lock to the next run, but do not hang on it.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.lock.release(&self.lease)).await;
+        let aborted = RunResult::NotRun(NotRun::Interrupted {
+            message: "aborted by a third interrupt".to_owned(),
+            exit_code: Exit::Interrupted.code(),
+        });
+        let exit = aborted.render(self.out, self.env, self.plan, self.rollback);
+        crate::output::finish(Some(Duration::from_secs(1)));
+        std::process::exit(i32::from(exit.code()));
     }
-    out.result(&report);
-    Ok(Exit::of_report(&report))
+}
+
+/// The result of a run the engine did not start: a sync window says so as a result; a held
+/// lock and anything else end the command with an error.
+fn not_started(env: &Environment, e: EngineError) -> Result<RunResult> {
+    match e {
+        EngineError::Locked { ref holder, .. } => {
+            let unlock = deploy_core::lock::command(&env.name, holder);
+            Err(anyhow::Error::new(e).context(format!(
+                "another promotion holds the lock; if that run is gone (its machine lost, its process killed), remove it: {unlock} (add --force before it expires)"
+            )))
+        }
+        EngineError::WindowBlocked(blocked) => Ok(RunResult::NotRun(NotRun::WindowBlocked {
+            blocked,
+            changed: 0,
+        })),
+        e => Err(e.into()),
+    }
 }
 
 /// Where the promotion lock of `env` lives, in words, for the message of a run halted
@@ -516,33 +552,6 @@ fn verb(p: &PromotionPlan) -> &'static str {
         Intent::Promote { .. } => "promote",
         Intent::Rollback { .. } => "rollback",
     }
-}
-
-/// Prints the per-cluster summary table.
-pub fn print_summary(out: Output, report: &RunReport) {
-    let mut t = table(&[
-        "WAVE",
-        "CLUSTER",
-        "APPLICATION",
-        "FROM",
-        "TO",
-        "RESULT",
-        "TIME",
-    ]);
-    for a in &report.apps {
-        let state = deploy_core::plan::history::result_text(a);
-        t.add_row(vec![
-            a.wave.to_string(),
-            a.cluster.clone(),
-            a.application.clone(),
-            a.from.clone(),
-            a.to.clone(),
-            state,
-            format!("{:.1}s", a.elapsed_ms as f64 / 1000.0),
-        ]);
-    }
-    out.text(t);
-    out.text(format!("{}: {}", report.outcome, report.message));
 }
 
 fn confirm(out: Output, p: &PromotionPlan) -> Result<bool> {

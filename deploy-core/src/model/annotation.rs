@@ -19,7 +19,7 @@ pub const SOAKED: &str = "deploy/soaked";
 pub const WRITTEN: [&str; 5] = [RELEASE, RUN, BY, AT, SOAKED];
 
 /// The annotation that holds the lock where the lock is an annotation of the environment's
-/// carrier Application (`rollout::lock::carrier`); the ApplicationSet must preserve it.
+/// carrier Application (`lock::carrier`); the ApplicationSet must preserve it.
 pub const LOCK: &str = "deploy/lock";
 
 /// The release `deploy watch` last wrote to an Application.

@@ -180,13 +180,28 @@ pub fn from_argocd(
     rows
 }
 
-/// Where one Application was left, as a person reads it (`deploy history`, the summary
-/// table of a run).
+/// Where one Application was left, as a person reads it in a table whose columns name the
+/// releases (`deploy history`, the summary table of a run).
 pub fn result_text(a: &AppReport) -> String {
+    left(a, false)
+}
+
+/// Where one Application was left, in words: the one rendering of [`AppState`], for a table
+/// ([`result_text`]) and for a line that must name the release itself (`release_named`: a
+/// notification).
+pub fn left(a: &AppReport, release_named: bool) -> String {
+    let release = if release_named {
+        a.to.as_str()
+    } else {
+        "the release"
+    };
     match &a.state {
+        AppState::Skipped if release_named => "already there".to_owned(),
         AppState::Skipped => "skipped (already there)".to_owned(),
+        AppState::Deployed if release_named => format!("deployed {}, Healthy", a.to),
         AppState::Deployed => "deployed, Healthy".to_owned(),
-        AppState::Unsoaked => "at the release, not soaked there".to_owned(),
+        AppState::Unsoaked => format!("at {release}, not soaked there"),
+        AppState::SoakedAgain if release_named => format!("at {}, soaked again, Healthy", a.to),
         AppState::SoakedAgain => "soaked again, Healthy".to_owned(),
         AppState::Failed(r) => format!("FAILED: {r}"),
         AppState::RolledBack => format!("rolled back to {}", a.from),
@@ -331,6 +346,61 @@ mod tests {
         old.as_object_mut().unwrap().remove("apps");
         let old: AuditRecord = serde_json::from_value(old).unwrap();
         assert!(history(&[old], "prod", None)[0].apps.is_empty());
+    }
+
+    /// One wording of where an Application was left: in a table (the release in its own
+    /// column) and in a notification's line (the release named).
+    #[test]
+    fn where_an_application_was_left_reads_in_both_forms() {
+        let at = |state| AppReport {
+            wave: 1,
+            cluster: "eu".into(),
+            application: "myapp-prod-eu".into(),
+            from: "v1".into(),
+            to: "v2".into(),
+            state,
+            elapsed_ms: 0,
+        };
+        let cases = [
+            (
+                AppState::Skipped,
+                "skipped (already there)",
+                "already there",
+            ),
+            (
+                AppState::Deployed,
+                "deployed, Healthy",
+                "deployed v2, Healthy",
+            ),
+            (
+                AppState::Unsoaked,
+                "at the release, not soaked there",
+                "at v2, not soaked there",
+            ),
+            (
+                AppState::SoakedAgain,
+                "soaked again, Healthy",
+                "at v2, soaked again, Healthy",
+            ),
+            (AppState::Failed("x".into()), "FAILED: x", "FAILED: x"),
+            (
+                AppState::RolledBack,
+                "rolled back to v1",
+                "rolled back to v1",
+            ),
+            (
+                AppState::RollbackFailed("y".into()),
+                "ROLLBACK FAILED: y",
+                "ROLLBACK FAILED: y",
+            ),
+            (AppState::NotStarted, "not started", "not started"),
+            (AppState::Interrupted, "interrupted", "interrupted"),
+        ];
+        for (state, table, line) in cases {
+            let a = at(state);
+            assert_eq!(result_text(&a), table);
+            assert_eq!(left(&a, true), line);
+        }
     }
 
     #[test]

@@ -199,7 +199,7 @@ pub enum Event {
 }
 
 /// The run's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     /// Run id.
     pub run_id: String,
@@ -217,4 +217,8 @@ pub struct RunReport {
     /// but the run must not exit 0 with its record missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_error: Option<String>,
+    /// How it ended, typed: what `outcome` and `message` say in words, with the failure
+    /// (what, where, why) kept whole. `None` only for a report read back from JSON.
+    #[serde(skip)]
+    pub end: Option<crate::rollout::outcome::End>,
 }

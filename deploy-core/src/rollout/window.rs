@@ -1,6 +1,8 @@
 //! What sync windows let a wave do: [`app_verdict`] reads one Application's windows (Argo CD's
-//! answer decides "now", the zoned windows say until when), [`Blocked`] names the window that
-//! blocks a wave, and [`blocked_reason`] recognises a refusal. Pure.
+//! answer decides "now", the zoned windows say until when), and [`Blocked`] names the window
+//! that blocks a wave. Pure. A refusal comes typed from the port
+//! ([`Error::BlockedByWindow`](crate::Error::BlockedByWindow),
+//! [`OperationState::held_by_window`](crate::port::OperationState::held_by_window)).
 
 use std::fmt;
 use std::time::Duration;
@@ -101,21 +103,6 @@ pub fn wait_for(b: &Blocked, now: Timestamp) -> Option<Duration> {
     Some(Duration::try_from(until.duration_since(now)).unwrap_or(Duration::ZERO))
 }
 
-/// Names a sync window as the reason a sync was refused or an operation did not finish,
-/// when Argo CD's message says so (`Cannot sync: Blocked by sync window`, `Sync operation
-/// blocked by sync window`), instead of a bare refusal or a timeout.
-pub fn blocked_reason(message: &str) -> Option<String> {
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("operation blocked by sync window") {
-        return Some(format!(
-            "blocked by a sync window: Argo CD accepted the sync, then a window closed and it holds the operation Running until its windows let it sync ({message})"
-        ));
-    }
-    lower
-        .contains("blocked by sync window")
-        .then(|| format!("blocked by a sync window: Argo CD refused the sync ({message})"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,20 +183,5 @@ mod tests {
             verdict(vec![deny("0 19 * * *", "soon")], true, Some(true), true),
             Verdict::Open
         );
-    }
-
-    #[test]
-    fn window_messages_are_named() {
-        assert!(
-            blocked_reason("Sync operation blocked by sync window")
-                .unwrap()
-                .contains("holds the operation Running")
-        );
-        assert!(
-            blocked_reason("application a: Cannot sync: Blocked by sync window")
-                .unwrap()
-                .contains("refused")
-        );
-        assert_eq!(blocked_reason("successfully synced (all tasks run)"), None);
     }
 }

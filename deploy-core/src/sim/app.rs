@@ -313,7 +313,9 @@ impl ArgoCdState {
             match operation::manual_sync_allowed(&sim.windows, now) {
                 Ok(true) => {}
                 Ok(false) => {
-                    return Err(Error::Refused {
+                    // argocd-server answers PermissionDenied "cannot sync: blocked by sync
+                    // window" (`server/application/application.go`): typed for the engine.
+                    return Err(Error::BlockedByWindow {
                         message: format!(
                             "application {name}: cannot sync: blocked by sync window (a sync window of its project forbids syncing now)"
                         ),

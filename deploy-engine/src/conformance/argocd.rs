@@ -180,8 +180,8 @@ pub async fn sync_windows(port: &dyn ArgoCd, fixture: &dyn ArgoCdFixture, prefix
             )
             .await;
         ensure!(
-            matches!(got, Err(Error::Refused { .. })),
-            "sync_windows: a sync the server's windows block: expected Refused, got {got:?}"
+            matches!(got, Err(Error::BlockedByWindow { .. })),
+            "sync_windows: a sync the server's windows block: expected BlockedByWindow, got {got:?}"
         );
     }
     Ok(())

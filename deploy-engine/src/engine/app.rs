@@ -15,44 +15,19 @@ use deploy_core::plan::promotion::{Action, AppPlan};
 use deploy_core::port::{Application, OverrideValue, SyncRequest};
 use deploy_core::rollout::assess::{Assessment, Baseline, Ours, assess};
 use deploy_core::rollout::event::Event;
-use deploy_core::rollout::lease::LeaseLost;
+use deploy_core::rollout::outcome::{Call, Cause, Failure, Halt, Stage};
 use deploy_core::rollout::vigil::RETRY_PAUSE;
-use deploy_core::rollout::window::blocked_reason;
 
-/// How one Application's deployment ended.
-pub(crate) enum AppEnd {
+/// Where one Application's deployment got without failing: skipped, to be soaked again, or
+/// at the release, Healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reached {
+    /// Already there, soaked: nothing to do.
     Skipped,
     /// At the release, to be soaked again; nothing written.
     SoakAgain,
-    /// At the release, Healthy; `wrote` says whether this run wrote to it.
-    Deployed {
-        wrote: bool,
-    },
-    Failed {
-        reason: String,
-        wrote: bool,
-    },
-    Interrupted {
-        wrote: bool,
-    },
-    Lease {
-        lost: LeaseLost,
-        wrote: bool,
-    },
-}
-
-/// Why bringing an Application somewhere stopped.
-pub(crate) enum Stop {
-    Failed(String),
-    /// A stop was requested before the sync started.
-    Interrupted,
-    Lease(LeaseLost),
-}
-
-impl From<LeaseLost> for Stop {
-    fn from(l: LeaseLost) -> Self {
-        Self::Lease(l)
-    }
+    /// Brought to the release, Healthy.
+    Deployed,
 }
 
 /// What this run sent to one Application. A write counts from the moment it is sent (its
@@ -84,8 +59,12 @@ pub(crate) struct Target<'a> {
 }
 
 impl Run<'_> {
-    /// Brings `a` to the release within `deadline`.
-    pub(crate) async fn deploy(&self, a: &AppPlan, deadline: Instant) -> AppEnd {
+    /// Brings `a` to the release within `deadline`; says whether this run wrote to it.
+    pub(crate) async fn deploy(
+        &self,
+        a: &AppPlan,
+        deadline: Instant,
+    ) -> (Result<Reached, Halt>, bool) {
         let (set_override, sync) = match &a.action {
             Action::Deploy { set_override, sync } => (set_override, sync),
             Action::Soak { .. } => {
@@ -93,14 +72,14 @@ impl Run<'_> {
                     cluster: a.cluster.clone(),
                     application: a.application.clone(),
                 });
-                return AppEnd::SoakAgain;
+                return (Ok(Reached::SoakAgain), false);
             }
             Action::Skip => {
                 self.emit(Event::AppSkipped {
                     cluster: a.cluster.clone(),
                     application: a.application.clone(),
                 });
-                return AppEnd::Skipped;
+                return (Ok(Reached::Skipped), false);
             }
         };
         let writes = Writes::default();
@@ -116,24 +95,27 @@ impl Run<'_> {
         let result = tokio::select! {
             r = tokio::time::timeout_at(deadline, work) => match r {
                 Ok(r) => r,
-                Err(_) => Err(Stop::Failed(self.timed_out(&a.application).await)),
+                Err(_) => Err(self.failed(a, Stage::Deploy, self.timed_out(&a.application).await)),
             },
-            () = self.grace_expired() => Err(Stop::Interrupted),
+            () = self.grace_expired() => Err(Halt::Interrupted),
         };
-        let wrote = writes.any();
-        match result {
-            Ok(()) => AppEnd::Deployed { wrote },
-            Err(Stop::Interrupted) => AppEnd::Interrupted { wrote },
-            Err(Stop::Lease(lost)) => AppEnd::Lease { lost, wrote },
-            Err(Stop::Failed(reason)) => {
-                self.emit(Event::AppFailed {
-                    cluster: a.cluster.clone(),
-                    application: a.application.clone(),
-                    reason: reason.clone(),
-                });
-                AppEnd::Failed { reason, wrote }
-            }
+        if let Err(Halt::Failed(f @ Failure::App { .. })) = &result {
+            self.emit(Event::AppFailed {
+                cluster: a.cluster.clone(),
+                application: a.application.clone(),
+                reason: f.reason(),
+            });
         }
+        (result.map(|()| Reached::Deployed), writes.any())
+    }
+
+    /// `a` failed at `stage` for `cause`.
+    pub(crate) fn failed(&self, a: &AppPlan, stage: Stage, cause: Cause) -> Halt {
+        Halt::Failed(Failure::App {
+            at: self.place(a),
+            stage,
+            cause,
+        })
     }
 
     /// Waits out foreign operations, writes the override, syncs, and waits for our operation,
@@ -146,75 +128,9 @@ impl Run<'_> {
         a: &AppPlan,
         t: &Target<'_>,
         writes: &Writes,
-    ) -> Result<(), Stop> {
-        let argocd = self.ports.argocd;
+    ) -> Result<(), Halt> {
         let started = Instant::now();
-        let names: Vec<String> = a.images.iter().map(|(_, n)| n.clone()).collect();
-        let mut reported_wait = false;
-        let baseline = loop {
-            let current = self.read(&a.application).await?;
-            if current.operation_pending {
-                if !reported_wait {
-                    reported_wait = true;
-                    let by = current
-                        .operation_state
-                        .as_ref()
-                        .and_then(|s| s.initiated_by.clone())
-                        .unwrap_or_else(|| "someone".into());
-                    self.emit(Event::AppWaiting {
-                        cluster: a.cluster.clone(),
-                        application: a.application.clone(),
-                        operation_by: by,
-                    });
-                }
-                self.wait(&a.application, |app| !app.operation_pending)
-                    .await?;
-                continue;
-            }
-            if t.cancellable && self.cancelled() {
-                return Err(Stop::Interrupted);
-            }
-            // Nothing written by us (the override already names the release): whatever
-            // operation Argo CD ran or runs for that spec is the one to judge.
-            let mut baseline = Baseline::default();
-            let override_set =
-                |v: &OverrideValue| same_override(current.override_like(v, &names).as_ref(), v);
-            if let Some(v) = t.value.filter(|v| !override_set(v)) {
-                self.lease.before_write().await?;
-                writes.override_sent.store(true, Ordering::Relaxed);
-                let written = argocd
-                    .set_override(&a.application, v)
-                    .await
-                    .map_err(|e| Stop::Failed(format!("setting the image override: {e}")))?;
-                // What the controller does from here on is a reaction to our write.
-                baseline = Baseline::of(&written);
-            }
-            if !t.sync {
-                break baseline;
-            }
-            self.lease.before_write().await?;
-            writes.sync_sent.store(true, Ordering::Relaxed);
-            let request = SyncRequest {
-                prune: self.plan.prune,
-                operation_id: t.op_id.to_owned(),
-            };
-            match argocd.sync(&a.application, &request).await {
-                Ok(()) => break baseline,
-                // Someone started an operation between our read and our sync: wait it out.
-                // The pause keeps a backend that reports the collision before it shows the
-                // operation from being asked again and again.
-                Err(Error::Collision { .. }) => {
-                    writes.sync_sent.store(false, Ordering::Relaxed);
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(e) => {
-                    let e = e.to_string();
-                    return Err(Stop::Failed(
-                        blocked_reason(&e).unwrap_or_else(|| format!("sync refused: {e}")),
-                    ));
-                }
-            }
-        };
+        let baseline = self.start(a, t, writes).await?;
         self.emit(Event::AppSyncing {
             cluster: a.cluster.clone(),
             application: a.application.clone(),
@@ -245,7 +161,8 @@ impl Run<'_> {
                 }
                 assess(app, ours, &a.images, t.release) != Assessment::Pending
             })
-            .await?;
+            .await
+            .map_err(|c| self.failed(a, Stage::Deploy, c))?;
         match assess(&verdict, ours, &a.images, t.release) {
             Assessment::Done => {
                 self.emit(Event::AppHealthy {
@@ -255,34 +172,117 @@ impl Run<'_> {
                 });
                 Ok(())
             }
-            Assessment::Failed(reason) => Err(Stop::Failed(reason)),
+            Assessment::Failed(reason) => {
+                Err(self.failed(a, Stage::Deploy, Cause::Observed(reason)))
+            }
             Assessment::Pending => unreachable!("wait returns only on a verdict"),
         }
     }
 
+    /// Until our writes are sent: waits out someone else's operation, writes the override if
+    /// it differs, and starts the sync (again after a collision). Returns what the controller
+    /// does from then on is judged against.
+    async fn start(&self, a: &AppPlan, t: &Target<'_>, writes: &Writes) -> Result<Baseline, Halt> {
+        let fail = |cause| self.failed(a, Stage::Deploy, cause);
+        let port = |call| move |error| fail(Cause::Port { call, error });
+        let names: Vec<String> = a.images.iter().map(|(_, n)| n.clone()).collect();
+        let mut reported_wait = false;
+        loop {
+            let current = self.read(&a.application).await.map_err(fail)?;
+            if current.operation_pending {
+                self.foreign_operation(a, &current, &mut reported_wait)
+                    .await
+                    .map_err(fail)?;
+                continue;
+            }
+            if t.cancellable && self.cancelled() {
+                return Err(Halt::Interrupted);
+            }
+            // Nothing written by us (the override already names the release): whatever
+            // operation Argo CD ran or runs for that spec is the one to judge.
+            let mut baseline = Baseline::default();
+            let override_set =
+                |v: &OverrideValue| same_override(current.override_like(v, &names).as_ref(), v);
+            if let Some(v) = t.value.filter(|v| !override_set(v)) {
+                self.lease.before_write().await?;
+                writes.override_sent.store(true, Ordering::Relaxed);
+                let written = self
+                    .ports
+                    .argocd
+                    .set_override(&a.application, v)
+                    .await
+                    .map_err(port(Call::SetOverride))?;
+                // What the controller does from here on is a reaction to our write.
+                baseline = Baseline::of(&written);
+            }
+            if !t.sync {
+                return Ok(baseline);
+            }
+            self.lease.before_write().await?;
+            writes.sync_sent.store(true, Ordering::Relaxed);
+            let request = SyncRequest {
+                prune: self.plan.prune,
+                operation_id: t.op_id.to_owned(),
+            };
+            match self.ports.argocd.sync(&a.application, &request).await {
+                Ok(()) => return Ok(baseline),
+                // Someone started an operation between our read and our sync: wait it out.
+                // The pause keeps a backend that reports the collision before it shows the
+                // operation from being asked again and again.
+                Err(Error::Collision { .. }) => {
+                    writes.sync_sent.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(port(Call::Sync)(e)),
+            }
+        }
+    }
+
+    /// Waits until the operation someone else runs on `a` ends (said once).
+    async fn foreign_operation(
+        &self,
+        a: &AppPlan,
+        current: &Application,
+        reported: &mut bool,
+    ) -> Result<(), Cause> {
+        if !*reported {
+            *reported = true;
+            let by = current
+                .operation_state
+                .as_ref()
+                .and_then(|s| s.initiated_by.clone())
+                .unwrap_or_else(|| "someone".into());
+            self.emit(Event::AppWaiting {
+                cluster: a.cluster.clone(),
+                application: a.application.clone(),
+                operation_by: by,
+            });
+        }
+        self.wait(&a.application, |app| !app.operation_pending)
+            .await
+            .map(drop)
+    }
+
     /// Why the wave's timeout ended the wait: an operation Argo CD holds Running because a
     /// sync window closed after it was accepted is said as such, not as a bare timeout.
-    async fn timed_out(&self, name: &str) -> String {
-        let timeout = format!(
-            "timed out after {} (the wave's timeout)",
-            humantime::format_duration(self.plan.timeout)
-        );
+    async fn timed_out(&self, name: &str) -> Cause {
         let held = match self.ports.argocd.application(name).await {
             Ok(app) => app
                 .operation_state
-                .filter(|s| !s.phase.is_completed())
-                .and_then(|s| blocked_reason(&s.message)),
+                .as_ref()
+                .and_then(|s| s.held_by_window())
+                .map(str::to_owned),
             Err(_) => None,
         };
-        match held {
-            Some(reason) => format!("{reason}; {timeout}"),
-            None => timeout,
+        Cause::TimedOut {
+            after: self.plan.timeout,
+            held_by_window: held,
         }
     }
 
     /// Reads an Application; a transient failure is retried after a pause (the caller's
     /// deadline bounds it), anything else fails.
-    pub(crate) async fn read(&self, name: &str) -> Result<Application, Stop> {
+    pub(crate) async fn read(&self, name: &str) -> Result<Application, Cause> {
         loop {
             match self.ports.argocd.application(name).await {
                 Ok(app) => return Ok(app),
@@ -290,7 +290,12 @@ impl Run<'_> {
                     tracing::debug!("reading {name}: {message}; trying again");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Err(e) => return Err(Stop::Failed(e.to_string())),
+                Err(error) => {
+                    return Err(Cause::Port {
+                        call: Call::Read,
+                        error,
+                    });
+                }
             }
         }
     }
@@ -301,8 +306,11 @@ impl Run<'_> {
         &self,
         name: &str,
         mut done: impl FnMut(&Application) -> bool,
-    ) -> Result<Application, Stop> {
-        let failed = |e: Error| Stop::Failed(format!("watching {name}: {e}"));
+    ) -> Result<Application, Cause> {
+        let failed = |error: Error| Cause::Port {
+            call: Call::Watch,
+            error,
+        };
         let watch = || async { self.ports.argocd.watch(name).await };
         let mut stream = None;
         loop {

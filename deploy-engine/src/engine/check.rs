@@ -6,11 +6,11 @@
 use tokio::time::Instant;
 
 use crate::engine::Run;
-use crate::engine::soak::SoakEnd;
 use deploy_core::check::MEASURE_TIMEOUT;
 use deploy_core::check::{Limits, Phase, ResolvedCheck, Tally, Verdict, phase};
 use deploy_core::plan::promotion::AppPlan;
 use deploy_core::rollout::event::Event;
+use deploy_core::rollout::outcome::{Cause, Failure, Halt, Stage};
 use deploy_core::trail::Measurement;
 
 impl Run<'_> {
@@ -21,7 +21,7 @@ impl Run<'_> {
         wave: usize,
         apps: &[AppPlan],
         soak_end: Instant,
-    ) -> Result<(), SoakEnd> {
+    ) -> Result<(), Halt> {
         super::all_ok(apps.iter().flat_map(|a| {
             a.checks
                 .iter()
@@ -36,12 +36,15 @@ impl Run<'_> {
         a: &AppPlan,
         c: &ResolvedCheck,
         soak_end: Instant,
-    ) -> Result<(), SoakEnd> {
+    ) -> Result<(), Halt> {
         let Some(metrics) = self.ports.metrics else {
-            return Err(SoakEnd::Failed {
-                cluster: a.cluster.clone(),
-                reason: format!("check {} cannot run: no metrics backend", c.name),
-            });
+            return Err(self.failed(
+                a,
+                Stage::Soak,
+                Cause::NoMetrics {
+                    check: c.name.clone(),
+                },
+            ));
         };
         let limits = Limits::from(c);
         let mut tally = Tally::default();
@@ -101,19 +104,19 @@ impl Run<'_> {
                 Verdict::Running => {}
                 Verdict::Passed => return Ok(()),
                 Verdict::Failed => {
-                    return Err(SoakEnd::Check {
+                    return Err(Halt::Failed(Failure::Check {
+                        at: self.place(a),
                         check: c.name.clone(),
-                        cluster: a.cluster.clone(),
                         values,
                         reason: why(),
-                    });
+                    }));
                 }
                 Verdict::Inconclusive => {
-                    return Err(SoakEnd::Inconclusive {
+                    return Err(Halt::Failed(Failure::Inconclusive {
+                        at: self.place(a),
                         check: c.name.clone(),
-                        cluster: a.cluster.clone(),
                         values,
-                    });
+                    }));
                 }
             }
         }

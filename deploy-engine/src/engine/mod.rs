@@ -3,9 +3,11 @@
 //! reports progress as typed [`Event`]s to a callback.
 //!
 //! The run is this module; one Application's deployment is `app`, the soak [`soak`],
-//! rollback `rollback`, the completion rule [`assess`](mod@assess), the outcome rule [`outcome`], the
-//! records `record` and the lock [`lock`]. Every decision is a pure function or a small
-//! state machine tested alone; this module only sequences them.
+//! rollback `rollback`, the records `record` and the lock [`lock`]. The rules they apply are
+//! deploy-core's: the completion rule [`assess`](deploy_core::rollout::assess), and how a run
+//! ends ([`outcome`](deploy_core::rollout::outcome): every step returns a typed `Halt`, and
+//! the run concludes from one `End`). Every decision is a pure function or a small state
+//! machine tested alone; this module only sequences them.
 
 mod app;
 pub mod check;
@@ -33,13 +35,12 @@ use deploy_core::trail::{Actor, Outcome};
 use deploy_core::lock::Holder;
 use deploy_core::rollout::event::{Event, RunReport};
 use deploy_core::rollout::lease::{LeaseLost, lease_ttl};
-use deploy_core::rollout::outcome::{Failure, RollbackResult, conclude};
+use deploy_core::rollout::outcome::{End, Failure, Halt, Observed, Place, RollbackResult};
 use deploy_core::trail::{AppReport, AppState};
 
-use app::AppEnd;
+use app::Reached;
 use lock::LeaseKeeper;
 use record::Progress;
-use soak::SoakEnd;
 
 /// The ports the engine drives.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +80,7 @@ pub struct RunOptions {
     pub actor: Actor,
     /// The lock holder identity; a [`Holder`] string makes stale-lock takeover possible.
     pub holder: String,
-    /// The lock's name: [`lock::key`].
+    /// The lock's name: [`deploy_core::lock::key`].
     pub lock_key: String,
     /// Return what this run changed on failure.
     pub rollback_on_failure: bool,
@@ -196,9 +197,17 @@ pub(crate) struct Run<'r> {
     measurements: Mutex<Vec<deploy_core::trail::Measurement>>,
 }
 
+/// Hands `e` to the callback. A callback that panics loses that event, not the run: the
+/// panic is caught here (and logged), so the run goes on, releases its lock and reports; the
+/// sink stays usable even if a panic ever poisoned it.
 fn emit_to(sink: &Sink<'_>, e: Event) {
-    let mut f = sink.lock().expect("an event callback panicked");
-    (*f)(e);
+    let mut f = sink
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (*f)(e)));
+    if delivered.is_err() {
+        tracing::error!("the event callback panicked; the run goes on without that event");
+    }
 }
 
 impl<'a> Engine<'a> {
@@ -447,163 +456,112 @@ impl Run<'_> {
             Err(e) => Some(format!("{} cannot be read: {e}", a.application)),
         })
     }
+}
+
+/// What the waves did so far: each Application's report, and what the run changed, deployed
+/// and soaked again.
+struct Waves<'p> {
+    reports: BTreeMap<String, AppReport>,
+    changed: Vec<&'p AppPlan>,
+    deployed: usize,
+    soaked_again: usize,
+}
+
+impl<'r> Run<'r> {
+    /// Where `a` is in the plan.
+    fn place(&self, a: &AppPlan) -> Place {
+        let wave = self
+            .plan
+            .waves
+            .iter()
+            .find(|w| w.apps.iter().any(|x| x.cluster == a.cluster))
+            .map_or(0, |w| w.number);
+        Place {
+            wave,
+            cluster: a.cluster.clone(),
+            application: a.application.clone(),
+        }
+    }
 
     /// The waves, then a read of every Application, then the rollback if one failed, then
     /// the annotations, the record and the lock's release.
     async fn execute(&self, started_at: jiff::Timestamp) -> RunReport {
-        let plan = self.plan;
-        let mut reports: BTreeMap<String, AppReport> = BTreeMap::new();
-        let mut changed: Vec<&AppPlan> = Vec::new();
-        let mut deployed: Vec<&AppPlan> = Vec::new();
-        let mut soaked_again = 0;
-        let mut failure: Option<Failure> = None;
-        let mut interrupted = false;
-        for wave in &plan.waves {
+        let mut w = Waves {
+            reports: BTreeMap::new(),
+            changed: Vec::new(),
+            deployed: 0,
+            soaked_again: 0,
+        };
+        for wave in &self.plan.waves {
             for a in &wave.apps {
                 let state = match a.action {
                     Action::Soak { .. } => AppState::Unsoaked,
                     _ => AppState::NotStarted,
                 };
-                reports.insert(
+                w.reports.insert(
                     a.cluster.clone(),
                     report(wave.number, a, self.release, state, 0),
                 );
             }
         }
-        'waves: for wave in &plan.waves {
+        let halt = match self.run_waves(&mut w).await {
+            Ok(()) => self.final_read().await.map(Halt::Failed),
+            Err(halt) => Some(halt),
+        };
+        let (failure, interrupted) = match halt {
+            None => (None, false),
+            Some(Halt::Interrupted) => (None, true),
+            Some(Halt::Failed(f)) => (Some(f), false),
+        };
+        let rollback = match &failure {
+            None => RollbackResult::NothingChanged,
+            Some(f) => self.settle(f, &mut w).await,
+        };
+        let end = End {
+            tag: self.release.tag.clone(),
+            failure,
+            interrupted,
+            rollback,
+            observed: Observed {
+                deployed: w.deployed,
+                soaked_again: w.soaked_again,
+                clusters: w.reports.len(),
+            },
+        };
+        self.finish(started_at, w, end).await
+    }
+
+    /// Each wave in turn: its windows, its deployments, its soak; the first halt ends them.
+    async fn run_waves(&self, w: &mut Waves<'r>) -> Result<(), Halt> {
+        let plan = self.plan;
+        for wave in &plan.waves {
             if self.cancelled() {
-                interrupted = true;
-                break;
+                return Err(Halt::Interrupted);
             }
-            match self.await_windows(wave).await {
-                window::WindowGate::Open => {}
-                window::WindowGate::Interrupted => {
-                    interrupted = true;
-                    break;
-                }
-                window::WindowGate::Closed(b) => {
-                    failure = Some(Failure::Window(b));
-                    break;
-                }
-                window::WindowGate::Lease(lost) => {
-                    failure = Some(Failure::Lock(lost));
-                    break;
-                }
-            }
-            if let Err(lost) = self.lease.renew().await {
-                failure = Some(Failure::Lock(lost));
-                break;
-            }
+            self.await_windows(wave).await?;
+            self.lease.renew().await?;
             self.emit(Event::WaveStarted {
                 wave: wave.number,
                 clusters: wave.apps.iter().map(|a| a.cluster.clone()).collect(),
             });
-            let started = Instant::now();
-            let deadline = started + plan.timeout;
-            let ends = join_all(wave.apps.iter().map(|a| self.deploy(a, deadline))).await;
-            let mut soak_apps = Vec::new();
-            for (a, end) in wave.apps.iter().zip(ends) {
-                let elapsed = started.elapsed().as_millis() as u64;
-                let wrote = match &end {
-                    AppEnd::Skipped | AppEnd::SoakAgain => false,
-                    AppEnd::Deployed { wrote }
-                    | AppEnd::Failed { wrote, .. }
-                    | AppEnd::Interrupted { wrote }
-                    | AppEnd::Lease { wrote, .. } => *wrote,
-                };
-                if wrote {
-                    changed.push(a);
-                }
-                let state = match end {
-                    AppEnd::Skipped => AppState::Skipped,
-                    AppEnd::SoakAgain => {
-                        soak_apps.push(a.clone());
-                        AppState::Unsoaked
-                    }
-                    AppEnd::Deployed { .. } => {
-                        deployed.push(a);
-                        soak_apps.push(a.clone());
-                        AppState::Deployed
-                    }
-                    AppEnd::Failed { reason, .. } => {
-                        failure.get_or_insert_with(|| Failure::App {
-                            cluster: a.cluster.clone(),
-                            reason: reason.clone(),
-                        });
-                        AppState::Failed(reason)
-                    }
-                    AppEnd::Interrupted { .. } => {
-                        interrupted = true;
-                        AppState::Interrupted
-                    }
-                    AppEnd::Lease { lost, .. } => {
-                        let reason = lost.to_string();
-                        failure.get_or_insert(Failure::Lock(lost));
-                        AppState::Failed(reason)
-                    }
-                };
-                reports.insert(
-                    a.cluster.clone(),
-                    report(wave.number, a, self.release, state, elapsed),
-                );
-            }
-            if failure.is_some() || interrupted {
-                break 'waves;
-            }
+            let soak_apps = self.deploy_wave(wave, w).await?;
             // An Application found at the release unsoaked is soaked even without a soak
             // time: it must at least be observed Healthy there.
             let must_soak = !plan.soak.is_zero()
                 || soak_apps
                     .iter()
                     .any(|a| !a.checks.is_empty() || matches!(a.action, Action::Soak { .. }));
-            if !soak_apps.is_empty() && must_soak {
-                let end = match self.soak(wave.number, &soak_apps).await {
-                    Ok(()) => None,
-                    Err(SoakEnd::Interrupted) => {
-                        interrupted = true;
-                        break 'waves;
-                    }
-                    Err(SoakEnd::Lease(lost)) => Some((None, Failure::Lock(lost))),
-                    Err(SoakEnd::Failed { cluster, reason }) => Some((
-                        Some(AppState::Failed(reason.clone())),
-                        Failure::Soak { cluster, reason },
-                    )),
-                    Err(SoakEnd::Check {
-                        check,
-                        cluster,
-                        values,
-                        reason,
-                    }) => {
-                        let failed = Failure::Check {
-                            check,
-                            cluster,
-                            values,
-                            reason,
-                        };
-                        Some((Some(AppState::Failed(failed.to_string())), failed))
-                    }
-                    Err(SoakEnd::Inconclusive {
-                        check,
-                        cluster,
-                        values,
-                    }) => Some((
-                        None,
-                        Failure::Inconclusive {
-                            check,
-                            cluster,
-                            values,
-                        },
-                    )),
-                };
-                if let Some((state, failed)) = end {
-                    if let (Some(state), Some(cluster)) = (state, failed.cluster())
-                        && let Some(r) = reports.get_mut(cluster)
-                    {
-                        r.state = state;
-                    }
-                    failure = Some(failed);
-                    break 'waves;
+            if !soak_apps.is_empty()
+                && must_soak
+                && let Err(halt) = self.soak(wave.number, &soak_apps).await
+            {
+                if let Halt::Failed(f) = &halt
+                    && let Some((cluster, state)) = f.left()
+                    && let Some(r) = w.reports.get_mut(cluster)
+                {
+                    r.state = state;
                 }
+                return Err(halt);
             }
             // Observed through the soak and its checks: a rerun need not soak them again.
             self.mark_soaked(&soak_apps).await;
@@ -611,107 +569,134 @@ impl Run<'_> {
                 .iter()
                 .filter(|a| matches!(a.action, Action::Soak { .. }))
             {
-                soaked_again += 1;
-                if let Some(r) = reports.get_mut(&a.cluster) {
+                w.soaked_again += 1;
+                if let Some(r) = w.reports.get_mut(&a.cluster) {
                     r.state = AppState::SoakedAgain;
                 }
             }
         }
-        if failure.is_none() && !interrupted {
-            failure = self.final_read().await;
-        }
+        Ok(())
+    }
 
-        let rollback = match &failure {
-            None => RollbackResult::NothingChanged,
-            Some(f) => {
-                self.emit(Event::Halted {
-                    reason: f.to_string(),
-                });
-                // What this run wrote, and what an interrupted run of this release left
-                // unsoaked: both are this promotion's, and both go back.
-                let mut to_return = changed.clone();
-                to_return.extend(
-                    plan.waves
-                        .iter()
-                        .flat_map(|w| &w.apps)
-                        .filter(|a| matches!(a.action, Action::Soak { .. })),
-                );
-                if to_return.is_empty() || f.keeps_what_is_deployed() {
-                    RollbackResult::NothingChanged
-                } else if !self.opts.rollback_on_failure {
-                    RollbackResult::Disabled
-                } else if f.lock_taken() {
-                    RollbackResult::LockTaken
-                } else {
-                    match self.lease.renew().await {
-                        Err(LeaseLost::Taken { .. }) => RollbackResult::LockTaken,
-                        // Expired: each write tries again, and fails if it must.
-                        _ => self.roll_back(&to_return, &mut reports).await,
-                    }
-                }
+    /// Brings the wave's Applications to the release together and records where each got;
+    /// returns those its soak watches. A failure among them (the first, in wave order) wins
+    /// over a stop request.
+    async fn deploy_wave(
+        &self,
+        wave: &'r deploy_core::plan::promotion::WavePlan,
+        w: &mut Waves<'r>,
+    ) -> Result<Vec<AppPlan>, Halt> {
+        let started = Instant::now();
+        let deadline = started + self.plan.timeout;
+        let ends = join_all(wave.apps.iter().map(|a| self.deploy(a, deadline))).await;
+        let mut soak_apps = Vec::new();
+        let mut failure: Option<Failure> = None;
+        let mut interrupted = false;
+        for (a, (end, wrote)) in wave.apps.iter().zip(ends) {
+            let elapsed = started.elapsed().as_millis() as u64;
+            if wrote {
+                w.changed.push(a);
             }
-        };
-        let (outcome, mut message) = conclude(
-            failure.as_ref(),
-            rollback,
-            interrupted,
-            deploy_core::rollout::outcome::Observed {
-                deployed: deployed.len(),
-                soaked_again,
-                clusters: reports.len(),
-            },
-            &self.release.tag,
-        );
-
-        let now = self.ports.clock.now();
-        let still_deployed: Vec<&AppPlan> = plan
-            .waves
-            .iter()
-            .flat_map(|w| &w.apps)
-            .filter(|a| {
-                reports.get(&a.cluster).is_some_and(|r| {
-                    r.state == AppState::Deployed || r.state == AppState::SoakedAgain
-                })
-            })
-            .collect();
-        // The deployment stands whether or not an annotation lands; the audit record is
-        // authoritative. No write once another run holds the lock.
-        if !still_deployed.is_empty() && self.lease.before_write().await.is_ok() {
-            let annotations = record::annotations(self.opts, self.release, now);
-            join_all(
-                still_deployed
-                    .iter()
-                    .map(|a| self.ports.argocd.annotate(&a.application, &annotations)),
-            )
-            .await;
+            let state = match end {
+                Ok(Reached::Skipped) => AppState::Skipped,
+                Ok(Reached::SoakAgain) => {
+                    soak_apps.push(a.clone());
+                    AppState::Unsoaked
+                }
+                Ok(Reached::Deployed) => {
+                    w.deployed += 1;
+                    soak_apps.push(a.clone());
+                    AppState::Deployed
+                }
+                Err(Halt::Interrupted) => {
+                    interrupted = true;
+                    AppState::Interrupted
+                }
+                Err(Halt::Failed(f)) => {
+                    let state = AppState::Failed(f.reason());
+                    failure.get_or_insert(f);
+                    state
+                }
+            };
+            w.reports.insert(
+                a.cluster.clone(),
+                report(wave.number, a, self.release, state, elapsed),
+            );
         }
+        match (failure, interrupted) {
+            (Some(f), _) => Err(f.into()),
+            (None, true) => Err(Halt::Interrupted),
+            (None, false) => Ok(soak_apps),
+        }
+    }
+
+    /// After `failure`: says so, and returns what this run wrote (and what an interrupted
+    /// run of this release left unsoaked) to where it was, unless the failure keeps what is
+    /// deployed, rollback is off, or another run holds the lock.
+    async fn settle(&self, failure: &Failure, w: &mut Waves<'r>) -> RollbackResult {
+        self.emit(Event::Halted {
+            reason: failure.to_string(),
+        });
+        // What this run wrote, and what an interrupted run of this release left
+        // unsoaked: both are this promotion's, and both go back.
+        let mut to_return = w.changed.clone();
+        to_return.extend(
+            self.plan
+                .waves
+                .iter()
+                .flat_map(|w| &w.apps)
+                .filter(|a| matches!(a.action, Action::Soak { .. })),
+        );
+        if to_return.is_empty() || failure.keeps_what_is_deployed() {
+            RollbackResult::NothingChanged
+        } else if !self.opts.rollback_on_failure {
+            RollbackResult::Disabled
+        } else if failure.lock_taken() {
+            RollbackResult::LockTaken
+        } else {
+            match self.lease.renew().await {
+                Err(LeaseLost::Taken { .. }) => RollbackResult::LockTaken,
+                // Expired: each write tries again, and fails if it must.
+                _ => self.roll_back(&to_return, &mut w.reports).await,
+            }
+        }
+    }
+
+    /// The end: the annotations of what stays deployed, the end record, the lock's release,
+    /// the `Finished` event and the report.
+    async fn finish(&self, started_at: jiff::Timestamp, mut w: Waves<'r>, end: End) -> RunReport {
+        let plan = self.plan;
+        let (outcome, mut message) = end.conclude();
+        let now = self.ports.clock.now();
+        self.annotate_deployed(&w.reports, now).await;
         // In plan order: wave by wave, clusters as configured.
         let apps: Vec<AppReport> = plan
             .waves
             .iter()
             .flat_map(|w| &w.apps)
-            .filter_map(|a| reports.remove(&a.cluster))
+            .filter_map(|a| w.reports.remove(&a.cluster))
             .collect();
-        let end = record::record(
+        let checks = std::mem::take(
+            &mut *self
+                .measurements
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let record = record::record(
             plan,
             self.opts,
             self.release,
             started_at,
             Progress {
-                changed: &changed,
+                changed: &w.changed,
                 apps: &apps,
                 finished_at: now,
                 outcome,
                 message: message.clone(),
-                checks: std::mem::take(
-                    &mut *self
-                        .measurements
-                        .lock()
-                        .expect("a measurement was being kept"),
-                ),
+                checks,
             },
         );
-        let record_error = self.ports.audit.append(&end).await.err().map(|e| {
+        let record_error = self.ports.audit.append(&record).await.err().map(|e| {
             // What happened stands; say loudly that its record is missing.
             tracing::error!(
                 "the audit record of run {} could not be written: {e}",
@@ -735,6 +720,33 @@ impl Run<'_> {
             message,
             apps,
             record_error,
+            end: Some(end),
+        }
+    }
+
+    /// Marks what stays deployed (or soaked again) with the release. The deployment stands
+    /// whether or not an annotation lands; the audit record is authoritative. No write once
+    /// another run holds the lock.
+    async fn annotate_deployed(&self, reports: &BTreeMap<String, AppReport>, now: jiff::Timestamp) {
+        let still_deployed: Vec<&AppPlan> = self
+            .plan
+            .waves
+            .iter()
+            .flat_map(|w| &w.apps)
+            .filter(|a| {
+                reports.get(&a.cluster).is_some_and(|r| {
+                    r.state == AppState::Deployed || r.state == AppState::SoakedAgain
+                })
+            })
+            .collect();
+        if !still_deployed.is_empty() && self.lease.before_write().await.is_ok() {
+            let annotations = record::annotations(self.opts, self.release, now);
+            join_all(
+                still_deployed
+                    .iter()
+                    .map(|a| self.ports.argocd.annotate(&a.application, &annotations)),
+            )
+            .await;
         }
     }
 }

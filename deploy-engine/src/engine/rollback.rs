@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::engine::Run;
-use crate::engine::app::{Stop, Target, Writes};
+use crate::engine::app::{Target, Writes};
 use deploy_core::model::{Release, Tag};
 use deploy_core::plan::promotion::{Action, AppPlan};
 use deploy_core::rollout::event::Event;
@@ -113,22 +113,18 @@ impl Run<'_> {
         to: &Release,
     ) -> Result<(), String> {
         let argocd = self.ports.argocd;
-        let stop_text = |s: Stop| match s {
-            Stop::Failed(r) => r,
-            Stop::Interrupted => "interrupted".to_owned(),
-            Stop::Lease(l) => l.to_string(),
-        };
+        let said = |cause: deploy_core::rollout::outcome::Cause| cause.reason(&a.application);
         // Our own operation may still run (a timeout): end it first.
         if self
             .read(&a.application)
             .await
-            .map_err(stop_text)?
+            .map_err(said)?
             .operation_pending
             && argocd.terminate(&a.application).await.is_ok()
         {
             self.wait(&a.application, |app| !app.operation_pending)
                 .await
-                .map_err(stop_text)?;
+                .map_err(said)?;
         }
         let writes = Writes::default();
         let op_id = format!("{}/rollback/{}", self.opts.run_id, a.cluster);
@@ -146,6 +142,6 @@ impl Run<'_> {
         };
         self.bring_to(&from_release, &target, &writes)
             .await
-            .map_err(stop_text)
+            .map_err(|halt| halt.reason())
     }
 }

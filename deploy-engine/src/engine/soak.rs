@@ -11,15 +11,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::engine::Run;
-use crate::engine::app::Stop;
 use deploy_core::Error;
 use deploy_core::check::least_soak;
 use deploy_core::model::annotation::soaked_mark;
 use deploy_core::plan::promotion::{Action, AppPlan};
 use deploy_core::port::{AppStream, Application, Health};
 use deploy_core::rollout::event::Event;
-use deploy_core::rollout::lease::LeaseLost;
-use deploy_core::rollout::outcome::Failure;
+use deploy_core::rollout::outcome::{Call, Cause, Failure, Halt, Stage};
 use deploy_core::rollout::vigil::{Verdict, Vigil, judge};
 
 /// A wave's soak so far, shared by its Applications' watches.
@@ -39,33 +37,26 @@ impl Progress {
     }
 }
 
-/// How a soak ended without passing.
-pub(crate) enum SoakEnd {
-    Failed {
-        cluster: String,
-        reason: String,
-    },
-    /// A metric check failed (too many failed measurements or errors).
-    Check {
-        check: String,
-        cluster: String,
-        values: Vec<f64>,
-        reason: String,
-    },
-    /// A metric check was inconclusive: a person decides.
-    Inconclusive {
-        check: String,
-        cluster: String,
-        values: Vec<f64>,
-    },
-    Interrupted,
-    /// The lease could not be renewed while soaking.
-    Lease(LeaseLost),
+/// One Application's soak so far: what was observed of it.
+struct Sight<'a> {
+    a: &'a AppPlan,
+    vigil: Vigil,
+    /// What stood in the way last.
+    last_error: String,
+    last_health: Health,
 }
 
 /// A read error that waiting cannot fix: the Application is gone, or we may not see it.
 fn fatal(e: &Error) -> bool {
     matches!(e, Error::NotFound { .. } | Error::Permission { .. })
+}
+
+/// The soak's end for an error waiting cannot fix.
+fn unobservable(error: Error) -> Cause {
+    Cause::Port {
+        call: Call::Observe,
+        error,
+    }
 }
 
 impl Run<'_> {
@@ -107,34 +98,30 @@ impl Run<'_> {
             let seen =
                 tokio::time::timeout(self.plan.timeout, self.wait(&a.application, settled)).await;
             match seen {
-                Err(_) => Some(format!(
-                    "not Healthy at {} within {}",
-                    self.release.tag,
-                    humantime::format_duration(self.plan.timeout)
-                )),
-                Ok(Err(stop)) => Some(match stop {
-                    Stop::Failed(r) => format!("cannot be read: {r}"),
-                    Stop::Interrupted => "interrupted".to_owned(),
-                    Stop::Lease(l) => l.to_string(),
+                Err(_) => Some(Cause::NotHealthy {
+                    tag: self.release.tag.clone(),
+                    within: self.plan.timeout,
                 }),
+                Ok(Err(cause)) => Some(cause),
                 Ok(Ok(app)) => match judge(&app, a, self.release) {
-                    Verdict::Bad(reason) => Some(reason),
+                    Verdict::Bad(reason) => Some(Cause::Observed(reason)),
                     Verdict::Good | Verdict::NotHealthy(_) => None,
                 },
             }
         }))
         .await;
-        apps.iter().zip(verdicts).find_map(|(a, v)| {
-            v.map(|reason| Failure::Final {
-                cluster: a.cluster.clone(),
-                reason,
+        apps.iter().zip(verdicts).find_map(|(a, cause)| {
+            cause.map(|cause| Failure::App {
+                at: self.place(a),
+                stage: Stage::End,
+                cause,
             })
         })
     }
 
     /// Soaks the wave's deployed Applications and runs their checks; the first that fails
     /// ends the soak, which lasts until every check has its verdict.
-    pub(crate) async fn soak(&self, wave: usize, apps: &[AppPlan]) -> Result<(), SoakEnd> {
+    pub(crate) async fn soak(&self, wave: usize, apps: &[AppPlan]) -> Result<(), Halt> {
         let soak = self.plan.soak;
         let soak_end = Instant::now() + soak;
         // Checks that measure beyond the soak lengthen it: the health watch is kept until
@@ -166,8 +153,8 @@ impl Run<'_> {
         let watched = super::all_ok(watchers);
         tokio::select! {
             r = futures::future::try_join(watched, checks) => r.map(|_| ())?,
-            () = self.cancel_requested() => return Err(SoakEnd::Interrupted),
-            lost = self.lease.keep_renewed() => return Err(SoakEnd::Lease(lost)),
+            () = self.cancel_requested() => return Err(Halt::Interrupted),
+            lost = self.lease.keep_renewed() => return Err(lost.into()),
         }
         self.emit(Event::SoakFinished { wave });
         Ok(())
@@ -182,31 +169,19 @@ impl Run<'_> {
         a: &AppPlan,
         deadline: Instant,
         progress: &watch::Sender<Progress>,
-    ) -> Result<(), SoakEnd> {
+    ) -> Result<(), Halt> {
         let mut wave = progress.subscribe();
-        let tag = &self.release.tag;
-        let argocd = self.ports.argocd;
-        let fail = |reason: String| SoakEnd::Failed {
-            cluster: a.cluster.clone(),
-            reason,
+        let mut sight = Sight {
+            a,
+            vigil: Vigil::new(Instant::now().into_std(), self.plan.soak),
+            last_error: String::from("no observation"),
+            last_health: Health::Healthy,
         };
-        let mut vigil = Vigil::new(Instant::now().into_std(), self.plan.soak);
         let mut stream: Option<AppStream> = None;
-        let mut last_error = String::from("no observation");
-        let mut last_health = Health::Healthy;
-        let lost = |vigil: &mut Vigil, error: String, last_error: &mut String| {
-            if vigil.lost(Instant::now().into_std()) {
-                self.emit(Event::ObservationLost {
-                    cluster: a.cluster.clone(),
-                    application: a.application.clone(),
-                    error: error.clone(),
-                });
-            }
-            *last_error = error;
-        };
+        let fail = |cause| self.failed(a, Stage::Soak, cause);
         loop {
             let now = Instant::now();
-            let passed = vigil.passed();
+            let passed = sight.vigil.passed();
             if passed != wave.borrow().passed.contains(&a.application) {
                 progress.send_modify(|p| {
                     if passed {
@@ -221,102 +196,141 @@ impl Run<'_> {
             }
             // Once passed, the checks bound the rest (their limits and timeouts).
             if !passed && now >= deadline {
-                return Err(fail(format!(
-                    "not observed Healthy at {tag} for an unbroken {} before the deadline (nothing observed for {}; last: {last_error})",
-                    humantime::format_duration(self.plan.soak),
-                    humantime::format_duration(Duration::from_secs(
-                        vigil.blind_for(now.into_std()).as_secs()
-                    )),
-                )));
+                return Err(fail(Cause::NotObserved {
+                    tag: self.release.tag.clone(),
+                    soak: self.plan.soak,
+                    blind_for: sight.vigil.blind_for(now.into_std()),
+                    last: sight.last_error,
+                }));
             }
-            if stream.is_none() && !vigil.lapsed() {
-                // Opening a watch may wait for its first event: bound it by the next look.
-                let until = Instant::from_std(vigil.next_look()).min(deadline);
-                match tokio::time::timeout_at(until, argocd.watch(&a.application)).await {
-                    Ok(Ok(s)) => stream = Some(s),
-                    Ok(Err(e)) if fatal(&e) => {
-                        lost(&mut vigil, format!("watching: {e}"), &mut last_error);
-                        return Err(fail(format!("cannot be observed: {e}")));
-                    }
-                    Ok(Err(e)) => lost(&mut vigil, format!("watching: {e}"), &mut last_error),
-                    Err(_) => lost(&mut vigil, "watching: no answer".into(), &mut last_error),
+            if stream.is_none() && !sight.vigil.lapsed() {
+                stream = self.open_watch(&mut sight, deadline).await.map_err(fail)?;
+            }
+            let seen = self
+                .look(&mut sight, &mut stream, &mut wave, passed, deadline)
+                .await
+                .map_err(fail)?;
+            if let Some(app) = seen {
+                self.judge_seen(&mut sight, &app).map_err(fail)?;
+            }
+        }
+    }
+
+    /// Opens a watch of the Application; a watch that does not open is a lapse of
+    /// observation, or the soak's end when waiting cannot fix it.
+    async fn open_watch(
+        &self,
+        sight: &mut Sight<'_>,
+        deadline: Instant,
+    ) -> Result<Option<AppStream>, Cause> {
+        // Opening a watch may wait for its first event: bound it by the next look.
+        let until = Instant::from_std(sight.vigil.next_look()).min(deadline);
+        let name = &sight.a.application;
+        match tokio::time::timeout_at(until, self.ports.argocd.watch(name)).await {
+            Ok(Ok(s)) => return Ok(Some(s)),
+            Ok(Err(e)) if fatal(&e) => {
+                self.lose(sight, format!("watching: {e}"));
+                return Err(unobservable(e));
+            }
+            Ok(Err(e)) => self.lose(sight, format!("watching: {e}")),
+            Err(_) => self.lose(sight, "watching: no answer".into()),
+        }
+        Ok(None)
+    }
+
+    /// The next observation: a watch event, or a read once the watch was quiet (or broken)
+    /// for long enough; `None` when nothing was observed, or the wave's soak moved on.
+    async fn look(
+        &self,
+        sight: &mut Sight<'_>,
+        stream: &mut Option<AppStream>,
+        wave: &mut watch::Receiver<Progress>,
+        passed: bool,
+        deadline: Instant,
+    ) -> Result<Option<Application>, Cause> {
+        let next_look = Instant::from_std(sight.vigil.next_look());
+        let wake = if passed {
+            next_look
+        } else {
+            next_look.min(deadline)
+        };
+        let next = async {
+            match stream.as_mut() {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (lost, error) = tokio::select! {
+            // The wave's soak moved on (a check or another Application): look again.
+            Ok(()) = wave.changed() => return Ok(None),
+            item = next => match item {
+                Some(Ok(app)) => return Ok(Some(app)),
+                Some(Err(e)) => (format!("watch: {e}"), e),
+                None => {
+                    *stream = None;
+                    self.lose(sight, "the watch ended".into());
+                    return Ok(None);
+                }
+            },
+            () = tokio::time::sleep_until(wake) => {
+                if !passed && Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                match self.ports.argocd.application(&sight.a.application).await {
+                    Ok(app) => return Ok(Some(app)),
+                    Err(e) => (format!("reading: {e}"), e),
                 }
             }
-            let wake = if passed {
-                Instant::from_std(vigil.next_look())
-            } else {
-                Instant::from_std(vigil.next_look()).min(deadline)
-            };
-            let next = async {
-                match stream.as_mut() {
-                    Some(s) => s.next().await,
-                    None => std::future::pending().await,
+        };
+        // A broken watch or a failed read: the next look opens a new watch.
+        *stream = None;
+        self.lose(sight, lost);
+        if fatal(&error) {
+            return Err(unobservable(error));
+        }
+        Ok(None)
+    }
+
+    /// Counts an observation toward the vigil, or ends the soak when it is bad.
+    fn judge_seen(&self, sight: &mut Sight<'_>, app: &Application) -> Result<(), Cause> {
+        let a = sight.a;
+        match judge(app, a, self.release) {
+            Verdict::Bad(reason) => return Err(Cause::Observed(reason)),
+            Verdict::NotHealthy(h) => {
+                if h != sight.last_health {
+                    self.emit(Event::AppProgress {
+                        cluster: a.cluster.clone(),
+                        phase: app.operation_state.as_ref().map(|s| s.phase),
+                        sync: app.sync_status,
+                        health: h,
+                    });
                 }
-            };
-            let observed = tokio::select! {
-                // The wave's soak moved on (a check or another Application): look again.
-                Ok(()) = wave.changed() => continue,
-                item = next => match item {
-                    Some(Ok(app)) => Some(app),
-                    Some(Err(e)) => {
-                        stream = None;
-                        lost(&mut vigil, format!("watch: {e}"), &mut last_error);
-                        if fatal(&e) {
-                            return Err(fail(format!("cannot be observed: {e}")));
-                        }
-                        None
-                    }
-                    None => {
-                        stream = None;
-                        lost(&mut vigil, "the watch ended".into(), &mut last_error);
-                        None
-                    }
-                },
-                () = tokio::time::sleep_until(wake) => {
-                    if !passed && Instant::now() >= deadline {
-                        continue;
-                    }
-                    // The watch was quiet (or broken) for long enough: read it now.
-                    match argocd.application(&a.application).await {
-                        Ok(app) => Some(app),
-                        Err(e) if fatal(&e) => {
-                            lost(&mut vigil, format!("reading: {e}"), &mut last_error);
-                            return Err(fail(format!("cannot be observed: {e}")));
-                        }
-                        Err(e) => {
-                            stream = None;
-                            lost(&mut vigil, format!("reading: {e}"), &mut last_error);
-                            None
-                        }
-                    }
-                }
-            };
-            let Some(app) = observed else { continue };
-            match judge(&app, a, self.release) {
-                Verdict::Bad(reason) => return Err(fail(reason)),
-                Verdict::NotHealthy(h) => {
-                    if h != last_health {
-                        self.emit(Event::AppProgress {
-                            cluster: a.cluster.clone(),
-                            phase: app.operation_state.as_ref().map(|s| s.phase),
-                            sync: app.sync_status,
-                            health: h,
-                        });
-                    }
-                    last_health = h;
-                    lost(&mut vigil, format!("{h:?}"), &mut last_error);
-                }
-                Verdict::Good => {
-                    last_health = Health::Healthy;
-                    if let Some(r) = vigil.seen(Instant::now().into_std()) {
-                        self.emit(Event::ObservationRestored {
-                            cluster: a.cluster.clone(),
-                            gap_ms: r.gap.as_millis() as u64,
-                            soak_restarted: r.soak_restarted,
-                        });
-                    }
+                sight.last_health = h;
+                self.lose(sight, format!("{h:?}"));
+            }
+            Verdict::Good => {
+                sight.last_health = Health::Healthy;
+                if let Some(r) = sight.vigil.seen(Instant::now().into_std()) {
+                    self.emit(Event::ObservationRestored {
+                        cluster: a.cluster.clone(),
+                        gap_ms: r.gap.as_millis() as u64,
+                        soak_restarted: r.soak_restarted,
+                    });
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Nothing observed this time, for `error`: said once per lapse.
+    fn lose(&self, sight: &mut Sight<'_>, error: String) {
+        if sight.vigil.lost(Instant::now().into_std()) {
+            self.emit(Event::ObservationLost {
+                cluster: sight.a.cluster.clone(),
+                application: sight.a.application.clone(),
+                error: error.clone(),
+            });
+        }
+        sight.last_error = error;
     }
 }

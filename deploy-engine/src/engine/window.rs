@@ -6,7 +6,8 @@
 //! `server/application/application.go` Sync), and a window that closes after a sync was
 //! accepted leaves its operation Running with "Sync operation blocked by sync window"
 //! (`controller/sync.go`). Checking every Application of a wave first keeps a wave from
-//! half-starting; [`blocked_reason`] names the other two cases when they happen anyway.
+//! half-starting; the port says the other two cases typed when they happen anyway
+//! (`Error::BlockedByWindow`, `OperationState::held_by_window`).
 //!
 //! Whether a wave may sync *now* is Argo CD's answer (`canSync`, `activeWindows`, computed in
 //! each window's zone), never our reading of windows whose zones its REST answer leaves out:
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 use super::{Event, Run};
 use deploy_core::plan::promotion::{Action, PromotionPlan, WavePlan};
 use deploy_core::port::ArgoCd;
-use deploy_core::rollout::lease::LeaseLost;
+use deploy_core::rollout::outcome::{Failure, Halt};
 use deploy_core::rollout::window::{Blocked, POLL, WAIT_STEP, app_verdict, rank, wait_for};
 use deploy_core::window::Verdict;
 
@@ -176,34 +177,22 @@ pub async fn preflight(
     }
 }
 
-/// What the windows let a wave do.
-pub(crate) enum WindowGate {
-    /// Sync it now.
-    Open,
-    /// A stop was requested while waiting.
-    Interrupted,
-    /// The windows would keep it waiting longer than the bound.
-    Closed(Blocked),
-    /// The lease could not be renewed while waiting.
-    Lease(LeaseLost),
-}
-
 impl Run<'_> {
     /// Waits until the windows of `wave` let it sync, within the run's bound; the wait
     /// renews the lease and yields to a stop request.
-    pub(crate) async fn await_windows(&self, wave: &WavePlan) -> WindowGate {
+    pub(crate) async fn await_windows(&self, wave: &WavePlan) -> Result<(), Halt> {
         let started = Instant::now();
         let mut told: Option<Blocked> = None;
         loop {
             let now = self.ports.clock.now();
             let Some(b) = wave_blocked(self.ports.argocd, wave, now).await else {
-                return WindowGate::Open;
+                return Ok(());
             };
             let left = self.opts.window_wait.saturating_sub(started.elapsed());
             let wait = match wait_for(&b, now) {
                 Some(w) if w <= left => w,
                 None if b.until_unknown && !left.is_zero() => POLL,
-                _ => return WindowGate::Closed(b),
+                _ => return Err(Failure::Window(b).into()),
             };
             if told.as_ref() != Some(&b) {
                 let window = if b.until_unknown {
@@ -225,17 +214,15 @@ impl Run<'_> {
                 .min(left.max(Duration::from_secs(1)));
             tokio::select! {
                 () = tokio::time::sleep(step) => {}
-                () = self.cancel_requested() => return WindowGate::Interrupted,
+                () = self.cancel_requested() => return Err(Halt::Interrupted),
             }
-            if let Err(lost) = self.lease.renew().await {
-                return WindowGate::Lease(lost);
-            }
+            self.lease.renew().await?;
             if started.elapsed() > self.opts.window_wait + Duration::from_secs(1) {
                 // Looked again past the bound: one last look decides.
                 let now = self.ports.clock.now();
                 return match wave_blocked(self.ports.argocd, wave, now).await {
-                    None => WindowGate::Open,
-                    Some(b) => WindowGate::Closed(b),
+                    None => Ok(()),
+                    Some(b) => Err(Failure::Window(b).into()),
                 };
             }
         }

@@ -21,6 +21,7 @@ use deploy_core::port::{
     OverrideValue, SyncRequest, SyncStatus,
 };
 use deploy_core::rollout::event::{Event, RunReport};
+use deploy_core::rollout::outcome::Failure;
 use deploy_core::trail::AppState;
 use deploy_core::trail::Outcome;
 use deploy_engine::clock::TokioClock;
@@ -1583,6 +1584,8 @@ fn interruption() -> impl Strategy<Value = Option<Interruption>> {
 struct RunLog {
     run_id: String,
     outcome: Option<Outcome>,
+    /// The report's typed failure, if it ended with one.
+    failure: Option<Failure>,
     events: Vec<(Instant, Event)>,
 }
 
@@ -1652,99 +1655,123 @@ async fn check_observed(
                 .set_health(&h.app(CLUSTERS[c]), Health::Degraded);
         }
     };
-    let runs =
-        async {
-            let mut runs: Vec<RunLog> = Vec::new();
-            for n in 0..3 {
-                if n > 0 {
-                    // Someone notices, and runs it again.
-                    tokio::time::sleep(MINUTE).await;
-                }
-                let mut plan = h.plan().await;
-                plan.soak = soak;
-                let run_id = format!("run-prop-{n}");
-                // One CI job re-run: the same holder takes its own lock over.
-                let (stop, rx) = watch::channel(StopRequest::None);
-                let opts = RunOptions {
-                    holder: "ci prop".into(),
-                    ..h.f.options(&run_id, Some(rx))
-                };
-                let begun = Instant::now();
-                let cut = interruption.filter(|_| n == 0);
-                let run = h.run_opts(&plan, opts, react());
-                let script = async {
-                    let at = match cut {
-                        None => return std::future::pending().await,
-                        Some(
-                            Interruption::Stop(at)
-                            | Interruption::Kill(at)
-                            | Interruption::LockRemoved(at)
-                            | Interruption::LockTaken(at),
-                        ) => at,
-                    };
-                    tokio::time::sleep_until(begun + at).await;
-                    match cut {
-                        Some(Interruption::Stop(_)) => {
-                            let _ = stop.send(StopRequest::Graceful);
-                        }
-                        Some(Interruption::Kill(_)) => return,
-                        Some(Interruption::LockRemoved(_)) => {
-                            if let Some(lease) = h.f.world.lock.state().get("myapp-prod") {
-                                h.f.world.lock.release(lease).await.unwrap();
-                                h.faults().lock_deleted = true;
-                            }
-                        }
-                        Some(Interruption::LockTaken(_)) => {
-                            h.f.world.lock.expire("myapp-prod").await;
-                            let _ =
-                                h.f.world
-                                    .lock
-                                    .acquire("myapp-prod", "bob@ci pid 9", MINUTE)
-                                    .await;
-                        }
-                        None => {}
-                    }
-                    std::future::pending().await
-                };
-                let result = tokio::select! {
-                    r = run => Some(r),
-                    () = script => None,
-                };
-                // A run that changed nothing (a stale plan: an Application unreadable after
-                // the lock was taken) is simply run again, as a person would.
-                let (outcome, again) = match result {
-                    Some(Ok(r)) => (Some(r.outcome), false),
-                    Some(Err(EngineError::Stale(_))) => (Some(Outcome::Failed), true),
-                    Some(Err(e)) => return Err(TestCaseError::fail(format!("{e}"))),
-                    None => (None, true),
-                };
-                runs.push(RunLog {
-                    run_id,
-                    outcome,
-                    events: h.log.borrow().clone(),
-                });
-                h.log.send_modify(Vec::clear);
-                // Bob's run ends; ours is rerun after an interruption, a kill or a lost lock.
-                if let Some(lease) = h.f.world.lock.state().get("myapp-prod")
-                    && lease.holder.starts_with("bob")
-                {
-                    h.f.world.lock.release(lease).await.unwrap();
-                }
-                let lost_lock =
-                    runs.last().unwrap().events.iter().any(
-                        |(_, e)| matches!(e, Event::Halted { reason } if reason.contains("lock")),
-                    );
-                match outcome {
-                    _ if again => {}
-                    Some(Outcome::Interrupted) => {}
-                    Some(Outcome::Failed | Outcome::Halted) if lost_lock => {}
-                    _ => break,
-                }
+    let runs = async {
+        let mut runs: Vec<RunLog> = Vec::new();
+        for n in 0..3 {
+            if n > 0 {
+                // Someone notices, and runs it again.
+                tokio::time::sleep(MINUTE).await;
             }
-            Ok(runs)
-        };
+            let mut plan = h.plan().await;
+            plan.soak = soak;
+            let run_id = format!("run-prop-{n}");
+            // One CI job re-run: the same holder takes its own lock over.
+            let (stop, rx) = watch::channel(StopRequest::None);
+            let opts = RunOptions {
+                holder: "ci prop".into(),
+                ..h.f.options(&run_id, Some(rx))
+            };
+            let begun = Instant::now();
+            let cut = interruption.filter(|_| n == 0);
+            let run = h.run_opts(&plan, opts, react());
+            let script = async {
+                let at = match cut {
+                    None => return std::future::pending().await,
+                    Some(
+                        Interruption::Stop(at)
+                        | Interruption::Kill(at)
+                        | Interruption::LockRemoved(at)
+                        | Interruption::LockTaken(at),
+                    ) => at,
+                };
+                tokio::time::sleep_until(begun + at).await;
+                match cut {
+                    Some(Interruption::Stop(_)) => {
+                        let _ = stop.send(StopRequest::Graceful);
+                    }
+                    Some(Interruption::Kill(_)) => return,
+                    Some(Interruption::LockRemoved(_)) => {
+                        if let Some(lease) = h.f.world.lock.state().get("myapp-prod") {
+                            h.f.world.lock.release(lease).await.unwrap();
+                            h.faults().lock_deleted = true;
+                        }
+                    }
+                    Some(Interruption::LockTaken(_)) => {
+                        h.f.world.lock.expire("myapp-prod").await;
+                        let _ =
+                            h.f.world
+                                .lock
+                                .acquire("myapp-prod", "bob@ci pid 9", MINUTE)
+                                .await;
+                    }
+                    None => {}
+                }
+                std::future::pending().await
+            };
+            let result = tokio::select! {
+                r = run => Some(r),
+                () = script => None,
+            };
+            // A run that changed nothing (a stale plan: an Application unreadable after
+            // the lock was taken) is simply run again, as a person would.
+            let (outcome, failure, again) = match result {
+                Some(Ok(r)) => {
+                    // The outcome is the typed end's, never a reading of its words.
+                    let end = r.end.clone().expect("the engine's report carries its end");
+                    prop_assert_eq!(end.conclude(), (r.outcome, r.message.clone()));
+                    (Some(r.outcome), end.failure, false)
+                }
+                Some(Err(EngineError::Stale(_))) => (Some(Outcome::Failed), None, true),
+                Some(Err(e)) => return Err(TestCaseError::fail(format!("{e}"))),
+                None => (None, None, true),
+            };
+            runs.push(RunLog {
+                run_id,
+                outcome,
+                failure,
+                events: h.log.borrow().clone(),
+            });
+            h.log.send_modify(Vec::clear);
+            // Bob's run ends; ours is rerun after an interruption, a kill or a lost lock.
+            if let Some(lease) = h.f.world.lock.state().get("myapp-prod")
+                && lease.holder.starts_with("bob")
+            {
+                h.f.world.lock.release(lease).await.unwrap();
+            }
+            let lost_lock = matches!(runs.last().unwrap().failure, Some(Failure::Lock(_)));
+            match outcome {
+                _ if again => {}
+                Some(Outcome::Interrupted) => {}
+                Some(Outcome::Failed | Outcome::Halted) if lost_lock => {}
+                _ => break,
+            }
+        }
+        Ok(runs)
+    };
     let (runs, ()) = tokio::join!(runs, degrade);
     let runs = runs?;
+    // A failure names where it happened: an Application that went Degraded or that faults
+    // hid, in its own wave.
+    let troubled: BTreeSet<usize> = windows
+        .iter()
+        .map(|w| w.cluster)
+        .chain(degraded.map(|(c, _)| c))
+        .collect();
+    for r in &runs {
+        if let Some(at) = r.failure.as_ref().and_then(Failure::place) {
+            let c = CLUSTERS.iter().position(|c| *c == at.cluster).unwrap();
+            prop_assert!(
+                troubled.contains(&c)
+                    && at.wave == wave_of(c)
+                    && at.application == h.app(CLUSTERS[c]),
+                "{} failed on {:?}, untroubled ({:?}): {:?}",
+                r.run_id,
+                at,
+                troubled,
+                r.failure
+            );
+        }
+    }
     let last = runs.last().unwrap();
     let succeeded = last.outcome == Some(Outcome::Succeeded);
     if degraded.is_none() && windows.iter().all(|w| w.in_soak) {

@@ -7,6 +7,7 @@ mod engine;
 mod faults;
 mod invariants;
 mod observe;
+mod outcome;
 mod pin;
 mod support;
 mod trail;

@@ -354,7 +354,7 @@ async fn a_window_that_closes_mid_run_halts_before_its_wave_without_rollback() {
 /// A window that closes after wave 1's sync was accepted: Argo CD holds the operation
 /// Running ("Sync operation blocked by sync window") until the window ends, then finishes it.
 /// `long`: the window outlasts the wave's timeout, and the failure says why.
-async fn held_by_a_window(
+pub(crate) async fn held_by_a_window(
     long: bool,
 ) -> (deploy_core::rollout::event::RunReport, Vec<Event>, String) {
     use deploy_core::sim::Timing;
