@@ -21,6 +21,7 @@ pub mod exit;
 pub mod metrics;
 pub mod notify;
 pub mod output;
+pub mod process;
 pub mod progress;
 pub mod signals;
 

@@ -66,20 +66,7 @@ pub async fn run(out: Output, pace: f64) -> Result<Exit> {
         health: scaled(700),
     });
     world.registry.set_replication_delay(scaled(2500));
-    let backends = Backends {
-        registry: Arc::new(world.registry.clone()),
-        argocd: Arc::new(world.argocd.clone()),
-        inventory: Arc::new(world.argocd.clone()),
-        locks: crate::backends::Locks::Shared(Arc::new(world.lock.clone())),
-        audit: Arc::new(world.audit.clone()),
-        state: Default::default(),
-        clock,
-        sandbox: None,
-        rest: None,
-        audit_path: None,
-        argocd_missing: None,
-        metrics: Some(Arc::new(world.metrics.clone())),
-    };
+    let backends = Backends::in_memory(&world);
     let say = |s: &str| out.text(s);
     let staging = config
         .environment("staging")

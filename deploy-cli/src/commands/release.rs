@@ -6,25 +6,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use deploy_core::config::Config;
-use deploy_core::model::Tag;
 use deploy_core::plan::release::{
     MissingKind, ReleaseCheck, Waiting, check_release, newest_complete,
 };
 use deploy_engine::observe::wait_until_complete;
 
 use crate::backends::Backends;
+use crate::cli::parse_tag;
 use crate::exit::{Exit, UsageError};
 use crate::output::{Output, table};
-
-/// Parses a tag given on the command line.
-pub fn parse_tag(s: &str) -> Result<Tag> {
-    Tag::new(s).map_err(|e| {
-        UsageError(format!(
-            "{e}; a tag matches [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}"
-        ))
-        .into()
-    })
-}
 
 /// Prints a check: digests per service and region, then what is missing.
 pub fn print_check(out: Output, config: &Config, check: &ReleaseCheck) {

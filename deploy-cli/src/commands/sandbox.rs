@@ -10,8 +10,8 @@ use deploy_core::plan::build::{Push, push_order};
 use deploy_engine::memory::argocd::Script;
 use deploy_engine::memory::build_digest;
 
-use super::release::parse_tag;
 use crate::backends::{Backends, SANDBOX_DIR, Sandbox};
+use crate::cli::parse_tag;
 use crate::cli::{Breakage, SandboxCommand};
 use crate::exit::{Exit, UsageError};
 use crate::output::Output;

@@ -138,7 +138,7 @@ pub async fn run(
         }
     };
     print(&out, &env.name, &removed, now);
-    let mut actor = crate::commands::promote::actor();
+    let mut actor = crate::process::actor();
     actor.argocd_user = backends.argocd_user().await;
     let message = format!(
         "{actor} removed the promotion lock {key} of {} (id {}, {})",

@@ -76,7 +76,7 @@ pub async fn run(
             .leader_id
             .clone()
             .filter(|id| !id.trim().is_empty())
-            .unwrap_or_else(|| super::promote::holder(&super::promote::actor()).to_string());
+            .unwrap_or_else(|| crate::process::holder(&crate::process::actor()).to_string());
         Leader::new(lock, &*backends.clock, lease_key(config, env), holder)
     });
     let (stop_tx, stop) = watch::channel(false);
