@@ -18,18 +18,18 @@ use crate::cli::Global;
 use crate::exit::UsageError;
 
 /// Where the sandbox keeps its state, relative to the working directory.
-pub const SANDBOX_DIR: &str = ".deploy-sandbox";
+pub(crate) const SANDBOX_DIR: &str = ".deploy-sandbox";
 
 /// The sandbox compresses the configuration's soak and timeouts by this factor, so a
 /// five-minute soak takes five seconds.
-pub const SANDBOX_SPEEDUP: u32 = 60;
+pub(crate) const SANDBOX_SPEEDUP: u32 = 60;
 
 /// The first release of a fresh sandbox (everywhere), and the one CI has just pushed to
 /// the environments without `promote_from`.
-pub const SANDBOX_TAGS: [&str; 2] = ["0a1b2c3d4e5f", "1b2c3d4e5f60"];
+pub(crate) const SANDBOX_TAGS: [&str; 2] = ["0a1b2c3d4e5f", "1b2c3d4e5f60"];
 
 /// Loads the configuration from `--config`, `$DEPLOY_CONFIG` or `./deploy.toml`.
-pub fn load_config(global: &Global) -> Result<(PathBuf, Config)> {
+pub(crate) fn load_config(global: &Global) -> Result<(PathBuf, Config)> {
     let path = global
         .config
         .clone()
@@ -63,11 +63,11 @@ pub fn load_config(global: &Global) -> Result<(PathBuf, Config)> {
 
 /// The largest configuration read: 1 MiB, some hundred times the size of a configuration
 /// of a hundred clusters.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The ports a command uses.
 #[derive(Debug, Clone)]
-pub struct Backends {
+pub(crate) struct Backends {
     /// Registries.
     pub registry: Arc<dyn Registry>,
     /// Argo CD.
@@ -98,7 +98,7 @@ pub struct Backends {
 
 /// Where the promotion lock lives when the environment's `state` does not say.
 #[derive(Clone)]
-pub enum Locks {
+pub(crate) enum Locks {
     /// One lock backend for every environment (the sandbox, the demo).
     Shared(Arc<dyn Lock>),
     /// The `deploy/lock` annotation on each environment's carrier Application, over Argo
@@ -121,7 +121,7 @@ impl std::fmt::Debug for Locks {
 }
 
 /// The Helm parameters that hold the tag, across environments.
-pub fn tag_parameters(config: &Config) -> Vec<String> {
+pub(crate) fn tag_parameters(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = config
         .environments
         .values()
@@ -266,7 +266,7 @@ impl Backends {
     }
 
     /// The audit trail of `env`: its S3 state store, else this machine's (or the sandbox's).
-    pub fn audit_for(&self, env: &Environment) -> Arc<dyn AuditLog> {
+    pub(crate) fn audit_for(&self, env: &Environment) -> Arc<dyn AuditLog> {
         match self.state.get(&env.name) {
             Some(store) if self.sandbox.is_none() => Arc::new(store.audit_log(&env.name)),
             _ => self.audit.clone(),
@@ -274,14 +274,14 @@ impl Backends {
     }
 
     /// Whether `env`'s audit trail is the file on this machine (no `state.s3`).
-    pub fn audit_is_local(&self, env: &Environment) -> bool {
+    pub(crate) fn audit_is_local(&self, env: &Environment) -> bool {
         self.sandbox.is_none() && !self.state.contains_key(&env.name)
     }
 
     /// Checks, before anything is changed, that the audit record of `env` can be written:
     /// for a local trail, the directory exists (or is created) and the file opens for
     /// appending (an S3 trail is checked by the run's first append, before any change).
-    pub fn audit_ready(&self, env: &Environment) -> Result<()> {
+    pub(crate) fn audit_ready(&self, env: &Environment) -> Result<()> {
         if !self.audit_is_local(env) {
             return Ok(());
         }
@@ -310,7 +310,7 @@ impl Backends {
     }
 
     /// Who is logged in to Argo CD, when the backend can say.
-    pub async fn argocd_user(&self) -> Option<String> {
+    pub(crate) async fn argocd_user(&self) -> Option<String> {
         match &self.rest {
             Some(rest) => rest
                 .username()
@@ -322,7 +322,7 @@ impl Backends {
     }
 
     /// Saves the sandbox's state (no-op for real backends).
-    pub fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         self.sandbox.as_ref().map_or(Ok(()), Sandbox::save)
     }
 }
@@ -501,7 +501,7 @@ async fn state_stores(
 }
 
 /// The sandbox compresses time: soak and timeout divided by [`SANDBOX_SPEEDUP`].
-pub fn compress_time(config: &mut Config) {
+pub(crate) fn compress_time(config: &mut Config) {
     for env in config.environments.values_mut() {
         env.soak /= SANDBOX_SPEEDUP;
         env.timeout = (env.timeout / SANDBOX_SPEEDUP).max(Duration::from_secs(10));
@@ -514,7 +514,7 @@ pub fn compress_time(config: &mut Config) {
 
 /// The sandbox: an in-memory world saved as JSON between commands.
 #[derive(Debug, Clone)]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     /// The world.
     pub world: World,
     file: PathBuf,
@@ -522,7 +522,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Opens the sandbox in `dir`, seeding a fresh world from `config` if there is none.
-    pub fn open(dir: &Path, config: &Config) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, config: &Config) -> Result<Self> {
         let file = dir.join("state.json");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let world = match std::fs::read_to_string(&file) {
@@ -550,7 +550,7 @@ impl Sandbox {
     }
 
     /// Writes the state (atomically: a temporary file renamed over the old one).
-    pub fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         let dir = self.file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         // One temporary file per process, so that concurrent saves never trample each other.
@@ -565,7 +565,7 @@ impl Sandbox {
     }
 
     /// Deletes the saved state.
-    pub fn reset(dir: &Path) -> Result<()> {
+    pub(crate) fn reset(dir: &Path) -> Result<()> {
         match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("removing {}", dir.display()))
@@ -584,7 +584,7 @@ impl Sandbox {
 
 /// A world where every environment runs the first release and CI has just pushed the
 /// second to the environments without `promote_from` (their Applications are syncing it).
-pub fn fresh_world(config: &Config, clock: Arc<dyn Clock>) -> World {
+pub(crate) fn fresh_world(config: &Config, clock: Arc<dyn Clock>) -> World {
     let [first, second] = SANDBOX_TAGS.map(|t| Tag::new(t).expect("valid tag"));
     let world = World::seeded(config, clock, &first);
     world.argocd.set_timing(Timing {
@@ -605,7 +605,7 @@ pub fn fresh_world(config: &Config, clock: Arc<dyn Clock>) -> World {
 }
 
 /// What Argo CD Image Updater does for an automated environment: write the tag into every Application.
-pub fn image_updater_writes(world: &World, config: &Config, env: &Environment, tag: &Tag) {
+pub(crate) fn image_updater_writes(world: &World, config: &Config, env: &Environment, tag: &Tag) {
     // The in-memory backend never waits, so blocking on it here is fine.
     let _ = futures::executor::block_on(world.write_release(config, env, tag));
 }
@@ -613,7 +613,7 @@ pub fn image_updater_writes(world: &World, config: &Config, env: &Environment, t
 impl Backends {
     /// A configuration error (exit 2) saying what to set when Argo CD is not configured;
     /// checked before a command that needs Argo CD starts.
-    pub fn require_argocd(&self) -> Result<(), UsageError> {
+    pub(crate) fn require_argocd(&self) -> Result<(), UsageError> {
         match &self.argocd_missing {
             None => Ok(()),
             Some(why) => Err(UsageError(format!("Argo CD is not configured: {why}"))),

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::output::Output;
 
 /// A renderer on a thread of its own.
-pub struct Renderer {
+pub(crate) struct Renderer {
     done: std::sync::mpsc::Receiver<()>,
 }
 
@@ -23,14 +23,14 @@ impl Renderer {
     /// Waits (a little) for the renderer to hand on what is left once every sender is gone:
     /// only the live view writes itself, and a terminal that does not take it within that
     /// time is given up. Plain and JSON lines are queued, and written by `output::finish`.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let _ = self.done.recv_timeout(Duration::from_secs(5));
     }
 }
 
 /// Renders events from `rx` on a new thread until every sender is dropped, so that a
 /// terminal or pipe that blocks never stalls whoever sends them.
-pub fn spawn(out: Output, rx: mpsc::UnboundedReceiver<Event>) -> Renderer {
+pub(crate) fn spawn(out: Output, rx: mpsc::UnboundedReceiver<Event>) -> Renderer {
     let (done_tx, done) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         render(out, rx);
@@ -40,7 +40,7 @@ pub fn spawn(out: Output, rx: mpsc::UnboundedReceiver<Event>) -> Renderer {
 }
 
 /// Consumes events until the sender is dropped (blocking: run it on its own thread).
-pub fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
+pub(crate) fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
     let live = out.live();
     if live {
         // The plan, queued before the run, goes above the live lines, not through them.
@@ -169,7 +169,7 @@ pub fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
 }
 
 /// One human line per event (None for events the live view shows in place).
-pub fn describe(event: &Event) -> Option<String> {
+pub(crate) fn describe(event: &Event) -> Option<String> {
     Some(match event {
         Event::Started { run_id, environment, release, waves } => {
             format!("promoting {} to {environment} in {} wave(s) (run {run_id})", release.tag, waves.len())

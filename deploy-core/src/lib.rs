@@ -12,6 +12,8 @@
 //! `error`, `model` → `config` → `hcl`, `window`, `trail` → `port` → `unlock`, `check`,
 //! `image_override` → `plan` → `rollout` → `notify`.
 
+#![warn(unreachable_pub)]
+
 pub mod check;
 pub mod config;
 pub mod error;

@@ -72,6 +72,8 @@
 //! # }
 //! ```
 
+#![warn(unreachable_pub)]
+
 pub mod clock;
 pub mod engine;
 pub mod memory;

@@ -12,7 +12,7 @@ use crate::exit::{Exit, UsageError};
 use crate::output::{Output, table};
 
 /// Prints every finding; exit 1 when there is an error finding.
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,

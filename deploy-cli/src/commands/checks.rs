@@ -11,7 +11,7 @@ use deploy_core::port::MetricSource;
 use crate::output::Output;
 
 /// Prints the checks of every wave; nothing when the plan has no waves.
-pub fn print_checks(out: Output, p: &PromotionPlan) {
+pub(crate) fn print_checks(out: Output, p: &PromotionPlan) {
     if p.waves.is_empty() {
         return;
     }

@@ -41,7 +41,7 @@ const BASELINE: [(&str, f64); 3] = [
 const BAD_RATIO: f64 = 0.12;
 
 /// Runs the demo; `pace` stretches every simulated duration.
-pub async fn run(out: Output, pace: f64) -> Result<Exit> {
+pub(crate) async fn run(out: Output, pace: f64) -> Result<Exit> {
     let started = Instant::now();
     let pace = if pace.is_finite() && pace > 0.0 {
         pace

@@ -11,7 +11,7 @@ use crate::output::{Output, table};
 use deploy_core::config::Config;
 
 /// Reads the chosen environments' trails and prints one row per run.
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,
@@ -140,7 +140,7 @@ pub async fn run(
 }
 
 /// Says which records of a trail could not be read (each was skipped, the command goes on).
-pub fn warn_skipped(warnings: &[String]) {
+pub(crate) fn warn_skipped(warnings: &[String]) {
     for w in warnings {
         tracing::warn!("{w}");
     }

@@ -17,14 +17,11 @@ use deploy_core::trail::{self, Outcome, RunKind};
 use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 
 use crate::backends::Backends;
-use crate::cli::{PlanArgs, PromoteArgs, RollbackArgs, RunArgs};
+use crate::cli::{PlanArgs, PromoteArgs, RollbackArgs, RunArgs, parse_tag};
 use crate::exit::{Exit, UsageError};
 use crate::notify::Notifications;
 use crate::output::{Output, table};
-use crate::{
-    cli::parse_tag,
-    process::{actor, holder, process_exists},
-};
+use crate::process::{actor, holder, process_exists};
 
 /// How long running syncs may finish after Ctrl-C.
 pub const GRACE: Duration = Duration::from_secs(30);

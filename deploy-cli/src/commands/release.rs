@@ -17,7 +17,7 @@ use crate::exit::{Exit, UsageError};
 use crate::output::{Output, table};
 
 /// Prints a check: digests per service and region, then what is missing.
-pub fn print_check(out: Output, config: &Config, check: &ReleaseCheck) {
+pub(crate) fn print_check(out: Output, config: &Config, check: &ReleaseCheck) {
     let env = &config.environments[&check.environment];
     let mut header = vec!["SERVICE"];
     header.extend(env.registry.regions.iter().map(String::as_str));
@@ -73,7 +73,7 @@ pub fn print_check(out: Output, config: &Config, check: &ReleaseCheck) {
 /// `deploy release check`: exit 0 when complete, 3 when not. With `--wait`, checks again
 /// (2 s, then doubling up to 30 s) until the release is complete or the wait is over, saying
 /// each round what is still missing; exit 130 on Ctrl-C or SIGTERM.
-pub async fn check(
+pub(crate) async fn check(
     config: &Config,
     backends: &Backends,
     out: Output,
@@ -221,7 +221,12 @@ fn seconds(d: Duration) -> humantime::FormattedDuration {
 }
 
 /// `deploy release latest`: exit 0 with the release, 3 when none is complete.
-pub async fn latest(config: &Config, backends: &Backends, out: Output, env: &str) -> Result<Exit> {
+pub(crate) async fn latest(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    env: &str,
+) -> Result<Exit> {
     let env = config.environment(env).map_err(UsageError)?;
     let (found, skipped) = newest_complete(&*backends.registry, config, env).await?;
     for s in &skipped {

@@ -17,7 +17,7 @@ use crate::exit::{Exit, UsageError};
 use crate::output::Output;
 
 /// Runs a sandbox command.
-pub fn run(
+pub(crate) fn run(
     config: &Config,
     backends: Option<&Backends>,
     out: Output,

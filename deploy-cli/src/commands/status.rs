@@ -18,7 +18,7 @@ use crate::output::{Output, table};
 
 /// One environment × cluster.
 #[derive(Debug, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     environment: String,
     cluster: String,
     application: String,
@@ -34,7 +34,7 @@ pub struct Row {
 
 /// One environment's registry summary.
 #[derive(Debug, Serialize)]
-pub struct EnvSummary {
+pub(crate) struct EnvSummary {
     environment: String,
     sync: String,
     newest_complete_release: Option<String>,
@@ -45,7 +45,7 @@ pub struct EnvSummary {
 
 /// Who holds an environment's promotion lock, with the id `deploy unlock --id` takes.
 #[derive(Debug, Serialize)]
-pub struct HeldLock {
+pub(crate) struct HeldLock {
     holder: String,
     id: String,
     expires_at: jiff::Timestamp,
@@ -124,7 +124,7 @@ async fn promoters(
 }
 
 /// Reads every Application of the chosen environments and prints the table.
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,

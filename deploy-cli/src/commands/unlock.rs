@@ -73,7 +73,7 @@ fn print(out: &Output, env: &str, state: &LockState, now: Timestamp) {
 }
 
 /// Shows the lock of `--env`; with `--id`, removes it.
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,

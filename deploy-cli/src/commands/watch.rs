@@ -19,12 +19,12 @@ use crate::output::Output;
 
 /// The shortest interval between polls; the request rate is bounded by `--registry-rps`
 /// whatever the interval.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The longest interval between polls.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// Runs the loop until Ctrl-C, SIGTERM or SIGHUP (or once).
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use deploy_core::error::{Error, Result};
+#[cfg(any(test, feature = "conformance"))]
 use deploy_core::model::digest_of;
 use deploy_core::model::{Digest, RepoLocation, Tag};
 use deploy_core::port::{
