@@ -61,19 +61,12 @@ async fn promote() -> (RunReport, Vec<String>) {
     .await
     .expect("observed");
     let promotion = plan(&config, prod, &seen);
-    let ports = Ports {
-        argocd: &world.argocd,
-        lock: &world.lock,
-        audit: &world.audit,
-        clock: &*clock,
-        metrics: Some(&world.metrics),
-    };
-    let opts = RunOptions {
-        run_id: "embedded".into(),
-        holder: "my-release-bot".into(),
-        lock_key: lock::key(&config.app, &prod.name),
-        ..RunOptions::default()
-    };
+    let ports = Ports::of_world(&world);
+    let opts = RunOptions::new(
+        "embedded",
+        "my-release-bot",
+        lock::key(&config.app, &prod.name),
+    );
     let start = tokio::time::Instant::now();
     let mut lines = Vec::new();
     let report = Engine::new(ports, opts)

@@ -45,19 +45,9 @@
 //!
 //! // Run it: wave by wave, each cluster synced by us, observed Healthy through its soak
 //! // and its checks measured.
-//! let ports = Ports {
-//!     argocd: &world.argocd,
-//!     lock: &world.lock,
-//!     audit: &world.audit,
-//!     clock: &*clock,
-//!     metrics: Some(&world.metrics), // the 5xx-ratio check of the example's prod
-//! };
-//! let opts = RunOptions {
-//!     run_id: "example".into(),
-//!     holder: "example".into(),
-//!     lock_key: lock::key(&config.app, "prod"),
-//!     ..RunOptions::default()
-//! };
+//! // The world's ports, its metrics included (the 5xx-ratio check of the example's prod).
+//! let ports = Ports::of_world(&world);
+//! let opts = RunOptions::new("example", "example", lock::key(&config.app, "prod"));
 //! let mut healthy = Vec::new();
 //! let report = Engine::new(ports, opts)
 //!     .run(&promotion, |event| {

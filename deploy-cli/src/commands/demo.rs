@@ -189,21 +189,14 @@ pub(crate) async fn run(out: Output, pace: f64) -> Result<Exit> {
             os_user: "demo".into(),
             argocd_user: Some("ci-bot".into()),
         };
-        let opts = RunOptions {
-            run_id: format!("demo-{round}"),
-            holder: "demo".into(),
-            actor,
-            lock_key: lock::key(&config.app, "prod"),
-            grace: Duration::ZERO,
-            ..RunOptions::default()
-        };
-        let ports = Ports {
-            argocd: &*backends.argocd,
-            lock: &world.lock,
-            audit: &*backends.audit,
-            clock: &*backends.clock,
-            metrics: backends.metrics.as_deref(),
-        };
+        let opts = RunOptions::new(
+            format!("demo-{round}"),
+            "demo",
+            lock::key(&config.app, "prod"),
+        )
+        .by(actor)
+        .with_grace(Duration::ZERO);
+        let ports = Ports::of_world(&world);
         // The demo renders in the engine's callback: in memory, printing is all that blocks.
         let report = Engine::new(ports, opts)
             .run(&p, |e| {

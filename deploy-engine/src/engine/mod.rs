@@ -8,6 +8,7 @@
 //! state machine tested alone; this module only sequences them.
 
 mod app;
+mod builder;
 pub mod check;
 pub mod lock;
 mod record;
