@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use deploy_core::config::Config;
+use deploy_core::model::Tag;
 use deploy_core::plan::release::{
     MissingKind, ReleaseCheck, Waiting, check_release, newest_complete,
 };
@@ -126,29 +127,7 @@ pub(crate) async fn check(
             format!("checking release {tag} in {} (waited {})", env.name, seconds(started.elapsed()))
         })?,
         () = crate::signals::wait_for_signal() => {
-            let waited = started.elapsed();
-            let last = last.take();
-            match &last {
-                Some(check) => {
-                    print_check(out, config, check);
-                    out.note(format!(
-                        "interrupted after {}: release {tag} was not complete yet",
-                        seconds(waited)
-                    ));
-                }
-                None => out.note(format!(
-                    "interrupted after {}, before a check of release {tag} finished",
-                    seconds(waited)
-                )),
-            }
-            out.result(&serde_json::json!({
-                "complete": false,
-                "check": last,
-                "release": null,
-                "waited_seconds": whole_seconds(waited),
-                "interrupted": true,
-            }));
-            return Ok(Exit::Interrupted);
+            return Ok(interrupted(out, config, &tag, last.take(), started.elapsed()));
         }
     };
     let exit = report(out, config, &waited.check, waited.waited);
@@ -162,6 +141,37 @@ pub(crate) async fn check(
         out.note(format!("complete after {}", seconds(waited.waited)));
     }
     Ok(exit)
+}
+
+/// What a wait interrupted after `waited` says: the `last` incomplete check, if any; exit 130.
+fn interrupted(
+    out: Output,
+    config: &Config,
+    tag: &Tag,
+    last: Option<ReleaseCheck>,
+    waited: Duration,
+) -> Exit {
+    match &last {
+        Some(check) => {
+            print_check(out, config, check);
+            out.note(format!(
+                "interrupted after {}: release {tag} was not complete yet",
+                seconds(waited)
+            ));
+        }
+        None => out.note(format!(
+            "interrupted after {}, before a check of release {tag} finished",
+            seconds(waited)
+        )),
+    }
+    out.result(&serde_json::json!({
+        "complete": false,
+        "check": last,
+        "release": null,
+        "waited_seconds": whole_seconds(waited),
+        "interrupted": true,
+    }));
+    Exit::Interrupted
 }
 
 /// Prints a finished check and its `result` line; exit 0 when complete, 3 when not.
