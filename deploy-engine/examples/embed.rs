@@ -43,7 +43,7 @@ async fn promote() -> (RunReport, Vec<String>) {
         Tag::new("1111111aaaaa").unwrap(),
         Tag::new("2222222bbbbb").unwrap(),
     );
-    let world = World::seeded(&config, clock.clone(), &v1);
+    let world = World::seeded(&config, clock, &v1);
     world.ci_push(&config, config.environment("staging").unwrap(), &v2);
     tokio::time::sleep(Duration::from_secs(60)).await; // replication to the prod regions
 

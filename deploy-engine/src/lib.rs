@@ -28,7 +28,7 @@
 //! let clock = Arc::new(TokioClock::new(jiff::Timestamp::from_second(1_790_000_000).unwrap()));
 //! let v1 = Tag::new("1111111aaaaa").unwrap();
 //! let v2 = Tag::new("2222222bbbbb").unwrap();
-//! let world = World::seeded(&config, clock.clone(), &v1); // every cluster runs v1
+//! let world = World::seeded(&config, clock, &v1); // every cluster runs v1
 //!
 //! // CI pushes v2 to staging; ECR replication copies it to the prod regions.
 //! world.ci_push(&config, config.environment("staging").unwrap(), &v2);
