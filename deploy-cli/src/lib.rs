@@ -1,7 +1,7 @@
 //! The `deploy` command line as a library: parse, wire backends, run a command, render.
 //!
 //! `deploy-cli` is glue: deciding lives in deploy-core, talking to ECR and Argo CD in the
-//! adapters. [`run`] is what the binary and `cargo xtask deploy` call.
+//! adapters. [`main_with_args`] is what the binary and `cargo xtask deploy` call.
 //!
 //! Nothing in this crate writes to stdout or stderr itself (`println!` panics on a closed
 //! stream and blocks on a full pipe; the print lints keep it so): every line, log lines
@@ -15,6 +15,9 @@
 // A binary crate: only `main_with_args`, `cli` (the manifests test) and `notify::FLUSH` (the
 // notify test) are used outside; everything else is `pub(crate)`, and this lint keeps it so.
 #![warn(unreachable_pub)]
+// Its documentation is for the people who work on it (`cargo doc --document-private-items`),
+// where links to its private modules resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod audit_log;
 mod backends;
