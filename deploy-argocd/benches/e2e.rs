@@ -172,24 +172,15 @@ impl Case {
             out
         });
         let clock = SystemClock;
-        let ports = Ports {
-            argocd: &argocd,
-            lock: &world.lock,
-            audit: &world.audit,
-            clock: &clock,
-            metrics: Some(&world.metrics),
-        };
-        let opts = RunOptions {
-            run_id: "bench".into(),
-            actor: Actor {
+        let ports = Ports::of_world(&world)
+            .with_argocd(&argocd)
+            .with_clock(&clock);
+        let opts = RunOptions::new("bench", "bench", "bench-prod")
+            .by(Actor {
                 os_user: "bench".into(),
                 argocd_user: None,
-            },
-            holder: "bench".into(),
-            lock_key: "bench-prod".into(),
-            grace: Duration::from_secs(60),
-            ..RunOptions::default()
-        };
+            })
+            .with_grace(Duration::from_secs(60));
         let start = Instant::now();
         let report = Engine::new(ports, opts)
             .run(&plan, move |e| {

@@ -15,7 +15,7 @@ use deploy_core::{Error, Result};
 use jiff::Timestamp;
 
 /// Where the audit trail lives by default.
-pub fn default_path() -> Option<PathBuf> {
+pub(crate) fn default_path() -> Option<PathBuf> {
     let state = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -29,18 +29,19 @@ pub fn default_path() -> Option<PathBuf> {
 
 /// A JSON Lines file of audit records.
 #[derive(Debug, Clone)]
-pub struct FileAuditLog {
+pub(crate) struct FileAuditLog {
     path: PathBuf,
 }
 
 impl FileAuditLog {
     /// The log at `path` (created on the first append).
-    pub fn new(path: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }
     }
 
-    /// Its path.
-    pub fn path(&self) -> &Path {
+    /// Its path (for the tests).
+    #[cfg(test)]
+    fn path(&self) -> &Path {
         &self.path
     }
 }

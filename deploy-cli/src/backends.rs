@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use deploy_core::config::{Config, LockBackend};
+use deploy_core::config::{Config, Environment};
+use deploy_core::lock::{self, Placement, Transport};
 use deploy_core::model::Tag;
 use deploy_core::port::{ArgoCd, ArgoCdInventory, AuditLog, Clock, Lock, Registry, SystemClock};
 use deploy_core::sim::Timing;
@@ -18,18 +19,18 @@ use crate::cli::Global;
 use crate::exit::UsageError;
 
 /// Where the sandbox keeps its state, relative to the working directory.
-pub const SANDBOX_DIR: &str = ".deploy-sandbox";
+pub(crate) const SANDBOX_DIR: &str = ".deploy-sandbox";
 
 /// The sandbox compresses the configuration's soak and timeouts by this factor, so a
 /// five-minute soak takes five seconds.
-pub const SANDBOX_SPEEDUP: u32 = 60;
+pub(crate) const SANDBOX_SPEEDUP: u32 = 60;
 
 /// The first release of a fresh sandbox (everywhere), and the one CI has just pushed to
 /// the environments without `promote_from`.
-pub const SANDBOX_TAGS: [&str; 2] = ["0a1b2c3d4e5f", "1b2c3d4e5f60"];
+pub(crate) const SANDBOX_TAGS: [&str; 2] = ["0a1b2c3d4e5f", "1b2c3d4e5f60"];
 
 /// Loads the configuration from `--config`, `$DEPLOY_CONFIG` or `./deploy.toml`.
-pub fn load_config(global: &Global) -> Result<(PathBuf, Config)> {
+pub(crate) fn load_config(global: &Global) -> Result<(PathBuf, Config)> {
     let path = global
         .config
         .clone()
@@ -63,11 +64,11 @@ pub fn load_config(global: &Global) -> Result<(PathBuf, Config)> {
 
 /// The largest configuration read: 1 MiB, some hundred times the size of a configuration
 /// of a hundred clusters.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The ports a command uses.
 #[derive(Debug, Clone)]
-pub struct Backends {
+pub(crate) struct Backends {
     /// Registries.
     pub registry: Arc<dyn Registry>,
     /// Argo CD.
@@ -98,7 +99,7 @@ pub struct Backends {
 
 /// Where the promotion lock lives when the environment's `state` does not say.
 #[derive(Clone)]
-pub enum Locks {
+pub(crate) enum Locks {
     /// One lock backend for every environment (the sandbox, the demo).
     Shared(Arc<dyn Lock>),
     /// The `deploy/lock` annotation on each environment's carrier Application, over Argo
@@ -121,7 +122,7 @@ impl std::fmt::Debug for Locks {
 }
 
 /// The Helm parameters that hold the tag, across environments.
-pub fn tag_parameters(config: &Config) -> Vec<String> {
+pub(crate) fn tag_parameters(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = config
         .environments
         .values()
@@ -138,7 +139,7 @@ pub fn tag_parameters(config: &Config) -> Vec<String> {
 impl Backends {
     /// The backends for `global`: the sandbox, or the real adapters (ECR with `ecr`; Argo CD
     /// over its REST API, or over the Kubernetes API with `--core`).
-    pub async fn open(
+    pub(crate) async fn open(
         global: &Global,
         config: &mut Config,
         ecr: deploy_aws::EcrOptions,
@@ -148,180 +149,91 @@ impl Backends {
             compress_time(config);
             return Ok(sandbox.backends());
         }
-        let state = state_stores(config, &ecr).await;
-        let registry = Arc::new(
-            deploy_aws::EcrRegistry::with_options(config, ecr)
-                .context("setting up the ECR clients")?,
-        );
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let metrics: Arc<dyn deploy_core::port::Metrics> = Arc::new(
-            deploy_metrics::Sources::new(deploy_metrics::SourceOptions::default())
-                .context("setting up the metric sources of checks")?,
-        );
-        // Reading commands work without a place for the audit trail; `audit_ready` is checked
-        // before anything is changed.
-        let audit_path = global
-            .audit_log
-            .clone()
-            .filter(|p| !p.as_os_str().is_empty())
-            .or_else(crate::audit_log::default_path);
-        let audit: Arc<dyn AuditLog> = match &audit_path {
-            Some(p) => Arc::new(crate::audit_log::FileAuditLog::new(p)),
-            None => Arc::new(deploy_engine::memory::InMemoryAuditLog::default()),
-        };
-        let tag_parameters = tag_parameters(config);
+        let real = Real::open(global, config, ecr).await?;
         if global.core {
-            let client = deploy_argocd::kube::client()
-                .await
-                .context("connecting to Kubernetes (--core)")?;
-            let ns = &config.argocd.namespace;
-            let argocd = deploy_argocd::kube::KubeArgoCd::new(client.clone(), ns)
-                .with_username(crate::commands::promote::actor().os_user)
-                .with_tag_parameters(tag_parameters);
-            let argocd = Arc::new(argocd);
-            return Ok(Self {
-                registry,
-                argocd: argocd.clone(),
-                inventory: argocd,
-                locks: Locks::Core(client),
-                audit,
-                state,
-                clock,
-                sandbox: None,
-                rest: None,
-                audit_path,
-                argocd_missing: None,
-                metrics: Some(metrics),
-            });
+            return real.over_kube(config).await;
         }
-        let mut argocd_config = config.argocd.clone();
-        if let Some(server) = global
-            .argocd_server
-            .as_ref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            argocd_config.server = Some(server.clone());
-        }
-        argocd_config.plaintext |= global.plaintext;
-        argocd_config.insecure |= global.insecure;
-        // Commands that only read registries (release check/latest) work without Argo CD;
-        // one that needs it is refused before it starts, saying what to set (exit 2).
-        let missing = if argocd_config.server.is_none() {
-            Some(
-                "no Argo CD server: set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server",
-            )
-        } else if std::env::var("ARGOCD_AUTH_TOKEN").map_or(true, |t| t.trim().is_empty()) {
-            Some(
-                "ARGOCD_AUTH_TOKEN is not set: create a token (argocd account generate-token, or a project role token: \
-                 argocd proj role create-token PROJECT ROLE) and export it; deploy never reads tokens from files",
-            )
-        } else {
-            None
-        };
-        if let Some(why) = missing {
-            let argocd = Arc::new(Unconfigured(why.to_owned()));
-            return Ok(Self {
-                registry,
-                argocd: argocd.clone(),
-                inventory: argocd,
-                locks: Locks::PerApplication,
-                audit,
-                state,
-                clock,
-                sandbox: None,
-                rest: None,
-                audit_path,
-                argocd_missing: Some(why.to_owned()),
-                metrics: Some(metrics),
-            });
-        }
-        // A server that is not a host, host:port or http(s) URL is a mistake in the
-        // configuration (exit 2), found before anything is asked of Argo CD.
-        if let Some(server) = &argocd_config.server {
-            deploy_argocd::rest::server_url(server, argocd_config.plaintext).map_err(|e| {
-                UsageError(format!(
-                    "{e}; set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server to \
-                     host[:port] or https://host[:port]"
-                ))
-            })?;
-        }
-        let token =
-            secrecy::SecretString::from(std::env::var("ARGOCD_AUTH_TOKEN").unwrap_or_default());
-        let rest = deploy_argocd::rest::RestArgoCd::with_options(
-            &argocd_config,
-            token,
-            deploy_argocd::rest::RestOptions::default().with_tag_parameters(tag_parameters),
-        )
-        .context("setting up the Argo CD client")?;
-        let rest = Arc::new(rest);
-        Ok(Self {
-            registry,
-            argocd: rest.clone(),
-            inventory: rest.clone(),
-            locks: Locks::PerApplication,
-            audit,
-            state,
-            clock,
+        real.over_rest(global, config)
+    }
+
+    /// The in-memory backends of `world` (the demo's; the sandbox adds its file).
+    pub(crate) fn in_memory(world: &World) -> Self {
+        let w = world.clone();
+        Self {
+            registry: Arc::new(w.registry),
+            argocd: Arc::new(w.argocd.clone()),
+            inventory: Arc::new(w.argocd),
+            locks: Locks::Shared(Arc::new(w.lock)),
+            audit: Arc::new(w.audit),
+            state: BTreeMap::new(),
+            clock: w.clock,
             sandbox: None,
-            rest: Some(rest),
-            audit_path,
+            rest: None,
+            audit_path: None,
             argocd_missing: None,
-            metrics: Some(metrics),
-        })
+            metrics: Some(Arc::new(w.metrics)),
+        }
+    }
+
+    /// How these backends reach Argo CD, for [`lock::placement`].
+    fn transport(&self) -> Transport {
+        match (&self.locks, &self.rest) {
+            (Locks::Shared(_), _) => Transport::InMemory,
+            (Locks::Core(_), _) => Transport::Kubernetes,
+            (Locks::PerApplication, Some(_)) => Transport::Rest,
+            (Locks::PerApplication, None) => Transport::Unconfigured,
+        }
     }
 
     /// Whether the promotion lock of `env` is an annotation of the environment's carrier
     /// Application, which its ApplicationSet must then preserve.
-    pub fn annotation_lock(&self, env: &deploy_core::config::Environment) -> bool {
-        match env.state.as_ref().filter(|_| self.sandbox.is_none()) {
-            Some(state) => state.lock == deploy_core::config::LockBackend::Argocd,
-            None => matches!(
-                (&self.locks, &self.rest),
-                (Locks::PerApplication, Some(_)) | (Locks::Core(_), _)
-            ),
-        }
+    pub(crate) fn annotation_lock(&self, env: &Environment) -> bool {
+        lock::placement(env, self.transport()) == Placement::Annotation
     }
 
-    /// The promotion lock for `env`. With `state` in the environment, the backend it names
-    /// (an S3 object, a Lease, or the annotation), whatever the transport; without it, the
-    /// sandbox's, or the `deploy/lock` annotation on the environment's carrier Application
-    /// over whichever API reaches Argo CD (REST, or Kubernetes with `--core`): one lock
-    /// whatever the transport (F5).
-    pub async fn lock_for(
+    /// The promotion lock for `env`, where [`lock::placement`] puts it.
+    pub(crate) async fn lock_for(
         &self,
         config: &Config,
-        env: &deploy_core::config::Environment,
+        env: &Environment,
     ) -> Result<Arc<dyn Lock>> {
-        let chosen = env.state.as_ref().filter(|_| self.sandbox.is_none());
-        match (chosen.map(|s| s.lock), &self.locks) {
-            (Some(LockBackend::S3), _) => {
+        let placement = lock::placement(env, self.transport());
+        self.build_lock(config, env, placement).await
+    }
+
+    /// Where `deploy watch --leader-elect` replicas of `env` elect their leader
+    /// ([`lock::leader_placement`]).
+    pub(crate) async fn leader_lock_for(
+        &self,
+        config: &Config,
+        env: &Environment,
+    ) -> Result<Arc<dyn Lock>> {
+        let placement = lock::leader_placement(env, self.transport());
+        self.build_lock(config, env, placement).await
+    }
+
+    /// The lock backend of `placement`, over the clients these backends hold.
+    async fn build_lock(
+        &self,
+        config: &Config,
+        env: &Environment,
+        placement: Placement,
+    ) -> Result<Arc<dyn Lock>> {
+        let ns = &config.argocd.namespace;
+        let clock = self.clock.clone();
+        match (placement, &self.locks) {
+            (Placement::InMemory, Locks::Shared(l)) => Ok(l.clone()),
+            (Placement::S3, _) => {
                 let store = self.state.get(&env.name).ok_or_else(|| {
                     anyhow::anyhow!("no S3 state store for {} (state.s3 is not set)", env.name)
                 })?;
-                Ok(Arc::new(store.lock(
-                    &env.name,
-                    &deploy_core::lock::key(&config.app, &env.name),
-                    self.clock.clone(),
-                )))
+                let key = lock::key(&config.app, &env.name);
+                Ok(Arc::new(store.lock(&env.name, &key, clock)))
             }
-            (None | Some(LockBackend::Kubernetes), Locks::Shared(l)) => Ok(l.clone()),
-            (Some(LockBackend::Kubernetes), Locks::Core(client)) => Ok(Arc::new(
-                deploy_argocd::kube::LeaseLock::new(client.clone(), &config.argocd.namespace)
-                    .with_clock(self.clock.clone()),
+            (Placement::Lease, Locks::Core(client)) => Ok(Arc::new(
+                deploy_argocd::kube::LeaseLock::new(client.clone(), ns).with_clock(clock),
             )),
-            (Some(LockBackend::Argocd) | None, Locks::Core(client)) => {
-                let carrier = deploy_core::lock::carrier(config, env)
-                    .expect("validated: a configuration has clusters");
-                Ok(Arc::new(
-                    deploy_argocd::rest::lock::ApplicationLock::over_kube(
-                        client.clone(),
-                        &config.argocd.namespace,
-                        &carrier,
-                    )
-                    .with_clock(self.clock.clone()),
-                ))
-            }
-            (Some(LockBackend::Kubernetes), Locks::PerApplication) => {
+            (Placement::Lease, _) => {
                 let client = deploy_argocd::kube::client().await.with_context(|| {
                     format!(
                         "connecting to Kubernetes for the promotion lock of {} (state.lock = \"kubernetes\")",
@@ -329,46 +241,33 @@ impl Backends {
                     )
                 })?;
                 Ok(Arc::new(
-                    deploy_argocd::kube::LeaseLock::new(client, &config.argocd.namespace)
-                        .with_clock(self.clock.clone()),
+                    deploy_argocd::kube::LeaseLock::new(client, ns).with_clock(clock),
                 ))
             }
-            (Some(LockBackend::Argocd) | None, _) => match &self.rest {
-                Some(rest) => {
-                    let carrier = deploy_core::lock::carrier(config, env)
-                        .expect("validated: a configuration has clusters");
-                    Ok(Arc::new(
-                        deploy_argocd::rest::lock::ApplicationLock::new((**rest).clone(), carrier)
-                            .with_clock(self.clock.clone()),
-                    ))
-                }
-                None => Err(anyhow::anyhow!(
-                    "Argo CD is not configured, so there is no promotion lock"
-                )),
-            },
-        }
-    }
-
-    /// Where `deploy watch --leader-elect` replicas of `env` elect their leader: with `--core`
-    /// and no `state`, a Lease (what deploy/rbac.yaml grants by name; the replicas of one
-    /// Deployment all use one transport, so the REST/`--core` split of F5 does not arise);
-    /// otherwise where the promotion lock is ([`Backends::lock_for`]).
-    pub async fn leader_lock_for(
-        &self,
-        config: &Config,
-        env: &deploy_core::config::Environment,
-    ) -> Result<Arc<dyn Lock>> {
-        match (&self.locks, env.state.as_ref()) {
-            (Locks::Core(client), None) => Ok(Arc::new(
-                deploy_argocd::kube::LeaseLock::new(client.clone(), &config.argocd.namespace)
-                    .with_clock(self.clock.clone()),
+            (Placement::Annotation, Locks::Core(client)) => Ok(Arc::new(
+                deploy_argocd::rest::lock::ApplicationLock::over_kube(
+                    client.clone(),
+                    ns,
+                    &carrier(config, env),
+                )
+                .with_clock(clock),
             )),
-            _ => self.lock_for(config, env).await,
+            (Placement::Annotation, _) => match &self.rest {
+                Some(rest) => Ok(Arc::new(
+                    deploy_argocd::rest::lock::ApplicationLock::new(
+                        (**rest).clone(),
+                        carrier(config, env),
+                    )
+                    .with_clock(clock),
+                )),
+                None => Err(no_lock()),
+            },
+            (Placement::InMemory | Placement::Unavailable, _) => Err(no_lock()),
         }
     }
 
     /// The audit trail of `env`: its S3 state store, else this machine's (or the sandbox's).
-    pub fn audit_for(&self, env: &deploy_core::config::Environment) -> Arc<dyn AuditLog> {
+    pub(crate) fn audit_for(&self, env: &Environment) -> Arc<dyn AuditLog> {
         match self.state.get(&env.name) {
             Some(store) if self.sandbox.is_none() => Arc::new(store.audit_log(&env.name)),
             _ => self.audit.clone(),
@@ -376,14 +275,14 @@ impl Backends {
     }
 
     /// Whether `env`'s audit trail is the file on this machine (no `state.s3`).
-    pub fn audit_is_local(&self, env: &deploy_core::config::Environment) -> bool {
+    pub(crate) fn audit_is_local(&self, env: &Environment) -> bool {
         self.sandbox.is_none() && !self.state.contains_key(&env.name)
     }
 
     /// Checks, before anything is changed, that the audit record of `env` can be written:
     /// for a local trail, the directory exists (or is created) and the file opens for
     /// appending (an S3 trail is checked by the run's first append, before any change).
-    pub fn audit_ready(&self, env: &deploy_core::config::Environment) -> Result<()> {
+    pub(crate) fn audit_ready(&self, env: &Environment) -> Result<()> {
         if !self.audit_is_local(env) {
             return Ok(());
         }
@@ -412,7 +311,7 @@ impl Backends {
     }
 
     /// Who is logged in to Argo CD, when the backend can say.
-    pub async fn argocd_user(&self) -> Option<String> {
+    pub(crate) async fn argocd_user(&self) -> Option<String> {
         match &self.rest {
             Some(rest) => rest
                 .username()
@@ -424,8 +323,157 @@ impl Backends {
     }
 
     /// Saves the sandbox's state (no-op for real backends).
-    pub fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         self.sandbox.as_ref().map_or(Ok(()), Sandbox::save)
+    }
+}
+
+/// The Application that carries the annotation lock of `env`.
+fn carrier(config: &Config, env: &Environment) -> String {
+    lock::carrier(config, env).expect("validated: a configuration has clusters")
+}
+
+fn no_lock() -> anyhow::Error {
+    anyhow::anyhow!("Argo CD is not configured, so there is no promotion lock")
+}
+
+/// What the real backends share, whichever API reaches Argo CD.
+struct Real {
+    registry: Arc<dyn Registry>,
+    audit: Arc<dyn AuditLog>,
+    audit_path: Option<PathBuf>,
+    state: BTreeMap<String, deploy_aws::S3Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<dyn deploy_core::port::Metrics>,
+}
+
+impl Real {
+    async fn open(global: &Global, config: &Config, ecr: deploy_aws::EcrOptions) -> Result<Self> {
+        let state = state_stores(config, &ecr).await;
+        let registry = Arc::new(
+            deploy_aws::EcrRegistry::with_options(config, ecr)
+                .context("setting up the ECR clients")?,
+        );
+        let metrics: Arc<dyn deploy_core::port::Metrics> = Arc::new(
+            deploy_metrics::Sources::new(deploy_metrics::SourceOptions::default())
+                .context("setting up the metric sources of checks")?,
+        );
+        // Reading commands work without a place for the audit trail; `audit_ready` is checked
+        // before anything is changed.
+        let audit_path = global
+            .audit_log
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .or_else(crate::audit_log::default_path);
+        let audit: Arc<dyn AuditLog> = match &audit_path {
+            Some(p) => Arc::new(crate::audit_log::FileAuditLog::new(p)),
+            None => Arc::new(deploy_engine::memory::InMemoryAuditLog::default()),
+        };
+        Ok(Self {
+            registry,
+            audit,
+            audit_path,
+            state,
+            clock: Arc::new(SystemClock),
+            metrics,
+        })
+    }
+
+    /// The backends with `argocd` reaching Argo CD.
+    fn with<A: ArgoCd + ArgoCdInventory + 'static>(
+        self,
+        argocd: Arc<A>,
+        locks: Locks,
+        rest: Option<Arc<deploy_argocd::rest::RestArgoCd>>,
+        argocd_missing: Option<String>,
+    ) -> Backends {
+        Backends {
+            registry: self.registry,
+            argocd: argocd.clone(),
+            inventory: argocd,
+            locks,
+            audit: self.audit,
+            state: self.state,
+            clock: self.clock,
+            sandbox: None,
+            rest,
+            audit_path: self.audit_path,
+            argocd_missing,
+            metrics: Some(self.metrics),
+        }
+    }
+
+    /// Argo CD over the Kubernetes API (`--core`).
+    async fn over_kube(self, config: &Config) -> Result<Backends> {
+        let client = deploy_argocd::kube::client()
+            .await
+            .context("connecting to Kubernetes (--core)")?;
+        let argocd = deploy_argocd::kube::KubeArgoCd::new(client.clone(), &config.argocd.namespace)
+            .with_username(crate::process::actor().os_user)
+            .with_tag_parameters(tag_parameters(config));
+        Ok(self.with(Arc::new(argocd), Locks::Core(client), None, None))
+    }
+
+    /// Argo CD over its REST API, or [`Unconfigured`] when the server or the token is missing.
+    fn over_rest(self, global: &Global, config: &Config) -> Result<Backends> {
+        let argocd_config = argocd_config(global, config);
+        // Commands that only read registries (release check/latest) work without Argo CD;
+        // one that needs it is refused before it starts, saying what to set (exit 2).
+        if let Some(why) = argocd_missing(&argocd_config) {
+            let argocd = Arc::new(Unconfigured(why.to_owned()));
+            return Ok(self.with(argocd, Locks::PerApplication, None, Some(why.to_owned())));
+        }
+        // A server that is not a host, host:port or http(s) URL is a mistake in the
+        // configuration (exit 2), found before anything is asked of Argo CD.
+        if let Some(server) = &argocd_config.server {
+            deploy_argocd::rest::server_url(server, argocd_config.plaintext).map_err(|e| {
+                UsageError(format!(
+                    "{e}; set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server to \
+                     host[:port] or https://host[:port]"
+                ))
+            })?;
+        }
+        let token =
+            secrecy::SecretString::from(std::env::var("ARGOCD_AUTH_TOKEN").unwrap_or_default());
+        let rest = deploy_argocd::rest::RestArgoCd::with_options(
+            &argocd_config,
+            token,
+            deploy_argocd::rest::RestOptions::default().with_tag_parameters(tag_parameters(config)),
+        )
+        .context("setting up the Argo CD client")?;
+        let rest = Arc::new(rest);
+        Ok(self.with(rest.clone(), Locks::PerApplication, Some(rest), None))
+    }
+}
+
+/// The Argo CD settings of the configuration, with the flags' overrides.
+fn argocd_config(global: &Global, config: &Config) -> deploy_core::config::ArgoCdConfig {
+    let mut argocd = config.argocd.clone();
+    if let Some(server) = global
+        .argocd_server
+        .as_ref()
+        .filter(|s| !s.trim().is_empty())
+    {
+        argocd.server = Some(server.clone());
+    }
+    argocd.plaintext |= global.plaintext;
+    argocd.insecure |= global.insecure;
+    argocd
+}
+
+/// What to set when Argo CD is not configured: no server, or no token.
+fn argocd_missing(argocd: &deploy_core::config::ArgoCdConfig) -> Option<&'static str> {
+    if argocd.server.is_none() {
+        Some(
+            "no Argo CD server: set [argocd].server in deploy.toml, ARGOCD_SERVER or --argocd-server",
+        )
+    } else if std::env::var("ARGOCD_AUTH_TOKEN").map_or(true, |t| t.trim().is_empty()) {
+        Some(
+            "ARGOCD_AUTH_TOKEN is not set: create a token (argocd account generate-token, or a project role token: \
+             argocd proj role create-token PROJECT ROLE) and export it; deploy never reads tokens from files",
+        )
+    } else {
+        None
     }
 }
 
@@ -454,7 +502,7 @@ async fn state_stores(
 }
 
 /// The sandbox compresses time: soak and timeout divided by [`SANDBOX_SPEEDUP`].
-pub fn compress_time(config: &mut Config) {
+pub(crate) fn compress_time(config: &mut Config) {
     for env in config.environments.values_mut() {
         env.soak /= SANDBOX_SPEEDUP;
         env.timeout = (env.timeout / SANDBOX_SPEEDUP).max(Duration::from_secs(10));
@@ -467,7 +515,7 @@ pub fn compress_time(config: &mut Config) {
 
 /// The sandbox: an in-memory world saved as JSON between commands.
 #[derive(Debug, Clone)]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     /// The world.
     pub world: World,
     file: PathBuf,
@@ -475,7 +523,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Opens the sandbox in `dir`, seeding a fresh world from `config` if there is none.
-    pub fn open(dir: &Path, config: &Config) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, config: &Config) -> Result<Self> {
         let file = dir.join("state.json");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let world = match std::fs::read_to_string(&file) {
@@ -503,7 +551,7 @@ impl Sandbox {
     }
 
     /// Writes the state (atomically: a temporary file renamed over the old one).
-    pub fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         let dir = self.file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         // One temporary file per process, so that concurrent saves never trample each other.
@@ -518,7 +566,7 @@ impl Sandbox {
     }
 
     /// Deletes the saved state.
-    pub fn reset(dir: &Path) -> Result<()> {
+    pub(crate) fn reset(dir: &Path) -> Result<()> {
         match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("removing {}", dir.display()))
@@ -528,27 +576,16 @@ impl Sandbox {
     }
 
     fn backends(self) -> Backends {
-        let w = self.world.clone();
         Backends {
-            registry: Arc::new(w.registry),
-            argocd: Arc::new(w.argocd.clone()),
-            inventory: Arc::new(w.argocd),
-            locks: Locks::Shared(Arc::new(w.lock)),
-            audit: Arc::new(w.audit),
-            state: BTreeMap::new(),
-            clock: w.clock,
-            sandbox: Some(self),
-            rest: None,
-            audit_path: None,
-            argocd_missing: None,
-            metrics: Some(Arc::new(w.metrics)),
+            sandbox: Some(self.clone()),
+            ..Backends::in_memory(&self.world)
         }
     }
 }
 
 /// A world where every environment runs the first release and CI has just pushed the
 /// second to the environments without `promote_from` (their Applications are syncing it).
-pub fn fresh_world(config: &Config, clock: Arc<dyn Clock>) -> World {
+pub(crate) fn fresh_world(config: &Config, clock: Arc<dyn Clock>) -> World {
     let [first, second] = SANDBOX_TAGS.map(|t| Tag::new(t).expect("valid tag"));
     let world = World::seeded(config, clock, &first);
     world.argocd.set_timing(Timing {
@@ -569,12 +606,7 @@ pub fn fresh_world(config: &Config, clock: Arc<dyn Clock>) -> World {
 }
 
 /// What Argo CD Image Updater does for an automated environment: write the tag into every Application.
-pub fn image_updater_writes(
-    world: &World,
-    config: &Config,
-    env: &deploy_core::config::Environment,
-    tag: &Tag,
-) {
+pub(crate) fn image_updater_writes(world: &World, config: &Config, env: &Environment, tag: &Tag) {
     // The in-memory backend never waits, so blocking on it here is fine.
     let _ = futures::executor::block_on(world.write_release(config, env, tag));
 }
@@ -582,7 +614,7 @@ pub fn image_updater_writes(
 impl Backends {
     /// A configuration error (exit 2) saying what to set when Argo CD is not configured;
     /// checked before a command that needs Argo CD starts.
-    pub fn require_argocd(&self) -> Result<(), UsageError> {
+    pub(crate) fn require_argocd(&self) -> Result<(), UsageError> {
         match &self.argocd_missing {
             None => Ok(()),
             Some(why) => Err(UsageError(format!("Argo CD is not configured: {why}"))),

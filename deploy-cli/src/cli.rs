@@ -389,6 +389,16 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 30s or 5m"))
 }
 
+/// Parses a tag given on the command line.
+pub(crate) fn parse_tag(s: &str) -> anyhow::Result<deploy_core::model::Tag> {
+    deploy_core::model::Tag::new(s).map_err(|e| {
+        crate::exit::UsageError(format!(
+            "{e}; a tag matches [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}"
+        ))
+        .into()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

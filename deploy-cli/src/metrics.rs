@@ -26,7 +26,7 @@ struct ErrorLabels {
 
 /// The watch loop's metrics, all labelled with the environment.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     polls: Counter,
     releases: Counter,
@@ -46,7 +46,7 @@ const HEALTH_GRACE: Duration = Duration::from_secs(300);
 
 impl Metrics {
     /// Metrics of the watcher of `env`; `elected`: with leader election.
-    pub fn new(env: &str, elected: bool) -> Self {
+    pub(crate) fn new(env: &str, elected: bool) -> Self {
         let mut root = Registry::with_prefix("deploy_watch");
         let registry = root.sub_registry_with_label(("environment".into(), env.to_owned().into()));
         let m = Self {
@@ -105,7 +105,7 @@ impl Metrics {
     }
 
     /// Counts what `event` says.
-    pub fn observe(&self, event: &WatchEvent) {
+    pub(crate) fn observe(&self, event: &WatchEvent) {
         match event {
             WatchEvent::Polled(poll) => {
                 self.polls.inc();
@@ -137,7 +137,7 @@ impl Metrics {
     }
 
     /// The loop has stopped: `/healthz` answers 503 from now on.
-    pub fn stopped(&self) {
+    pub(crate) fn stopped(&self) {
         self.running.store(false, Ordering::SeqCst);
     }
 
@@ -149,7 +149,7 @@ impl Metrics {
 }
 
 /// Binds `addr` and serves `metrics` in the background; returns the bound address.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr> {
+pub(crate) async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for --metrics-addr"))?;

@@ -25,14 +25,14 @@ use crate::cli::OutputFormat;
 
 /// How many lines may wait for one stream before new ones are dropped: what a reader that
 /// went away costs in memory, even over days of `deploy watch`.
-pub const QUEUE: usize = 16_384;
+pub(crate) const QUEUE: usize = 16_384;
 
 /// How long the end of a command that holds a lock or a lease (`promote`, `rollback`,
 /// `watch`) waits for its output once nothing more can be written: a reader that stopped
 /// reading (a paused `| jq`, a stuck CI log pipe) never keeps the exit code from CI. A slow
 /// reader that still takes some output keeps it waiting. Other commands wait for their
 /// reader as any Unix filter does (a pager may pause for as long as it likes).
-pub const EXIT_STALL: Duration = Duration::from_secs(10);
+pub(crate) const EXIT_STALL: Duration = Duration::from_secs(10);
 
 /// How long a line waits for the lines queued before it on the other stream, so that a
 /// terminal shows stdout and stderr in the order they were made. A stream that did not move
@@ -88,18 +88,18 @@ impl Output {
 }
 
 /// One line on stderr, whatever the output mode.
-pub fn stderr_line(s: impl std::fmt::Display) {
+pub(crate) fn stderr_line(s: impl std::fmt::Display) {
     send(Stream::Err, format!("{s}\n"));
 }
 
 /// Bytes on stdout as they are (`deploy completions`).
-pub fn stdout_bytes(bytes: &[u8]) {
+pub(crate) fn stdout_bytes(bytes: &[u8]) {
     send(Stream::Out, String::from_utf8_lossy(bytes).into_owned());
 }
 
 /// A question on stderr, shown after everything queued before it: blocks until then (the
 /// caller is about to read the answer from a terminal anyway).
-pub fn prompt(s: impl std::fmt::Display) {
+pub(crate) fn prompt(s: impl std::fmt::Display) {
     send(Stream::Err, s.to_string());
     drain(None);
 }
@@ -107,7 +107,7 @@ pub fn prompt(s: impl std::fmt::Display) {
 /// The writer of log lines (`tracing_subscriber`'s `with_writer(|| LogWriter)`): each
 /// formatted event is queued for stderr's thread, and dropped when that queue is full.
 #[derive(Debug, Clone, Copy)]
-pub struct LogWriter;
+pub(crate) struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -122,7 +122,7 @@ impl Write for LogWriter {
 
 /// Waits until everything queued so far is written, then says on stderr how many lines were
 /// dropped, if any. With `stall`, gives up once nothing could be written for that long.
-pub fn finish(stall: Option<Duration>) {
+pub(crate) fn finish(stall: Option<Duration>) {
     let dropped = lock().dropped;
     if dropped[Stream::Out as usize] > 0 {
         stderr_line(format_args!(
@@ -141,7 +141,7 @@ pub fn finish(stall: Option<Duration>) {
 
 /// Waits until every line queued before the call is written; with `stall`, gives up once
 /// neither stream could write anything for that long.
-pub fn drain(stall: Option<Duration>) {
+pub(crate) fn drain(stall: Option<Duration>) {
     let mut p = lock();
     let target = p.queued;
     let (mut seen, mut since) = (p.written, Instant::now());
@@ -168,7 +168,7 @@ pub fn drain(stall: Option<Duration>) {
 
 /// `text` with the user name and password of every URL in it replaced by `***`
 /// (`https://user:pw@host/x` → `https://***@host/x`).
-pub fn without_userinfo(text: &str) -> Cow<'_, str> {
+pub(crate) fn without_userinfo(text: &str) -> Cow<'_, str> {
     if !text.contains("://") || !text.contains('@') {
         return Cow::Borrowed(text);
     }
@@ -199,7 +199,7 @@ fn ends_authority(c: char) -> bool {
 /// How a URL is named in output: its scheme, host (and port) and first path segment, never
 /// its user name, password, later path segments or query, any of which may hold a token
 /// (`https://hooks.example.com/deploy/T0/secret?k=1` → `https://hooks.example.com/deploy/…`).
-pub fn url_label(url: &str) -> String {
+pub(crate) fn url_label(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let host = rest[..end].rsplit('@').next().unwrap_or_default();
@@ -221,7 +221,7 @@ pub fn url_label(url: &str) -> String {
 }
 
 /// A table in the house style.
-pub fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     // Wrap to the terminal only when its width is known and usable: a pseudo-terminal
@@ -341,6 +341,13 @@ fn wait_for_other(stream: Stream, n: u64) {
             .wait_timeout(p, left)
             .unwrap_or_else(PoisonError::into_inner)
             .0;
+    }
+}
+
+/// Says which records of a trail could not be read (each was skipped, the command goes on).
+pub(crate) fn warn_skipped(warnings: &[String]) {
+    for w in warnings {
+        tracing::warn!("{w}");
     }
 }
 

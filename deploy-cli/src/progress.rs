@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::output::Output;
 
 /// A renderer on a thread of its own.
-pub struct Renderer {
+pub(crate) struct Renderer {
     done: std::sync::mpsc::Receiver<()>,
 }
 
@@ -23,14 +23,14 @@ impl Renderer {
     /// Waits (a little) for the renderer to hand on what is left once every sender is gone:
     /// only the live view writes itself, and a terminal that does not take it within that
     /// time is given up. Plain and JSON lines are queued, and written by `output::finish`.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let _ = self.done.recv_timeout(Duration::from_secs(5));
     }
 }
 
 /// Renders events from `rx` on a new thread until every sender is dropped, so that a
 /// terminal or pipe that blocks never stalls whoever sends them.
-pub fn spawn(out: Output, rx: mpsc::UnboundedReceiver<Event>) -> Renderer {
+pub(crate) fn spawn(out: Output, rx: mpsc::UnboundedReceiver<Event>) -> Renderer {
     let (done_tx, done) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         render(out, rx);
@@ -40,17 +40,13 @@ pub fn spawn(out: Output, rx: mpsc::UnboundedReceiver<Event>) -> Renderer {
 }
 
 /// Consumes events until the sender is dropped (blocking: run it on its own thread).
-pub fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
+pub(crate) fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
     let live = out.live();
     if live {
         // The plan, queued before the run, goes above the live lines, not through them.
         crate::output::drain(Some(Duration::from_secs(1)));
     }
-    let multi = MultiProgress::new();
-    let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
-    let style =
-        ProgressStyle::with_template("{spinner:.cyan} {prefix:<12} {elapsed:>4} {wide_msg}")
-            .expect("valid template");
+    let mut view = Live::new();
     while let Some(event) = rx.blocking_recv() {
         if out.json() {
             out.record("event", &event);
@@ -66,78 +62,54 @@ pub fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
             }
             continue;
         }
-        match &event {
+        view.show(&event, line);
+    }
+    view.finish();
+}
+
+/// The live view: one line per cluster, updated in place, with other lines above them.
+struct Live {
+    multi: MultiProgress,
+    bars: BTreeMap<String, ProgressBar>,
+    style: ProgressStyle,
+}
+
+impl Live {
+    fn new() -> Self {
+        Self {
+            multi: MultiProgress::new(),
+            bars: BTreeMap::new(),
+            style: ProgressStyle::with_template(
+                "{spinner:.cyan} {prefix:<12} {elapsed:>4} {wide_msg}",
+            )
+            .expect("valid template"),
+        }
+    }
+
+    /// Shows `event`, whose plain line is `line`.
+    fn show(&mut self, event: &Event, line: Option<String>) {
+        match event {
             Event::Started { waves, .. } => {
                 for (i, wave) in waves.iter().enumerate() {
                     for c in wave {
-                        let bar = multi.add(ProgressBar::new_spinner());
-                        bar.set_style(style.clone());
+                        let bar = self.multi.add(ProgressBar::new_spinner());
+                        bar.set_style(self.style.clone());
                         bar.set_prefix(c.clone());
                         bar.set_message(format!("waits for wave {}", i + 1));
-                        bars.insert(c.clone(), bar);
+                        self.bars.insert(c.clone(), bar);
                     }
                 }
-                if let Some(l) = line {
-                    let _ = multi.println(l);
-                }
+                self.println(line);
             }
-            Event::AppSyncing {
-                cluster, from, to, ..
-            } => {
-                if let Some(b) = bars.get(cluster) {
-                    b.reset_elapsed();
-                    b.enable_steady_tick(Duration::from_millis(120));
-                    b.set_message(format!("syncing {from} → {to}"));
-                }
-            }
-            Event::AppWaiting {
-                cluster,
-                operation_by,
-                ..
-            } => {
-                if let Some(b) = bars.get(cluster) {
-                    b.enable_steady_tick(Duration::from_millis(120));
-                    b.set_message(format!("waiting for an operation by {operation_by}"));
-                }
-            }
-            Event::AppProgress {
-                cluster,
-                phase,
-                sync,
-                health,
-            } => {
-                if let Some(b) = bars.get(cluster) {
-                    let phase = phase.map_or("-".to_owned(), |p| p.to_string());
-                    b.set_message(format!("operation {phase}, {sync}, {health}"));
-                }
-            }
-            Event::AppHealthy {
-                cluster,
-                elapsed_ms,
-                ..
-            } => {
-                if let Some(b) = bars.get(cluster) {
-                    b.finish_with_message(format!(
-                        "✓ Synced and Healthy in {:.1}s",
-                        *elapsed_ms as f64 / 1000.0
-                    ));
-                }
-            }
-            Event::AppSkipped { cluster, .. } => {
-                if let Some(b) = bars.get(cluster) {
-                    b.finish_with_message("= already runs the release, Healthy");
-                }
-            }
-            Event::AppSoakingAgain { cluster, .. } => {
-                if let Some(b) = bars.get(cluster) {
-                    b.finish_with_message("~ at the release but never soaked there: soaking again");
-                }
-            }
-            Event::AppFailed {
-                cluster, reason, ..
-            } => {
-                if let Some(b) = bars.get(cluster) {
-                    b.abandon_with_message(format!("✗ {reason}"));
+            Event::AppSyncing { cluster, .. }
+            | Event::AppWaiting { cluster, .. }
+            | Event::AppProgress { cluster, .. }
+            | Event::AppHealthy { cluster, .. }
+            | Event::AppSkipped { cluster, .. }
+            | Event::AppSoakingAgain { cluster, .. }
+            | Event::AppFailed { cluster, .. } => {
+                if let Some(b) = self.bars.get(cluster) {
+                    update(b, event);
                 }
             }
             Event::AppRolledBack {
@@ -152,24 +124,67 @@ pub fn render(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) {
                 } else {
                     format!("✗ rollback failed: {}", reason.as_deref().unwrap_or(""))
                 };
-                let _ = multi.println(format!("  {cluster}: {msg}"));
+                self.println(Some(format!("  {cluster}: {msg}")));
             }
-            _ => {
-                if let Some(l) = line {
-                    let _ = multi.println(l);
-                }
-            }
+            _ => self.println(line),
         }
     }
-    for b in bars.values() {
-        if !b.is_finished() {
-            b.abandon();
+
+    /// A line above the clusters' lines.
+    fn println(&self, line: Option<String>) {
+        if let Some(l) = line {
+            let _ = self.multi.println(l);
+        }
+    }
+
+    /// Leaves the lines of clusters that never finished as they are.
+    fn finish(self) {
+        for b in self.bars.values() {
+            if !b.is_finished() {
+                b.abandon();
+            }
         }
     }
 }
 
+/// A cluster's line, after `event` about it.
+fn update(b: &ProgressBar, event: &Event) {
+    match event {
+        Event::AppSyncing { from, to, .. } => {
+            b.reset_elapsed();
+            b.enable_steady_tick(Duration::from_millis(120));
+            b.set_message(format!("syncing {from} → {to}"));
+        }
+        Event::AppWaiting { operation_by, .. } => {
+            b.enable_steady_tick(Duration::from_millis(120));
+            b.set_message(format!("waiting for an operation by {operation_by}"));
+        }
+        Event::AppProgress {
+            phase,
+            sync,
+            health,
+            ..
+        } => {
+            let phase = phase.map_or("-".to_owned(), |p| p.to_string());
+            b.set_message(format!("operation {phase}, {sync}, {health}"));
+        }
+        Event::AppHealthy { elapsed_ms, .. } => {
+            b.finish_with_message(format!(
+                "✓ Synced and Healthy in {:.1}s",
+                *elapsed_ms as f64 / 1000.0
+            ));
+        }
+        Event::AppSkipped { .. } => b.finish_with_message("= already runs the release, Healthy"),
+        Event::AppSoakingAgain { .. } => {
+            b.finish_with_message("~ at the release but never soaked there: soaking again");
+        }
+        Event::AppFailed { reason, .. } => b.abandon_with_message(format!("✗ {reason}")),
+        _ => {}
+    }
+}
+
 /// One human line per event (None for events the live view shows in place).
-pub fn describe(event: &Event) -> Option<String> {
+pub(crate) fn describe(event: &Event) -> Option<String> {
     Some(match event {
         Event::Started { run_id, environment, release, waves } => {
             format!("promoting {} to {environment} in {} wave(s) (run {run_id})", release.tag, waves.len())

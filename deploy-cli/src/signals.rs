@@ -4,7 +4,7 @@
 //! gets the same graceful stop as SIGTERM, not the default of dying at once with the lock held.
 
 /// Resolves at the first SIGINT, SIGTERM or SIGHUP (Ctrl-C elsewhere).
-pub async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

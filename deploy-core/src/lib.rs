@@ -32,6 +32,8 @@
 //!
 //! A whole promotion on the in-memory world is the example of `deploy-engine`'s documentation.
 
+#![warn(unreachable_pub)]
+
 pub mod check;
 pub mod config;
 pub mod error;

@@ -254,6 +254,62 @@ pub fn trust_expiry(
     })
 }
 
+/// How this process reaches Argo CD, as far as the promotion lock cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// In-memory backends (the sandbox, the demo): one lock for every environment.
+    InMemory,
+    /// Argo CD's REST API.
+    Rest,
+    /// The Kubernetes API (`--core`).
+    Kubernetes,
+    /// Argo CD is not configured (no server or no token): only commands that read
+    /// registries run.
+    Unconfigured,
+}
+
+/// Where an environment's promotion lock lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The in-memory backends' lock.
+    InMemory,
+    /// The `deploy/lock` annotation on the carrier Application ([`carrier`]), over whichever
+    /// API reaches Argo CD: a run over REST and one with `--core` exclude each other (F5).
+    Annotation,
+    /// A `coordination.k8s.io` Lease in the Argo CD namespace.
+    Lease,
+    /// An object in the environment's S3 state store, named by [`key`].
+    S3,
+    /// Nowhere: Argo CD is not configured and `state` names no lock backend.
+    Unavailable,
+}
+
+/// Where the promotion lock of `env` lives: the backend `state.lock` names, whatever the
+/// transport; without `state`, the annotation on the carrier Application. In-memory backends
+/// have one lock whatever the configuration says.
+pub fn placement(env: &crate::config::Environment, transport: Transport) -> Placement {
+    use crate::config::LockBackend;
+    match (transport, env.state.as_ref().map(|s| s.lock)) {
+        (Transport::InMemory, _) => Placement::InMemory,
+        (_, Some(LockBackend::S3)) => Placement::S3,
+        (_, Some(LockBackend::Kubernetes)) => Placement::Lease,
+        (_, Some(LockBackend::Argocd)) => Placement::Annotation,
+        (Transport::Unconfigured, None) => Placement::Unavailable,
+        (Transport::Rest | Transport::Kubernetes, None) => Placement::Annotation,
+    }
+}
+
+/// Where `deploy watch --leader-elect` replicas of `env` elect their leader: with `--core` and
+/// no `state`, a Lease (what deploy/rbac.yaml grants by name; the replicas of one Deployment
+/// all use one transport, so the REST/`--core` split of F5 does not arise); otherwise where
+/// the promotion lock is ([`placement`]).
+pub fn leader_placement(env: &crate::config::Environment, transport: Transport) -> Placement {
+    match (transport, &env.state) {
+        (Transport::Kubernetes, None) => Placement::Lease,
+        _ => placement(env, transport),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,5 +496,50 @@ mod holders {
             carrier(&config, prod).as_deref(),
             Some("myapp-prod-eu-west-1")
         );
+    }
+}
+
+#[cfg(test)]
+mod placement {
+    use super::*;
+
+    #[test]
+    fn placement_follows_state_then_the_transport() {
+        use crate::config::{LockBackend, StateConfig};
+        use Placement::{Annotation, InMemory, Lease, S3, Unavailable};
+        use Transport::{Kubernetes, Rest, Unconfigured};
+        let config = crate::config::Config::parse("deploy.toml", crate::config::EXAMPLE).unwrap();
+        let with = |lock: Option<LockBackend>| {
+            let mut env = config.environment("prod").unwrap().clone();
+            env.state = lock.map(|lock| StateConfig {
+                s3: None,
+                region: None,
+                aws_profile: None,
+                lock,
+            });
+            env
+        };
+        #[rustfmt::skip]
+        let table = [
+            (None,                         Rest,         Annotation, Annotation),
+            (None,                         Kubernetes,   Annotation, Lease),
+            (None,                         Unconfigured, Unavailable,  Unavailable),
+            (None,                         Transport::InMemory, InMemory, InMemory),
+            (Some(LockBackend::Argocd),    Rest,         Annotation, Annotation),
+            (Some(LockBackend::Argocd),    Kubernetes,   Annotation, Annotation),
+            (Some(LockBackend::Argocd),    Unconfigured, Annotation, Annotation),
+            (Some(LockBackend::Kubernetes), Rest,        Lease,        Lease),
+            (Some(LockBackend::Kubernetes), Kubernetes,  Lease,        Lease),
+            (Some(LockBackend::S3),        Rest,         S3,         S3),
+            (Some(LockBackend::S3),        Kubernetes,   S3,         S3),
+            (Some(LockBackend::S3),        Unconfigured, S3,         S3),
+            (Some(LockBackend::S3),        Transport::InMemory, InMemory, InMemory),
+        ];
+        for (lock, transport, run, leader) in table {
+            let env = with(lock);
+            let why = format!("state.lock {lock:?} over {transport:?}");
+            assert_eq!(placement(&env, transport), run, "{why}");
+            assert_eq!(leader_placement(&env, transport), leader, "{why}: leader");
+        }
     }
 }

@@ -98,24 +98,13 @@ impl Case {
         rt.block_on(async {
             let (world, plan) = self.prepare().await;
             let (tx, rx) = mpsc::unbounded_channel();
-            let ports = Ports {
-                argocd: &world.argocd,
-                lock: &world.lock,
-                audit: &world.audit,
-                clock: &*world.clock,
-                metrics: Some(&world.metrics),
-            };
-            let opts = RunOptions {
-                run_id: "bench".into(),
-                actor: Actor {
+            let ports = Ports::of_world(&world);
+            let opts = RunOptions::new("bench", "bench", "bench-prod")
+                .by(Actor {
                     os_user: "bench".into(),
                     argocd_user: None,
-                },
-                holder: "bench".into(),
-                lock_key: "bench-prod".into(),
-                grace: Duration::from_secs(60),
-                ..RunOptions::default()
-            };
+                })
+                .with_grace(Duration::from_secs(60));
             let simulated = tokio::time::Instant::now();
             let wall = std::time::Instant::now();
             let report = Engine::new(ports, opts)

@@ -44,7 +44,7 @@ async fn promote() -> (RunReport, Vec<String>) {
         Tag::new("1111111aaaaa").unwrap(),
         Tag::new("2222222bbbbb").unwrap(),
     );
-    let world = World::seeded(&config, clock.clone(), &v1);
+    let world = World::seeded(&config, clock, &v1);
     world.ci_push(&config, config.environment("staging").unwrap(), &v2);
     tokio::time::sleep(Duration::from_secs(60)).await; // replication to the prod regions
 
@@ -62,19 +62,12 @@ async fn promote() -> (RunReport, Vec<String>) {
     .await
     .expect("observed");
     let promotion = plan(&config, prod, &seen);
-    let ports = Ports {
-        argocd: &world.argocd,
-        lock: &world.lock,
-        audit: &world.audit,
-        clock: &*clock,
-        metrics: Some(&world.metrics),
-    };
-    let opts = RunOptions {
-        run_id: "embedded".into(),
-        holder: "my-release-bot".into(),
-        lock_key: lock::key(&config.app, &prod.name),
-        ..RunOptions::default()
-    };
+    let ports = Ports::of_world(&world);
+    let opts = RunOptions::new(
+        "embedded",
+        "my-release-bot",
+        lock::key(&config.app, &prod.name),
+    );
     let start = tokio::time::Instant::now();
     let mut lines = Vec::new();
     let report = Engine::new(ports, opts)

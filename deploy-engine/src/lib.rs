@@ -30,7 +30,7 @@
 //! let clock = Arc::new(TokioClock::new(jiff::Timestamp::from_second(1_790_000_000).unwrap()));
 //! let v1 = Tag::new("1111111aaaaa").unwrap();
 //! let v2 = Tag::new("2222222bbbbb").unwrap();
-//! let world = World::seeded(&config, clock.clone(), &v1); // every cluster runs v1
+//! let world = World::seeded(&config, clock, &v1); // every cluster runs v1
 //!
 //! // CI pushes v2 to staging; ECR replication copies it to the prod regions.
 //! world.ci_push(&config, config.environment("staging").unwrap(), &v2);
@@ -47,19 +47,9 @@
 //!
 //! // Run it: wave by wave, each cluster synced by us, observed Healthy through its soak
 //! // and its checks measured.
-//! let ports = Ports {
-//!     argocd: &world.argocd,
-//!     lock: &world.lock,
-//!     audit: &world.audit,
-//!     clock: &*clock,
-//!     metrics: Some(&world.metrics), // the 5xx-ratio check of the example's prod
-//! };
-//! let opts = RunOptions {
-//!     run_id: "example".into(),
-//!     holder: "example".into(),
-//!     lock_key: lock::key(&config.app, "prod"),
-//!     ..RunOptions::default()
-//! };
+//! // The world's ports, its metrics included (the 5xx-ratio check of the example's prod).
+//! let ports = Ports::of_world(&world);
+//! let opts = RunOptions::new("example", "example", lock::key(&config.app, "prod"));
 //! let mut healthy = Vec::new();
 //! let report = Engine::new(ports, opts)
 //!     .run(&promotion, |event| {
@@ -73,6 +63,8 @@
 //! assert_eq!(healthy, ["us-west-2", "us-east-1", "eu-west-1"]);
 //! # }
 //! ```
+
+#![warn(unreachable_pub)]
 
 pub mod clock;
 pub mod engine;

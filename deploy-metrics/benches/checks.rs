@@ -182,24 +182,13 @@ async fn promote(
     assert_eq!(plan.waves.len(), 1, "one wave of every cluster");
 
     let sources = Sources::new(SourceOptions::default()).expect("sources");
-    let ports = Ports {
-        argocd: &world.argocd,
-        lock: &world.lock,
-        audit: &world.audit,
-        clock: &*world.clock,
-        metrics: Some(&sources),
-    };
-    let opts = RunOptions {
-        run_id: "bench".into(),
-        actor: Actor {
+    let ports = Ports::of_world(&world).with_metrics(Some(&sources));
+    let opts = RunOptions::new("bench", "bench", "bench-prod")
+        .by(Actor {
             os_user: "bench".into(),
             argocd_user: None,
-        },
-        holder: "bench".into(),
-        lock_key: "bench-prod".into(),
-        grace: Duration::from_secs(60),
-        ..RunOptions::default()
-    };
+        })
+        .with_grace(Duration::from_secs(60));
     let started: Mutex<Option<Mark>> = Mutex::new(None);
     let finished: Mutex<Option<Soak>> = Mutex::new(None);
     let measured = AtomicU64::new(0);

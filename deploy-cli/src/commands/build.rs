@@ -11,7 +11,7 @@ use crate::output::Output;
 /// Prints `TAG=...` then one image reference per line, in push order (sentinel last); with
 /// `--output json`, the [`BuildPlan`](deploy_core::plan::build::BuildPlan) (registry, and
 /// service, image and repository of every push).
-pub fn plan(
+pub(crate) fn plan(
     config: &Config,
     out: Output,
     env: &str,

@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
+use deploy_core::config::NoData;
+
 use deploy_core::check::{ResolvedCheck, least_soak};
-use deploy_core::config::{MetricSource, NoData};
-use deploy_core::plan::promotion::{Action, PromotionPlan};
+use deploy_core::config::MetricSource;
+use deploy_core::plan::promotion::{Action, PromotionPlan, WavePlan};
 
 use crate::output::Output;
 
 /// Prints the checks of every wave; nothing when the plan has no waves.
-pub fn print_checks(out: Output, p: &PromotionPlan) {
+pub(crate) fn print_checks(out: Output, p: &PromotionPlan) {
     if p.waves.is_empty() {
         return;
     }
@@ -26,71 +28,76 @@ pub fn print_checks(out: Output, p: &PromotionPlan) {
         "  checks during each wave's soak, per cluster (failed: halt and roll back; inconclusive: halt for a decision):",
     );
     for w in &p.waves {
-        let deployed: Vec<_> = w.apps.iter().filter(|a| a.action != Action::Skip).collect();
-        if deployed.is_empty() {
-            out.text(format!(
-                "    wave {}: nothing to deploy, nothing measured",
-                w.number
-            ));
-            continue;
+        print_wave(out, p.soak, w);
+    }
+}
+
+/// The checks of wave `w`, whose soak is `soak_of_plan` without checks.
+fn print_wave(out: Output, soak_of_plan: Duration, w: &WavePlan) {
+    let deployed: Vec<_> = w.apps.iter().filter(|a| a.action != Action::Skip).collect();
+    if deployed.is_empty() {
+        out.text(format!(
+            "    wave {}: nothing to deploy, nothing measured",
+            w.number
+        ));
+        return;
+    }
+    let longest = deployed
+        .iter()
+        .map(|a| least_soak(soak_of_plan, &a.checks))
+        .max()
+        .unwrap_or(soak_of_plan);
+    let soak = if longest > soak_of_plan {
+        format!(
+            "soak {}, at least {} with its checks",
+            show(soak_of_plan),
+            show(longest)
+        )
+    } else {
+        format!("soak {}", show(soak_of_plan))
+    };
+    out.text(format!("    wave {} ({soak}):", w.number));
+    // Each check once, in the configuration's order, with its resolved form on each
+    // cluster (sources can differ by cluster through `{region}` or `{cluster}`).
+    let mut names: Vec<&str> = Vec::new();
+    for a in &deployed {
+        for c in &a.checks {
+            if !names.contains(&c.name.as_str()) {
+                names.push(&c.name);
+            }
         }
-        let longest = deployed
+    }
+    for name in names {
+        let on: Vec<(&str, &ResolvedCheck)> = deployed
             .iter()
-            .map(|a| least_soak(p.soak, &a.checks))
-            .max()
-            .unwrap_or(p.soak);
-        let soak = if longest > p.soak {
-            format!(
-                "soak {}, at least {} with its checks",
-                show(p.soak),
-                show(longest)
-            )
-        } else {
-            format!("soak {}", show(p.soak))
+            .filter_map(|a| {
+                a.checks
+                    .iter()
+                    .find(|c| c.name == name)
+                    .map(|c| (a.cluster.as_str(), c))
+            })
+            .collect();
+        let Some((_, first)) = on.first() else {
+            continue;
         };
-        out.text(format!("    wave {} ({soak}):", w.number));
-        // Each check once, in the configuration's order, with its resolved form on each
-        // cluster (sources can differ by cluster through `{region}` or `{cluster}`).
-        let mut names: Vec<&str> = Vec::new();
-        for a in &deployed {
-            for c in &a.checks {
-                if !names.contains(&c.name.as_str()) {
-                    names.push(&c.name);
-                }
-            }
-        }
-        for name in names {
-            let on: Vec<(&str, &ResolvedCheck)> = deployed
-                .iter()
-                .filter_map(|a| {
-                    a.checks
-                        .iter()
-                        .find(|c| c.name == name)
-                        .map(|c| (a.cluster.as_str(), c))
-                })
-                .collect();
-            let Some((_, first)) = on.first() else {
-                continue;
+        let same_source = on.iter().all(|(_, c)| c.source == first.source);
+        let common = if same_source {
+            format!("{}; ", source(&first.source))
+        } else {
+            String::new()
+        };
+        out.text(format!("      {name}: {common}{}", rule(first)));
+        for (cluster, c) in &on {
+            let what = match &c.source {
+                MetricSource::Prometheus { .. } => c.query.clone(),
+                MetricSource::CloudWatchAlarms { names, .. } => names.join(", "),
             };
-            let same_source = on.iter().all(|(_, c)| c.source == first.source);
-            let common = if same_source {
-                format!("{}; ", source(&first.source))
-            } else {
+            let at = if same_source {
                 String::new()
+            } else {
+                format!("[{}] ", source(&c.source))
             };
-            out.text(format!("      {name}: {common}{}", rule(first)));
-            for (cluster, c) in &on {
-                let what = match &c.source {
-                    MetricSource::Prometheus { .. } => c.query.clone(),
-                    MetricSource::CloudWatchAlarms { names, .. } => names.join(", "),
-                };
-                let at = if same_source {
-                    String::new()
-                } else {
-                    format!("[{}] ", source(&c.source))
-                };
-                out.text(format!("        {cluster}: {at}{what}"));
-            }
+            out.text(format!("        {cluster}: {at}{what}"));
         }
     }
 }

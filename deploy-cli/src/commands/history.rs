@@ -7,10 +7,10 @@ use deploy_core::plan::history::{HistoryRow, history, result_text};
 use crate::backends::Backends;
 use crate::exit::{Exit, UsageError};
 use crate::output::{Output, table};
-use deploy_core::config::Config;
+use deploy_core::config::{Config, Environment};
 
 /// Reads the chosen environments' trails and prints one row per run.
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,
@@ -32,45 +32,21 @@ pub async fn run(
         )
         .await
         .with_context(|| format!("reading the audit trail of {}", env.name))?;
-        warn_skipped(&read.warnings);
+        crate::output::warn_skipped(&read.warnings);
         warnings.extend(read.warnings);
         let from_store = history(&read.items, &env.name, None);
-        let mut source = "store";
-        if from_store.is_empty() && backends.argocd_missing.is_none() {
+        let source = if from_store.is_empty() && backends.argocd_missing.is_none() {
             // Nothing recorded: what Argo CD's history of the Applications says.
-            let mut apps = Vec::new();
-            for c in &config.clusters {
-                if let Ok(app) = backends
-                    .argocd
-                    .application(&config.application_name(env, c))
-                    .await
-                {
-                    apps.push((c.name.clone(), app));
-                }
-            }
-            let apps: Vec<(&str, &deploy_core::port::Application)> =
-                apps.iter().map(|(c, a)| (c.as_str(), a)).collect();
-            rows.extend(deploy_core::plan::history::from_argocd(
-                &env.name,
-                &apps,
-                &env.image_override,
-                None,
-            ));
-            source = "argocd";
+            rows.extend(from_argocd(config, backends, env).await);
+            "argocd"
         } else {
             rows.extend(from_store);
-        }
+            "store"
+        };
         sources.push(serde_json::json!({
             "environment": env.name,
             "from": source,
-            "store": match backends.state.get(&env.name) {
-                Some(store) => store.location().to_string(),
-                None if backends.sandbox.is_some() => "sandbox".to_owned(),
-                None => backends
-                    .audit_path
-                    .as_ref()
-                    .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
-            },
+            "store": store_name(backends, env),
         }));
     }
     rows.sort_by(|a, b| {
@@ -84,42 +60,59 @@ pub async fn run(
     for r in &rows {
         out.record("run", r);
     }
+    print(out, &rows);
+    out.result(
+        &serde_json::json!({ "runs": rows.len(), "sources": sources, "warnings": warnings }),
+    );
+    Ok(Exit::Success)
+}
+
+/// The runs of `env` that Argo CD's history of its Applications shows.
+async fn from_argocd(config: &Config, backends: &Backends, env: &Environment) -> Vec<HistoryRow> {
+    let mut apps = Vec::new();
+    for c in &config.clusters {
+        if let Ok(app) = backends
+            .argocd
+            .application(&config.application_name(env, c))
+            .await
+        {
+            apps.push((c.name.clone(), app));
+        }
+    }
+    let apps: Vec<(&str, &deploy_core::port::Application)> =
+        apps.iter().map(|(c, a)| (c.as_str(), a)).collect();
+    deploy_core::plan::history::from_argocd(&env.name, &apps, &env.image_override, None)
+}
+
+/// Where `env`'s trail is kept, in words.
+fn store_name(backends: &Backends, env: &Environment) -> String {
+    match backends.state.get(&env.name) {
+        Some(store) => store.location().to_string(),
+        None if backends.sandbox.is_some() => "sandbox".to_owned(),
+        None => backends
+            .audit_path
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+    }
+}
+
+/// The table of runs, or the line that says there are none.
+fn print(out: Output, rows: &[HistoryRow]) {
+    if rows.is_empty() {
+        out.text("no promotions or rollbacks recorded");
+        return;
+    }
     let mut t = table(&[
         "STARTED", "ENV", "KIND", "BY", "RELEASE", "CLUSTERS", "OUTCOME", "DURATION",
     ]);
-    for r in &rows {
-        let digests: Vec<String> = r
-            .release
-            .digests
-            .iter()
-            .map(|(service, d)| {
-                let d = d.as_str();
-                format!("{service} {}", &d[..d.len().min(19)])
-            })
-            .collect();
-        let release = if digests.is_empty() {
-            r.release.tag.to_string()
-        } else {
-            format!("{}\n{}", r.release.tag, digests.join("\n"))
-        };
+    for r in rows {
         t.add_row(vec![
             r.started_at.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
             r.environment.clone(),
             format!("{:?}", r.kind).to_lowercase(),
             r.actor.to_string(),
-            release,
-            if !r.apps.is_empty() {
-                // Where each cluster was left: a half-finished rollback says which.
-                r.apps
-                    .iter()
-                    .map(|a| format!("{}: {}", a.cluster, result_text(a)))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            } else if r.clusters.is_empty() {
-                "-".into()
-            } else {
-                r.clusters.join(", ")
-            },
+            release_cell(r),
+            clusters_cell(r),
             r.outcome_text(),
             r.duration.map_or_else(
                 || "-".into(),
@@ -127,21 +120,39 @@ pub async fn run(
             ),
         ]);
     }
-    if rows.is_empty() {
-        out.text("no promotions or rollbacks recorded");
-    } else {
-        out.text(t);
-    }
-    out.result(
-        &serde_json::json!({ "runs": rows.len(), "sources": sources, "warnings": warnings }),
-    );
-    Ok(Exit::Success)
+    out.text(t);
 }
 
-/// Says which records of a trail could not be read (each was skipped, the command goes on).
-pub fn warn_skipped(warnings: &[String]) {
-    for w in warnings {
-        tracing::warn!("{w}");
+/// The release's tag, then one line per service digest.
+fn release_cell(r: &HistoryRow) -> String {
+    let digests: Vec<String> = r
+        .release
+        .digests
+        .iter()
+        .map(|(service, d)| {
+            let d = d.as_str();
+            format!("{service} {}", &d[..d.len().min(19)])
+        })
+        .collect();
+    if digests.is_empty() {
+        r.release.tag.to_string()
+    } else {
+        format!("{}\n{}", r.release.tag, digests.join("\n"))
+    }
+}
+
+/// Where each cluster was left (a half-finished rollback says which), else the clusters.
+fn clusters_cell(r: &HistoryRow) -> String {
+    if !r.apps.is_empty() {
+        r.apps
+            .iter()
+            .map(|a| format!("{}: {}", a.cluster, result_text(a)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else if r.clusters.is_empty() {
+        "-".into()
+    } else {
+        r.clusters.join(", ")
     }
 }
 

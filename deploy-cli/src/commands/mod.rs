@@ -1,15 +1,18 @@
 //! One module per command.
 
-pub mod audit;
-pub mod build;
-pub mod checks;
-pub mod demo;
-pub mod history;
-pub mod promote;
-pub mod release;
-pub mod render;
-pub mod sandbox;
-pub mod status;
-pub mod unlock;
-pub mod watch;
-pub mod windows;
+pub(crate) mod audit;
+pub(crate) mod build;
+pub(crate) mod checks;
+pub(crate) mod demo;
+pub(crate) mod history;
+// `promote.rs` is rewritten for the run's outcome in this round; its items become
+// `pub(crate)` when that lands.
+#[allow(unreachable_pub)]
+pub(crate) mod promote;
+pub(crate) mod release;
+pub(crate) mod render;
+pub(crate) mod sandbox;
+pub(crate) mod status;
+pub(crate) mod unlock;
+pub(crate) mod watch;
+pub(crate) mod windows;

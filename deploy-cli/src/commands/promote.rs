@@ -9,24 +9,23 @@ use tokio::sync::{mpsc, watch};
 
 use deploy_core::config::{Config, Environment};
 use deploy_core::lock;
-use deploy_core::lock::Holder;
 use deploy_core::plan::promotion::{Action, Intent, PromotionPlan, plan};
 use deploy_core::plan::rollback;
 use deploy_core::port::Lease;
 use deploy_core::rollout::event::Event;
-use deploy_core::trail::{self, Actor, RunKind};
+use deploy_core::trail::{self, RunKind};
 use deploy_engine::engine::{Engine, EngineError, Ports, RunOptions, StopRequest};
 use deploy_engine::observe::promotion::observe;
 
-use super::release::parse_tag;
-
 mod result;
 use crate::backends::Backends;
-use crate::cli::{PlanArgs, PromoteArgs, RollbackArgs, RunArgs};
+use crate::cli::{PlanArgs, PromoteArgs, RollbackArgs, RunArgs, parse_tag};
 use crate::exit::{Exit, UsageError};
 use crate::notify::Notifications;
 use crate::output::{Output, table};
 pub use result::{NotRun, RunResult, print_summary};
+
+use crate::process::{actor, holder, process_exists};
 
 /// How long running syncs may finish after Ctrl-C.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -304,7 +303,7 @@ async fn recorded_digests(
     )
     .await
     .context("reading the audit trail")?;
-    crate::commands::history::warn_skipped(&read.warnings);
+    crate::output::warn_skipped(&read.warnings);
     Ok(rollback::recorded(&read.items, &env.name, tag))
 }
 
@@ -581,52 +580,4 @@ fn confirm(out: Output, p: &PromotionPlan) -> Result<bool> {
         .read_line(&mut answer)
         .context("reading the confirmation")?;
     Ok(answer.trim().eq_ignore_ascii_case("yes") || answer.trim().eq_ignore_ascii_case("y"))
-}
-
-/// This host's name.
-fn host() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
-/// The lock holder identity of this process. The boot id and PID namespace make "that
-/// process is gone" decidable from this process only when both run in the same kernel boot
-/// and PID namespace ([`Holder::may_take_over`]).
-pub fn holder(actor: &Actor) -> Holder {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let pidns = std::fs::read_link("/proc/self/ns/pid")
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let pidns: String = pidns.chars().filter(char::is_ascii_digit).collect();
-    Holder {
-        user: actor.os_user.clone(),
-        host: host(),
-        pid: std::process::id(),
-        boot: boot.trim().get(..8).unwrap_or("unknown").to_owned(),
-        pidns: if pidns.is_empty() {
-            "unknown".into()
-        } else {
-            pidns
-        },
-    }
-}
-
-/// Whether a process of this machine (and PID namespace) exists.
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Who runs this: the OS user.
-pub fn actor() -> Actor {
-    let os_user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    Actor {
-        os_user,
-        argocd_user: None,
-    }
 }

@@ -12,21 +12,12 @@ use deploy_engine::observe::release::wait_until_complete;
 use deploy_engine::observe::release::{check_release, newest_complete};
 
 use crate::backends::Backends;
+use crate::cli::parse_tag;
 use crate::exit::{Exit, UsageError};
 use crate::output::{Output, table};
 
-/// Parses a tag given on the command line.
-pub fn parse_tag(s: &str) -> Result<Tag> {
-    Tag::new(s).map_err(|e| {
-        UsageError(format!(
-            "{e}; a tag matches [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}"
-        ))
-        .into()
-    })
-}
-
 /// Prints a check: digests per service and region, then what is missing.
-pub fn print_check(out: Output, config: &Config, check: &ReleaseCheck) {
+pub(crate) fn print_check(out: Output, config: &Config, check: &ReleaseCheck) {
     let env = &config.environments[&check.environment];
     let mut header = vec!["SERVICE"];
     header.extend(env.registry.regions.iter().map(String::as_str));
@@ -82,7 +73,7 @@ pub fn print_check(out: Output, config: &Config, check: &ReleaseCheck) {
 /// `deploy release check`: exit 0 when complete, 3 when not. With `--wait`, checks again
 /// (2 s, then doubling up to 30 s) until the release is complete or the wait is over, saying
 /// each round what is still missing; exit 130 on Ctrl-C or SIGTERM.
-pub async fn check(
+pub(crate) async fn check(
     config: &Config,
     backends: &Backends,
     out: Output,
@@ -135,29 +126,7 @@ pub async fn check(
             format!("checking release {tag} in {} (waited {})", env.name, seconds(started.elapsed()))
         })?,
         () = crate::signals::wait_for_signal() => {
-            let waited = started.elapsed();
-            let last = last.take();
-            match &last {
-                Some(check) => {
-                    print_check(out, config, check);
-                    out.note(format!(
-                        "interrupted after {}: release {tag} was not complete yet",
-                        seconds(waited)
-                    ));
-                }
-                None => out.note(format!(
-                    "interrupted after {}, before a check of release {tag} finished",
-                    seconds(waited)
-                )),
-            }
-            out.result(&serde_json::json!({
-                "complete": false,
-                "check": last,
-                "release": null,
-                "waited_seconds": whole_seconds(waited),
-                "interrupted": true,
-            }));
-            return Ok(Exit::Interrupted);
+            return Ok(interrupted(out, config, &tag, last.take(), started.elapsed()));
         }
     };
     let exit = report(out, config, &waited.check, waited.waited);
@@ -171,6 +140,37 @@ pub async fn check(
         out.note(format!("complete after {}", seconds(waited.waited)));
     }
     Ok(exit)
+}
+
+/// What a wait interrupted after `waited` says: the `last` incomplete check, if any; exit 130.
+fn interrupted(
+    out: Output,
+    config: &Config,
+    tag: &Tag,
+    last: Option<ReleaseCheck>,
+    waited: Duration,
+) -> Exit {
+    match &last {
+        Some(check) => {
+            print_check(out, config, check);
+            out.note(format!(
+                "interrupted after {}: release {tag} was not complete yet",
+                seconds(waited)
+            ));
+        }
+        None => out.note(format!(
+            "interrupted after {}, before a check of release {tag} finished",
+            seconds(waited)
+        )),
+    }
+    out.result(&serde_json::json!({
+        "complete": false,
+        "check": last,
+        "release": null,
+        "waited_seconds": whole_seconds(waited),
+        "interrupted": true,
+    }));
+    Exit::Interrupted
 }
 
 /// Prints a finished check and its `result` line; exit 0 when complete, 3 when not.
@@ -230,7 +230,12 @@ fn seconds(d: Duration) -> humantime::FormattedDuration {
 }
 
 /// `deploy release latest`: exit 0 with the release, 3 when none is complete.
-pub async fn latest(config: &Config, backends: &Backends, out: Output, env: &str) -> Result<Exit> {
+pub(crate) async fn latest(
+    config: &Config,
+    backends: &Backends,
+    out: Output,
+    env: &str,
+) -> Result<Exit> {
     let env = config.environment(env).map_err(UsageError)?;
     let (found, skipped) = newest_complete(&*backends.registry, config, env).await?;
     for s in &skipped {

@@ -13,7 +13,7 @@ use crate::exit::{Exit, UsageError};
 use crate::output::Output;
 
 /// Prints the rendered text (stdout), and with `--output json` the document as the result.
-pub fn run(config: &Config, out: Output, command: &RenderCommand) -> Result<Exit> {
+pub(crate) fn run(config: &Config, out: Output, command: &RenderCommand) -> Result<Exit> {
     match command {
         RenderCommand::Applicationset { env, format } => {
             let env = config.environment(env).map_err(UsageError)?;

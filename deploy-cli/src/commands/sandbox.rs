@@ -5,19 +5,19 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use deploy_core::config::Config;
+use deploy_core::config::{Config, Environment};
 use deploy_core::plan::build::{Push, push_order};
 use deploy_core::sim::Script;
 use deploy_engine::memory::build_digest;
 
-use super::release::parse_tag;
 use crate::backends::{Backends, SANDBOX_DIR, Sandbox};
+use crate::cli::parse_tag;
 use crate::cli::{Breakage, SandboxCommand};
 use crate::exit::{Exit, UsageError};
 use crate::output::Output;
 
 /// Runs a sandbox command.
-pub fn run(
+pub(crate) fn run(
     config: &Config,
     backends: Option<&Backends>,
     out: Output,
@@ -34,33 +34,9 @@ pub fn run(
             UsageError("`deploy sandbox` acts on the sandbox only: add --sandbox".into()).into(),
         );
     };
-    let world = &sandbox.world;
     match cmd {
         SandboxCommand::Reset => unreachable!("handled above"),
-        SandboxCommand::Push { env, tag, skip } => {
-            let env = config.environment(env).map_err(UsageError)?;
-            let tag = parse_tag(tag)?;
-            if let Some(s) = skip
-                .iter()
-                .find(|s| !config.services.iter().any(|c| &c.name == *s))
-            {
-                return Err(UsageError(format!("--skip {s}: no such service")).into());
-            }
-            let plan = push_order(config, env, &tag);
-            let mut pushed = Vec::new();
-            for Push { service, image, .. } in &plan.pushes {
-                if skip.contains(service) {
-                    out.text(format!("skipped {image} (as a failed CI job would)"));
-                    continue;
-                }
-                let digest = build_digest(service, &tag);
-                world.registry.push(&image.location, &tag, &digest);
-                out.text(format!("pushed {image} {digest}"));
-                pushed.push(image.to_string());
-            }
-            sandbox.save()?;
-            out.result(&serde_json::json!({ "pushed": pushed }));
-        }
+        SandboxCommand::Push { env, tag, skip } => push(config, sandbox, out, env, tag, skip),
         SandboxCommand::Break { env, cluster, how } => {
             let env = config.environment(env).map_err(UsageError)?;
             let c = config
@@ -72,12 +48,13 @@ pub fn run(
                 Breakage::Failed => Script::Failed,
                 Breakage::Hang => Script::Hang,
             };
-            world.argocd.push_script(&name, script);
+            sandbox.world.argocd.push_script(&name, script);
             sandbox.save()?;
             out.text(format!("the next operation of {name} will end {how:?}"));
             out.result(
                 &serde_json::json!({ "application": name, "next_operation": format!("{how:?}") }),
             );
+            Ok(Exit::Success)
         }
         SandboxCommand::Metric {
             env,
@@ -87,26 +64,10 @@ pub fn run(
             value,
         } => {
             let env = config.environment(env).map_err(UsageError)?;
-            let check = match (check, env.checks.as_slice()) {
-                (Some(c), _) => c.clone(),
-                (None, [only]) => only.name.clone(),
-                (None, checks) => {
-                    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
-                    return Err(UsageError(format!(
-                        "environment {} has {} checks ({}): say which with --check",
-                        env.name,
-                        checks.len(),
-                        if names.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            names.join(", ")
-                        }
-                    ))
-                    .into());
-                }
-            };
+            let check = which_check(env, check.as_deref())?;
             let release = parse_tag(release)?;
-            let key = world
+            let key = sandbox
+                .world
                 .simulate_release(config, env, &check, cluster, &release, value.clone())
                 .map_err(UsageError)?;
             sandbox.save()?;
@@ -123,7 +84,63 @@ pub fn run(
                 "values": value,
                 "query": key,
             }));
+            Ok(Exit::Success)
         }
     }
+}
+
+/// `deploy sandbox push`: CI pushes `tag` to `env`'s registries, but the services of `skip`.
+fn push(
+    config: &Config,
+    sandbox: &Sandbox,
+    out: Output,
+    env: &str,
+    tag: &str,
+    skip: &[String],
+) -> Result<Exit> {
+    let env = config.environment(env).map_err(UsageError)?;
+    let tag = parse_tag(tag)?;
+    if let Some(s) = skip
+        .iter()
+        .find(|s| !config.services.iter().any(|c| &c.name == *s))
+    {
+        return Err(UsageError(format!("--skip {s}: no such service")).into());
+    }
+    let plan = push_order(config, env, &tag);
+    let mut pushed = Vec::new();
+    for Push { service, image, .. } in &plan.pushes {
+        if skip.contains(service) {
+            out.text(format!("skipped {image} (as a failed CI job would)"));
+            continue;
+        }
+        let digest = build_digest(service, &tag);
+        sandbox.world.registry.push(&image.location, &tag, &digest);
+        out.text(format!("pushed {image} {digest}"));
+        pushed.push(image.to_string());
+    }
+    sandbox.save()?;
+    out.result(&serde_json::json!({ "pushed": pushed }));
     Ok(Exit::Success)
+}
+
+/// The check `deploy sandbox metric` scripts: `--check`, or the environment's only one.
+fn which_check(env: &Environment, check: Option<&str>) -> Result<String> {
+    match (check, env.checks.as_slice()) {
+        (Some(c), _) => Ok(c.to_owned()),
+        (None, [only]) => Ok(only.name.clone()),
+        (None, checks) => {
+            let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+            Err(UsageError(format!(
+                "environment {} has {} checks ({}): say which with --check",
+                env.name,
+                checks.len(),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ))
+            .into())
+        }
+    }
 }

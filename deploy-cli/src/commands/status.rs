@@ -4,7 +4,7 @@ use anyhow::Result;
 use futures::future::join_all;
 use serde::Serialize;
 
-use deploy_core::config::{Config, Environment};
+use deploy_core::config::{Cluster, Config, Environment};
 use deploy_core::model::annotation;
 use deploy_core::plan::live::{live_tag, promoted, service_images};
 use deploy_core::plan::promotion::desired;
@@ -18,7 +18,7 @@ use crate::output::{Output, table};
 
 /// One environment × cluster.
 #[derive(Debug, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     environment: String,
     cluster: String,
     application: String,
@@ -34,7 +34,7 @@ pub struct Row {
 
 /// One environment's registry summary.
 #[derive(Debug, Serialize)]
-pub struct EnvSummary {
+pub(crate) struct EnvSummary {
     environment: String,
     sync: String,
     newest_complete_release: Option<String>,
@@ -45,7 +45,7 @@ pub struct EnvSummary {
 
 /// Who holds an environment's promotion lock, with the id `deploy unlock --id` takes.
 #[derive(Debug, Serialize)]
-pub struct HeldLock {
+pub(crate) struct HeldLock {
     holder: String,
     id: String,
     expires_at: jiff::Timestamp,
@@ -113,7 +113,7 @@ async fn promoters(
     .await;
     match read {
         Ok(read) => {
-            crate::commands::history::warn_skipped(&read.warnings);
+            crate::output::warn_skipped(&read.warnings);
             read.items
         }
         Err(e) => {
@@ -124,7 +124,7 @@ async fn promoters(
 }
 
 /// Reads every Application of the chosen environments and prints the table.
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,
@@ -136,83 +136,116 @@ pub async fn run(
     let mut rows = Vec::new();
     let mut summaries = Vec::new();
     for env in envs {
-        let names: Vec<String> = config
-            .clusters
-            .iter()
-            .map(|c| config.application_name(env, c))
-            .collect();
-        let apps = join_all(names.iter().map(|n| backends.argocd.application(n))).await;
-        let records = promoters(backends, env, config, &apps).await;
-        for ((cluster, name), app) in config.clusters.iter().zip(names).zip(apps) {
-            let promotion = promoted(app.as_ref().ok(), &records, &env.name, &cluster.name);
-            let row = match app {
-                Ok(app) => {
-                    let images = service_images(config, env, cluster);
-                    let image_names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
-                    let op = app.operation_state.as_ref().map(|s| {
-                        let by = s.initiated_by.as_deref().unwrap_or("?");
-                        if app.operation_pending {
-                            format!("{} ({by})", s.phase)
-                        } else {
-                            s.phase.to_string()
-                        }
-                    });
-                    Row {
-                        environment: env.name.clone(),
-                        cluster: cluster.name.clone(),
-                        application: name,
-                        desired: Some(desired(&app, env, &image_names).to_string()),
-                        live: Some(live_tag(&app, &images).to_string()),
-                        sync: Some(app.sync_status.to_string()),
-                        health: Some(app.health.to_string()),
-                        operation: op,
-                        promoted_by: app.annotations.get(annotation::BY).cloned(),
-                        promoted_at: app.annotations.get(annotation::AT).cloned(),
-                        promoted_release: app.annotations.get(annotation::RELEASE).cloned(),
-                    }
-                }
-                Err(e) if e.is_not_found() => Row {
-                    environment: env.name.clone(),
-                    cluster: cluster.name.clone(),
-                    application: name,
-                    desired: None,
-                    live: None,
-                    sync: None,
-                    health: Some("not found".into()),
-                    operation: None,
-                    promoted_by: None,
-                    promoted_at: None,
-                    promoted_release: None,
-                },
-                Err(e) => {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("reading application {name}"))
-                    );
-                }
-            };
-            let mut row = row;
-            if let Some(p) = promotion {
-                row.promoted_by = Some(p.by);
-                row.promoted_at = Some(p.at).filter(|a| !a.is_empty());
-                row.promoted_release = Some(p.release).filter(|r| !r.is_empty());
-            }
+        for row in env_rows(config, backends, env).await? {
             out.record("application", &row);
             rows.push(row);
         }
-        let (newest, registry_error) = match newest_complete(&*backends.registry, config, env).await
-        {
-            Ok((c, _)) => (c.map(|c| c.tag.to_string()), None),
-            Err(e) => (None, Some(e.to_string())),
+        summaries.push(summary(config, backends, env).await);
+    }
+    print(out, &rows, &summaries);
+    out.result(&serde_json::json!({ "applications": rows, "environments": summaries }));
+    Ok(Exit::Success)
+}
+
+/// The rows of `env`'s Applications, one per cluster.
+async fn env_rows(config: &Config, backends: &Backends, env: &Environment) -> Result<Vec<Row>> {
+    let names: Vec<String> = config
+        .clusters
+        .iter()
+        .map(|c| config.application_name(env, c))
+        .collect();
+    let apps = join_all(names.iter().map(|n| backends.argocd.application(n))).await;
+    let records = promoters(backends, env, config, &apps).await;
+    let mut rows = Vec::new();
+    for ((cluster, name), app) in config.clusters.iter().zip(names).zip(apps) {
+        let promotion = promoted(app.as_ref().ok(), &records, &env.name, &cluster.name);
+        let mut row = match app {
+            Ok(app) => Row::of(config, env, cluster, name, &app),
+            Err(e) if e.is_not_found() => Row {
+                health: Some("not found".into()),
+                ..Row::empty(env, cluster, name)
+            },
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading application {name}")));
+            }
         };
-        summaries.push(EnvSummary {
+        if let Some(p) = promotion {
+            row.promoted_by = Some(p.by);
+            row.promoted_at = Some(p.at).filter(|a| !a.is_empty());
+            row.promoted_release = Some(p.release).filter(|r| !r.is_empty());
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+impl Row {
+    /// The row of `cluster`'s Application `name`, with nothing known.
+    fn empty(env: &Environment, cluster: &Cluster, name: String) -> Self {
+        Self {
             environment: env.name.clone(),
-            sync: env.sync.to_string(),
-            newest_complete_release: newest,
-            registry_error,
-            lock: held_lock(config, backends, env).await,
-        });
+            cluster: cluster.name.clone(),
+            application: name,
+            desired: None,
+            live: None,
+            sync: None,
+            health: None,
+            operation: None,
+            promoted_by: None,
+            promoted_at: None,
+            promoted_release: None,
+        }
     }
 
+    /// The row of `cluster`'s Application `name`, read as `app`.
+    fn of(
+        config: &Config,
+        env: &Environment,
+        cluster: &Cluster,
+        name: String,
+        app: &Application,
+    ) -> Self {
+        let images = service_images(config, env, cluster);
+        let image_names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+        let operation = app.operation_state.as_ref().map(|s| {
+            let by = s.initiated_by.as_deref().unwrap_or("?");
+            if app.operation_pending {
+                format!("{} ({by})", s.phase)
+            } else {
+                s.phase.to_string()
+            }
+        });
+        Self {
+            desired: Some(desired(app, env, &image_names).to_string()),
+            live: Some(live_tag(app, &images).to_string()),
+            sync: Some(app.sync_status.to_string()),
+            health: Some(app.health.to_string()),
+            operation,
+            promoted_by: app.annotations.get(annotation::BY).cloned(),
+            promoted_at: app.annotations.get(annotation::AT).cloned(),
+            promoted_release: app.annotations.get(annotation::RELEASE).cloned(),
+            ..Self::empty(env, cluster, name)
+        }
+    }
+}
+
+/// `env`'s newest complete release in its registry, and its promotion lock.
+async fn summary(config: &Config, backends: &Backends, env: &Environment) -> EnvSummary {
+    let (newest, registry_error) = match newest_complete(&*backends.registry, config, env).await {
+        Ok((c, _)) => (c.map(|c| c.tag.to_string()), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    EnvSummary {
+        environment: env.name.clone(),
+        sync: env.sync.to_string(),
+        newest_complete_release: newest,
+        registry_error,
+        lock: held_lock(config, backends, env).await,
+    }
+}
+
+/// The table of Applications, then a line (or two) per environment.
+fn print(out: Output, rows: &[Row], summaries: &[EnvSummary]) {
     let mut t = table(&[
         "ENV",
         "CLUSTER",
@@ -225,7 +258,7 @@ pub async fn run(
         "PROMOTED",
     ]);
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    for r in &rows {
+    for r in rows {
         let promoted = match (&r.promoted_by, &r.promoted_at) {
             (Some(by), Some(at)) => format!("{by}, {}", at.split('.').next().unwrap_or(at)),
             _ => "-".into(),
@@ -243,7 +276,7 @@ pub async fn run(
         ]);
     }
     out.text(t);
-    for s in &summaries {
+    for s in summaries {
         let newest = match (&s.newest_complete_release, &s.registry_error) {
             (_, Some(e)) => format!("registry unreachable: {e}"),
             (Some(t), None) => t.clone(),
@@ -260,6 +293,4 @@ pub async fn run(
             ));
         }
     }
-    out.result(&serde_json::json!({ "applications": rows, "environments": summaries }));
-    Ok(Exit::Success)
 }

@@ -3,12 +3,12 @@
 //! one only with `--force`; who unlocked is appended to the audit trail.
 
 use anyhow::{Context, Result};
-use deploy_core::config::Config;
+use deploy_core::config::{Config, Environment};
 use deploy_core::lock;
 use deploy_core::lock::{Refusal, UnlockError, age};
 use deploy_core::model::{Release, Tag};
-use deploy_core::port::LockState;
-use deploy_core::trail::{AuditRecord, Outcome, RunKind};
+use deploy_core::port::{Lock, LockState};
+use deploy_core::trail::{Actor, AuditRecord, Outcome, RunKind};
 use deploy_engine::unlock::unlock;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -74,7 +74,7 @@ fn print(out: &Output, env: &str, state: &LockState, now: Timestamp) {
 }
 
 /// Shows the lock of `--env`; with `--id`, removes it.
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,
@@ -86,30 +86,7 @@ pub async fn run(
     let now = backends.clock.now();
     let Some(id) = args.id.as_deref() else {
         // Only show it, with the command that removes it.
-        let state = port
-            .inspect(&key)
-            .await
-            .with_context(|| format!("reading the promotion lock of {}", env.name))?;
-        match &state {
-            None => out.text(format!("no promotion lock on {}", env.name)),
-            Some(s) => {
-                print(&out, &env.name, s, now);
-                out.note(format!(
-                    "if that run is gone: {}{}",
-                    deploy_core::lock::command(&env.name, &s.lease.holder),
-                    if s.lease.expires_at > now {
-                        " --force"
-                    } else {
-                        ""
-                    }
-                ));
-            }
-        }
-        out.result(&serde_json::json!({
-            "outcome": if state.is_some() { "held" } else { "not_held" },
-            "lock": state.as_ref().map(|s| shown(s, now)),
-        }));
-        return Ok(Exit::Success);
+        return show(&*port, out, env, &key, now).await;
     };
     backends.audit_ready(env)?;
     let removed = match unlock(&*port, &key, id, args.force, now).await {
@@ -139,8 +116,65 @@ pub async fn run(
         }
     };
     print(&out, &env.name, &removed, now);
-    let mut actor = crate::commands::promote::actor();
+    let mut actor = crate::process::actor();
     actor.argocd_user = backends.argocd_user().await;
+    let record = unlock_record(env, &key, &removed, actor, now);
+    let message = record.message.clone();
+    backends.audit_for(env).append(&record).await.context(
+        "the lock was removed, but the audit record of who removed it could not be written",
+    )?;
+    backends.save()?;
+    out.text(format!("unlocked: {message}"));
+    out.result(&serde_json::json!({
+        "outcome": "unlocked",
+        "lock": shown(&removed, now),
+        "by": record.actor,
+    }));
+    Ok(Exit::Success)
+}
+
+/// Shows the lock `key` of `env`, with the command that removes it.
+async fn show(
+    port: &dyn Lock,
+    out: Output,
+    env: &Environment,
+    key: &str,
+    now: Timestamp,
+) -> Result<Exit> {
+    let state = port
+        .inspect(key)
+        .await
+        .with_context(|| format!("reading the promotion lock of {}", env.name))?;
+    match &state {
+        None => out.text(format!("no promotion lock on {}", env.name)),
+        Some(s) => {
+            print(&out, &env.name, s, now);
+            out.note(format!(
+                "if that run is gone: {}{}",
+                deploy_core::lock::command(&env.name, &s.lease.holder),
+                if s.lease.expires_at > now {
+                    " --force"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    out.result(&serde_json::json!({
+        "outcome": if state.is_some() { "held" } else { "not_held" },
+        "lock": state.as_ref().map(|s| shown(s, now)),
+    }));
+    Ok(Exit::Success)
+}
+
+/// The audit record of `actor` removing the lock `key` of `env`, `removed`.
+fn unlock_record(
+    env: &Environment,
+    key: &str,
+    removed: &LockState,
+    actor: Actor,
+    now: Timestamp,
+) -> AuditRecord {
     let message = format!(
         "{actor} removed the promotion lock {key} of {} (id {}, {})",
         removed.lease.holder,
@@ -151,7 +185,7 @@ pub async fn run(
             format!("live until {}, --force", removed.lease.expires_at)
         }
     );
-    let record = AuditRecord {
+    AuditRecord {
         run_id: format!(
             "unlock-{}-{}",
             now.strftime("%Y%m%dT%H%M%SZ"),
@@ -170,19 +204,8 @@ pub async fn run(
         started_at: now,
         finished_at: now,
         outcome: Outcome::Unlocked,
-        message: message.clone(),
+        message,
         checks: Vec::new(),
         apps: Vec::new(),
-    };
-    backends.audit_for(env).append(&record).await.context(
-        "the lock was removed, but the audit record of who removed it could not be written",
-    )?;
-    backends.save()?;
-    out.text(format!("unlocked: {message}"));
-    out.result(&serde_json::json!({
-        "outcome": "unlocked",
-        "lock": shown(&removed, now),
-        "by": record.actor,
-    }));
-    Ok(Exit::Success)
+    }
 }

@@ -19,42 +19,19 @@ use crate::output::Output;
 
 /// The shortest interval between polls; the request rate is bounded by `--registry-rps`
 /// whatever the interval.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The longest interval between polls.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// Runs the loop until Ctrl-C, SIGTERM or SIGHUP (or once).
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     backends: &Backends,
     out: Output,
     args: &WatchArgs,
 ) -> Result<Exit> {
     let env = config.environment(&args.env).map_err(UsageError)?;
-    if args.interval < MIN_INTERVAL {
-        return Err(UsageError(format!(
-            "--interval must be at least {}",
-            humantime::format_duration(MIN_INTERVAL)
-        ))
-        .into());
-    }
-    if !env.sync.is_automated() {
-        out.note(format!("{} is manual: watch only reports new complete releases and never changes it (use deploy promote)", env.name));
-    }
-    if args.interval > MAX_INTERVAL {
-        return Err(UsageError(format!(
-            "--interval must be at most {}",
-            humantime::format_duration(MAX_INTERVAL)
-        ))
-        .into());
-    }
-    if args.leader_elect && !env.sync.is_automated() {
-        return Err(UsageError(format!(
-            "--leader-elect is for automated environments: on {}, which is manual, watch only reports, so run a single replica (the lease would be written to its Applications)",
-            env.name
-        ))
-        .into());
-    }
+    check_args(env, out, args)?;
     let metrics = Arc::new(Metrics::new(&env.name, args.leader_elect));
     if let Some(addr) = args.metrics_addr {
         let bound = crate::metrics::serve(addr, metrics.clone()).await?;
@@ -76,7 +53,7 @@ pub async fn run(
             .leader_id
             .clone()
             .filter(|id| !id.trim().is_empty())
-            .unwrap_or_else(|| super::promote::holder(&super::promote::actor()).to_string());
+            .unwrap_or_else(|| crate::process::holder(&crate::process::actor()).to_string());
         Leader::new(lock, &*backends.clock, lease_key(config, env), holder)
     });
     let (stop_tx, stop) = watch::channel(false);
@@ -111,7 +88,40 @@ pub async fn run(
     signals.abort();
     result.map_err(|e| anyhow::Error::new(e).context(format!("watching {}", env.name)))?;
     let stopped = *interrupted.borrow();
-    match (args.once, last) {
+    Ok(finish(out, args.once, last, polls, stopped))
+}
+
+/// Refuses an interval out of bounds and leader election on a manual environment (exit 2);
+/// says that watch only reports on a manual one.
+fn check_args(env: &Environment, out: Output, args: &WatchArgs) -> Result<(), UsageError> {
+    if args.interval < MIN_INTERVAL {
+        return Err(UsageError(format!(
+            "--interval must be at least {}",
+            humantime::format_duration(MIN_INTERVAL)
+        )));
+    }
+    if !env.sync.is_automated() {
+        out.note(format!("{} is manual: watch only reports new complete releases and never changes it (use deploy promote)", env.name));
+    }
+    if args.interval > MAX_INTERVAL {
+        return Err(UsageError(format!(
+            "--interval must be at most {}",
+            humantime::format_duration(MAX_INTERVAL)
+        )));
+    }
+    if args.leader_elect && !env.sync.is_automated() {
+        return Err(UsageError(format!(
+            "--leader-elect is for automated environments: on {}, which is manual, watch only reports, so run a single replica (the lease would be written to its Applications)",
+            env.name
+        )));
+    }
+    Ok(())
+}
+
+/// The result line of a watch that ran `polls` polls, the `last` of them, and whether a
+/// signal stopped it.
+fn finish(out: Output, once: bool, last: Option<Poll>, polls: u64, stopped: bool) -> Exit {
+    match (once, last) {
         // A daemon's normal end is a stop (SIGTERM from Kubernetes): exit 0.
         (false, _) => {
             out.note("stopped");
@@ -123,11 +133,11 @@ pub async fn run(
             out.result(
                 &json!({ "stopped": true, "polls": 0, "exit_code": Exit::Interrupted.code() }),
             );
-            return Ok(Exit::Interrupted);
+            return Exit::Interrupted;
         }
         (true, None) => out.result(&json!({ "standby": true })),
     }
-    Ok(Exit::Success)
+    Exit::Success
 }
 
 /// A poll, for people (only what changed since `last`) and as a JSON line.

@@ -6,7 +6,7 @@ use deploy_engine::engine::window::WaveWindows;
 use crate::output::Output;
 
 /// Prints one line per wave, and one per Application that has windows.
-pub fn print_windows(out: Output, waves: &[WaveWindows]) {
+pub(crate) fn print_windows(out: Output, waves: &[WaveWindows]) {
     if waves.iter().all(|w| {
         w.apps
             .iter()

@@ -10,6 +10,7 @@
 //! machine tested alone; this module only sequences them.
 
 mod app;
+mod builder;
 pub mod check;
 pub mod lock;
 mod record;

@@ -451,6 +451,19 @@ pub fn generated_timing(i: usize) -> Timing {
     }
 }
 
+impl<'a> crate::engine::Ports<'a> {
+    /// The ports of the in-memory `world`: its Argo CD, lock, audit trail, clock and metrics.
+    pub fn of_world(world: &'a World) -> Self {
+        Self {
+            argocd: &world.argocd,
+            lock: &world.lock,
+            audit: &world.audit,
+            clock: &*world.clock,
+            metrics: Some(&world.metrics),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use deploy_core::port::{AuditLog, Health};
 use deploy_core::rollout::event::Event;
 use deploy_core::trail::AppState;
 use deploy_core::trail::Outcome;
-use deploy_engine::engine::{Engine, EngineError, Ports};
+use deploy_engine::engine::{Engine, EngineError};
 use deploy_engine::memory::Answer;
 
 use crate::support::{Fixture, T1, T2};
@@ -223,10 +223,7 @@ async fn inconclusive_halts_without_rollback() {
 async fn checks_without_a_metrics_backend_change_nothing() {
     let f = Fixture::with_staging_at_t2().await;
     let plan = f.plan(Intent::Promote { tag: None }).await;
-    let ports = Ports {
-        metrics: None,
-        ..f.ports()
-    };
+    let ports = f.ports().with_metrics(None);
     let err = Engine::new(ports, f.options("run-nom", None))
         .run(&plan, |_| {})
         .await

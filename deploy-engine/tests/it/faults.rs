@@ -494,13 +494,10 @@ impl Harness {
         opts: RunOptions,
         mut react: impl FnMut(&Event) + Send,
     ) -> Result<RunReport, EngineError> {
-        let ports = Ports {
-            argocd: &self.argocd,
-            lock: &self.lock,
-            audit: &self.f.world.audit,
-            clock: &*self.clock,
-            metrics: Some(&self.f.world.metrics),
-        };
+        let ports = Ports::of_world(&self.f.world)
+            .with_argocd(&self.argocd)
+            .with_lock(&self.lock)
+            .with_clock(&*self.clock);
         Engine::new(ports, opts)
             .run(plan, |e| {
                 react(&e);
@@ -1667,10 +1664,7 @@ async fn check_observed(
             let run_id = format!("run-prop-{n}");
             // One CI job re-run: the same holder takes its own lock over.
             let (stop, rx) = watch::channel(StopRequest::None);
-            let opts = RunOptions {
-                holder: "ci prop".into(),
-                ..h.f.options(&run_id, Some(rx))
-            };
+            let opts = h.f.options(&run_id, Some(rx)).with_holder("ci prop");
             let begun = Instant::now();
             let cut = interruption.filter(|_| n == 0);
             let run = h.run_opts(&plan, opts, react());

@@ -87,17 +87,15 @@ impl Fixture {
     }
 
     pub fn options(&self, run: &str, stop: Option<watch::Receiver<StopRequest>>) -> RunOptions {
-        RunOptions {
-            run_id: run.into(),
-            actor: Actor {
+        let opts = RunOptions::new(run, format!("ci {run}"), "myapp-prod")
+            .by(Actor {
                 os_user: "ci".into(),
                 argocd_user: Some("ci-bot".into()),
-            },
-            holder: format!("ci {run}"),
-            lock_key: "myapp-prod".into(),
-            stop,
-            grace: Duration::from_secs(60),
-            ..RunOptions::default()
+            })
+            .with_grace(Duration::from_secs(60));
+        match stop {
+            Some(stop) => opts.with_stop(stop),
+            None => opts,
         }
     }
 
@@ -109,13 +107,7 @@ impl Fixture {
 
     /// The engine's ports on this world, its in-memory metrics included.
     pub fn ports(&self) -> Ports<'_> {
-        Ports {
-            argocd: &self.world.argocd,
-            lock: &self.world.lock,
-            audit: &self.world.audit,
-            clock: &*self.world.clock,
-            metrics: Some(&self.world.metrics),
-        }
+        Ports::of_world(&self.world)
     }
 
     pub async fn run(

@@ -227,19 +227,8 @@ interval = "1s"
     options.config_file = Some(files.config.clone());
     options.credentials_file = Some(files.credentials.clone());
     let sources = Sources::new(options).expect("sources");
-    let ports = deploy_engine::engine::Ports {
-        argocd: &world.argocd,
-        lock: &world.lock,
-        audit: &world.audit,
-        clock: &*world.clock,
-        metrics: Some(&sources),
-    };
-    let opts = RunOptions {
-        run_id: "alarms".into(),
-        holder: "test".into(),
-        lock_key: "test-prod".into(),
-        ..RunOptions::default()
-    };
+    let ports = deploy_engine::engine::Ports::of_world(&world).with_metrics(Some(&sources));
+    let opts = RunOptions::new("alarms", "test", "test-prod");
     let (tx, mut soaking) = tokio::sync::mpsc::unbounded_channel();
     let mut events = Vec::new();
     let engine = Engine::new(ports, opts);

@@ -71,7 +71,7 @@ pub(crate) const CORE: Layers = Layers {
                 "error", "model", "config", "window", "check", "trail", "port", "lock", "plan",
             ],
         ),
-        ("notify", &["model", "trail", "rollout"]),
+        ("notify", &["model", "trail", "plan", "rollout"]),
         ("lib", &["error"]),
     ],
 };
@@ -88,7 +88,8 @@ pub(crate) const ENGINE: Layers = Layers {
         ("engine", &[]),
         ("watch", &["observe"]),
         ("conformance", &[]),
-        ("memory", &["conformance"]),
+        // The in-memory world lends its backends as the engine's `Ports`.
+        ("memory", &["conformance", "engine"]),
         ("lib", &[]),
     ],
 };
@@ -98,7 +99,7 @@ pub(crate) const CLI: Layers = Layers {
     krate: "deploy-cli",
     split: &["commands"],
     allowed: &[
-        ("cli", &[]),
+        ("cli", &["exit"]),
         ("signals", &[]),
         ("exit", &[]),
         ("output", &["cli"]),
