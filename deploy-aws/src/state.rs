@@ -27,7 +27,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_types::service_config::ServiceConfigKey;
 use deploy_core::config::S3Location;
 use deploy_core::port::{AuditLog, Clock, Lease, Lock, LockState};
-use deploy_core::trail::{AuditRecord, Entry, Found, Outcome};
+use deploy_core::trail::{AuditRecord, Entry, Found, Listing, Outcome};
 use deploy_core::{Error, Result};
 use futures::StreamExt as _;
 use jiff::Timestamp;
@@ -754,12 +754,12 @@ impl AuditLog for S3AuditLog {
 
     /// One `ListObjectsV2` per 1,000 keys of the window, starting after `since`'s key and
     /// stopping at `before`'s: the keys alone say when, which run and which record.
-    async fn list(
-        &self,
-        environment: Option<&str>,
-        since: Option<Timestamp>,
-        before: Option<Timestamp>,
-    ) -> Result<Found<Entry>> {
+    async fn list(&self, listing: Listing<'_>) -> Result<Found<Entry>> {
+        let Listing {
+            environment,
+            since,
+            before,
+        } = listing;
         if environment.is_some_and(|e| e != self.environment) {
             return Ok(Found::default());
         }

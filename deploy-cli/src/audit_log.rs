@@ -10,9 +10,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use deploy_core::port::AuditLog;
-use deploy_core::trail::{AuditRecord, Entry, Found, in_window};
+use deploy_core::trail::{AuditRecord, Entry, Found, Listing};
 use deploy_core::{Error, Result};
-use jiff::Timestamp;
 
 /// Where the audit trail lives by default.
 pub(crate) fn default_path() -> Option<PathBuf> {
@@ -96,18 +95,13 @@ impl AuditLog for FileAuditLog {
         .map_err(|e| Error::invalid(format!("the audit writer panicked: {e}")))?
     }
 
-    async fn list(
-        &self,
-        environment: Option<&str>,
-        since: Option<Timestamp>,
-        before: Option<Timestamp>,
-    ) -> Result<Found<Entry>> {
+    async fn list(&self, listing: Listing<'_>) -> Result<Found<Entry>> {
         let (records, warnings) = self.parse().await?;
         let mut items: Vec<Entry> = records
             .into_iter()
-            .filter(|(_, r)| environment.is_none_or(|e| r.environment == e))
+            .filter(|(_, r)| listing.environment.is_none_or(|e| r.environment == e))
             .map(|(line, r)| r.entry(line.to_string()))
-            .filter(|e| in_window(e, since, before))
+            .filter(|e| listing.contains(e))
             .collect();
         // Oldest first, as the contract says; lines are in the order they were appended.
         items.sort_by_key(|e| e.at);
@@ -251,7 +245,14 @@ mod tests {
             .write_all(b"{broken\n")
             .unwrap();
 
-        let listed = log.list(Some("prod"), Some(at(3)), None).await.unwrap();
+        let listed = log
+            .list(Listing {
+                environment: Some("prod"),
+                since: Some(at(3)),
+                before: None,
+            })
+            .await
+            .unwrap();
         let seen: Vec<(&str, bool)> = listed
             .items
             .iter()
@@ -264,7 +265,14 @@ mod tests {
             "{:?}",
             listed.warnings
         );
-        let before = log.list(Some("prod"), None, Some(at(3))).await.unwrap();
+        let before = log
+            .list(Listing {
+                environment: Some("prod"),
+                since: None,
+                before: Some(at(3)),
+            })
+            .await
+            .unwrap();
         assert_eq!(before.items.len(), 1, "[since, before): r1's start only");
 
         let read = log.read(&listed.items[1..]).await.unwrap();

@@ -603,14 +603,10 @@ pub trait AuditLog: Send + Sync + Debug {
     /// Appends one record.
     async fn append(&self, record: &crate::trail::AuditRecord) -> Result<()>;
 
-    /// The records of `environment` (`None`: every environment this store keeps) written at
-    /// or after `since` and before `before` (no bound when `None`), oldest first, without
-    /// reading their bodies.
+    /// The records `listing` asks for, oldest first, without reading their bodies.
     async fn list(
         &self,
-        environment: Option<&str>,
-        since: Option<Timestamp>,
-        before: Option<Timestamp>,
+        listing: crate::trail::Listing<'_>,
     ) -> Result<crate::trail::Found<crate::trail::Entry>>;
 
     /// The records of `entries`, in their order; one that cannot be read (gone, damaged) is
@@ -623,7 +619,7 @@ pub trait AuditLog: Send + Sync + Debug {
     /// Every record, oldest first: a whole-trail read, one body per record, for tests and
     /// exports (commands read what they show, through [`crate::trail::newest`]).
     async fn records(&self) -> Result<Vec<crate::trail::AuditRecord>> {
-        let listed = self.list(None, None, None).await?;
+        let listed = self.list(crate::trail::Listing::default()).await?;
         Ok(self.read(&listed.items).await?.items)
     }
 }

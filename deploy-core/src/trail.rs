@@ -135,9 +135,24 @@ impl AuditRecord {
     }
 }
 
-/// Whether `entry` is in `[since, before)`.
-pub fn in_window(entry: &Entry, since: Option<Timestamp>, before: Option<Timestamp>) -> bool {
-    since.is_none_or(|s| entry.at >= s) && before.is_none_or(|b| entry.at < b)
+/// Which records a listing asks for: those of `environment` (`None`: every environment the
+/// store keeps) written at or after `since` and before `before` (no bound when `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Listing<'a> {
+    /// The environment, or every one.
+    pub environment: Option<&'a str>,
+    /// From this time on.
+    pub since: Option<Timestamp>,
+    /// Before this time.
+    pub before: Option<Timestamp>,
+}
+
+impl Listing<'_> {
+    /// Whether `entry` was written in `[since, before)` (its environment is for the store to
+    /// match, as it keys them).
+    pub fn contains(&self, entry: &Entry) -> bool {
+        self.since.is_none_or(|s| entry.at >= s) && self.before.is_none_or(|b| entry.at < b)
+    }
 }
 
 impl std::fmt::Display for Outcome {

@@ -74,17 +74,10 @@ impl Case {
                 .argocd
                 .set_app_timing(&self.config.application_name(prod, c), generated_timing(i));
         }
-        let obs = deploy_engine::observe::promotion::observe(
-            &self.config,
-            prod,
-            Intent::Promote { tag: None },
-            None,
-            &world.registry,
-            &world.argocd,
-            &world.argocd,
-        )
-        .await
-        .expect("observe");
+        let obs = world
+            .observe(&self.config, prod, Intent::Promote { tag: None })
+            .await
+            .expect("observe");
         let plan = promotion::plan(&self.config, prod, &obs);
         assert!(plan.is_go(), "{:#?}", plan.failed_gate());
         assert_eq!(plan.changes(), self.config.clusters.len());

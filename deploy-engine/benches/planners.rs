@@ -144,15 +144,7 @@ fn plan_and_findings(c: &mut Criterion, config: &Config) {
         let world = world_with_staging_at_t2(config).await;
         let seeded = started.elapsed();
         let t = Instant::now();
-        let obs = deploy_engine::observe::promotion::observe(
-            config,
-            prod,
-            Intent::Promote { tag: None },
-            None,
-            &world.registry,
-            &world.argocd,
-            &world.argocd,
-        )
+        let obs = world.observe(config, prod, Intent::Promote { tag: None })
         .await
         .expect("observe");
         let observed = t.elapsed();

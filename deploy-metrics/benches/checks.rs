@@ -165,17 +165,10 @@ async fn promote(
         .await
         .expect("the staging apps exist");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let obs = deploy_engine::observe::promotion::observe(
-        &config,
-        prod,
-        Intent::Promote { tag: None },
-        None,
-        &world.registry,
-        &world.argocd,
-        &world.argocd,
-    )
-    .await
-    .expect("observe");
+    let obs = world
+        .observe(&config, prod, Intent::Promote { tag: None })
+        .await
+        .expect("observe");
     let plan = promotion::plan(&config, prod, &obs);
     assert!(plan.is_go(), "{:#?}", plan.failed_gate());
     assert_eq!(plan.changes(), CLUSTERS);

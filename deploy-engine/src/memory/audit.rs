@@ -3,11 +3,10 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use jiff::Timestamp;
 
 use deploy_core::error::Result;
 use deploy_core::port::AuditLog;
-use deploy_core::trail::{AuditRecord, Entry, Found, in_window};
+use deploy_core::trail::{AuditRecord, Entry, Found, Listing};
 
 /// Audit records in memory, oldest first.
 #[derive(Debug, Clone, Default)]
@@ -36,19 +35,14 @@ impl AuditLog for InMemoryAuditLog {
         Ok(())
     }
 
-    async fn list(
-        &self,
-        environment: Option<&str>,
-        since: Option<Timestamp>,
-        before: Option<Timestamp>,
-    ) -> Result<Found<Entry>> {
+    async fn list(&self, listing: Listing<'_>) -> Result<Found<Entry>> {
         let mut items: Vec<Entry> = self
             .state()
             .iter()
             .enumerate()
-            .filter(|(_, r)| environment.is_none_or(|e| r.environment == e))
+            .filter(|(_, r)| listing.environment.is_none_or(|e| r.environment == e))
             .map(|(i, r)| r.entry(i.to_string()))
-            .filter(|e| in_window(e, since, before))
+            .filter(|e| listing.contains(e))
             .collect();
         // Oldest first, as a store keyed by time lists them (the index keeps append order).
         items.sort_by_key(|e| e.at);

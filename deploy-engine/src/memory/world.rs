@@ -464,6 +464,28 @@ impl<'a> crate::engine::Ports<'a> {
     }
 }
 
+impl World {
+    /// What a promotion of `env` sees in this world, every cluster:
+    /// [`crate::observe::promotion::observe`] through its registry and Argo CD.
+    pub async fn observe(
+        &self,
+        config: &Config,
+        env: &Environment,
+        intent: deploy_core::plan::promotion::Intent,
+    ) -> deploy_core::Result<deploy_core::plan::promotion::Observation> {
+        crate::observe::promotion::observe(
+            config,
+            env,
+            intent,
+            None,
+            &self.registry,
+            &self.argocd,
+            &self.argocd,
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use deploy_core::error::Result;
 use deploy_core::port::AuditLog;
-use deploy_core::trail::{AuditRecord, BATCH, Entry, Found, WINDOWS, pick};
+use deploy_core::trail::{AuditRecord, BATCH, Entry, Found, Listing, WINDOWS, pick};
 use jiff::Timestamp;
 
 /// The newest `runs` runs of `environment` as a listing shows them, newest first (by start,
@@ -25,7 +25,13 @@ pub async fn newest_entries(
     let mut since = None;
     for window in windows {
         since = window;
-        let got = log.list(Some(environment), since, before).await?;
+        let got = log
+            .list(Listing {
+                environment: Some(environment),
+                since,
+                before,
+            })
+            .await?;
         listed.items.extend(got.items);
         listed.warnings.extend(got.warnings);
         let started = listed.items.iter().filter(|e| e.started).count();

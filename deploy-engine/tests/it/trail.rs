@@ -7,10 +7,9 @@ use deploy_core::plan::promotion::Intent;
 use deploy_core::port::AuditLog;
 use deploy_core::sim::Script;
 use deploy_core::trail::AppState;
-use deploy_core::trail::{AuditRecord, Entry, Found, Outcome};
+use deploy_core::trail::{AuditRecord, Entry, Found, Listing, Outcome};
 use deploy_core::{Error, Result};
 use deploy_engine::engine::Engine;
-use jiff::Timestamp;
 
 use crate::support::{Fixture, T1, T2};
 
@@ -71,13 +70,8 @@ impl AuditLog for RefusesEnds<'_> {
             Err(Error::invalid("appending to the audit log: Is a directory"))
         }
     }
-    async fn list(
-        &self,
-        environment: Option<&str>,
-        since: Option<Timestamp>,
-        before: Option<Timestamp>,
-    ) -> Result<Found<Entry>> {
-        self.0.list(environment, since, before).await
+    async fn list(&self, listing: Listing<'_>) -> Result<Found<Entry>> {
+        self.0.list(listing).await
     }
     async fn read(&self, entries: &[Entry]) -> Result<Found<AuditRecord>> {
         self.0.read(entries).await

@@ -29,14 +29,9 @@ mod reading {
         async fn append(&self, record: &AuditRecord) -> Result<()> {
             self.log.append(record).await
         }
-        async fn list(
-            &self,
-            environment: Option<&str>,
-            since: Option<Timestamp>,
-            before: Option<Timestamp>,
-        ) -> Result<Found<Entry>> {
+        async fn list(&self, listing: Listing<'_>) -> Result<Found<Entry>> {
             self.lists.fetch_add(1, Ordering::Relaxed);
-            self.log.list(environment, since, before).await
+            self.log.list(listing).await
         }
         async fn read(&self, entries: &[Entry]) -> Result<Found<AuditRecord>> {
             self.reads.fetch_add(entries.len(), Ordering::Relaxed);

@@ -150,7 +150,6 @@ async fn an_alarm_in_alarm_during_the_soak_halts_the_wave_and_rolls_back() {
     use deploy_engine::clock::TokioClock;
     use deploy_engine::engine::{Engine, RunOptions};
     use deploy_engine::memory::World;
-    use deploy_engine::observe::promotion::observe;
 
     let moto = match Moto::start("111111111111") {
         Ok(moto) => moto,
@@ -203,17 +202,10 @@ interval = "1s"
     // Staging syncs T2 by itself (200 ms here): plan once it has, within 30 s.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let p = loop {
-        let obs = observe(
-            &config,
-            prod,
-            Intent::Promote { tag: None },
-            None,
-            &world.registry,
-            &world.argocd,
-            &world.argocd,
-        )
-        .await
-        .unwrap();
+        let obs = world
+            .observe(&config, prod, Intent::Promote { tag: None })
+            .await
+            .unwrap();
         let p = plan(&config, prod, &obs);
         if p.is_go() || tokio::time::Instant::now() > deadline {
             break p;

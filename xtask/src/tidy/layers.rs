@@ -88,8 +88,8 @@ pub(crate) const ENGINE: Layers = Layers {
         ("engine", &[]),
         ("watch", &["observe"]),
         ("conformance", &[]),
-        // The in-memory world lends its backends as the engine's `Ports`.
-        ("memory", &["conformance", "engine"]),
+        // The in-memory world lends its backends as the engine's `Ports`, and observes through them.
+        ("memory", &["conformance", "engine", "observe"]),
         ("lib", &[]),
     ],
 };
