@@ -1,6 +1,6 @@
 //! The ports: small async traits the engine and planners are written against.
 //!
-//! Each port has an in-memory backend in [`crate::memory`] and real adapters in
+//! Each port has an in-memory backend in `deploy_engine::memory` and real adapters in
 //! `deploy-aws` (registry) and `deploy-argocd` (Argo CD, lock). The contract of each
 //! method is stated here and checked by `crate::conformance`.
 
@@ -595,7 +595,7 @@ impl LockState {
 ///
 /// Reading is in two steps so that a command pays only for what it shows: [`AuditLog::list`]
 /// says which records exist (from a listing, no body read) and [`AuditLog::read`] reads the
-/// chosen ones. [`crate::trail::newest`] combines them. A record that cannot be read is
+/// chosen ones. `deploy_engine::observe::trail::newest` combines them. A record that cannot be read is
 /// skipped and named in [`crate::trail::Found::warnings`]; only a store that cannot be
 /// reached at all is an error.
 #[async_trait]
@@ -617,7 +617,7 @@ pub trait AuditLog: Send + Sync + Debug {
     ) -> Result<crate::trail::Found<crate::trail::AuditRecord>>;
 
     /// Every record, oldest first: a whole-trail read, one body per record, for tests and
-    /// exports (commands read what they show, through [`crate::trail::newest`]).
+    /// exports (commands read what they show, through `deploy_engine::observe::trail::newest`).
     async fn records(&self) -> Result<Vec<crate::trail::AuditRecord>> {
         let listed = self.list(crate::trail::Listing::default()).await?;
         Ok(self.read(&listed.items).await?.items)

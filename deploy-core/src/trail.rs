@@ -1,6 +1,6 @@
 //! The audit trail: two records per promotion or rollback (who, what, where, when, outcome,
 //! and where each cluster was left), and how a command reads the newest of them without
-//! reading the whole trail ([`newest`]).
+//! reading the whole trail (`deploy_engine::observe::trail::newest`).
 //!
 //! A store lists its records cheaply (an S3 listing carries each record's time, run and kind
 //! in its key) and reads each body at a cost (one GET). So a reader lists back from now in
@@ -177,7 +177,7 @@ impl std::fmt::Display for Outcome {
 /// One record as a store lists it, before its body is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Where the store keeps it (an S3 key, a line number), for [`AuditLog::read`].
+    /// Where the store keeps it (an S3 key, a line number), for `AuditLog::read`.
     pub id: String,
     /// The run it belongs to.
     pub run_id: String,

@@ -1,7 +1,7 @@
 //! The runtime of `deploy`, on tokio: the promotion [`engine`], the release [`watch`]er, the
 //! [`observe`] helpers that take time, the clock of tests and demos ([`clock`]), and
 //! [`memory`], full in-memory backends of every port of `deploy_core::port` (for tests, demos
-//! and your own tools). With the `conformance` feature, [`conformance`] holds the ports'
+//! and your own tools). With the `conformance` feature, `conformance` holds the ports'
 //! contracts as checks that every backend's tests run.
 //!
 //! `deploy-core` decides (pure planners and rules); this crate runs those decisions against

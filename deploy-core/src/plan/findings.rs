@@ -60,7 +60,7 @@ pub struct AuditInput {
     /// The Application that carries the lock annotation; `None` when the lock lives elsewhere.
     #[serde(default)]
     pub lock_carrier: Option<String>,
-    /// Each check measured once now on each cluster ([`observe_checks`]).
+    /// Each check measured once now on each cluster (`deploy_engine::observe::findings::observe_checks`).
     #[serde(default)]
     pub checks: Vec<CheckProbe>,
 }

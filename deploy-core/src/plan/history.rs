@@ -3,7 +3,7 @@
 //! A run leaves two records (one when it takes the lock, one when it ends); this pairs them
 //! by run id. A run with only its first record was killed, or is still running. The end
 //! record repeats what the first one says, so a reader may pass only the end records
-//! ([`crate::trail::newest`] does).
+//! (`deploy_engine::observe::trail::newest` does).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

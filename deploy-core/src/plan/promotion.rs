@@ -1,6 +1,6 @@
 //! The promotion plan: which release, the gates it must pass, and what each wave changes.
 //!
-//! [`observe`] reads the state the gates need through the ports; [`plan`] is a pure
+//! `deploy_engine::observe::promotion::observe` reads the state the gates need through the ports; [`plan`] is a pure
 //! function from that observation to a [`PromotionPlan`].
 
 use std::collections::BTreeMap;

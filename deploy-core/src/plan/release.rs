@@ -125,15 +125,15 @@ pub fn judge(
 /// (service, region) → what the registry answered for one tag.
 pub type Lookups = BTreeMap<(String, String), ImageLookup>;
 
-/// How soon [`wait_until_complete`] checks again after the first check; each next pause is
+/// How soon `deploy_engine::observe::release::wait_until_complete` checks again after the first check; each next pause is
 /// twice the previous one, up to [`WAIT_MAX_INTERVAL`]. Short, because CI usually waits for
 /// the last images of a push that is nearly done or for replication, which takes seconds.
 pub const WAIT_FIRST_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The longest pause between two checks of [`wait_until_complete`].
+/// The longest pause between two checks of `deploy_engine::observe::release::wait_until_complete`.
 pub const WAIT_MAX_INTERVAL: Duration = Duration::from_secs(30);
 
-/// A round of [`wait_until_complete`] after which it goes on waiting.
+/// A round of `deploy_engine::observe::release::wait_until_complete` after which it goes on waiting.
 #[derive(Debug)]
 pub enum Waiting<'a> {
     /// The release is not complete yet: images are missing, or a service's digest differs
@@ -158,7 +158,7 @@ pub enum Waiting<'a> {
     },
 }
 
-/// The end of [`wait_until_complete`].
+/// The end of `deploy_engine::observe::release::wait_until_complete`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waited {
     /// The last check: complete, or what was still missing when the time was up.

@@ -1,5 +1,5 @@
 //! The soak's rules: [`Vigil`] counts only observations that arrived, [`judge`] says what
-//! one observation means, and [`soaked_mark`] is the mark left once a soak passed (the resume
+//! one observation means, and `model::annotation::soaked_mark` is the mark left once a soak passed (the resume
 //! rule reads it). Pure: every method takes the time.
 
 use std::time::{Duration, Instant};

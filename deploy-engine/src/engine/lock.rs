@@ -1,5 +1,5 @@
 //! The promotion lock as the engine holds it: one key per environment, who holds it
-//! ([`Holder`]), when a stale holder may be taken over, and a `LeaseKeeper` that renews
+//! (`deploy_core::lock::Holder`), when a stale holder may be taken over, and a `LeaseKeeper` that renews
 //! through failures while the lease still has time, takes a vanished lock again, renews
 //! during soaks, and refuses a write once the lease has run out by the wall clock.
 

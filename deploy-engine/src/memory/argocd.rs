@@ -78,7 +78,7 @@ impl InMemoryArgoCd {
 
     /// Gives an Application's chart a digest parameter per image (image name → parameter):
     /// set to a digest, the chart renders that image as `name@digest`, as charts with an
-    /// `image.digest` value do; empty or absent, as `name:tag` ([`rendered_images`]).
+    /// `image.digest` value do; empty or absent, as `name:tag` (`deploy_core::sim::rendered_images`).
     pub fn set_digest_parameters(&self, name: &str, parameters: BTreeMap<String, String>) {
         self.lock().set_digest_parameters(name, parameters);
     }
