@@ -59,26 +59,8 @@ pub(super) fn map_error(
     let (code, message) = error_text(status, body);
     let label = &target.label;
     let lower = message.to_ascii_lowercase();
-    if lower.contains("another operation is already in progress") {
-        return Error::Collision {
-            what: label.clone(),
-        };
-    }
-    // argocd-server's Sync: `PermissionDenied, "cannot sync: blocked by sync window"`
-    // (`server/application/application.go`); said typed here, once, for the engine.
-    if lower.contains("blocked by sync window") {
-        return Error::BlockedByWindow {
-            message: format!(
-                "{label}: {message} (a sync window of its project forbids syncing now)"
-            ),
-        };
-    }
-    if lower.contains("sync window") {
-        return Error::Refused {
-            message: format!(
-                "{label}: {message} (a sync window of its project forbids syncing now)"
-            ),
-        };
+    if let Some(e) = operation_refusal(label, &message, &lower) {
+        return e;
     }
     if status == StatusCode::UNAUTHORIZED || code == 16 {
         return Error::Permission {
@@ -130,6 +112,25 @@ pub(super) fn map_error(
         };
     }
     Error::invalid(format!("{label}: Argo CD answered {status}: {message}"))
+}
+
+/// A refusal Argo CD says in words only: another operation in progress, or a sync window.
+fn operation_refusal(label: &str, message: &str, lower: &str) -> Option<Error> {
+    if lower.contains("another operation is already in progress") {
+        return Some(Error::Collision {
+            what: label.to_owned(),
+        });
+    }
+    let window =
+        || format!("{label}: {message} (a sync window of its project forbids syncing now)");
+    // argocd-server's Sync: `PermissionDenied, "cannot sync: blocked by sync window"`
+    // (`server/application/application.go`); said typed here, once, for the engine.
+    if lower.contains("blocked by sync window") {
+        return Some(Error::BlockedByWindow { message: window() });
+    }
+    lower
+        .contains("sync window")
+        .then(|| Error::Refused { message: window() })
 }
 
 /// The gRPC code (-1 when absent) and the message of an error answer: its `message` or

@@ -101,71 +101,80 @@ pub fn print_plan(out: Output, p: &PromotionPlan) {
         out.text(format!("  release {}: {}", r.tag, digests.join(", ")));
     }
     if !p.waves.is_empty() {
-        let mut t = table(&[
-            "WAVE",
-            "CLUSTER",
-            "APPLICATION",
-            "NOW",
-            "ACTION",
-            "ROLLBACK TO",
-        ]);
-        for w in &p.waves {
-            for a in &w.apps {
-                let mut action = match &a.action {
-                    Action::Skip => "skip: already runs it, Healthy, soaked".to_owned(),
-                    Action::Soak { .. } => {
-                        "soak again (at the release, never soaked there: an interrupted run)"
-                            .to_owned()
-                    }
-                    Action::Deploy {
-                        set_override: Some(v),
-                        sync: true,
-                    } => format!("{}, sync, wait", override_text(v, &tag)),
-                    Action::Deploy {
-                        set_override: None,
-                        sync: true,
-                    } => "sync, wait".to_owned(),
-                    Action::Deploy {
-                        set_override: Some(v),
-                        sync: false,
-                    } => format!("{}, wait for auto-sync", override_text(v, &tag)),
-                    Action::Deploy {
-                        set_override: None,
-                        sync: false,
-                    } => "wait for auto-sync".to_owned(),
-                };
-                if let Some(by) = &a.foreign_operation {
-                    action.push_str(&format!(" (after {by}'s operation)"));
-                }
-                // Said before anything changes: where a failure would take this cluster.
-                let back = match (&a.action, a.previous.as_ref().map(|p| p.tags())) {
-                    (Action::Skip, _) => "-".to_owned(),
-                    (_, Some(tags)) if tags.len() == 1 => tags[0].clone(),
-                    _ => "unknown: no earlier release in its history".to_owned(),
-                };
-                t.add_row(vec![
-                    w.number.to_string(),
-                    a.cluster.clone(),
-                    a.application.clone(),
-                    a.live.to_string(),
-                    action,
-                    back,
-                ]);
-            }
-        }
-        out.text(t);
-        let again = match p.soaks_again() {
-            0 => String::new(),
-            n => format!(", {n} soaked again"),
-        };
-        out.text(format!(
-            "  {} change(s){again}; per wave: timeout {}, soak {}",
-            p.changes(),
-            humantime::format_duration(p.timeout),
-            humantime::format_duration(p.soak)
-        ));
+        print_waves(out, p, &tag);
     }
     super::checks::print_checks(out, p);
+}
+
+/// The plan's waves as a table, one row per Application, and the totals.
+fn print_waves(out: Output, p: &PromotionPlan, tag: &str) {
+    let mut t = table(&[
+        "WAVE",
+        "CLUSTER",
+        "APPLICATION",
+        "NOW",
+        "ACTION",
+        "ROLLBACK TO",
+    ]);
+    for w in &p.waves {
+        for a in &w.apps {
+            let mut action = action_text(&a.action, tag);
+            if let Some(by) = &a.foreign_operation {
+                action.push_str(&format!(" (after {by}'s operation)"));
+            }
+            // Said before anything changes: where a failure would take this cluster.
+            let back = match (&a.action, a.previous.as_ref().map(|p| p.tags())) {
+                (Action::Skip, _) => "-".to_owned(),
+                (_, Some(tags)) if tags.len() == 1 => tags[0].clone(),
+                _ => "unknown: no earlier release in its history".to_owned(),
+            };
+            t.add_row(vec![
+                w.number.to_string(),
+                a.cluster.clone(),
+                a.application.clone(),
+                a.live.to_string(),
+                action,
+                back,
+            ]);
+        }
+    }
+    out.text(t);
+    let again = match p.soaks_again() {
+        0 => String::new(),
+        n => format!(", {n} soaked again"),
+    };
+    out.text(format!(
+        "  {} change(s){again}; per wave: timeout {}, soak {}",
+        p.changes(),
+        humantime::format_duration(p.timeout),
+        humantime::format_duration(p.soak)
+    ));
+}
+
+/// What the run will do to one Application, in the plan's words.
+fn action_text(action: &Action, tag: &str) -> String {
+    match action {
+        Action::Skip => "skip: already runs it, Healthy, soaked".to_owned(),
+        Action::Soak { .. } => {
+            "soak again (at the release, never soaked there: an interrupted run)".to_owned()
+        }
+        Action::Deploy {
+            set_override: Some(v),
+            sync: true,
+        } => format!("{}, sync, wait", override_text(v, tag)),
+        Action::Deploy {
+            set_override: None,
+            sync: true,
+        } => "sync, wait".to_owned(),
+        Action::Deploy {
+            set_override: Some(v),
+            sync: false,
+        } => format!("{}, wait for auto-sync", override_text(v, tag)),
+        Action::Deploy {
+            set_override: None,
+            sync: false,
+        } => "wait for auto-sync".to_owned(),
+    }
 }
 
 /// What writing `value` does, shortly: "set image override to r42", or pinned by digest

@@ -9,6 +9,7 @@ use crate::engine::Run;
 use deploy_core::check::MEASURE_TIMEOUT;
 use deploy_core::check::{Limits, Phase, ResolvedCheck, Tally, Verdict, phase};
 use deploy_core::plan::promotion::AppPlan;
+use deploy_core::port::Metrics;
 use deploy_core::rollout::event::Event;
 use deploy_core::rollout::outcome::{Cause, Failure, Halt, Stage};
 use deploy_core::trail::Measurement;
@@ -52,44 +53,10 @@ impl Run<'_> {
         loop {
             tokio::time::sleep_until(next).await;
             next += c.interval;
-            let measured = tokio::time::timeout(
-                MEASURE_TIMEOUT.max(c.interval),
-                metrics.measure(&c.source, &c.query),
-            )
-            .await
-            .map_err(|_| "no answer in time".to_owned())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-            let (values, (ph, error)) = match &measured {
-                Ok(v) => (
-                    v.clone(),
-                    phase(Ok(v), &c.success, c.failure.as_ref(), c.no_data),
-                ),
-                Err(e) => (
-                    Vec::new(),
-                    phase(Err(e), &c.success, c.failure.as_ref(), c.no_data),
-                ),
-            };
+            let (values, ph, error) = measure_once(metrics, c).await;
             tally.record(ph);
             let verdict = tally.verdict(limits, Instant::now() >= soak_end);
-            self.emit(Event::CheckMeasured {
-                check: c.name.clone(),
-                cluster: a.cluster.clone(),
-                values: values.clone(),
-                phase: ph,
-                verdict,
-                error: error.clone(),
-            });
-            self.measured(Measurement {
-                check: c.name.clone(),
-                cluster: a.cluster.clone(),
-                wave,
-                query: c.query.clone(),
-                values: values.clone(),
-                phase: ph,
-                verdict,
-                error: error.clone(),
-                at: self.ports.clock.now(),
-            });
+            self.report_measurement(wave, a, c, &values, ph, verdict, error.clone());
             let why = || match (&error, ph) {
                 (Some(e), Phase::Error) => format!(
                     "{} error(s) in a row, the last: {e}",
@@ -119,6 +86,64 @@ impl Run<'_> {
                     }));
                 }
             }
+        }
+    }
+
+    /// Reports one measurement as it happens, and keeps it for the audit record.
+    #[allow(clippy::too_many_arguments)]
+    fn report_measurement(
+        &self,
+        wave: usize,
+        a: &AppPlan,
+        c: &ResolvedCheck,
+        values: &[f64],
+        ph: Phase,
+        verdict: Verdict,
+        error: Option<String>,
+    ) {
+        self.emit(Event::CheckMeasured {
+            check: c.name.clone(),
+            cluster: a.cluster.clone(),
+            values: values.to_vec(),
+            phase: ph,
+            verdict,
+            error: error.clone(),
+        });
+        self.measured(Measurement {
+            check: c.name.clone(),
+            cluster: a.cluster.clone(),
+            wave,
+            query: c.query.clone(),
+            values: values.to_vec(),
+            phase: ph,
+            verdict,
+            error,
+            at: self.ports.clock.now(),
+        });
+    }
+}
+
+/// One measurement of `c`, within its timeout: the values, and the phase they put the check
+/// in with why (for an error or no data).
+async fn measure_once(
+    metrics: &dyn Metrics,
+    c: &ResolvedCheck,
+) -> (Vec<f64>, Phase, Option<String>) {
+    let measured = tokio::time::timeout(
+        MEASURE_TIMEOUT.max(c.interval),
+        metrics.measure(&c.source, &c.query),
+    )
+    .await
+    .map_err(|_| "no answer in time".to_owned())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    match &measured {
+        Ok(v) => {
+            let (ph, error) = phase(Ok(v), &c.success, c.failure.as_ref(), c.no_data);
+            (v.clone(), ph, error)
+        }
+        Err(e) => {
+            let (ph, error) = phase(Err(e), &c.success, c.failure.as_ref(), c.no_data);
+            (Vec::new(), ph, error)
         }
     }
 }

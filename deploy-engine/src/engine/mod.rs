@@ -227,24 +227,7 @@ impl<'a> Engine<'a> {
         mut on_event: impl FnMut(Event) + Send,
     ) -> Result<RunReport, EngineError> {
         let sink: Sink<'_> = Mutex::new(&mut on_event);
-        if let Some(g) = plan.failed_gate() {
-            for g in &plan.gates {
-                emit_to(&sink, Event::Gate(g.clone()));
-            }
-            return Err(EngineError::GateFailed(g.clone()));
-        }
-        if self.ports.metrics.is_none()
-            && let Some(c) = plan
-                .waves
-                .iter()
-                .flat_map(|w| &w.apps)
-                .find_map(|a| a.checks.first())
-        {
-            return Err(EngineError::Port(Error::invalid(format!(
-                "{} has checks (e.g. {:?}) but no metrics backend is configured, so they cannot run; nothing was changed",
-                plan.environment, c.name
-            ))));
-        }
+        self.refuse_early(plan, &sink)?;
         let release = plan
             .release
             .as_ref()
@@ -286,21 +269,7 @@ impl<'a> Engine<'a> {
             return Err(EngineError::Stale(change));
         }
         let started_at = self.ports.clock.now();
-        let intent = record::record(
-            plan,
-            &self.opts,
-            release,
-            started_at,
-            Progress {
-                changed: &[],
-                apps: &[],
-                finished_at: started_at,
-                outcome: Outcome::Started,
-                message: "took the lock".into(),
-                checks: Vec::new(),
-            },
-        );
-        if let Err(e) = self.ports.audit.append(&intent).await {
+        if let Err(e) = self.record_start(plan, release, started_at).await {
             run.lease.release().await;
             return Err(EngineError::Audit(e));
         }
@@ -322,6 +291,54 @@ impl<'a> Engine<'a> {
             expires_at: run.lease.expires_at(),
         });
         Ok(run.execute(started_at).await)
+    }
+
+    /// Refuses a plan before anything is asked of the world: a failed gate (its gates are
+    /// reported), or checks with no metrics backend to measure them.
+    fn refuse_early(&self, plan: &PromotionPlan, sink: &Sink<'_>) -> Result<(), EngineError> {
+        if let Some(g) = plan.failed_gate() {
+            for g in &plan.gates {
+                emit_to(sink, Event::Gate(g.clone()));
+            }
+            return Err(EngineError::GateFailed(g.clone()));
+        }
+        if self.ports.metrics.is_none()
+            && let Some(c) = plan
+                .waves
+                .iter()
+                .flat_map(|w| &w.apps)
+                .find_map(|a| a.checks.first())
+        {
+            return Err(EngineError::Port(Error::invalid(format!(
+                "{} has checks (e.g. {:?}) but no metrics backend is configured, so they cannot run; nothing was changed",
+                plan.environment, c.name
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Appends the record that the run took the lock (before any write).
+    async fn record_start(
+        &self,
+        plan: &PromotionPlan,
+        release: &Release,
+        started_at: jiff::Timestamp,
+    ) -> Result<(), Error> {
+        let intent = record::record(
+            plan,
+            &self.opts,
+            release,
+            started_at,
+            Progress {
+                changed: &[],
+                apps: &[],
+                finished_at: started_at,
+                outcome: Outcome::Started,
+                message: "took the lock".into(),
+                checks: Vec::new(),
+            },
+        );
+        self.ports.audit.append(&intent).await
     }
 
     /// Takes the lock; a lock left by a process of this machine that no longer exists is

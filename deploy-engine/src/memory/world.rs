@@ -119,49 +119,8 @@ impl World {
             });
         }
         for env in config.environments.values() {
-            let manual = !env.sync.is_automated();
-            for service in &config.services {
-                for region in &env.registry.regions {
-                    world
-                        .registry
-                        .create_repository(&env.location(service, region), !manual);
-                }
-            }
-            if let Some(src) = env
-                .promote_from
-                .as_deref()
-                .and_then(|s| config.environments.get(s))
-            {
-                let key = (&src.registry.account, &src.registry.regions[0]);
-                let mut rules = world.registry.replication_rules_of(key.0, key.1);
-                rules.push(ReplicationRule {
-                    destinations: env
-                        .registry
-                        .regions
-                        .iter()
-                        .map(|r| (env.registry.account.clone(), r.clone()))
-                        .collect(),
-                    repository_prefixes: vec![src.registry.repository_prefix.clone()],
-                });
-                world.registry.set_replication_rules(key.0, key.1, rules);
-            }
-            if let Some(name) = config.application_set_name(env) {
-                world.argocd.put_application_set(ApplicationSet {
-                    name,
-                    sync_mode: env.sync,
-                    ignore_differences: vec![IgnoreDifferences {
-                        json_pointers: vec![override_pointer(&env.image_override).to_owned()],
-                        ..Default::default()
-                    }],
-                    // As `deploy render applicationset` writes it.
-                    preserved_annotations: deploy_core::plan::appset::every_written_annotation()
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect(),
-                    annotations: BTreeMap::new(),
-                    resource_version: "1".into(),
-                });
-            }
+            world.seed_registry(config, env);
+            world.seed_application_set(config, env);
         }
         for env in config.environments_in_order() {
             if env.promote_from.is_none() {
@@ -170,32 +129,95 @@ impl World {
         }
         for env in config.environments.values() {
             for cluster in &config.clusters {
-                let images = service_images(config, env, cluster);
-                let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
-                let parameter = match &env.image_override {
-                    deploy_core::config::ImageOverride::Helm { parameter } => parameter.as_str(),
-                    deploy_core::config::ImageOverride::Kustomize => "image.tag",
-                };
-                let seed = app_seed(config, env, cluster, parameter, initial);
-                world.argocd.create_application(&seed);
-                // A chart with a digest parameter per service (pin = "digest").
-                if let deploy_core::config::Pin::Digest { helm_parameters } = &env.pin
-                    && !helm_parameters.is_empty()
-                {
-                    let by_image = images
-                        .iter()
-                        .filter_map(|(s, n)| Some((n.clone(), helm_parameters.get(s)?.clone())))
-                        .collect();
-                    world.argocd.set_digest_parameters(&seed.name, by_image);
-                }
-                if env.image_override == deploy_core::config::ImageOverride::Kustomize {
-                    let value = override_for(env, &names, initial);
-                    futures::executor::block_on(world.argocd.set_override(&seed.name, &value))
-                        .expect("the app was just created");
-                }
+                world.seed_application(config, env, cluster, initial);
             }
         }
         world
+    }
+
+    /// An environment's repositories in every region, and the source's replication rule to
+    /// them (as `deploy render replication` writes it).
+    fn seed_registry(&self, config: &Config, env: &Environment) {
+        let manual = !env.sync.is_automated();
+        for service in &config.services {
+            for region in &env.registry.regions {
+                self.registry
+                    .create_repository(&env.location(service, region), !manual);
+            }
+        }
+        let Some(src) = env
+            .promote_from
+            .as_deref()
+            .and_then(|s| config.environments.get(s))
+        else {
+            return;
+        };
+        let key = (&src.registry.account, &src.registry.regions[0]);
+        let mut rules = self.registry.replication_rules_of(key.0, key.1);
+        rules.push(ReplicationRule {
+            destinations: env
+                .registry
+                .regions
+                .iter()
+                .map(|r| (env.registry.account.clone(), r.clone()))
+                .collect(),
+            repository_prefixes: vec![src.registry.repository_prefix.clone()],
+        });
+        self.registry.set_replication_rules(key.0, key.1, rules);
+    }
+
+    /// An environment's ApplicationSet, as `deploy render applicationset` writes it.
+    fn seed_application_set(&self, config: &Config, env: &Environment) {
+        let Some(name) = config.application_set_name(env) else {
+            return;
+        };
+        self.argocd.put_application_set(ApplicationSet {
+            name,
+            sync_mode: env.sync,
+            ignore_differences: vec![IgnoreDifferences {
+                json_pointers: vec![override_pointer(&env.image_override).to_owned()],
+                ..Default::default()
+            }],
+            preserved_annotations: deploy_core::plan::appset::every_written_annotation()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            annotations: BTreeMap::new(),
+            resource_version: "1".into(),
+        });
+    }
+
+    /// The Application of `env` on `cluster`, running `initial`.
+    fn seed_application(
+        &self,
+        config: &Config,
+        env: &Environment,
+        cluster: &deploy_core::config::Cluster,
+        initial: &Tag,
+    ) {
+        let images = service_images(config, env, cluster);
+        let names: Vec<String> = images.iter().map(|(_, n)| n.clone()).collect();
+        let parameter = match &env.image_override {
+            deploy_core::config::ImageOverride::Helm { parameter } => parameter.as_str(),
+            deploy_core::config::ImageOverride::Kustomize => "image.tag",
+        };
+        let seed = app_seed(config, env, cluster, parameter, initial);
+        self.argocd.create_application(&seed);
+        // A chart with a digest parameter per service (pin = "digest").
+        if let deploy_core::config::Pin::Digest { helm_parameters } = &env.pin
+            && !helm_parameters.is_empty()
+        {
+            let by_image = images
+                .iter()
+                .filter_map(|(s, n)| Some((n.clone(), helm_parameters.get(s)?.clone())))
+                .collect();
+            self.argocd.set_digest_parameters(&seed.name, by_image);
+        }
+        if env.image_override == deploy_core::config::ImageOverride::Kustomize {
+            let value = override_for(env, &names, initial);
+            futures::executor::block_on(self.argocd.set_override(&seed.name, &value))
+                .expect("the app was just created");
+        }
     }
 
     /// Simulates check `check` of `env` on `cluster` ([`Simulation`]): its measurements there
